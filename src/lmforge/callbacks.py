@@ -1,0 +1,161 @@
+"""Training callbacks: throughput and MFU, generated text samples, run-folder hygiene."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
+
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by device-name substring.
+GPU_PEAK_BF16: dict[str, float] = {
+    "H200": 989e12,
+    "H100": 989e12,  # SXM; the PCIe card is listed below and matched first
+    "A100": 312e12,
+    "A10G": 70e12,
+    "A10": 125e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,  # fp16: V100 has no bf16
+    "T4": 65e12,  # fp16
+}
+GPU_PEAK_PCIE = {"H100 PCIe": 756e12}
+
+
+def gpu_peak_flops(name: str) -> float | None:
+    """The known dense bf16 peak of a GPU by its CUDA device name, or None if unknown."""
+    for table in (GPU_PEAK_PCIE, GPU_PEAK_BF16):
+        for key, flops in table.items():
+            if key in name:
+                return flops
+    return None
+
+
+def measure_cpu_peak_flops(size: int = 1536, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of a few fp32 matmuls with all threads: the CPU's practical peak.
+
+    The fastest, not the mean, because other processes only ever slow a measurement down.
+    """
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm up the BLAS threads
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+class ThroughputMonitor(L.Callback):
+    """Logs ``perf/tokens_per_sec`` and ``perf/mfu`` (model FLOPs utilisation).
+
+    Model FLOPs per token are counted as nanoGPT's ``estimate_mfu`` does; the peak is the
+    GPU's known dense bf16 peak, or on CPU a matmul rate measured once at the start.
+
+    Args:
+        peak_flops: Peak FLOP/s of one device; ``None`` looks it up (GPU) or measures it (CPU).
+        log_every_n_steps: Average and log over windows of this many optimizer steps.
+    """
+
+    def __init__(self, peak_flops: float | None = None, log_every_n_steps: int = 10):
+        self.peak_flops = peak_flops
+        self.window = log_every_n_steps
+        self._tokens = 0
+        self._start: float | None = None
+        self._steps = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.peak_flops is None:
+            if pl_module.device.type == "cuda":
+                self.peak_flops = gpu_peak_flops(torch.cuda.get_device_name(pl_module.device))
+            elif pl_module.device.type == "cpu":
+                self.peak_flops = measure_cpu_peak_flops()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._tokens += batch["input_ids"].numel()
+        self._steps += 1
+        if self._steps < self.window:
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        elapsed = time.perf_counter() - self._start
+        tokens_per_sec = self._tokens * trainer.world_size / elapsed
+        pl_module.log("perf/tokens_per_sec", tokens_per_sec, prog_bar=True, on_step=True, on_epoch=False)
+        flops = getattr(pl_module, "flops_per_token", None)
+        if self.peak_flops and flops is not None:
+            mfu = tokens_per_sec * flops() / (self.peak_flops * trainer.world_size)
+            pl_module.log("perf/mfu", mfu, on_step=True, on_epoch=False)
+        self._tokens, self._steps, self._start = 0, 0, time.perf_counter()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = None  # validation time is not training throughput
+        self._tokens = self._steps = 0
+
+
+class TextSampleCallback(L.Callback):
+    """After each validation, generate text from a fixed prompt into TensorBoard's text tab.
+
+    Args:
+        prompt: The prompt to continue.
+        enabled: Turn sampling off.
+    """
+
+    def __init__(self, prompt: str = "The", enabled: bool = True):
+        self.prompt = prompt
+        self.enabled = enabled
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.enabled or trainer.sanity_checking:
+            return
+        text = pl_module.sample_text(self.prompt)
+        if text is None:
+            return
+        for logger in trainer.loggers:
+            add_text = getattr(logger.experiment, "add_text", None)
+            if add_text is not None:
+                add_text("samples", text, global_step=trainer.global_step)
+
+
+class SafeSaveConfigCallback(SaveConfigCallback):
+    """Saves the resolved config of a ``fit`` into its run folder, never overwriting one there.
+
+    A resumed run writes ``config.resumed-1.yaml``, ``config.resumed-2.yaml``, ...
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return  # validate/test/predict read a run; they do not start one
+        log_dir = trainer.log_dir  # on every rank: it broadcasts
+        filename = self.config_filename
+        if trainer.is_global_zero and log_dir is not None and (Path(log_dir) / filename).exists():
+            stem, n = Path(filename).stem, 1
+            while (Path(log_dir) / f"{stem}.resumed-{n}.yaml").exists():
+                n += 1
+            filename = f"{stem}.resumed-{n}.yaml"
+        self.config_filename = trainer.strategy.broadcast(filename)  # rank 0 decides, before it writes
+        super().setup(trainer, pl_module, stage)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between validations,
+    so ``--ckpt_path last`` always resumes from the final step."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and not trainer.fast_dev_run and self._last_global_step_saved < trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

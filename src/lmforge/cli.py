@@ -1,0 +1,198 @@
+"""The ``lmforge`` command: ``fit|validate|test|predict`` (LightningCLI) and tool subcommands.
+
+Model and data are chosen by ``class_path`` in YAML or on the command line; ``-c`` files
+compose left to right. Values known only once the data module exists (vocabulary size,
+sequence length) are linked into the model at instantiation.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import lazy_instance
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from lmforge.callbacks import RunCheckpoint, SafeSaveConfigCallback, TextSampleCallback, ThroughputMonitor
+from lmforge.errors import UserError
+from lmforge.tasks import PretrainingTask
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="lmforge", default_hp_metric=False),
+}
+
+# data attribute -> model argument, filled when both are instantiated
+LINKS = {"vocab_size": "model.init_args.config.vocab_size", "seq_len": "model.init_args.config.max_seq_len"}
+
+
+class LmforgeCLI(LightningCLI):
+    """LightningCLI in subclass mode with lmforge's links, callbacks and defaults."""
+
+    def __init__(self, args: list[str] | None = None, **kwargs: Any):
+        super().__init__(
+            model_class=PretrainingTask,
+            subclass_mode_model=True,
+            datamodule_class=None,  # any LightningDataModule, and optional: predict needs none
+            save_config_callback=SafeSaveConfigCallback,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=1234,
+            args=args,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.save_top_k": 1,
+                "checkpoint.filename": "best",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(ThroughputMonitor, "throughput")
+        parser.add_lightning_class_args(TextSampleCallback, "sample")
+        for attribute, target in LINKS.items():
+            parser.link_arguments("data", target, compute_fn=self._linked(attribute, target), apply_on="instantiate")
+
+    def _linked(self, attribute: str, target: str) -> Callable[[Any], Any]:
+        """Read ``attribute`` off the data module; with no data module (predict from a
+        checkpoint) keep the value already in the config, e.g. from the checkpoint."""
+
+        def compute(data: Any) -> Any:
+            if data is not None:
+                return getattr(data, attribute)
+            node: Any = self.config[self.config.subcommand]
+            for key in target.split("."):
+                node = node[key] if node is not None else None
+            return node
+
+        return compute
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = self._get(self.config_init, "trainer", default={})
+        callbacks = list(trainer.get("callbacks") or [])
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            trainer["callbacks"] = [*callbacks, RichProgressBar()]  # rich bar unless the user chose otherwise
+        return super().instantiate_trainer(**kwargs)
+
+    # -- checkpoint resolution ------------------------------------------------------------
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        argv = list(sys.argv[1:] if args is None else args)
+        model_class = _checkpoint_model_class(argv)
+        if model_class is not None:
+            # `predict --ckpt_path X --model.prompts ...` must know the task class while parsing;
+            # the checkpoint names it, so the user does not have to
+            argv.insert(1, f"--model={model_class}")
+        self.config = parser.parse_args(argv)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        cfg = self.config[subcommand]
+        ckpt = cfg.get("ckpt_path")
+        if ckpt == "last":
+            ckpt = cfg.ckpt_path = str(self._resume_newest_run(cfg))
+        if ckpt and not Path(ckpt).is_file():
+            raise UserError(f"Checkpoint '{ckpt}' does not exist: give the path of a .ckpt file, or `last`.")
+        data = cfg.get("data")
+        if ckpt and data is not None and "tokenizer" in data.get("init_args", {}):
+            spec = data.init_args.tokenizer
+            if spec is not None and not spec.get("path"):
+                # the checkpoint carries the tokenizer it was trained with: reuse it, never retrain
+                spec.path = ckpt
+
+    @staticmethod
+    def _resume_newest_run(cfg: Any) -> Path:
+        """Find ``last.ckpt`` of the newest run of this experiment and continue in its folder."""
+        logger = cfg.trainer.get("logger")
+        init = logger.get("init_args") if hasattr(logger, "get") else None
+        if init is None:
+            raise UserError("`--ckpt_path last` needs a TensorBoard logger to find the runs: give the checkpoint's path.")
+        root = Path(init.get("save_dir") or "logs") / (init.get("name") or "")
+        runs = []
+        for ckpt in root.glob("version_*/checkpoints/last.ckpt"):
+            match = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
+            if match:
+                runs.append((int(match.group(1)), ckpt))
+        if not runs:
+            raise UserError(f"`--ckpt_path last` found no run with checkpoints/last.ckpt under '{root}': start a run first.")
+        version, ckpt = max(runs)
+        init.version = version  # log into the resumed run's folder, continuing its step count
+        return ckpt
+
+    # -- messages -------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        logger = self.trainer.logger
+        if logger is not None and getattr(logger, "log_dir", None):
+            rank_zero_info(
+                f"Run folder: {logger.log_dir}\nWatch it: tensorboard --logdir {Path(logger.log_dir).parent}"
+            )
+
+    def after_fit(self) -> None:
+        best = self.trainer.checkpoint_callback
+        if best is not None and best.last_model_path:
+            rank_zero_info(f"Last checkpoint: {best.last_model_path}; best ({best.monitor}): {best.best_model_path}")
+
+    def after_predict(self) -> None:
+        for output in self.trainer.predict_loop.predictions or []:
+            for text in output if isinstance(output, list) else [output]:
+                print(text, end="\n\n", flush=True)
+
+
+def _checkpoint_model_class(argv: list[str]) -> str | None:
+    """The task class stored in the checkpoint given by ``--ckpt_path``, unless ``--model`` is given."""
+    if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
+        return None
+    if any(a == "--model" or a.startswith("--model=") for a in argv):
+        return None
+    ckpt = None
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            ckpt = argv[i + 1]
+        elif arg.startswith("--ckpt_path="):
+            ckpt = arg.split("=", 1)[1]
+    if not ckpt or not Path(ckpt).is_file():
+        return None
+    import torch
+
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    return hparams.get("_class_path")
+
+
+def _user_error(err: BaseException) -> UserError | None:
+    """The UserError behind ``err`` (jsonargparse and Lightning wrap exceptions), if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lmforge`` console script."""
+    argv = sys.argv[1:] if args is None else args
+    try:
+        if argv and argv[0] == "tokenizer":
+            from lmforge.tools import tokenizer_command
+
+            tokenizer_command(argv[1:])
+        else:
+            LmforgeCLI(args=args)
+    except Exception as err:
+        user_error = _user_error(err)
+        if user_error is None:
+            raise
+        print(f"lmforge: error: {user_error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,207 @@
+"""Read documents (strings) from local files or a Hugging Face dataset.
+
+Local formats, chosen by suffix (``.gz`` allowed on top): ``.txt`` (one document per file,
+or per blank-line-separated block), ``.jsonl``/``.json``/``.parquet``/``.csv`` (a text
+column, read with ``datasets``). Every problem a user can cause becomes a one-sentence
+:class:`~lmforge.errors.UserError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import numbers
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from lmforge.errors import UserError
+
+TxtSplit = Literal["file", "blank_line"]
+TABULAR = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def expand_paths(paths: str | list[str]) -> list[Path]:
+    """Expand files, folders (recursively, their supported files) and globs, in sorted order."""
+    if isinstance(paths, str):
+        paths = [paths]
+    found: list[Path] = []
+    for pattern in paths:
+        p = Path(pattern).expanduser()
+        if p.is_dir():
+            matches = sorted(q for q in p.rglob("*") if q.is_file() and _format_of(q) is not None)
+            if not matches:
+                raise UserError(f"Folder '{p}' holds no .txt/.jsonl/.json/.parquet/.csv file: point at your text files.")
+        elif p.is_file():
+            matches = [p]
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            if not matches:
+                raise UserError(f"No file matches '{pattern}': check the path (it is read relative to {Path.cwd()}).")
+        found.extend(matches)
+    return found
+
+
+def _format_of(path: Path) -> str | None:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if not suffixes:
+        return None
+    if suffixes[-1] == ".txt":
+        return "txt"
+    return TABULAR.get(suffixes[-1])
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if path.suffix.lower() == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise UserError(f"'{path}' is not a readable gzip file ({err}): re-compress or remove it.") from err
+    if b"\x00" in raw[:8192]:
+        raise UserError(f"'{path}' looks binary (it contains NUL bytes): give plain UTF-8 text files.")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"'{path}' is not valid UTF-8 (bad byte at offset {err.start}): convert it, e.g. `iconv -t utf-8`."
+        ) from err
+
+
+def read_txt(path: Path, split: TxtSplit = "file") -> list[str]:
+    """Documents of a text file: the whole file, or each block between blank lines."""
+    text = _read_text(path).replace("\r\n", "\n")
+    if split == "file":
+        docs = [text.strip()]
+    else:
+        docs = [block.strip() for block in re.split(r"\n\s*\n", text)]
+    return [d for d in docs if d]
+
+
+def read_tabular(paths: list[Path], fmt: str, text_field: str) -> list[str]:
+    """Documents from a column of json/jsonl/parquet/csv files, read with ``datasets``."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(fmt, data_files=[str(p) for p in paths], split="train")
+    except Exception as err:  # datasets wraps parse errors in several exception types
+        names = ", ".join(str(p) for p in paths[:3])
+        raise UserError(f"Could not read {fmt} file(s) {names}: {str(err).splitlines()[0]}") from err
+    if text_field not in ds.column_names:
+        raise UserError(
+            f"Field '{text_field}' is not in {paths[0]} (its fields: {', '.join(ds.column_names)}): "
+            "set `text_field` to the column that holds the text."
+        )
+    try:
+        return [t for t in ds[text_field] if isinstance(t, str) and t.strip()]
+    except UnicodeDecodeError as err:  # pyarrow's JSON reader passes invalid UTF-8 through
+        names = ", ".join(str(p) for p in paths[:3])
+        raise UserError(f"{names}: text is not valid UTF-8 ({err.reason}): convert the file(s) to UTF-8.") from err
+
+
+def read_local(paths: str | list[str], text_field: str = "text", txt_split: TxtSplit = "file") -> list[str]:
+    """All documents of local files: the .txt files', then the tabular files', each in sorted path order.
+
+    Args:
+        paths: Files, folders or glob patterns.
+        text_field: Column holding the text in json/jsonl/parquet/csv files.
+        txt_split: ``file`` (a .txt file is one document) or ``blank_line`` (each paragraph block).
+    """
+    files = expand_paths(paths)
+    docs: list[str] = []
+    tabular: dict[str, list[Path]] = {}
+    for f in files:
+        fmt = _format_of(f)
+        if fmt == "txt":
+            docs.extend(read_txt(f, txt_split))
+        elif fmt is not None:
+            tabular.setdefault(fmt, []).append(f)
+        else:
+            raise UserError(f"'{f}' has an unsupported extension: use .txt, .jsonl, .json, .parquet or .csv (optionally .gz).")
+    for fmt, group in tabular.items():
+        docs.extend(read_tabular(group, fmt, text_field))
+    return docs
+
+
+
+
+def read_hf(
+    name: str,
+    config: str | None = None,
+    split: str = "train",
+    text_field: str = "text",
+    streaming: bool = False,
+    max_documents: int | None = None,
+) -> list[str]:
+    """Documents of a Hugging Face hub dataset.
+
+    Args:
+        name: Dataset name on the hub, e.g. ``wikimedia/wikipedia``.
+        config: Its configuration, e.g. ``20231101.en``.
+        split: Which split to read.
+        text_field: Column holding the text.
+        streaming: Stream instead of downloading the whole dataset first.
+        max_documents: Stop after this many documents.
+    """
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
+    except Exception as err:  # offline, unknown name, gated repo, bad config ...
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"Could not load the Hugging Face dataset '{name}' (config {config!r}, split '{split}'): {first}. "
+            "Check the name and your network, or download it and point `paths` at the local files."
+        ) from err
+    docs: list[str] = []
+    rows: Iterable = ds
+    for row in rows:
+        if text_field not in row:
+            raise UserError(f"Field '{text_field}' is not in dataset '{name}' (its fields: {', '.join(row)}): set `text_field`.")
+        text = row[text_field]
+        if isinstance(text, str) and text.strip():
+            docs.append(text)
+            if max_documents is not None and len(docs) >= max_documents:
+                break
+    return docs
+
+
+def split_documents(
+    documents: list[str], val_fraction: float, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """Split documents into train and validation sets, by document.
+
+    A document goes to validation iff a SHA-256 hash of the seed and its text,
+    read as a number in ``[0, 1)``, falls below ``val_fraction``. Unlike the
+    built-in ``hash()``, this is stable across processes and runs, and a
+    document's side does not depend on the other documents.
+
+    Args:
+        documents: The documents to split. Their relative order is kept.
+        val_fraction: Expected fraction of documents sent to validation, in
+            ``[0, 1)``.
+        seed: Mixed into the hash to draw a different split.
+
+    Returns:
+        A ``(train, val)`` tuple of lists whose union is ``documents``.
+
+    Raises:
+        ValueError: If ``val_fraction`` is not a number in ``[0, 1)``.
+    """
+    # The negated comparison also rejects NaN.
+    if not isinstance(val_fraction, numbers.Real) or not (0.0 <= val_fraction < 1.0):
+        raise ValueError(
+            f"val_fraction must be a number in [0, 1), got {val_fraction!r}."
+        )
+    prefix = f"lmforge-split:{seed}:".encode()
+    train: list[str] = []
+    val: list[str] = []
+    for doc in documents:
+        digest = hashlib.sha256(prefix + doc.encode("utf-8", "surrogatepass")).digest()
+        u = int.from_bytes(digest[:8], "big") / 2.0**64
+        (val if u < val_fraction else train).append(doc)
+    return train, val

@@ -1,0 +1,235 @@
+"""The text corpus DataModule: documents -> tokenizer -> packed blocks -> objective -> batches.
+
+:class:`TextCorpus` reads local files or a Hugging Face dataset; per-corpus modules extend
+it by overriding :meth:`TextCorpus.load_documents`. It never knows the model family: the
+task's objective (``task.objective``) decides how many tokens an example takes and how
+blocks become a batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from torch.utils.data import DataLoader
+
+from lmforge.data.bundled import bundled_documents
+from lmforge.data.documents import TxtSplit, read_hf, read_local, split_documents
+from lmforge.data.packing import PackedBlocks, concat_documents, token_dtype
+from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer_cached
+from lmforge.errors import UserError
+from lmforge.objectives import Objective
+
+
+class TextCorpus(L.LightningDataModule):
+    """Documents from local files or a Hugging Face dataset, packed into fixed-length blocks.
+
+    Args:
+        paths: Local files, folders or glob patterns: ``.txt``, ``.jsonl``, ``.json``,
+            ``.parquet`` or ``.csv``, each optionally ``.gz``.
+        hf_dataset: A Hugging Face dataset name, read instead of ``paths``.
+        hf_config: The dataset configuration (e.g. ``20231101.en`` for Wikipedia).
+        hf_split: The dataset split to read.
+        streaming: Stream the Hugging Face dataset instead of downloading it whole.
+        text_field: Column that holds the text (jsonl/json/parquet/csv and hub datasets).
+        txt_split: A ``.txt`` file is one document (``file``) or one per blank-line block
+            (``blank_line``).
+        max_documents: Use at most this many documents (quick runs).
+        val_fraction: Fraction of documents held out for validation (split by document).
+        tokenizer: The tokenizer to load, or how to train one on the training split.
+        seq_len: Tokens per example seen by the model.
+        batch_size: Examples per batch on each device.
+        num_workers: DataLoader worker processes.
+        seed: Seed of the validation split and of the shuffling order.
+    """
+
+    def __init__(
+        self,
+        paths: str | list[str] | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        hf_split: str = "train",
+        streaming: bool = False,
+        text_field: str = "text",
+        txt_split: TxtSplit = "file",
+        max_documents: int | None = None,
+        val_fraction: float = 0.05,
+        tokenizer: TokenizerSpec = TokenizerSpec(),
+        seq_len: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 1234,
+    ):
+        super().__init__()
+        if seq_len < 1 or batch_size < 1:
+            raise UserError(f"seq_len and batch_size must be positive, got seq_len={seq_len}, batch_size={batch_size}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        self.paths = paths
+        self.hf_dataset = hf_dataset
+        self.hf_config = hf_config
+        self.hf_split = hf_split
+        self.streaming = streaming
+        self.text_field = text_field
+        self.txt_split = txt_split
+        self.max_documents = max_documents
+        self.val_fraction = val_fraction
+        self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.objective: Objective | None = None
+        self._splits: tuple[list[str], list[str]] | None = None
+        self._tokenizer: Tokenizer | None = None
+        self.train_set: PackedBlocks | None = None
+        self.val_set: PackedBlocks | None = None
+
+    # -- documents --------------------------------------------------------------------------
+    def load_documents(self) -> list[str]:
+        """All documents of the corpus; subclasses for specific corpora override this."""
+        if self.hf_dataset:
+            return read_hf(
+                self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming, self.max_documents
+            )
+        if self.paths is None:
+            raise UserError("No corpus given: set `data.paths` to your text files or `data.hf_dataset` to a hub dataset.")
+        return read_local(self.paths, self.text_field, self.txt_split)
+
+    @property
+    def name(self) -> str:
+        return self.hf_dataset or str(self.paths)
+
+    def splits(self) -> tuple[list[str], list[str]]:
+        """(train, validation) documents, split deterministically by document."""
+        if self._splits is None:
+            docs = self.load_documents()
+            if self.max_documents is not None:
+                docs = docs[: self.max_documents]
+            if not docs:
+                raise UserError(f"Corpus {self.name} has no text: every document is empty.")
+            train, val = split_documents(docs, self.val_fraction, self.seed)
+            if not val or not train:
+                # few documents: hold out the last one rather than fail
+                train, val = (docs[:-1], docs[-1:]) if len(docs) > 1 else (docs, docs)
+            self._splits = (train, val)
+        return self._splits
+
+    # -- tokenizer (known at instantiation: the CLI links vocab_size into the model) -------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            spec = self.tokenizer_spec
+            if spec.path:
+                self._tokenizer = Tokenizer.from_file(spec.path)
+            else:
+                rank_zero_info(f"Training a {spec.kind} tokenizer ({spec.vocab_size} tokens) on {self.name} ...")
+                # ranks other than 0 load what rank 0 trained: training is not deterministic
+                self._tokenizer = train_tokenizer_cached(self.splits()[0], spec, wait=rank_zero_only.rank != 0)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Tokenizer) -> None:
+        self._tokenizer = value
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    # -- Lightning hooks --------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.objective is None:
+            # the task owns the objective (how blocks become examples); the corpus applies it
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            self.objective = getattr(module, "objective", None)
+            if self.objective is None:
+                raise RuntimeError("TextCorpus needs an objective: attach one or train a task that defines `objective`.")
+        if self.train_set is not None:
+            return
+        tok = self.tokenizer
+        block = self.objective.block_length(self.seq_len)
+        dtype = token_dtype(tok.vocab_size)
+        train_docs, val_docs = self.splits()
+        self.train_set = PackedBlocks(concat_documents(tok.encode_batch(train_docs), tok.eos_id, dtype), block)
+        self.val_set = PackedBlocks(concat_documents(tok.encode_batch(val_docs), tok.eos_id, dtype), block)
+        for split, ds in (("train", self.train_set), ("validation", self.val_set)):
+            if len(ds) == 0:
+                raise UserError(
+                    f"The {split} split of {self.name} has fewer than {block} tokens, too few for one example: "
+                    "add text or lower `seq_len`."
+                )
+        rank_zero_info(
+            f"{self.name}: {len(train_docs)} train / {len(val_docs)} val documents, "
+            f"{self.train_set.num_tokens:,} / {self.val_set.num_tokens:,} tokens in blocks of {block}."
+        )
+        log_dir = self.trainer.log_dir if self.trainer is not None else None  # every rank: it broadcasts
+        if log_dir and self.trainer.is_global_zero and not self.tokenizer_spec.path:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            tok.save(Path(log_dir) / "tokenizer.json")
+
+    def _loader(self, dataset: PackedBlocks, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            collate_fn=self.objective,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+class BundledCorpus(TextCorpus):
+    """The default corpus, no download needed: the English prose inside every CPython.
+
+    It is the help text of ``pydoc_data.topics`` plus the standard library's docstrings,
+    read with ``ast`` (about 2 MB).
+
+    Args:
+        max_documents: Use at most this many documents (quick runs).
+        val_fraction: Fraction of documents held out for validation (split by document).
+        tokenizer: The tokenizer to load, or how to train one on the training split.
+        seq_len: Tokens per example seen by the model.
+        batch_size: Examples per batch on each device.
+        num_workers: DataLoader worker processes.
+        seed: Seed of the validation split and of the shuffling order.
+    """
+
+    def __init__(
+        self,
+        max_documents: int | None = None,
+        val_fraction: float = 0.05,
+        tokenizer: TokenizerSpec = TokenizerSpec(),
+        seq_len: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 1234,
+    ):
+        super().__init__(
+            max_documents=max_documents,
+            val_fraction=val_fraction,
+            tokenizer=tokenizer,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
+
+    @property
+    def name(self) -> str:
+        return "the bundled corpus"
+
+    def load_documents(self) -> list[str]:
+        return bundled_documents()

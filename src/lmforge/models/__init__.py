@@ -1,0 +1,5 @@
+"""Pure torch networks and their config dataclasses: no Lightning, no data, no tokenizer."""
+
+from lmforge.models.gpt import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig"]

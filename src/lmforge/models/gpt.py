@@ -1,0 +1,154 @@
+"""GPT: a decoder-only Transformer trained on next-token prediction (Radford et al. 2019).
+
+Pre-LayerNorm blocks, learned position embeddings, causal SDPA attention, and an output
+projection tied to the token embedding, as in GPT-2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmforge.models.layers import PreNormBlock
+
+
+@dataclass
+class GPTConfig:
+    """Shape of a GPT network.
+
+    Args:
+        vocab_size: Number of token ids (linked from the tokenizer by the CLI).
+        max_seq_len: Number of position embeddings, the longest context (linked from the data).
+        n_layer: Number of Transformer blocks.
+        n_head: Number of attention heads.
+        d_model: Width of the residual stream.
+        d_ff: Hidden width of the MLP; ``None`` means ``4 * d_model``.
+        dropout: Dropout on embeddings, attention and residual branches.
+        bias: Whether linear and LayerNorm layers have bias terms (GPT-2: yes).
+        layer_norm_eps: LayerNorm epsilon.
+    """
+
+    vocab_size: int = 50257
+    max_seq_len: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    d_model: int = 768
+    d_ff: int | None = None
+    dropout: float = 0.0
+    bias: bool = True
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def hidden_size(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+class GPT(nn.Module):
+    """The GPT network: token ids ``(B, T)`` to next-token logits ``(B, T, vocab_size)``.
+
+    Args:
+        config: The network's shape.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = nn.Embedding(config.max_seq_len, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            PreNormBlock(
+                config.d_model,
+                config.n_head,
+                config.hidden_size,
+                config.dropout,
+                config.bias,
+                causal=True,
+                eps=config.layer_norm_eps,
+            )
+            for _ in range(config.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied input/output embeddings
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer) so the residual stream's
+        # variance does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        B, T = input_ids.shape
+        if T > self.config.max_seq_len:
+            raise ValueError(f"Sequence of {T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))  # (B, T, V)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters, the tied embedding counted once.
+
+        Args:
+            non_embedding: Leave out the position embeddings (as nanoGPT counts for MFU).
+        """
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), counted as nanoGPT's ``estimate_mfu``.
+
+        Args:
+            seq_len: Context length the model is trained at.
+        """
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.d_model * seq_len
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ``input_ids`` ``(1, T)`` by sampling; ``temperature=0`` is greedy.
+
+        Args:
+            input_ids: The prompt, shape ``(1, T)``.
+            max_new_tokens: How many tokens to add at most.
+            temperature: Softmax temperature; 0 picks the most likely token.
+            top_k: Sample only among the k most likely tokens.
+            eos_id: Stop once this token is produced.
+            generator: Random generator for reproducible samples.
+        """
+        for _ in range(max_new_tokens):
+            context = input_ids[:, -self.config.max_seq_len :]
+            logits = self(context)[:, -1, :]  # (1, V)
+            if temperature <= 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = torch.softmax(logits, dim=-1)
+                next_id = torch.multinomial(probs, 1, generator=generator)
+            input_ids = torch.cat([input_ids, next_id], dim=1)
+            if eos_id is not None and next_id.item() == eos_id:
+                break
+        return input_ids

@@ -1,0 +1,103 @@
+"""Transformer building blocks shared by every family."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention``.
+
+    Args:
+        d_model: Width of the residual stream.
+        n_head: Number of attention heads; must divide ``d_model``.
+        dropout: Dropout on attention probabilities and on the output projection.
+        bias: Whether the projections have bias terms.
+        causal: Whether a position may only attend to itself and earlier positions.
+    """
+
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = False):
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"d_model={d_model} is not divisible by n_head={n_head}.")
+        self.n_head = n_head
+        self.causal = causal
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # one matmul for q, k and v
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)
+        # (B, T, C) -> (B, n_head, T, head_dim)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            # is_causal lets SDPA pick its fused causal kernels instead of materialising a mask
+            is_causal=self.causal and attn_mask is None,
+        )
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: ``Linear -> GELU -> Linear -> Dropout``.
+
+    Args:
+        d_model: Width of the residual stream.
+        d_ff: Hidden width.
+        dropout: Dropout on the output.
+        bias: Whether the linear layers have bias terms.
+        approximate: GELU approximation, ``"tanh"`` (GPT-2) or ``"none"`` (BERT).
+    """
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, bias: bool = True, approximate: str = "tanh"):
+        super().__init__()
+        self.fc = nn.Linear(d_model, d_ff, bias=bias)
+        self.proj = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.approximate = approximate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
+
+
+class PreNormBlock(nn.Module):
+    """Pre-LayerNorm Transformer block (GPT-2): ``x + attn(ln(x))`` then ``x + mlp(ln(x))``.
+
+    Args:
+        d_model: Width of the residual stream.
+        n_head: Number of attention heads.
+        d_ff: Hidden width of the MLP.
+        dropout: Dropout probability.
+        bias: Whether linear and norm layers have bias terms.
+        causal: Whether attention is causal.
+        eps: LayerNorm epsilon.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_head: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        causal: bool = False,
+        eps: float = 1e-5,
+    ):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.attn = SelfAttention(d_model, n_head, dropout, bias, causal)
+        self.ln_2 = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        self.mlp = FeedForward(d_model, d_ff, dropout, bias)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask)
+        return x + self.mlp(self.ln_2(x))

@@ -1,0 +1,10 @@
+"""Objectives turn packed token blocks into training examples; pure, no models, no corpora.
+
+Every objective is a callable collate function with the same small interface
+(:class:`Objective`), which is how a DataModule serves any family without knowing it.
+"""
+
+from lmforge.objectives.base import Objective
+from lmforge.objectives.causal_lm import CausalLM
+
+__all__ = ["CausalLM", "Objective"]

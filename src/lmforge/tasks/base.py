@@ -1,0 +1,139 @@
+"""What every pretraining task shares: optimizer and schedule, metrics, checkpoints that
+carry their tokenizer and model config."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import lightning as L
+import torch
+
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import UserError
+from lmforge.objectives import Objective
+from lmforge.tasks.optim import build_optimizer, warmup_cosine
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """AdamW with linear warmup then cosine decay to a floor.
+
+    Args:
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay of matrices (never norms, biases, embeddings).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        warmup_steps: Steps of linear warmup.
+        decay_steps: Step where the cosine reaches its floor; ``None`` means the end of training.
+        min_lr_ratio: The floor, as a fraction of ``lr``.
+    """
+
+    lr: float = 6e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    decay_steps: int | None = None
+    min_lr_ratio: float = 0.1
+
+
+class PretrainingTask(L.LightningModule):
+    """Base of every family's task. Subclasses set ``self.net`` and ``self.objective``.
+
+    Args:
+        optimizer: Optimizer and learning-rate schedule.
+    """
+
+    objective: Objective
+
+    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
+        super().__init__()
+        self.optim = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
+        self.tokenizer: Tokenizer | None = None
+
+    def _store_hparams(self, ignore: list[str] | None = None) -> None:
+        """Save the init arguments as plain data so any checkpoint loads with weights_only."""
+        self.save_hyperparameters(ignore=ignore, frame=inspect.currentframe().f_back)
+        for key, value in list(self.hparams.items()):
+            if dataclasses.is_dataclass(value):
+                self.hparams[key] = dataclasses.asdict(value)
+
+    # -- pieces subclasses provide --------------------------------------------------------
+    @property
+    def model_config(self) -> Any:
+        return self.net.config
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token, for MFU."""
+        return self.net.flops_per_token(self.model_config.max_seq_len)
+
+    def sample_text(self, prompt: str) -> str | None:
+        """A text generated from ``prompt`` for the TensorBoard text tab; None if the task cannot."""
+        return None
+
+    # -- setup and checkpoints ------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "tokenizer"):
+            self.tokenizer = datamodule.tokenizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lmforge"] = {
+            "tokenizer": self.tokenizer.to_str() if self.tokenizer is not None else None,
+            "model_config": dataclasses.asdict(self.model_config),
+            "task": type(self).__qualname__,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get("lmforge", {}).get("tokenizer")
+        if stored is None:
+            return
+        ckpt_tokenizer = Tokenizer.from_str(stored)
+        if self.tokenizer is not None and self.tokenizer.fingerprint != ckpt_tokenizer.fingerprint:
+            raise UserError(
+                f"The data's tokenizer ({self.tokenizer.fingerprint}) is not the checkpoint's "
+                f"({ckpt_tokenizer.fingerprint}): drop `data.tokenizer.path` to use the checkpoint's."
+            )
+        self.tokenizer = ckpt_tokenizer
+
+    # -- optimization ---------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.optim
+        optimizer = build_optimizer(self.net, o.lr, o.weight_decay, tuple(o.betas), o.eps)
+        decay_steps = o.decay_steps or int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- metrics helpers ------------------------------------------------------------------
+    def log_train(self, loss: torch.Tensor) -> None:
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, tokens)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def record_eval_loss(self, mean_loss: torch.Tensor, num_tokens: int) -> None:
+        """Accumulate a batch's mean loss, weighted by its tokens, into the epoch's mean."""
+        self._eval_totals += torch.stack(
+            [mean_loss.detach().double() * num_tokens, self._eval_totals.new_tensor(num_tokens)]
+        )
+
+    def _log_eval(self, prefix: str) -> None:
+        totals = self.trainer.strategy.reduce(self._eval_totals, reduce_op="sum")  # over all ranks
+        if totals[1] == 0:
+            return
+        loss = (totals[0] / totals[1]).float()
+        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val")
+        self.log(f"{prefix}/ppl", torch.exp(loss))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")

@@ -1,0 +1,112 @@
+"""GPT pretraining: next-token prediction, perplexity, and text generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from lmforge.errors import UserError
+from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.objectives import CausalLM
+from lmforge.tasks.base import OptimizerConfig, PretrainingTask
+
+
+class CausalLMTask(PretrainingTask):
+    """Pretrain a GPT on next-token prediction; ``predict`` generates text from prompts.
+
+    Args:
+        config: The network's shape (``vocab_size`` and ``max_seq_len`` come from the data).
+        optimizer: Optimizer and learning-rate schedule.
+        prompts: Prompts to continue in ``predict`` (``--model.prompts "Once upon"``).
+        prompt_file: A text file of prompts for ``predict``, one per line.
+        max_new_tokens: Tokens to generate per prompt.
+        temperature: Sampling temperature; 0 decodes greedily.
+        top_k: Sample among the k most likely tokens only; ``None`` for all.
+        generation_seed: Seed of the sampler, for reproducible generations.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig = GPTConfig(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        prompts: str | list[str] | None = None,
+        prompt_file: str | None = None,
+        max_new_tokens: int = 64,
+        temperature: float = 0.8,
+        top_k: int | None = 50,
+        generation_seed: int = 0,
+    ):
+        super().__init__(optimizer)
+        # generation settings are per call, not part of the model: kept out of the
+        # checkpoint's hyper-parameters so that predict's command line always wins
+        self._store_hparams(ignore=["prompts", "prompt_file", "max_new_tokens", "temperature", "top_k", "generation_seed"])
+        self.prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+        self.prompt_file = prompt_file
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.generation_seed = generation_seed
+        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
+            config = GPTConfig(**config)
+        self.net = GPT(config)
+        self.objective = CausalLM()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids)
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.net(batch["input_ids"])  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log_train(loss)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.record_eval_loss(self._loss(batch), batch["targets"].numel())
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, prompt: str) -> str:
+        """Continue ``prompt`` with the task's generation settings; returns prompt + continuation."""
+        if self.tokenizer is None:
+            raise UserError("This model has no tokenizer: load it from an lmforge checkpoint (`--ckpt_path`).")
+        ids = self.tokenizer.encode(prompt) or [self.tokenizer.eos_id]
+        generator = torch.Generator(device=self.device).manual_seed(self.generation_seed)
+        out = self.net.generate(
+            torch.tensor([ids], device=self.device),
+            self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            eos_id=self.tokenizer.eos_id,
+            generator=generator,
+        )
+        return prompt + self.tokenizer.decode(out[0, len(ids) :].tolist())
+
+    def sample_text(self, prompt: str) -> str | None:
+        was_training = self.training
+        self.eval()
+        try:
+            return self.generate(prompt)
+        finally:
+            self.train(was_training)
+
+    def predict_dataloader(self) -> DataLoader:
+        prompts = list(self.prompts)
+        if self.prompt_file:
+            path = Path(self.prompt_file)
+            if not path.is_file():
+                raise UserError(f"Prompt file '{path}' does not exist: give a text file with one prompt per line.")
+            prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise UserError('No prompts: pass `--model.prompts "Once upon a time"` or `--model.prompt_file prompts.txt`.')
+        return DataLoader(prompts, batch_size=1, collate_fn=lambda batch: batch[0])
+
+    def predict_step(self, prompt: str, batch_idx: int) -> str:
+        return self.generate(prompt)

@@ -1,0 +1,43 @@
+"""Shared fixtures: the repository paths and a tiny text corpus on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+# Tests run offline, always: a hub lookup must fail fast rather than hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A language model predicts the next token from the tokens before it.",
+    "Pretraining on a large corpus teaches a model the statistics of text.",
+    "Every document ends with an end-of-document token before the next begins.",
+    "Lightning runs the training loop, and the task computes the loss.",
+    "Small models overfit small corpora quickly, which is what a test wants.",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests never read or write the user's ~/.cache/lmforge (bundled corpus, tokenizers)."""
+    path = tmp_path_factory.mktemp("lmforge-cache")
+    os.environ["LMFORGE_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    """A folder of 24 short .txt documents, one per file."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(24):
+        text = " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(4))
+        (folder / f"doc{i:02d}.txt").write_text(f"Document {i}. {text}\n", encoding="utf-8")
+    return folder
