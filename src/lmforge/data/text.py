@@ -1,7 +1,8 @@
 """The text corpus DataModule: documents -> tokenizer -> packed blocks -> objective -> batches.
 
-:class:`TextCorpus` reads local files or a Hugging Face dataset; per-corpus modules extend
-it by overriding :meth:`TextCorpus.load_documents`. It never knows the model family: the
+:class:`CorpusDataModule` does the work; a corpus only says where its documents come from
+(:meth:`CorpusDataModule.load_documents`): :class:`TextCorpus` reads local files or a
+Hugging Face dataset, :class:`BundledCorpus` the prose inside CPython. It never knows the model family: the
 task's objective (``task.objective``) decides how many tokens an example takes and how
 blocks become a batch.
 """
@@ -9,6 +10,7 @@ blocks become a batch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -23,19 +25,13 @@ from lmforge.errors import UserError
 from lmforge.objectives import Objective
 
 
-class TextCorpus(L.LightningDataModule):
-    """Documents from local files or a Hugging Face dataset, packed into fixed-length blocks.
+class CorpusDataModule(L.LightningDataModule):
+    """Base of every corpus: documents -> tokenizer -> packed blocks -> the task's objective.
+
+    A corpus subclass only says where its documents come from (:meth:`load_documents`); it
+    takes its own source arguments and passes these on with ``**kwargs``.
 
     Args:
-        paths: Local files, folders or glob patterns: ``.txt``, ``.jsonl``, ``.json``,
-            ``.parquet`` or ``.csv``, each optionally ``.gz``.
-        hf_dataset: A Hugging Face dataset name, read instead of ``paths``.
-        hf_config: The dataset configuration (e.g. ``20231101.en`` for Wikipedia).
-        hf_split: The dataset split to read.
-        streaming: Stream the Hugging Face dataset instead of downloading it whole.
-        text_field: Column that holds the text (jsonl/json/parquet/csv and hub datasets).
-        txt_split: A ``.txt`` file is one document (``file``) or one per blank-line block
-            (``blank_line``).
         max_documents: Use at most this many documents (quick runs).
         val_fraction: Fraction of documents held out for validation (split by document).
         tokenizer: The tokenizer to load, or how to train one on the training split.
@@ -47,13 +43,6 @@ class TextCorpus(L.LightningDataModule):
 
     def __init__(
         self,
-        paths: str | list[str] | None = None,
-        hf_dataset: str | None = None,
-        hf_config: str | None = None,
-        hf_split: str = "train",
-        streaming: bool = False,
-        text_field: str = "text",
-        txt_split: TxtSplit = "file",
         max_documents: int | None = None,
         val_fraction: float = 0.05,
         tokenizer: TokenizerSpec = TokenizerSpec(),
@@ -67,13 +56,6 @@ class TextCorpus(L.LightningDataModule):
             raise UserError(f"seq_len and batch_size must be positive, got seq_len={seq_len}, batch_size={batch_size}.")
         if not 0.0 < val_fraction < 1.0:
             raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
-        self.paths = paths
-        self.hf_dataset = hf_dataset
-        self.hf_config = hf_config
-        self.hf_split = hf_split
-        self.streaming = streaming
-        self.text_field = text_field
-        self.txt_split = txt_split
         self.max_documents = max_documents
         self.val_fraction = val_fraction
         self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
@@ -89,18 +71,14 @@ class TextCorpus(L.LightningDataModule):
 
     # -- documents --------------------------------------------------------------------------
     def load_documents(self) -> list[str]:
-        """All documents of the corpus; subclasses for specific corpora override this."""
-        if self.hf_dataset:
-            return read_hf(
-                self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming, self.max_documents
-            )
-        if self.paths is None:
-            raise UserError("No corpus given: set `data.paths` to your text files or `data.hf_dataset` to a hub dataset.")
-        return read_local(self.paths, self.text_field, self.txt_split)
+        """All documents of the corpus."""
+        raise NotImplementedError
 
     @property
     def name(self) -> str:
-        return self.hf_dataset or str(self.paths)
+        """How messages refer to the corpus."""
+        return type(self).__name__
+
 
     def splits(self) -> tuple[list[str], list[str]]:
         """(train, validation) documents, split deterministically by document."""
@@ -145,7 +123,7 @@ class TextCorpus(L.LightningDataModule):
             module = self.trainer.lightning_module if self.trainer is not None else None
             self.objective = getattr(module, "objective", None)
             if self.objective is None:
-                raise RuntimeError("TextCorpus needs an objective: attach one or train a task that defines `objective`.")
+                raise RuntimeError(f"{type(self).__name__} needs an objective: set `.objective` or train a task that defines one.")
         if self.train_set is not None:
             return
         tok = self.tokenizer
@@ -191,41 +169,61 @@ class TextCorpus(L.LightningDataModule):
         return self._loader(self.val_set, shuffle=False)
 
 
-class BundledCorpus(TextCorpus):
-    """The default corpus, no download needed: the English prose inside every CPython.
-
-    It is the help text of ``pydoc_data.topics`` plus the standard library's docstrings,
-    read with ``ast`` (about 2 MB).
+class TextCorpus(CorpusDataModule):
+    """Documents from local files or a Hugging Face dataset.
 
     Args:
-        max_documents: Use at most this many documents (quick runs).
-        val_fraction: Fraction of documents held out for validation (split by document).
-        tokenizer: The tokenizer to load, or how to train one on the training split.
-        seq_len: Tokens per example seen by the model.
-        batch_size: Examples per batch on each device.
-        num_workers: DataLoader worker processes.
-        seed: Seed of the validation split and of the shuffling order.
+        paths: Local files, folders or glob patterns: ``.txt``, ``.jsonl``, ``.json``,
+            ``.parquet`` or ``.csv``, each optionally ``.gz``.
+        hf_dataset: A Hugging Face dataset name, read instead of ``paths``.
+        hf_config: The dataset configuration (e.g. ``20231101.en`` for Wikipedia).
+        hf_split: The dataset split to read.
+        streaming: Stream the Hugging Face dataset instead of downloading it whole.
+        text_field: Column that holds the text (jsonl/json/parquet/csv and hub datasets).
+        txt_split: A ``.txt`` file is one document (``file``) or one per blank-line block
+            (``blank_line``).
     """
 
     def __init__(
         self,
-        max_documents: int | None = None,
-        val_fraction: float = 0.05,
-        tokenizer: TokenizerSpec = TokenizerSpec(),
-        seq_len: int = 256,
-        batch_size: int = 8,
-        num_workers: int = 0,
-        seed: int = 1234,
+        paths: str | list[str] | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        hf_split: str = "train",
+        streaming: bool = False,
+        text_field: str = "text",
+        txt_split: TxtSplit = "file",
+        **kwargs: Any,
     ):
-        super().__init__(
-            max_documents=max_documents,
-            val_fraction=val_fraction,
-            tokenizer=tokenizer,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-        )
+        super().__init__(**kwargs)
+        self.paths = paths
+        self.hf_dataset = hf_dataset
+        self.hf_config = hf_config
+        self.hf_split = hf_split
+        self.streaming = streaming
+        self.text_field = text_field
+        self.txt_split = txt_split
+
+    @property
+    def name(self) -> str:
+        return self.hf_dataset or str(self.paths)
+
+    def load_documents(self) -> list[str]:
+        if self.hf_dataset:
+            return read_hf(
+                self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming, self.max_documents
+            )
+        if self.paths is None:
+            raise UserError("No corpus given: set `data.paths` to your text files or `data.hf_dataset` to a hub dataset.")
+        return read_local(self.paths, self.text_field, self.txt_split)
+
+
+class BundledCorpus(CorpusDataModule):
+    """The default corpus, no download needed: the English prose inside every CPython.
+
+    It is the help text of ``pydoc_data.topics`` plus the standard library's docstrings,
+    read with ``ast`` (about 2 MB).
+    """
 
     @property
     def name(self) -> str:

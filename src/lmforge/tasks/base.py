@@ -129,6 +129,12 @@ class PretrainingTask(L.LightningModule):
         if totals[1] == 0:
             return
         loss = (totals[0] / totals[1]).float()
+        if self.trainer.sanity_checking:
+            # Lightning drops what is logged in the sanity check; keep it as the step-0 point
+            # of the validation curve, the untrained model's loss (not again on resume)
+            for logger in self.loggers if self.global_step == 0 else []:
+                logger.log_metrics({f"{prefix}/loss": loss.item(), f"{prefix}/ppl": loss.exp().item()}, step=0)
+            return
         self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val")
         self.log(f"{prefix}/ppl", torch.exp(loss))
 
