@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import CONFIGS, ROOT
 from lmforge.cli import main
 from lmforge.data import Tokenizer
+from lmforge.models import GPT, GPTConfig
 
 TINY = str(CONFIGS / "gpt" / "tiny.yaml")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -38,6 +39,19 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> Non
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].startswith("lmforge.tasks.")
     assert printed["data"]["class_path"].startswith("lmforge.data.")
+
+
+@pytest.mark.parametrize(("preset", "params"), [("small", 124_439_808), ("medium", 354_823_168)])
+def test_gpt_presets_have_their_paper_sizes(preset: str, params: int, capsys: pytest.CaptureFixture) -> None:
+    """The YAML presets, with vocabulary and context linked from their data, are GPT-2's sizes."""
+    with pytest.raises(SystemExit):
+        run_cli("fit", "-c", str(CONFIGS / "gpt" / f"{preset}.yaml"), "--print_config")
+    config = yaml.safe_load(capsys.readouterr().out)
+    data = config["data"]["init_args"]
+    shape = {**config["model"]["init_args"]["config"], "vocab_size": data["tokenizer"]["vocab_size"],
+             "max_seq_len": data["seq_len"]}
+    with torch.device("meta"):
+        assert GPT(GPTConfig(**shape)).num_params() == params
 
 
 @pytest.mark.parametrize(

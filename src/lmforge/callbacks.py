@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -159,3 +159,15 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         if self.save_last and not trainer.fast_dev_run and self._last_global_step_saved < trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class ProgressBar(RichProgressBar):
+    """Rich progress bar showing loss and a short ``tok/s``, without Lightning's ``v_num``."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        tokens_per_sec = metrics.pop("perf/tokens_per_sec", None)
+        if tokens_per_sec is not None:
+            metrics["tok/s"] = f"{float(tokens_per_sec):,.0f}"
+        return metrics

@@ -16,12 +16,12 @@ from typing import Any
 from jsonargparse import lazy_instance
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar as LightningProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmforge.callbacks import RunCheckpoint, SafeSaveConfigCallback, TextSampleCallback, ThroughputMonitor
+from lmforge.callbacks import ProgressBar, RunCheckpoint, SafeSaveConfigCallback, TextSampleCallback, ThroughputMonitor
 from lmforge.errors import UserError
 from lmforge.tasks import PretrainingTask
 
@@ -82,8 +82,8 @@ class LmforgeCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self._get(self.config_init, "trainer", default={})
         callbacks = list(trainer.get("callbacks") or [])
-        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            trainer["callbacks"] = [*callbacks, RichProgressBar()]  # rich bar unless the user chose otherwise
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, LightningProgressBar) for c in callbacks):
+            trainer["callbacks"] = [*callbacks, ProgressBar()]  # rich bar unless the user chose otherwise
         return super().instantiate_trainer(**kwargs)
 
     # -- checkpoint resolution ------------------------------------------------------------
