@@ -90,7 +90,8 @@ class CorpusDataModule(L.LightningDataModule):
                 raise UserError(f"Corpus {self.name} has no text: every document is empty.")
             train, val = split_documents(docs, self.val_fraction, self.seed)
             if not val or not train:
-                # few documents: hold out the last one rather than fail
+                # few documents: hold out the last one rather than fail; a lone document
+                # serves both splits (a smoke run, not a measurement)
                 train, val = (docs[:-1], docs[-1:]) if len(docs) > 1 else (docs, docs)
             self._splits = (train, val)
         return self._splits
@@ -123,7 +124,9 @@ class CorpusDataModule(L.LightningDataModule):
             module = self.trainer.lightning_module if self.trainer is not None else None
             self.objective = getattr(module, "objective", None)
             if self.objective is None:
-                raise RuntimeError(f"{type(self).__name__} needs an objective: set `.objective` or train a task that defines one.")
+                raise RuntimeError(
+                    f"{type(self).__name__} needs an objective: set `.objective` or train a task that defines one."
+                )
         if self.train_set is not None:
             return
         tok = self.tokenizer
