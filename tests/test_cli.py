@@ -71,7 +71,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         run_cli(
             "fit", "-c", TINY, "--trainer.max_steps=10", "--trainer.val_check_interval=5",
-            "--trainer.log_every_n_steps=1", "--throughput.log_every_n_steps=2", *QUIET,
+            "--trainer.log_every_n_steps=1", "--throughput.window=2", *QUIET,
         )
     finally:
         os.chdir(cwd)

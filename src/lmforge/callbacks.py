@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +58,21 @@ def measure_cpu_peak_flops(size: int = 1536, repeats: int = 5) -> float:
 class ThroughputMonitor(L.Callback):
     """Logs ``perf/tokens_per_sec`` and ``perf/mfu`` (model FLOPs utilisation).
 
+    Tokens are the batch's ``input_ids`` (padding included). The rate is taken over the last
+    ``window`` training steps (validation time excluded) and
+    handed to Lightning every step, which writes it at the trainer's ``log_every_n_steps``.
     Model FLOPs per token are counted as nanoGPT's ``estimate_mfu`` does; the peak is the
     GPU's known dense bf16 peak, or on CPU a matmul rate measured once at the start.
 
     Args:
         peak_flops: Peak FLOP/s of one device; ``None`` looks it up (GPU) or measures it (CPU).
-        log_every_n_steps: Average and log over windows of this many optimizer steps.
+        window: Number of recent steps the rate is averaged over.
     """
 
-    def __init__(self, peak_flops: float | None = None, log_every_n_steps: int = 10):
+    def __init__(self, peak_flops: float | None = None, window: int = 10):
         self.peak_flops = peak_flops
-        self.window = log_every_n_steps
-        self._tokens = 0
-        self._start: float | None = None
-        self._steps = 0
+        self.window = window
+        self._marks: deque[tuple[float, int]] = deque(maxlen=window + 1)  # (time, tokens of the step)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.peak_flops is None:
@@ -80,30 +82,25 @@ class ThroughputMonitor(L.Callback):
                 self.peak_flops = measure_cpu_peak_flops()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._start is None:
-            self._start = time.perf_counter()
+        if not self._marks:
+            self._marks.append((time.perf_counter(), 0))  # the start of the first timed step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._tokens += batch["input_ids"].numel()
-        self._steps += 1
-        if self._steps < self.window:
-            return
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        elapsed = time.perf_counter() - self._start
-        tokens_per_sec = self._tokens * trainer.world_size / elapsed
+        # no device synchronisation: over a window of steps the asynchronous lag averages out
+        self._marks.append((time.perf_counter(), batch["input_ids"].numel()))
+        (start, _), (end, _) = self._marks[0], self._marks[-1]
+        tokens = sum(n for _, n in list(self._marks)[1:])
+        tokens_per_sec = tokens * trainer.world_size / (end - start)
         pl_module.log("perf/tokens_per_sec", tokens_per_sec, prog_bar=True, on_step=True, on_epoch=False)
         flops = getattr(pl_module, "flops_per_token", None)
         if self.peak_flops and flops is not None:
             mfu = tokens_per_sec * flops() / (self.peak_flops * trainer.world_size)
             pl_module.log("perf/mfu", mfu, on_step=True, on_epoch=False)
-        self._tokens, self._steps, self._start = 0, 0, time.perf_counter()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = None  # validation time is not training throughput
-        self._tokens = self._steps = 0
+        self._marks.clear()  # validation time is not training throughput
 
 
 class TextSampleCallback(L.Callback):

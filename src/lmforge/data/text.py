@@ -15,11 +15,12 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from lmforge.data.bundled import bundled_documents
 from lmforge.data.documents import TxtSplit, read_hf, read_local, split_documents
 from lmforge.data.packing import PackedBlocks, concat_documents, token_dtype
+from lmforge.data.sentences import split_sentences
 from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer_cached
 from lmforge.errors import UserError
 from lmforge.objectives import Objective
@@ -66,8 +67,8 @@ class CorpusDataModule(L.LightningDataModule):
         self.objective: Objective | None = None
         self._splits: tuple[list[str], list[str]] | None = None
         self._tokenizer: Tokenizer | None = None
-        self.train_set: PackedBlocks | None = None
-        self.val_set: PackedBlocks | None = None
+        self.train_set: Dataset | None = None  # packed blocks, or an objective's own examples
+        self.val_set: Dataset | None = None
 
     # -- documents --------------------------------------------------------------------------
     def load_documents(self) -> list[str]:
@@ -130,27 +131,41 @@ class CorpusDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         tok = self.tokenizer
-        block = self.objective.block_length(self.seq_len)
-        dtype = token_dtype(tok.vocab_size)
+        self.objective.bind(tok)
         train_docs, val_docs = self.splits()
-        self.train_set = PackedBlocks(concat_documents(tok.encode_batch(train_docs), tok.eos_id, dtype), block)
-        self.val_set = PackedBlocks(concat_documents(tok.encode_batch(val_docs), tok.eos_id, dtype), block)
+        if self.objective.sentences:
+            # sentence-pair objectives (NSP) build their examples from each document's sentences
+            self.train_set = self._sentence_examples(train_docs, self.seed)
+            self.val_set = self._sentence_examples(val_docs, self.seed + 1)
+            unit = "sentence-pair examples"
+        else:
+            block = self.objective.block_length(self.seq_len)
+            dtype = token_dtype(tok.vocab_size)
+            self.train_set = PackedBlocks(concat_documents(tok.encode_batch(train_docs), tok.eos_id, dtype), block)
+            self.val_set = PackedBlocks(concat_documents(tok.encode_batch(val_docs), tok.eos_id, dtype), block)
+            unit = f"blocks of {block} tokens"
         for split, ds in (("train", self.train_set), ("validation", self.val_set)):
             if len(ds) == 0:
                 raise UserError(
-                    f"The {split} split of {self.name} has fewer than {block} tokens, too few for one example: "
+                    f"The {split} split of {self.name} is too short for one example of {self.seq_len} tokens: "
                     "add text or lower `seq_len`."
                 )
         rank_zero_info(
             f"{self.name}: {len(train_docs)} train / {len(val_docs)} val documents, "
-            f"{self.train_set.num_tokens:,} / {self.val_set.num_tokens:,} tokens in blocks of {block}."
+            f"{len(self.train_set):,} / {len(self.val_set):,} {unit}."
         )
         log_dir = self.trainer.log_dir if self.trainer is not None else None  # every rank: it broadcasts
         if log_dir and self.trainer.is_global_zero and not self.tokenizer_spec.path:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             tok.save(Path(log_dir) / "tokenizer.json")
 
-    def _loader(self, dataset: PackedBlocks, shuffle: bool) -> DataLoader:
+    def _sentence_examples(self, docs: list[str], seed: int) -> list:
+        sentences = [split_sentences(doc) for doc in docs]
+        ids = iter(self.tokenizer.encode_batch([s for doc in sentences for s in doc]))
+        tokenized = [[next(ids) for _ in doc] for doc in sentences]
+        return self.objective.build_examples(tokenized, self.seq_len, seed)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

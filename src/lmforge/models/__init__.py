@@ -1,5 +1,6 @@
 """Pure torch networks and their config dataclasses: no Lightning, no data, no tokenizer."""
 
+from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.gpt import GPT, GPTConfig
 
-__all__ = ["GPT", "GPTConfig"]
+__all__ = ["GPT", "Bert", "BertConfig", "GPTConfig"]

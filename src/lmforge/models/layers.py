@@ -101,3 +101,26 @@ class PreNormBlock(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask)
         return x + self.mlp(self.ln_2(x))
+
+
+class PostNormBlock(nn.Module):
+    """Post-LayerNorm Transformer block (BERT): ``ln(x + attn(x))`` then ``ln(x + mlp(x))``.
+
+    Args:
+        d_model: Width of the residual stream.
+        n_head: Number of attention heads.
+        d_ff: Hidden width of the MLP.
+        dropout: Dropout probability.
+        eps: LayerNorm epsilon.
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float = 0.0, eps: float = 1e-12):
+        super().__init__()
+        self.attn = SelfAttention(d_model, n_head, dropout, bias=True, causal=False)
+        self.ln_1 = nn.LayerNorm(d_model, eps=eps)
+        self.mlp = FeedForward(d_model, d_ff, dropout, bias=True, approximate="none")
+        self.ln_2 = nn.LayerNorm(d_model, eps=eps)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.ln_1(x + self.attn(x, attn_mask))
+        return self.ln_2(x + self.mlp(x))

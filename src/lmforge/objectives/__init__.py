@@ -6,5 +6,6 @@ Every objective is a callable collate function with the same small interface
 
 from lmforge.objectives.base import Objective
 from lmforge.objectives.causal_lm import CausalLM
+from lmforge.objectives.masked_lm import MaskedLM
 
-__all__ = ["CausalLM", "Objective"]
+__all__ = ["CausalLM", "MaskedLM", "Objective"]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 
 class CausalLM:
@@ -12,6 +17,11 @@ class CausalLM:
     A block holds ``seq_len + 1`` tokens so that every one of the ``seq_len`` input positions
     has a target; blocks do not overlap, so no token is seen twice per epoch.
     """
+
+    sentences = False
+
+    def bind(self, tokenizer: Tokenizer) -> None:
+        pass  # next-token prediction needs nothing of the tokenizer
 
     def block_length(self, seq_len: int) -> int:
         return seq_len + 1

@@ -2,5 +2,6 @@
 
 from lmforge.tasks.base import OptimizerConfig, PretrainingTask
 from lmforge.tasks.causal_lm import CausalLMTask
+from lmforge.tasks.masked_lm import MaskedLMTask
 
-__all__ = ["CausalLMTask", "OptimizerConfig", "PretrainingTask"]
+__all__ = ["CausalLMTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask"]

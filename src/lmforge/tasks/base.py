@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from torch.utils.data import DataLoader
 
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import UserError
@@ -47,6 +49,10 @@ class PretrainingTask(L.LightningModule):
     """
 
     objective: Objective
+    prompts: tuple[str, ...] | list[str] = ()
+    prompt_file: str | None = None
+    prompt_example = "..."  # shown in the message when predict is given no prompts
+    accuracy_name = "acc"  # logged as val/<accuracy_name>: the fraction of predicted tokens right
 
     def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
         super().__init__()
@@ -72,6 +78,20 @@ class PretrainingTask(L.LightningModule):
     def sample_text(self, prompt: str) -> str | None:
         """A text generated from ``prompt`` for the TensorBoard text tab; None if the task cannot."""
         return None
+
+    def predict_dataloader(self) -> DataLoader:
+        """The prompts of ``predict``: ``prompts`` plus the lines of ``prompt_file``."""
+        prompts = list(self.prompts)
+        if self.prompt_file:
+            path = Path(self.prompt_file)
+            if not path.is_file():
+                raise UserError(f"Prompt file '{path}' does not exist: give a text file with one prompt per line.")
+            prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise UserError(
+                f'No prompts: pass `--model.prompts "{self.prompt_example}"` or `--model.prompt_file prompts.txt`.'
+            )
+        return DataLoader(prompts, batch_size=1, collate_fn=lambda batch: batch[0])
 
     # -- setup and checkpoints ------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -114,14 +134,16 @@ class PretrainingTask(L.LightningModule):
         self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, tokens)
+        # (sum of losses, predicted tokens, correct predictions), summed over the epoch
+        self._eval_totals = torch.zeros(3, dtype=torch.float64, device=self.device)
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def record_eval_loss(self, mean_loss: torch.Tensor, num_tokens: int) -> None:
-        """Accumulate a batch's mean loss, weighted by its tokens, into the epoch's mean."""
+    def record_eval(self, mean_loss: torch.Tensor, num_tokens: int, num_correct: torch.Tensor) -> None:
+        """Accumulate a batch's mean loss (weighted by its predicted tokens) and its correct
+        predictions into the epoch's loss, perplexity and accuracy."""
         self._eval_totals += torch.stack(
-            [mean_loss.detach().double() * num_tokens, self._eval_totals.new_tensor(num_tokens)]
+            [mean_loss.detach().double() * num_tokens, self._eval_totals.new_tensor(num_tokens), num_correct.double()]
         )
 
     def _log_eval(self, prefix: str) -> None:
@@ -129,14 +151,19 @@ class PretrainingTask(L.LightningModule):
         if totals[1] == 0:
             return
         loss = (totals[0] / totals[1]).float()
+        metrics = {
+            f"{prefix}/loss": loss,
+            f"{prefix}/ppl": torch.exp(loss),
+            f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float(),
+        }
         if self.trainer.sanity_checking:
             # Lightning drops what is logged in the sanity check; keep it as the step-0 point
             # of the validation curve, the untrained model's loss (not again on resume)
             for logger in self.loggers if self.global_step == 0 else []:
-                logger.log_metrics({f"{prefix}/loss": loss.item(), f"{prefix}/ppl": loss.exp().item()}, step=0)
+                logger.log_metrics({k: v.item() for k, v in metrics.items()}, step=0)
             return
-        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val")
-        self.log(f"{prefix}/ppl", torch.exp(loss))
+        self.log(f"{prefix}/loss", metrics.pop(f"{prefix}/loss"), prog_bar=prefix == "val")
+        self.log_dict(metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from lmforge.errors import UserError
 from lmforge.models.gpt import GPT, GPTConfig
@@ -27,6 +24,8 @@ class CausalLMTask(PretrainingTask):
         top_k: Sample among the k most likely tokens only; ``None`` for all.
         generation_seed: Seed of the sampler, for reproducible generations.
     """
+
+    prompt_example = "Once upon a time"
 
     def __init__(
         self,
@@ -57,17 +56,19 @@ class CausalLMTask(PretrainingTask):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids)
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.net(batch["input_ids"])  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten())
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(batch["input_ids"]).flatten(0, 1)  # (B * T, V)
+        return F.cross_entropy(logits, batch["targets"].flatten()), logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss, _ = self._loss(batch)
         self.log_train(loss)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.record_eval_loss(self._loss(batch), batch["targets"].numel())
+        loss, logits = self._loss(batch)
+        targets = batch["targets"].flatten()
+        self.record_eval(loss, targets.numel(), (logits.argmax(-1) == targets).sum())
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
@@ -96,17 +97,6 @@ class CausalLMTask(PretrainingTask):
             return self.generate(prompt)
         finally:
             self.train(was_training)
-
-    def predict_dataloader(self) -> DataLoader:
-        prompts = list(self.prompts)
-        if self.prompt_file:
-            path = Path(self.prompt_file)
-            if not path.is_file():
-                raise UserError(f"Prompt file '{path}' does not exist: give a text file with one prompt per line.")
-            prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not prompts:
-            raise UserError('No prompts: pass `--model.prompts "Once upon a time"` or `--model.prompt_file prompts.txt`.')
-        return DataLoader(prompts, batch_size=1, collate_fn=lambda batch: batch[0])
 
     def predict_step(self, prompt: str, batch_idx: int) -> str:
         return self.generate(prompt)

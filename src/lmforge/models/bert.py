@@ -1,0 +1,151 @@
+"""BERT: a bidirectional Transformer encoder pretrained by masked language modelling
+(Devlin et al. 2019); with ``position_offset=2``, ``type_vocab_size=1`` and no NSP head it is
+RoBERTa's network (Liu et al. 2019).
+
+Post-LayerNorm blocks, learned position and segment embeddings, attention through SDPA with
+a padding mask, an MLM head tied to the token embedding that can run on the masked
+positions only, a pooler and a next-sentence-prediction head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.models.layers import PostNormBlock
+
+
+@dataclass
+class BertConfig:
+    """Shape of a BERT (or RoBERTa) encoder.
+
+    Args:
+        vocab_size: Number of token ids (linked from the tokenizer by the CLI).
+        max_seq_len: Longest input, in tokens (linked from the data).
+        n_layer: Number of Transformer blocks.
+        n_head: Number of attention heads.
+        d_model: Width of the residual stream.
+        d_ff: Hidden width of the MLP; ``None`` means ``4 * d_model``.
+        dropout: Dropout on embeddings, attention and residual branches.
+        type_vocab_size: Number of segment ids (BERT 2, RoBERTa 1).
+        position_offset: Index of the first position embedding (RoBERTa 2: its table reserves
+            the padding index and one more).
+        layer_norm_eps: LayerNorm epsilon (BERT 1e-12, RoBERTa 1e-5).
+        nsp_head: Whether the network has the pooler and next-sentence-prediction head.
+    """
+
+    vocab_size: int = 30522
+    max_seq_len: int = 512
+    n_layer: int = 12
+    n_head: int = 12
+    d_model: int = 768
+    d_ff: int | None = None
+    dropout: float = 0.1
+    type_vocab_size: int = 2
+    position_offset: int = 0
+    layer_norm_eps: float = 1e-12
+    nsp_head: bool = True
+
+    @property
+    def hidden_size(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+class MLMHead(nn.Module):
+    """``Linear -> GELU -> LayerNorm``, then the vocabulary projection (tied to the token
+    embedding, which the caller passes) plus a bias."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.ln = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.ln(F.gelu(self.dense(hidden)))
+        return F.linear(h, embedding, self.bias)  # (..., V)
+
+
+class Bert(nn.Module):
+    """The BERT encoder with its pretraining heads.
+
+    Args:
+        config: The network's shape.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.wte = nn.Embedding(c.vocab_size, c.d_model)
+        self.wpe = nn.Embedding(c.max_seq_len + c.position_offset, c.d_model)
+        self.wse = nn.Embedding(c.type_vocab_size, c.d_model)  # segment (token type) embeddings
+        self.ln_emb = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            PostNormBlock(c.d_model, c.n_head, c.hidden_size, c.dropout, c.layer_norm_eps) for _ in range(c.n_layer)
+        )
+        self.mlm_head = MLMHead(c)
+        if c.nsp_head:
+            self.pooler = nn.Linear(c.d_model, c.d_model)
+            self.nsp = nn.Linear(c.d_model, 2)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states ``(B, T, C)``; ``attention_mask`` (B, T) is 1 for real tokens, 0 for padding."""
+        B, T = input_ids.shape
+        if T > self.config.max_seq_len:
+            raise ValueError(f"Sequence of {T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
+        pos = torch.arange(self.config.position_offset, T + self.config.position_offset, device=input_ids.device)
+        x = self.wte(input_ids) + self.wpe(pos)
+        x = x + (self.wse(token_type_ids) if token_type_ids is not None else self.wse.weight[0])
+        x = self.drop(self.ln_emb(x))  # (B, T, C)
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): who may be attended to
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of the given hidden states (all positions, or only the masked ones)."""
+        return self.mlm_head(hidden, self.wte.weight)
+
+    def nsp_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Is-next / not-next logits ``(B, 2)`` from the pooled first token."""
+        if not self.config.nsp_head:
+            raise ValueError("This network has no NSP head (nsp_head=False).")
+        return self.nsp(torch.tanh(self.pooler(hidden[:, 0])))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """MLM logits ``(B, T, V)`` of every position (the dense path; tasks use the sparse one)."""
+        return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids))
+
+    def num_params(self) -> int:
+        """Number of parameters, the tied embedding counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token, counted as for GPT (6N + attention), position embeddings excluded."""
+        c = self.config
+        return 6 * (self.num_params() - self.wpe.weight.numel()) + 12 * c.n_layer * c.d_model * seq_len

@@ -1,0 +1,226 @@
+"""Masked language modelling (BERT, RoBERTa): dynamic masking drawn per batch, and BERT's
+next sentence prediction (NSP).
+
+Of the non-special tokens, ``mask_prob`` are selected; a selected token becomes the mask
+token with probability 0.8, a random token with 0.1, and stays itself with 0.1 (Devlin et
+al. 2019). The loss is taken on the selected tokens only (``labels`` is -100 elsewhere).
+With ``whole_word`` a word is selected with all of its pieces (a piece continues a word
+when it is a WordPiece ``##`` piece, or a byte-level/Metaspace piece without the
+word-start marker).
+
+With ``nsp`` an example is a pair of segments ``[CLS] A [SEP] B [SEP]`` (segment ids 0 then
+1) cut from a document's sentences and filled up to the sequence length: half the time B is
+the text that follows A, half the time a segment of another document (Devlin et al. 2019,
+appendix A). Pairs are drawn once from the seed; masks are drawn afresh for every batch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
+
+IGNORE = -100
+WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE, Metaspace (SentencePiece-style)
+
+
+class MaskedLM:
+    """Dynamic masking of packed blocks, each wrapped as ``[CLS] block [SEP]``, or of NSP
+    sentence pairs.
+
+    Args:
+        mask_prob: Fraction of (non-special) tokens selected for prediction.
+        mask_token_prob: Of the selected, the fraction replaced by the mask token.
+        random_token_prob: Of the selected, the fraction replaced by a random token.
+        whole_word: Select whole words rather than single pieces.
+        nsp: Make next-sentence-prediction pairs from sentences instead of packed blocks.
+        seed: Seed of the masks; each DataLoader worker draws its own stream from it.
+    """
+
+    def __init__(
+        self,
+        mask_prob: float = 0.15,
+        mask_token_prob: float = 0.8,
+        random_token_prob: float = 0.1,
+        whole_word: bool = False,
+        nsp: bool = False,
+        seed: int = 0,
+    ):
+        if not 0 < mask_prob < 1 or mask_token_prob + random_token_prob > 1:
+            raise ValueError(
+                f"mask_prob must be in (0, 1) and mask_token_prob + random_token_prob <= 1, got {mask_prob}, "
+                f"{mask_token_prob}, {random_token_prob}."
+            )
+        self.mask_prob = mask_prob
+        self.mask_token_prob = mask_token_prob
+        self.random_token_prob = random_token_prob
+        self.whole_word = whole_word
+        self.nsp = nsp
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._worker: int | None = None
+        self.bound = False
+
+    def bind(self, tokenizer: Tokenizer) -> None:
+        """Learn the special tokens and word boundaries of the tokenizer the data uses."""
+        ids = {role: tokenizer.role_id(role) for role in ("mask", "cls", "sep", "pad")}
+        missing = [role for role, token_id in ids.items() if token_id is None]
+        if missing:
+            raise ValueError(
+                f"The tokenizer has no {', '.join(missing)} token, which masked LM needs: train it with "
+                "`family: bert` or `family: roberta`."
+            )
+        self.mask_id, self.cls_id, self.sep_id, self.pad_id = ids["mask"], ids["cls"], ids["sep"], ids["pad"]
+        self.vocab_size = tokenizer.vocab_size
+        vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+        special = [i for i, token in tokenizer.backend.get_added_tokens_decoder().items() if token.special]
+        self.special = torch.zeros(self.vocab_size, dtype=torch.bool)
+        self.special[special] = True
+        self.continuation = torch.zeros(self.vocab_size, dtype=torch.bool)
+        wordpiece = any(token.startswith("##") for token in vocab)
+        for token, token_id in vocab.items():
+            if wordpiece:
+                self.continuation[token_id] = token.startswith("##")
+            else:
+                self.continuation[token_id] = not token.startswith(WORD_START_MARKERS) and token[:1].isalnum()
+        self.continuation &= ~self.special
+        self.bound = True
+
+    @property
+    def sentences(self) -> bool:
+        """NSP needs each document as its sentences; plain MLM takes packed blocks."""
+        return self.nsp
+
+    def block_length(self, seq_len: int) -> int:
+        return seq_len - 2  # room for [CLS] and [SEP]
+
+    def build_examples(self, documents: list[list[list[int]]], seq_len: int, seed: int) -> list[tuple]:
+        """NSP pairs ``(A, B, is_random)`` from documents given as lists of tokenized sentences.
+
+        Sentences are gathered until they fill ``seq_len - 3`` tokens; the chunk is cut at a
+        random sentence boundary into A and B, and half the time B is replaced by a segment
+        of another document (the sentences it displaced start the next chunk).
+        """
+        rng = np.random.default_rng(seed)
+        target = seq_len - 3  # [CLS] A [SEP] B [SEP]
+        docs = [[s for s in doc if s] for doc in documents]
+        docs = [doc for doc in docs if doc]
+        examples: list[tuple] = []
+        for d, doc in enumerate(docs):
+            chunk: list[list[int]] = []
+            length, i = 0, 0
+            while i < len(doc):
+                chunk.append(doc[i])
+                length += len(doc[i])
+                if i == len(doc) - 1 or length >= target:
+                    if len(chunk) >= 2 or (len(chunk) == 1 and len(docs) > 1):
+                        a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
+                        a = [t for s in chunk[:a_end] for t in s]
+                        if a_end == len(chunk) or rng.random() < 0.5:
+                            b = self._random_segment(docs, d, target - len(a), rng)
+                            is_random = 1
+                            i -= len(chunk) - a_end  # the displaced sentences are used next
+                        else:
+                            b = [t for s in chunk[a_end:] for t in s]
+                            is_random = 0
+                        a, b = _truncate_pair(a, b, target)
+                        examples.append((np.array(a, dtype=np.int64), np.array(b, dtype=np.int64), is_random))
+                    chunk, length = [], 0
+                i += 1
+        return examples
+
+    @staticmethod
+    def _random_segment(docs: list[list[list[int]]], d: int, length: int, rng: np.random.Generator) -> list[int]:
+        """Consecutive sentences of another document (the same one only if it is alone)."""
+        other = d
+        if len(docs) > 1:
+            while other == d:
+                other = int(rng.integers(len(docs)))
+        doc = docs[other]
+        start = int(rng.integers(len(doc)))
+        tokens: list[int] = []
+        for sentence in doc[start:]:
+            tokens.extend(sentence)
+            if len(tokens) >= length:
+                break
+        return tokens[: max(length, 1)]
+
+    def _rng(self) -> torch.Generator:
+        worker = get_worker_info()
+        worker_id = worker.id if worker is not None else -1
+        if self._generator is None or self._worker != worker_id:
+            # each worker process masks its own batches: give it its own stream
+            self._generator = torch.Generator().manual_seed(self.seed * 1000 + worker_id + 1)
+            self._worker = worker_id
+        return self._generator
+
+    def select(self, ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Which positions of ``ids`` (B, T) to predict: about ``mask_prob`` of the non-special ones."""
+        maskable = ~self.special[ids]
+        if not self.whole_word:
+            return (torch.rand(ids.shape, generator=generator) < self.mask_prob) & maskable
+        # number the words: a new word starts at every piece that does not continue one
+        starts = ~self.continuation[ids] | ~maskable
+        starts[:, 0] = True
+        word = starts.long().cumsum(dim=1)  # (B, T): word index per position, from 1
+        chosen = torch.rand(ids.shape, generator=generator) < self.mask_prob  # one draw per word (at its start)
+        chosen_words = torch.zeros(ids.size(0), ids.size(1) + 1, dtype=torch.bool)
+        chosen_words.scatter_(1, word, chosen & starts)
+        return chosen_words.gather(1, word) & maskable
+
+    def __call__(self, examples: list) -> dict[str, torch.Tensor]:
+        if not self.bound:
+            raise RuntimeError("MaskedLM.bind(tokenizer) must be called before masking.")
+        return self._collate_pairs(examples) if self.nsp else self._collate_blocks(examples)
+
+    def _collate_blocks(self, blocks: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        body = torch.from_numpy(np.stack(blocks).astype(np.int64))  # (B, T - 2)
+        B = body.size(0)
+        ids = torch.cat(
+            [torch.full((B, 1), self.cls_id), body, torch.full((B, 1), self.sep_id)], dim=1
+        )  # (B, T)
+        return self.mask(ids, torch.ones_like(ids))
+
+    def _collate_pairs(self, pairs: list[tuple]) -> dict[str, torch.Tensor]:
+        """``[CLS] A [SEP] B [SEP]`` padded to the longest pair, with segment ids and NSP labels."""
+        lengths = torch.tensor([len(a) + len(b) + 3 for a, b, _ in pairs])
+        ids = torch.full((len(pairs), int(lengths.max())), self.pad_id)
+        segments = torch.zeros_like(ids)
+        for row, (a, b, _) in enumerate(pairs):
+            seq = [self.cls_id, *a.tolist(), self.sep_id, *b.tolist(), self.sep_id]
+            ids[row, : len(seq)] = torch.tensor(seq)
+            segments[row, len(a) + 2 : len(seq)] = 1
+        attention_mask = (torch.arange(ids.size(1))[None, :] < lengths[:, None]).long()  # (B, T)
+        batch = self.mask(ids, attention_mask)
+        batch["token_type_ids"] = segments
+        batch["next_sentence_label"] = torch.tensor([is_random for _, _, is_random in pairs])
+        return batch
+
+    def mask(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mask a batch of token ids (B, T) whose padding is 0 in ``attention_mask``."""
+        g = self._rng()
+        selected = self.select(ids, g) & attention_mask.bool()
+        labels = torch.where(selected, ids, IGNORE)
+        r = torch.rand(ids.shape, generator=g)
+        to_mask = selected & (r < self.mask_token_prob)
+        to_random = selected & (r >= self.mask_token_prob) & (r < self.mask_token_prob + self.random_token_prob)
+        random_ids = torch.randint(self.vocab_size, ids.shape, generator=g)
+        inputs = torch.where(to_mask, self.mask_id, torch.where(to_random, random_ids, ids))
+        return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
+
+
+def _truncate_pair(a: list[int], b: list[int], target: int) -> tuple[list[int], list[int]]:
+    """Trim the longer segment until the pair fits ``target`` tokens: A from its start and B
+    from its end, so a true next segment still follows A directly."""
+    a_start, b_end = 0, len(b)
+    while (len(a) - a_start) + b_end > target:
+        if len(a) - a_start > b_end:
+            a_start += 1
+        else:
+            b_end -= 1
+    return a[a_start:], b[:b_end]

@@ -1,0 +1,30 @@
+"""The sentence splitter's documented rule, case by case."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmforge.data.sentences import split_sentences
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("One. Two! Three? four.", ["One.", "Two!", "Three? four."]),  # lowercase next: no split
+        ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
+        ("See e.g. Smith. Dr. Jones agreed.", ["See e.g. Smith.", "Dr. Jones agreed."]),
+        ("Written by J. R. R. Tolkien. It sold well.", ["Written by J. R. R. Tolkien.", "It sold well."]),
+        ("Version 3.11 is out. 2 bugs remain.", ["Version 3.11 is out.", "2 bugs remain."]),
+        ("First line\nsame sentence.\n\nNew paragraph", ["First line same sentence.", "New paragraph"]),
+        ("(Quoted.) (Next.)", ["(Quoted.)", "(Next.)"]),
+        ("", []),
+        ("   \n\n  ", []),
+    ],
+)
+def test_split_sentences(text: str, expected: list[str]) -> None:
+    assert split_sentences(text) == expected
+
+
+def test_nothing_is_lost() -> None:
+    text = "Alpha beta. Gamma delta! Epsilon?\n\nZeta eta. Theta."
+    assert " ".join(split_sentences(text)).split() == text.split()
