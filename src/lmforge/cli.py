@@ -104,12 +104,14 @@ class LmforgeCLI(LightningCLI):
             ckpt = cfg.ckpt_path = str(self._resume_newest_run(cfg))
         if ckpt and not Path(ckpt).is_file():
             raise UserError(f"Checkpoint '{ckpt}' does not exist: give the path of a .ckpt file, or `last`.")
+        model_args = (cfg.get("model") or {}).get("init_args") or {}
+        weights = ckpt or model_args.get("init_from")
         data = cfg.get("data")
-        if ckpt and data is not None and "tokenizer" in data.get("init_args", {}):
+        if weights and data is not None and "tokenizer" in data.get("init_args", {}):
             spec = data.init_args.tokenizer
             if spec is not None and not spec.get("path"):
-                # the checkpoint carries the tokenizer it was trained with: reuse it, never retrain
-                spec.path = ckpt
+                # the checkpoint carries the tokenizer its weights were trained with: use it, never retrain
+                spec.path = weights
 
     @staticmethod
     def _resume_newest_run(cfg: Any) -> Path:
@@ -146,7 +148,8 @@ class LmforgeCLI(LightningCLI):
     def after_predict(self) -> None:
         for output in self.trainer.predict_loop.predictions or []:
             for text in output if isinstance(output, list) else [output]:
-                print(text, end="\n\n", flush=True)
+                if isinstance(text, str) and text:
+                    print(text, end="\n\n", flush=True)
 
 
 def _checkpoint_model_class(argv: list[str]) -> str | None:

@@ -137,7 +137,7 @@ class CorpusDataModule(L.LightningDataModule):
             # sentence-pair objectives (NSP) build their examples from each document's sentences
             self.train_set = self._sentence_examples(train_docs, self.seed)
             self.val_set = self._sentence_examples(val_docs, self.seed + 1)
-            unit = "sentence-pair examples"
+            unit = "examples built from sentences"
         else:
             block = self.objective.block_length(self.seq_len)
             dtype = token_dtype(tok.vocab_size)

@@ -52,7 +52,8 @@ class PretrainingTask(L.LightningModule):
     prompts: tuple[str, ...] | list[str] = ()
     prompt_file: str | None = None
     prompt_example = "..."  # shown in the message when predict is given no prompts
-    accuracy_name = "acc"  # logged as val/<accuracy_name>: the fraction of predicted tokens right
+    accuracy_name = "acc"  # logged as val/<accuracy_name>: the fraction of predictions right
+    log_perplexity = True  # val/ppl = exp(val/loss), for language-modelling losses
 
     def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
         super().__init__()
@@ -151,11 +152,9 @@ class PretrainingTask(L.LightningModule):
         if totals[1] == 0:
             return
         loss = (totals[0] / totals[1]).float()
-        metrics = {
-            f"{prefix}/loss": loss,
-            f"{prefix}/ppl": torch.exp(loss),
-            f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float(),
-        }
+        metrics = {f"{prefix}/loss": loss, f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float()}
+        if self.log_perplexity:
+            metrics[f"{prefix}/ppl"] = torch.exp(loss)
         if self.trainer.sanity_checking:
             # Lightning drops what is logged in the sanity check; keep it as the step-0 point
             # of the validation curve, the untrained model's loss (not again on resume)
