@@ -156,3 +156,40 @@ def test_predict_writes_embeddings(suffix: str, tiny_corpus: Path, tmp_path: Pat
     assert embeddings.shape == (2, 32)
     task.eval()
     np.testing.assert_allclose(embeddings, task.encode_texts(["A cat sits.", "The market fell."]).numpy(), atol=1e-6)
+
+
+def test_hard_negatives_join_the_candidates() -> None:
+    torch.manual_seed(1)
+    a, p, n = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 8)
+    loss, _ = info_nce(a, p, 0.1, n)
+    sim = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(torch.cat([p, n]), dim=-1).T / 0.1
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(sim, torch.arange(3)).item(), rel=1e-6)
+
+
+def test_supervised_pairs_from_tsv_and_jsonl(tmp_path: Path) -> None:
+    from lmforge.data import SentencePairs
+    from lmforge.data.pairs import read_pair_rows
+
+    tsv = tmp_path / "nli.tsv"
+    tsv.write_text("anchor\tpositive\tnegative\nA man plays.\tSomeone plays.\tNobody plays.\n", encoding="utf-8")
+    assert read_pair_rows(tsv, ("anchor", "positive", "negative")) == [("A man plays.", "Someone plays.", "Nobody plays.")]
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("A dog runs.\tAn animal runs.\n", encoding="utf-8")
+    assert read_pair_rows(plain, ("anchor", "positive", "negative")) == [("A dog runs.", "An animal runs.", None)]
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text('{"q": "Where is Paris?", "a": "Paris is in France."}\n{"q": "", "a": "x"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="row 2"):
+        read_pair_rows(jsonl, ("q", "a", "negative"))
+
+    rows = [f"Sentence number {i} is here.\tThe {i}th sentence is here.\tNothing about {i}." for i in range(40)]
+    (tmp_path / "many.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    dm = SentencePairs(paths=str(tmp_path / "many.tsv"), val_fraction=0.2, batch_size=8, seq_len=32,
+                       tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200))
+    task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}))
+    dm.objective = task.objective
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 40 and len(dm.val_set) > 0
+    batch = next(iter(dm.train_dataloader()))
+    assert {"input_ids", "attention_mask", "positive_ids", "positive_mask", "negative_ids", "negative_mask"} <= set(batch)
+    loss, correct = task._step(batch)
+    assert loss.item() > 0 and 0 <= int(correct) <= 8

@@ -119,7 +119,7 @@ class CorpusDataModule(L.LightningDataModule):
         return self.tokenizer.vocab_size
 
     # -- Lightning hooks --------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
+    def _attach_objective(self) -> None:
         if self.objective is None:
             # the task owns the objective (how blocks become examples); the corpus applies it
             module = self.trainer.lightning_module if self.trainer is not None else None
@@ -128,6 +128,9 @@ class CorpusDataModule(L.LightningDataModule):
                 raise RuntimeError(
                     f"{type(self).__name__} needs an objective: set `.objective` or train a task that defines one."
                 )
+
+    def setup(self, stage: str) -> None:
+        self._attach_objective()
         if self.train_set is not None:
             return
         tok = self.tokenizer

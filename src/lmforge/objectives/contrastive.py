@@ -1,8 +1,9 @@
-"""Contrastive sentence embeddings (SimCSE, Sentence-BERT): sentences as examples.
+"""Contrastive sentence embeddings (SimCSE, Sentence-BERT): sentences or pairs as examples.
 
 Unsupervised SimCSE (Gao et al. 2021) needs no pairs: the task encodes each batch twice and
 dropout makes the two views differ; the other sentences of the batch are the negatives.
-This objective only turns documents into sentences and sentences into padded batches.
+Supervised training takes (anchor, positive[, hard negative]) pairs. This objective only
+turns documents into sentences, and sentences or pairs into padded batches.
 """
 
 from __future__ import annotations
@@ -59,7 +60,17 @@ class SentenceViews:
             if len(sentence) >= self.min_tokens
         ]
 
-    def __call__(self, sentences: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: list) -> dict[str, torch.Tensor]:
+        """A batch of sentences; for pairs ``(anchor, positive, negative | None)`` also
+        ``positive_ids``/``positive_mask`` (and ``negative_*`` when every pair has one)."""
         if not self.bound:
             raise RuntimeError("SentenceViews.bind(tokenizer) must be called before collating.")
-        return pad_sentences(sentences, self.cls_id, self.sep_id, self.pad_id)
+        if not isinstance(examples[0], tuple):
+            return pad_sentences(examples, self.cls_id, self.sep_id, self.pad_id)
+        batch = pad_sentences([a for a, _, _ in examples], self.cls_id, self.sep_id, self.pad_id)
+        for name, column in (("positive", 1), ("negative", 2)):
+            sentences = [example[column] for example in examples]
+            if all(s is not None for s in sentences):
+                padded = pad_sentences(sentences, self.cls_id, self.sep_id, self.pad_id)
+                batch[f"{name}_ids"], batch[f"{name}_mask"] = padded["input_ids"], padded["attention_mask"]
+        return batch

@@ -1,4 +1,4 @@
-"""Contrastive sentence encoders: unsupervised SimCSE on any encoder of this project."""
+"""Contrastive sentence encoders: SimCSE (unsupervised or from pairs) on any encoder of this project."""
 
 from __future__ import annotations
 
@@ -20,23 +20,30 @@ from lmforge.tasks.base import OptimizerConfig, PretrainingTask
 Pooling = Literal["cls", "mean"]
 
 
-def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def info_nce(
+    anchors: torch.Tensor, positives: torch.Tensor, temperature: float, negatives: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """In-batch-negatives contrastive loss: row i of ``anchors`` should match row i of
-    ``positives`` among all rows. Returns the loss and how many anchors rank their positive first.
+    ``positives`` among all positives (and all hard negatives, if given). Returns the loss
+    and how many anchors rank their positive first.
 
     Args:
         anchors: Embeddings ``(B, C)``.
         positives: Embeddings ``(B, C)``.
         temperature: Softmax temperature of the cosine similarities.
+        negatives: Hard-negative embeddings ``(B, C)``, candidates for every anchor.
     """
-    sim = F.normalize(anchors, dim=-1) @ F.normalize(positives, dim=-1).T / temperature  # (B, B)
+    candidates = positives if negatives is None else torch.cat([positives, negatives])  # (B or 2B, C)
+    sim = F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T / temperature  # (B, B or 2B)
     target = torch.arange(sim.size(0), device=sim.device)
     return F.cross_entropy(sim, target), (sim.argmax(-1) == target).sum()
 
 
 class ContrastiveTask(PretrainingTask):
-    """Train a sentence encoder with in-batch negatives (unsupervised SimCSE: every sentence
-    passes twice through the encoder and dropout makes the two views of a positive pair).
+    """Train a sentence encoder with in-batch negatives. On a corpus of sentences this is
+    unsupervised SimCSE (every sentence passes twice through the encoder and dropout makes
+    the two views of a positive pair); on ``SentencePairs`` it is supervised, with optional
+    hard negatives.
 
     Start it from an encoder pretrained here (``init_from``: its weights, shape and tokenizer
     come from the checkpoint). ``val/sts_spearman`` is the Spearman correlation between cosine
@@ -108,10 +115,13 @@ class ContrastiveTask(PretrainingTask):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        # two passes, two dropout masks: the views of each sentence (SimCSE)
-        first = self.embed(batch["input_ids"], batch["attention_mask"])
-        second = self.embed(batch["input_ids"], batch["attention_mask"])
-        return info_nce(first, second, self.temperature)
+        anchors = self.embed(batch["input_ids"], batch["attention_mask"])
+        if "positive_ids" not in batch:
+            # unsupervised: a second pass draws other dropout masks, the second view (SimCSE)
+            return info_nce(anchors, self.embed(batch["input_ids"], batch["attention_mask"]), self.temperature)
+        positives = self.embed(batch["positive_ids"], batch["positive_mask"])
+        negatives = self.embed(batch["negative_ids"], batch["negative_mask"]) if "negative_ids" in batch else None
+        return info_nce(anchors, positives, self.temperature, negatives)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch)

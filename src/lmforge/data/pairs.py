@@ -1,0 +1,123 @@
+"""Sentence pairs for supervised contrastive training: (anchor, positive[, hard negative]) rows."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmforge.data.documents import expand_paths, split_documents
+from lmforge.data.text import CorpusDataModule
+from lmforge.errors import UserError
+
+Row = tuple[str, str, str | None]
+
+
+def read_pair_rows(path: Path, fields: tuple[str, str, str]) -> list[Row]:
+    """Rows of a ``.tsv`` (a header naming the fields, or none: columns in order) or ``.jsonl`` file."""
+    anchor, positive, negative = fields
+    if path.suffix == ".jsonl":
+        import json
+
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif path.suffix == ".tsv":
+        lines = list(csv.reader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
+        if lines and anchor in lines[0] and positive in lines[0]:
+            header, lines = lines[0], lines[1:]
+        else:
+            header = [anchor, positive, negative][: max(len(r) for r in lines)] if lines else []
+        records = [dict(zip(header, row)) for row in lines if row]
+    else:
+        raise UserError(f"'{path}' is not a .tsv or .jsonl file of sentence pairs.")
+    rows = []
+    for number, record in enumerate(records, start=1):
+        if not record.get(anchor) or not record.get(positive):
+            raise UserError(f"{path}, row {number}: needs non-empty '{anchor}' and '{positive}' fields.")
+        rows.append((record[anchor], record[positive], record.get(negative) or None))
+    return rows
+
+
+class SentencePairs(CorpusDataModule):
+    """(anchor, positive[, hard negative]) sentence pairs for supervised contrastive training
+    (e.g. NLI entailment pairs with contradictions as hard negatives, as in SimCSE).
+
+    Args:
+        paths: ``.tsv`` (with a header naming the fields, or columns in order) or ``.jsonl`` files.
+        hf_dataset: A Hugging Face dataset name instead of files.
+        hf_config: The dataset configuration.
+        hf_split: The dataset split.
+        anchor_field: Field of the anchor sentence.
+        positive_field: Field of the positive sentence.
+        negative_field: Field of the hard negative (optional in the data).
+    """
+
+    def __init__(
+        self,
+        paths: str | list[str] | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        hf_split: str = "train",
+        anchor_field: str = "anchor",
+        positive_field: str = "positive",
+        negative_field: str = "negative",
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.paths = paths
+        self.hf_dataset = hf_dataset
+        self.hf_config = hf_config
+        self.hf_split = hf_split
+        self.fields = (anchor_field, positive_field, negative_field)
+        self._rows: list[Row] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.hf_dataset or str(self.paths)
+
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            if self.hf_dataset:
+                import datasets
+
+                try:
+                    ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=self.hf_split)
+                except Exception as err:
+                    raise UserError(f"Could not load the Hugging Face dataset '{self.hf_dataset}': {err}") from err
+                a, p, n = self.fields
+                rows = [(r[a], r[p], r.get(n)) for r in ds]
+            elif self.paths is not None:
+                rows = [row for path in expand_paths(self.paths) for row in read_pair_rows(path, self.fields)]
+            else:
+                raise UserError("No pairs given: set `data.paths` to .tsv/.jsonl files or `data.hf_dataset`.")
+            self._rows = rows[: self.max_documents] if self.max_documents else rows
+        return self._rows
+
+    def load_documents(self) -> list[str]:
+        """Every sentence, for training a tokenizer when none is given."""
+        return [text for row in self.rows() for text in row if text]
+
+    def setup(self, stage: str) -> None:
+        if self.train_set is not None:
+            return
+        self._attach_objective()
+        self.objective.bind(self.tokenizer)
+        rows = self.rows()
+        # split by anchor, so no anchor is seen in training and validation both
+        keys = {row[0]: row for row in rows}
+        train_keys, val_keys = split_documents(list(keys), self.val_fraction, self.seed)
+        if not val_keys:
+            train_keys, val_keys = train_keys[:-1], train_keys[-1:]
+        train_set, val_set = set(train_keys), set(val_keys)
+        self.train_set = self._encode([r for r in rows if r[0] in train_set])
+        self.val_set = self._encode([r for r in rows if r[0] in val_set])
+        if not self.train_set or not self.val_set:
+            raise UserError(f"{self.name} has too few pairs for a training and a validation split: add pairs.")
+
+    def _encode(self, rows: list[Row]) -> list[tuple]:
+        limit = self.seq_len - 2
+        encode = lambda texts: [np.asarray(ids[:limit]) for ids in self.tokenizer.encode_batch(texts)]  # noqa: E731
+        anchors, positives = encode([r[0] for r in rows]), encode([r[1] for r in rows])
+        negatives = encode([r[2] for r in rows]) if rows and all(r[2] for r in rows) else [None] * len(rows)
+        return list(zip(anchors, positives, negatives))
