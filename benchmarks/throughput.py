@@ -1,8 +1,10 @@
-"""Training throughput on CPU: ``lmforge fit`` against a plain PyTorch loop and Hugging Face GPT-2.
+"""Training throughput on CPU: ``lmforge fit`` against a plain PyTorch loop and Hugging Face.
 
-Measures training tokens/s (input tokens per second of steady-state optimizer steps) of one
-GPT shape -- vocab 8192, 4 layers, width 256, 4 heads, sequence 256, batch 8, dropout 0,
-fp32 -- trained three ways:
+Measures training tokens/s (input tokens per second of steady-state optimizer steps) of two
+model families at one shape -- vocab 8192, 4 layers, width 256, 4 heads, sequence 256,
+batch 8, dropout 0, fp32 -- each trained three ways.
+
+GPT (causal LM, byte-level BPE tokenizer):
 
 (a) ``lmforge fit``: the real CLI (``LmforgeCLI``) driven in-process with ``CausalLMTask`` on
     ``BundledCorpus``; validation, checkpoints, the progress bar and text samples are off,
@@ -16,27 +18,44 @@ fp32 -- trained three ways:
     shape on the same 256-token input batches, loss from ``labels=input_ids`` (HF shifts
     internally), AdamW on all parameters, the same schedule and clipping.
 
+BERT (masked LM, WordPiece tokenizer with BERT's special tokens, 15% of tokens predicted):
+
+(a) ``lmforge fit`` as above with ``MaskedLMTask``, which projects onto the vocabulary only
+    the masked positions (sparse prediction).
+(b) The same ``lmforge.models.Bert`` and the same sparse loss in the hand-written loop.
+(c) ``transformers`` BertForMaskedLM (``attn_implementation="sdpa"``, intermediate 1024,
+    256 positions) with ``labels=``: it projects every position onto the vocabulary and
+    takes the loss on the masked ones. It trains on the same masked batches: a fresh
+    ``MaskedLM`` (seeded as the task's) bound to the same tokenizer, through the same data
+    module's train_dataloader, so every variant sees identical masks.
+
 Each variant takes ``--warmup`` untimed steps then ``--steps`` timed ones; a step's time runs
-from the end of one optimizer step to the end of the next, so it includes fetching the batch
-and every per-step overhead. Tokenizer training, data preparation and Trainer setup are not
-timed. The variants run interleaved, ``--rounds`` times, in one process, with the rotation
-of their order changing every round, so machine noise hits them alike. Per variant it reports
-the median over rounds of (timed tokens / timed seconds) -- the figure the targets (a)/(b) >=
-0.97 and (a)/(c) >= 2.0 are judged on -- and, as a check on a noisy machine, a "typical"
-figure from the median step time over all rounds (robust to bursts of load from other
-processes, but blind to overhead that comes only every N steps, such as logger writes).
-The losses of (a) and (b) are compared step by step to show that they do the same work.
+from the end of one optimizer step to the end of the next, so it includes fetching (and
+masking) the batch and every per-step overhead. Tokenizer training, data preparation and
+Trainer setup are not timed. The variants of a family run interleaved, ``--rounds`` times,
+in one process, with the rotation of their order changing every round, so machine noise
+hits them alike. Per variant it reports the median over rounds of (timed tokens / timed
+seconds) -- the figure the targets are judged on: GPT (a)/(b) >= 0.97 and (a)/(c) >= 2.0,
+BERT (a)/(c) >= 1.5 -- and, as a check on a noisy machine, a "typical" figure from the
+median step time over all rounds (robust to bursts of load from other processes, but blind
+to overhead that comes only every N steps, such as logger writes). The losses of (a) and
+(b) are compared step by step to show that they do the same work.
 
-Run from the repository root (prints a table; the last line is a JSON object)::
+Run from the repository root (prints a table per family; the last line is a JSON object
+with a "gpt" and a "bert" section)::
 
-    python benchmarks/throughput.py                                   # 2-5 minutes on 2 cores
+    python benchmarks/throughput.py                    # both families, ~4 minutes on 2 quiet cores
+    python benchmarks/throughput.py --family bert      # one family, ~2 minutes (longer under load)
     python benchmarks/throughput.py --rounds 1 --warmup 2 --steps 3   # quick check
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import gc
+import inspect
 import json
 import logging
 import os
@@ -45,7 +64,8 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +75,17 @@ import torch.nn.functional as F
 import transformers
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel
+from torch.utils.data import DataLoader
+from transformers import BertConfig as HFBertConfig
+from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
 from lmforge.cli import LmforgeCLI
 from lmforge.data import BundledCorpus, TokenizerSpec
+from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.gpt import GPT, GPTConfig
-from lmforge.objectives import CausalLM
-from lmforge.tasks import OptimizerConfig
+from lmforge.objectives import CausalLM, MaskedLM, Objective
+from lmforge.objectives.masked_lm import IGNORE
+from lmforge.tasks import CausalLMTask, MaskedLMTask, OptimizerConfig, PretrainingTask
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
 
 VOCAB_SIZE = 8192
@@ -73,15 +97,65 @@ D_MODEL = 256
 SEED = 1234  # the CLI's seed_everything default, also used to initialise (b) and (c)
 CLIP = 1.0
 TOKENS_PER_STEP = BATCH_SIZE * SEQ_LEN
-
-VARIANTS = {
-    "a": "(a) lmforge fit (Lightning CLI)",
-    "b": "(b) hand-written PyTorch loop",
-    "c": "(c) HF GPT2LMHeadModel (sdpa)",
-}
-TARGETS = {"a_over_b": 0.97, "a_over_c": 2.0}
+SHAPE = {"n_layer": N_LAYER, "n_head": N_HEAD, "d_model": D_MODEL}
 
 Batch = dict[str, torch.Tensor]
+LossFn = Callable[[Batch], torch.Tensor]
+LoopModel = tuple[nn.Module, torch.optim.Optimizer, LossFn]  # what a hand-written loop trains
+
+
+@dataclass
+class Run:
+    """One training run of one variant: step-end times, per-step losses, torch threads."""
+
+    ends: list[float]
+    losses: list[torch.Tensor]
+    threads: int | None = None  # seen inside the Lightning loop, for (a)
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # in the table
+    json_name: str  # in the JSON line
+    run: Callable[[Setup, int], Run]  # (setup, total steps) -> run
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its task, objective, tokenizer, the three variants and the targets."""
+
+    name: str
+    title: str
+    task: type[PretrainingTask]
+    objective: Callable[[], Objective]  # a fresh one as the task builds it (fresh masking stream)
+    tokenizer: TokenizerSpec
+    variants: dict[str, Variant]  # keyed "a", "b", "c"
+    targets: dict[str, float]  # ratio name ("a_over_c") -> minimum
+
+    @property
+    def optim(self) -> OptimizerConfig:
+        """The task's default optimizer and schedule, which (a) trains with and (b), (c) copy."""
+        return inspect.signature(self.task).parameters["optimizer"].default
+
+
+@dataclass
+class Setup:
+    """What one family's runs share, prepared once and untimed."""
+
+    family: Family
+    tokenizer_path: str
+    data: BundledCorpus
+    log_dir: str
+
+
+@dataclass
+class Measurements:
+    """One family's figures over all rounds."""
+
+    tps: dict[str, list[float]] = field(default_factory=dict)  # per round: timed tokens / timed seconds
+    step_seconds: dict[str, list[float]] = field(default_factory=dict)  # every timed step, all rounds
+    loss_diffs: list[float] = field(default_factory=list)  # per round: max |loss(a) - loss(b)|
+    lightning_threads: set[int] = field(default_factory=set)
 
 
 class StepTimer(L.Callback):
@@ -105,32 +179,50 @@ def timed_step_seconds(ends: list[float], warmup: int) -> list[float]:
     return [end - start for start, end in zip(ends[warmup - 1 :], ends[warmup:])]
 
 
-def data_module(tokenizer_path: str | None) -> BundledCorpus:
+# -- setup (untimed) ------------------------------------------------------------------------
+def data_module(spec: TokenizerSpec) -> BundledCorpus:
     """The corpus every variant reads, as ``--data lmforge.data.BundledCorpus`` builds it."""
-    spec = TokenizerSpec(path=tokenizer_path, vocab_size=VOCAB_SIZE)
     return BundledCorpus(tokenizer=spec, seq_len=SEQ_LEN, batch_size=BATCH_SIZE)
 
 
-def train_tokenizer(folder: Path) -> str:
-    """Train the corpus's 8192-token tokenizer once, so no timed run repeats it."""
-    path = folder / "tokenizer.json"
-    data_module(None).tokenizer.save(path)
-    return str(path)
+def prepare(family: Family, folder: Path) -> Setup:
+    """Train the family's tokenizer once (so no timed run repeats it) and prepare its data."""
+    path = folder / f"{family.name}-tokenizer.json"
+    data_module(family.tokenizer).tokenizer.save(path)
+    data = data_module(dataclasses.replace(family.tokenizer, path=str(path)))
+    if data.vocab_size != VOCAB_SIZE:
+        raise RuntimeError(f"The {family.name} tokenizer has {data.vocab_size} tokens, expected {VOCAB_SIZE}.")
+    data.objective = family.objective()
+    data.setup("fit")
+    return Setup(family, str(path), data, str(folder / "logs"))
 
 
-def run_lmforge_fit(tokenizer_path: str, total_steps: int, save_dir: str) -> StepTimer:
-    """(a): ``lmforge fit`` in-process; returns the timing callback."""
+def train_batches(setup: Setup) -> DataLoader:
+    """The batches (a) trains on: the data module's train_dataloader with a fresh objective,
+    so a run of (b) or (c) draws the same masks as the task's own objective does in (a)."""
+    objective = setup.family.objective()
+    objective.bind(setup.data.tokenizer)
+    setup.data.objective = objective
+    return setup.data.train_dataloader()
+
+
+# -- (a): lmforge fit ------------------------------------------------------------------------
+def run_lmforge_fit(setup: Setup, total_steps: int) -> Run:
+    """(a): ``lmforge fit`` in-process with the family's task."""
     timer_path = f"{StepTimer.__module__}.{StepTimer.__qualname__}"
+    task = setup.family.task
+    spec = setup.family.tokenizer
     args = [
         "fit",
         "--seed_everything", str(SEED),
-        "--model", "lmforge.tasks.CausalLMTask",
-        "--model.config.n_layer", str(N_LAYER),
-        "--model.config.n_head", str(N_HEAD),
-        "--model.config.d_model", str(D_MODEL),
+        "--model", f"lmforge.tasks.{task.__qualname__}",
+        *(arg for key, value in SHAPE.items() for arg in (f"--model.config.{key}", str(value))),
         "--model.config.dropout", "0.0",
         "--data", "lmforge.data.BundledCorpus",
-        "--data.tokenizer.path", tokenizer_path,
+        "--data.tokenizer.path", setup.tokenizer_path,
+        "--data.tokenizer.kind", spec.kind,
+        "--data.tokenizer.family", spec.family,
+        "--data.tokenizer.vocab_size", str(spec.vocab_size),
         "--data.seq_len", str(SEQ_LEN),
         "--data.batch_size", str(BATCH_SIZE),
         "--trainer.accelerator", "cpu",
@@ -142,59 +234,61 @@ def run_lmforge_fit(tokenizer_path: str, total_steps: int, save_dir: str) -> Ste
         "--trainer.num_sanity_val_steps", "0",
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
-        "--trainer.logger.save_dir", save_dir,
+        "--trainer.logger.save_dir", setup.log_dir,
         "--checkpoint.save_last", "false",
         "--checkpoint.save_top_k", "0",
         "--sample.enabled", "false",
         f"--trainer.callbacks+={timer_path}",
     ]
     cli = LmforgeCLI(args=args)
-    return next(c for c in cli.trainer.callbacks if isinstance(c, StepTimer))
+    timer = next(c for c in cli.trainer.callbacks if isinstance(c, StepTimer))
+    return Run(timer.ends, timer.losses, timer.threads)
 
 
-def run_loop(
-    model: nn.Module,
-    loss_fn: Callable[[Batch], torch.Tensor],
-    batches: Iterable[Batch],
-    total_steps: int,
-    optimizer: torch.optim.Optimizer,
-) -> tuple[list[float], list[torch.Tensor]]:
-    """(b) and (c): a plain training loop with lmforge's schedule; returns step-end times and losses."""
-    o = OptimizerConfig()
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, total_steps, o.min_lr_ratio))
+# -- (b) and (c): a hand-written loop around a model ----------------------------------------
+def run_loop(build: Callable[[OptimizerConfig], LoopModel], setup: Setup, total_steps: int) -> Run:
+    """(b) and (c): seed, build the model, then a plain training loop with the task's schedule."""
+    o = setup.family.optim
+    torch.manual_seed(SEED)
+    model, optimizer, loss_fn = build(o)
+    decay_steps = o.decay_steps or total_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio))
     model.train()
-    ends: list[float] = []
-    losses: list[torch.Tensor] = []
-    for _, batch in zip(range(total_steps), batches):
+    run = Run([], [])
+    for _, batch in zip(range(total_steps), train_batches(setup)):
         loss = loss_fn(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        ends.append(time.perf_counter())
-        losses.append(loss.detach())
-    return ends, losses
+        run.ends.append(time.perf_counter())
+        run.losses.append(loss.detach())
+    return run
 
 
-def run_pytorch_loop(data: BundledCorpus, total_steps: int) -> tuple[list[float], list[torch.Tensor]]:
-    """(b): lmforge's GPT, AdamW param groups and batches without Lightning."""
-    torch.manual_seed(SEED)
-    config = GPTConfig(
-        vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, n_layer=N_LAYER, n_head=N_HEAD, d_model=D_MODEL, dropout=0.0
-    )
-    net = GPT(config)
-    o = OptimizerConfig()
-    optimizer = build_optimizer(net, o.lr, o.weight_decay, tuple(o.betas), o.eps)
+def lmforge_adamw(model: nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:
+    """lmforge's AdamW param groups (no decay on norms, biases, embeddings)."""
+    return build_optimizer(model, o.lr, o.weight_decay, tuple(o.betas), o.eps)
+
+
+def plain_adamw(model: nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:
+    """AdamW on all parameters, as one would train a Hugging Face model."""
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+
+def gpt_loop(o: OptimizerConfig) -> LoopModel:
+    """(b) GPT: lmforge's GPT and next-token cross-entropy."""
+    net = GPT(GPTConfig(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **SHAPE))
 
     def loss_fn(batch: Batch) -> torch.Tensor:
         return F.cross_entropy(net(batch["input_ids"]).flatten(0, 1), batch["targets"].flatten())
 
-    return run_loop(net, loss_fn, data.train_dataloader(), total_steps, optimizer)
+    return net, lmforge_adamw(net, o), loss_fn
 
 
-def run_hf_gpt2(data: BundledCorpus, total_steps: int) -> tuple[list[float], list[torch.Tensor]]:
-    """(c): Hugging Face GPT-2 of the same shape on the same input tensors."""
+def hf_gpt2(o: OptimizerConfig) -> LoopModel:
+    """(c) GPT: Hugging Face GPT-2 of the same shape on the same input tensors."""
     config = GPT2Config(
         vocab_size=VOCAB_SIZE,
         n_positions=SEQ_LEN,
@@ -209,20 +303,153 @@ def run_hf_gpt2(data: BundledCorpus, total_steps: int) -> tuple[list[float], lis
         use_cache=False,
         attn_implementation="sdpa",
     )
-    torch.manual_seed(SEED)
     model = GPT2LMHeadModel(config)
-    o = OptimizerConfig()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
 
     def loss_fn(batch: Batch) -> torch.Tensor:
         ids = batch["input_ids"]
         return model(input_ids=ids, labels=ids).loss
 
-    return run_loop(model, loss_fn, data.train_dataloader(), total_steps, optimizer)
+    return model, plain_adamw(model, o), loss_fn
+
+
+def bert_loop(o: OptimizerConfig) -> LoopModel:
+    """(b) BERT: lmforge's Bert with sparse prediction, as ``MaskedLMTask`` computes its loss."""
+    net = Bert(BertConfig(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **SHAPE))
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        hidden = net.encode(batch["input_ids"], batch["attention_mask"])
+        selected = batch["labels"] != IGNORE  # (B, T)
+        return F.cross_entropy(net.mlm_logits(hidden[selected]), batch["labels"][selected])
+
+    return net, lmforge_adamw(net, o), loss_fn
+
+
+def hf_bert(o: OptimizerConfig) -> LoopModel:
+    """(c) BERT: Hugging Face BertForMaskedLM of the same shape; it projects every position."""
+    config = HFBertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=D_MODEL,
+        num_hidden_layers=N_LAYER,
+        num_attention_heads=N_HEAD,
+        intermediate_size=4 * D_MODEL,
+        max_position_embeddings=SEQ_LEN,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation="sdpa",
+    )
+    model = BertForMaskedLM(config)
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+
+    return model, plain_adamw(model, o), loss_fn
+
+
+def variants(hf_label: str, hf_name: str, loop: Callable, hf: Callable) -> dict[str, Variant]:
+    return {
+        "a": Variant("(a) lmforge fit (Lightning CLI)", "a_lmforge_fit", run_lmforge_fit),
+        "b": Variant("(b) hand-written PyTorch loop", "b_pytorch_loop", functools.partial(run_loop, loop)),
+        "c": Variant(hf_label, hf_name, functools.partial(run_loop, hf)),
+    }
+
+
+FAMILIES = {
+    "gpt": Family(
+        name="gpt",
+        title="GPT causal LM",
+        task=CausalLMTask,
+        objective=CausalLM,
+        tokenizer=TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=VOCAB_SIZE),
+        variants=variants("(c) HF GPT2LMHeadModel (sdpa)", "c_hf_gpt2_sdpa", gpt_loop, hf_gpt2),
+        targets={"a_over_b": 0.97, "a_over_c": 2.0},
+    ),
+    "bert": Family(
+        name="bert",
+        title="BERT masked LM",
+        task=MaskedLMTask,
+        objective=MaskedLM,  # MaskedLMTask's defaults: mask_prob 0.15, single pieces, seed 0
+        tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=VOCAB_SIZE),
+        variants=variants("(c) HF BertForMaskedLM (sdpa)", "c_hf_bert_sdpa", bert_loop, hf_bert),
+        targets={"a_over_c": 1.5},
+    ),
+}
+
+
+# -- measuring and reporting -----------------------------------------------------------------
+def run_round(setup: Setup, meas: Measurements, r: int, args: argparse.Namespace) -> None:
+    """One round of a family: every variant once, in an order rotated by the round number."""
+    keys = list(setup.family.variants)
+    shift = r % len(keys)
+    total = args.warmup + args.steps
+    losses: dict[str, list[torch.Tensor]] = {}
+    for key in keys[shift:] + keys[:shift]:
+        variant = setup.family.variants[key]
+        gc.collect()
+        run = variant.run(setup, total)
+        if len(run.ends) != total:
+            raise RuntimeError(f"{variant.label} ran {len(run.ends)} steps, expected {total}.")
+        if run.threads is not None:
+            meas.lightning_threads.add(run.threads)
+        seconds = timed_step_seconds(run.ends, args.warmup)
+        meas.step_seconds.setdefault(key, []).extend(seconds)
+        meas.tps.setdefault(key, []).append(len(seconds) * TOKENS_PER_STEP / sum(seconds))
+        losses[key] = run.losses
+        print(f"{setup.family.name} round {r + 1}/{args.rounds} {variant.label:<34} "
+              f"{meas.tps[key][-1]:8.0f} tokens/s", flush=True)
+    meas.loss_diffs.append(float((torch.stack(losses["a"]) - torch.stack(losses["b"])).abs().max()))
+
+
+def ratio_report(per_variant: dict[str, float]) -> dict[str, float]:
+    """(a) against each other variant: (a)/(b) and (a)/(c)."""
+    return {f"a_over_{key}": per_variant["a"] / value for key, value in per_variant.items() if key != "a"}
+
+
+def report(family: Family, meas: Measurements, args: argparse.Namespace) -> dict[str, Any]:
+    """Print the family's table and ratios; return its section of the JSON line."""
+    median = {key: statistics.median(values) for key, values in meas.tps.items()}
+    typical = {key: TOKENS_PER_STEP / statistics.median(values) for key, values in meas.step_seconds.items()}
+    ratios, typical_ratios = ratio_report(median), ratio_report(typical)
+    met = {name: ratios[name] >= target for name, target in family.targets.items()}
+
+    print()
+    print(f"{family.title}: training tokens/s at {TOKENS_PER_STEP} tokens/step, {torch.get_num_threads()} threads; "
+          f"{args.rounds} round(s) of {args.steps} timed steps after {args.warmup} warmup")
+    print(f"{'variant':<34} {'median':>8} {'ms/step':>8} {'typical':>8}  per round")
+    for key, variant in family.variants.items():
+        rounds = " ".join(f"{v:.0f}" for v in meas.tps[key])
+        print(f"{variant.label:<34} {median[key]:8.0f} {1000 * TOKENS_PER_STEP / median[key]:8.1f} "
+              f"{typical[key]:8.0f}  {rounds}")
+    print("median: median over rounds of each round's timed tokens / timed seconds (the figure judged);")
+    print("typical: tokens / median step time over all rounds (robust to load bursts, blind to periodic overhead)")
+    for name, ratio in ratios.items():
+        label = "(" + name.replace("_over_", ")/(") + ")"
+        verdict = ""
+        if name in family.targets:
+            verdict = f"   target >= {family.targets[name]}: {'MET' if met[name] else 'NOT MET'}"
+        print(f"{label} = {ratio:.3f} (typical {typical_ratios[name]:.3f}){verdict}")
+    print(f"max |loss(a) - loss(b)| over all steps: {max(meas.loss_diffs):.2e} (same weights, batches and updates)")
+
+    names = {key: variant.json_name for key, variant in family.variants.items()}
+    spec = family.tokenizer
+    return {
+        "task": f"lmforge.tasks.{family.task.__qualname__}",
+        "tokenizer": {"kind": spec.kind, "family": spec.family, "vocab_size": spec.vocab_size},
+        "shape": {"vocab_size": VOCAB_SIZE, **SHAPE, "seq_len": SEQ_LEN, "batch_size": BATCH_SIZE, "dropout": 0.0,
+                  "precision": "fp32"},
+        "tokens_per_step": TOKENS_PER_STEP,
+        "tokens_per_sec": {names[key]: {"median": median[key], "rounds": meas.tps[key]} for key in names},
+        "ratios": ratios,
+        "targets": {name: {"min": target, "met": met[name]} for name, target in family.targets.items()},
+        "tokens_per_sec_typical_step": {names[key]: typical[key] for key in names},
+        "ratios_typical_step": typical_ratios,
+        "loss_max_abs_diff_a_b": max(meas.loss_diffs),
+        "threads_inside_lightning": sorted(meas.lightning_threads),
+    }
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all", help="which family to measure")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per variant and round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps before them (at least 1)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (a), (b), (c)")
@@ -240,84 +467,28 @@ def quiet() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def ratio_report(per_variant: dict[str, float]) -> dict[str, float]:
-    """The ratios the targets are set on: (a)/(b) and (a)/(c)."""
-    return {"a_over_b": per_variant["a"] / per_variant["b"], "a_over_c": per_variant["a"] / per_variant["c"]}
-
-
 def main() -> None:
     args = parse_args()
     quiet()
-    total = args.warmup + args.steps
-    tps: dict[str, list[float]] = {key: [] for key in VARIANTS}  # per round: timed tokens / timed seconds
-    step_seconds: dict[str, list[float]] = {key: [] for key in VARIANTS}  # every timed step, all rounds
-    loss_diffs: list[float] = []
-    lightning_threads: set[int] = set()
+    families = list(FAMILIES.values()) if args.family == "all" else [FAMILIES[args.family]]
+    meas = {family.name: Measurements() for family in families}
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
-        tokenizer_path = train_tokenizer(Path(tmp))
-        data = data_module(tokenizer_path)
-        data.objective = CausalLM()
-        data.setup("fit")
+        setups = [prepare(family, Path(tmp)) for family in families]
         for r in range(args.rounds):
-            shift = r % len(VARIANTS)
-            order = list(VARIANTS)[shift:] + list(VARIANTS)[:shift]
-            losses: dict[str, list[torch.Tensor]] = {}
-            for key in order:
-                gc.collect()
-                if key == "a":
-                    timer = run_lmforge_fit(tokenizer_path, total, str(Path(tmp) / "logs"))
-                    ends, losses[key] = timer.ends, timer.losses
-                    lightning_threads.add(timer.threads)
-                elif key == "b":
-                    ends, losses[key] = run_pytorch_loop(data, total)
-                else:
-                    ends, losses[key] = run_hf_gpt2(data, total)
-                if len(ends) != total:
-                    raise RuntimeError(f"{VARIANTS[key]} ran {len(ends)} steps, expected {total}.")
-                seconds = timed_step_seconds(ends, args.warmup)
-                step_seconds[key] += seconds
-                tps[key].append(len(seconds) * TOKENS_PER_STEP / sum(seconds))
-                print(f"round {r + 1}/{args.rounds} {VARIANTS[key]:<34} {tps[key][-1]:8.0f} tokens/s", flush=True)
-            loss_diffs.append(float((torch.stack(losses["a"]) - torch.stack(losses["b"])).abs().max()))
+            for setup in setups:
+                run_round(setup, meas[setup.family.name], r, args)
+    sections = {family.name: report(family, meas[family.name], args) for family in families}
 
-    median = {key: statistics.median(values) for key, values in tps.items()}
-    typical = {key: TOKENS_PER_STEP / statistics.median(values) for key, values in step_seconds.items()}
-    ratios, typical_ratios = ratio_report(median), ratio_report(typical)
-    met = {name: ratios[name] >= target for name, target in TARGETS.items()}
-
-    print()
-    print(f"Training tokens/s at {TOKENS_PER_STEP} tokens/step, {torch.get_num_threads()} threads; {args.rounds} round(s) "
-          f"of {args.steps} timed steps after {args.warmup} warmup")
-    print(f"{'variant':<34} {'median':>8} {'ms/step':>8} {'typical':>8}  per round")
-    for key, name in VARIANTS.items():
-        rounds = " ".join(f"{v:.0f}" for v in tps[key])
-        print(f"{name:<34} {median[key]:8.0f} {1000 * TOKENS_PER_STEP / median[key]:8.1f} {typical[key]:8.0f}  {rounds}")
-    print("median: median over rounds of each round's timed tokens / timed seconds (the figure judged);")
-    print("typical: tokens / median step time over all rounds (robust to load bursts, blind to periodic overhead)")
-    for name, target in TARGETS.items():
-        label = "(" + name.replace("_over_", ")/(") + ")"
-        print(f"{label} = {ratios[name]:.3f} (typical {typical_ratios[name]:.3f})   "
-              f"target >= {target}: {'MET' if met[name] else 'NOT MET'}")
-    print(f"max |loss(a) - loss(b)| over all steps: {max(loss_diffs):.2e} (same weights, batches and updates)")
-
-    names = {"a": "a_lmforge_fit", "b": "b_pytorch_loop", "c": "c_hf_gpt2_sdpa"}
     summary = {
         "benchmark": "training_throughput_cpu",
-        "shape": {"vocab_size": VOCAB_SIZE, "n_layer": N_LAYER, "d_model": D_MODEL, "n_head": N_HEAD,
-                  "seq_len": SEQ_LEN, "batch_size": BATCH_SIZE, "dropout": 0.0, "precision": "fp32"},
-        "tokens_per_step": TOKENS_PER_STEP,
+        "families": list(sections),
         "rounds": args.rounds,
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
-        "tokens_per_sec": {names[key]: {"median": median[key], "rounds": tps[key]} for key in VARIANTS},
-        "ratios": ratios,
-        "targets": {name: {"min": TARGETS[name], "met": met[name]} for name in TARGETS},
-        "tokens_per_sec_typical_step": {names[key]: typical[key] for key in VARIANTS},
-        "ratios_typical_step": typical_ratios,
-        "loss_max_abs_diff_a_b": max(loss_diffs),
+        **sections,
         "versions": {"torch": torch.__version__, "lightning": L.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
-        "threads": {"torch": torch.get_num_threads(), "inside_lightning": sorted(lightning_threads)},
+        "threads": {"torch": torch.get_num_threads()},
         "machine": {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count()},
     }
