@@ -184,7 +184,8 @@ class MaskedLM:
         ids = torch.cat(
             [torch.full((B, 1), self.cls_id), body, torch.full((B, 1), self.sep_id)], dim=1
         )  # (B, T)
-        return self.mask(ids, torch.ones_like(ids))
+        # packed blocks have no padding: no attention mask, so SDPA can take its fastest kernel
+        return self.mask(ids)
 
     def _collate_pairs(self, pairs: list[tuple]) -> dict[str, torch.Tensor]:
         """``[CLS] A [SEP] B [SEP]`` padded to the longest pair, with segment ids and NSP labels."""
@@ -201,17 +202,22 @@ class MaskedLM:
         batch["next_sentence_label"] = torch.tensor([is_random for _, _, is_random in pairs])
         return batch
 
-    def mask(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Mask a batch of token ids (B, T) whose padding is 0 in ``attention_mask``."""
+    def mask(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Mask a batch of token ids (B, T) whose padding, if any, is 0 in ``attention_mask``."""
         g = self._rng()
-        selected = self.select(ids, g) & attention_mask.bool()
+        selected = self.select(ids, g)
+        if attention_mask is not None:
+            selected &= attention_mask.bool()
         labels = torch.where(selected, ids, IGNORE)
         r = torch.rand(ids.shape, generator=g)
         to_mask = selected & (r < self.mask_token_prob)
         to_random = selected & (r >= self.mask_token_prob) & (r < self.mask_token_prob + self.random_token_prob)
         random_ids = torch.randint(self.vocab_size, ids.shape, generator=g)
         inputs = torch.where(to_mask, self.mask_id, torch.where(to_random, random_ids, ids))
-        return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
+        batch = {"input_ids": inputs, "labels": labels}
+        if attention_mask is not None:
+            batch["attention_mask"] = attention_mask
+        return batch
 
 
 def _truncate_pair(a: list[int], b: list[int], target: int) -> tuple[list[int], list[int]]:

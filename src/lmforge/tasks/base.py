@@ -53,7 +53,8 @@ class PretrainingTask(L.LightningModule):
     prompt_file: str | None = None
     prompt_example = "..."  # shown in the message when predict is given no prompts
     accuracy_name = "acc"  # logged as val/<accuracy_name>: the fraction of predictions right
-    log_perplexity = True  # val/ppl = exp(val/loss), for language-modelling losses
+    log_perplexity = True  # val/ppl = exp(val/<eval_loss_name>), for language-modelling losses
+    eval_loss_name = "loss"  # what record_eval's loss is logged as
 
     def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
         super().__init__()
@@ -152,7 +153,8 @@ class PretrainingTask(L.LightningModule):
         if totals[1] == 0:
             return
         loss = (totals[0] / totals[1]).float()
-        metrics = {f"{prefix}/loss": loss, f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float()}
+        loss_name = f"{prefix}/{self.eval_loss_name}"
+        metrics = {loss_name: loss, f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float()}
         if self.log_perplexity:
             metrics[f"{prefix}/ppl"] = torch.exp(loss)
         if self.trainer.sanity_checking:
@@ -161,7 +163,7 @@ class PretrainingTask(L.LightningModule):
             for logger in self.loggers if self.global_step == 0 else []:
                 logger.log_metrics({k: v.item() for k, v in metrics.items()}, step=0)
             return
-        self.log(f"{prefix}/loss", metrics.pop(f"{prefix}/loss"), prog_bar=prefix == "val")
+        self.log(loss_name, metrics.pop(loss_name), prog_bar=prefix == "val")
         self.log_dict(metrics)
 
     def on_validation_epoch_end(self) -> None:

@@ -33,6 +33,7 @@ class MaskedLMTask(PretrainingTask):
     """
 
     accuracy_name = "mlm_acc"
+    eval_loss_name = "mlm_loss"  # val/ppl is the MLM's; val/loss adds NSP's loss when it is on
     prompt_example = "Paris is the [MASK] of France."
 
     def __init__(
@@ -87,7 +88,8 @@ class MaskedLMTask(PretrainingTask):
             self.log("train/mlm_loss", mlm_loss, on_step=True, on_epoch=False)
             self.log("train/mlm_acc", correct.float() / max(n, 1), on_step=True, on_epoch=False)
         else:
-            self.record_eval(mlm_loss, n, correct)  # val/loss and val/ppl are the MLM's
+            self.record_eval(mlm_loss, n, correct)  # val/mlm_loss, val/ppl, val/mlm_acc
+            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch["input_ids"].size(0), sync_dist=True)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
