@@ -51,7 +51,8 @@ class MaskedLM:
         nsp: bool = False,
         seed: int = 0,
     ):
-        if not 0 < mask_prob < 1 or mask_token_prob + random_token_prob > 1:
+        replacement = (mask_token_prob, random_token_prob)
+        if not 0 < mask_prob < 1 or min(replacement) < 0 or sum(replacement) > 1:
             raise ValueError(
                 f"mask_prob must be in (0, 1) and mask_token_prob + random_token_prob <= 1, got {mask_prob}, "
                 f"{mask_token_prob}, {random_token_prob}."
@@ -164,14 +165,14 @@ class MaskedLM:
         maskable = ~self.special[ids]
         if not self.whole_word:
             return (torch.rand(ids.shape, generator=generator) < self.mask_prob) & maskable
-        # number the words: a new word starts at every piece that does not continue one
+        # a new word starts at every piece that does not continue one; each word is selected
+        # by the draw at its first piece
         starts = ~self.continuation[ids] | ~maskable
         starts[:, 0] = True
-        word = starts.long().cumsum(dim=1)  # (B, T): word index per position, from 1
-        chosen = torch.rand(ids.shape, generator=generator) < self.mask_prob  # one draw per word (at its start)
-        chosen_words = torch.zeros(ids.size(0), ids.size(1) + 1, dtype=torch.bool)
-        chosen_words.scatter_(1, word, chosen & starts)
-        return chosen_words.gather(1, word) & maskable
+        positions = torch.arange(ids.size(1)).expand_as(ids)
+        word_start = torch.where(starts, positions, 0).cummax(dim=1).values  # (B, T): where each word begins
+        chosen = torch.rand(ids.shape, generator=generator) < self.mask_prob
+        return chosen.gather(1, word_start) & maskable
 
     def __call__(self, examples: list) -> dict[str, torch.Tensor]:
         if not self.bound:
