@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.layers import PostNormBlock
+from lmforge.models.layers import PostNormBlock, init_weights
 
 
 @dataclass
@@ -92,14 +92,7 @@ class Bert(nn.Module):
         if c.nsp_head:
             self.pooler = nn.Linear(c.d_model, c.d_model)
             self.nsp = nn.Linear(c.d_model, 2)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(init_weights)
 
     def encode(
         self,

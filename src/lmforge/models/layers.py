@@ -7,6 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def init_weights(module: nn.Module) -> None:
+    """GPT-2/BERT initialisation: normal(0, 0.02) weights, zero biases (use with ``Module.apply``)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``.
 
