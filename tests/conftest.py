@@ -6,9 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+
+# Test tensors are tiny: intra-op threads gain nothing, and on a loaded machine OpenMP threads
+# waiting for each other make every op up to ~100x slower. One thread, for every test.
+torch.set_num_threads(1)
 
 # Tests run offline, always: a hub lookup must fail fast rather than hang.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -157,7 +157,8 @@ class CorpusDataModule(L.LightningDataModule):
             f"{self.name}: {len(train_docs)} train / {len(val_docs)} val documents, "
             f"{len(self.train_set):,} / {len(self.val_set):,} {unit}."
         )
-        log_dir = self.trainer.log_dir if self.trainer is not None else None  # every rank: it broadcasts
+        # the run folder, if the run has one (without a logger, log_dir would be the working folder)
+        log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.loggers else None
         if log_dir and self.trainer.is_global_zero and not self.tokenizer_spec.path:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             tok.save(Path(log_dir) / "tokenizer.json")
