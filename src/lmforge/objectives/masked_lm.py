@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
+
+from lmforge.objectives.base import WorkerGenerator
 
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
@@ -63,8 +64,7 @@ class MaskedLM:
         self.whole_word = whole_word
         self.nsp = nsp
         self.seed = seed
-        self._generator: torch.Generator | None = None
-        self._worker: int | None = None
+        self._rng = WorkerGenerator(seed)
         self.bound = False
 
     def bind(self, tokenizer: Tokenizer) -> None:
@@ -150,15 +150,6 @@ class MaskedLM:
             if len(tokens) >= length:
                 break
         return tokens[: max(length, 1)]
-
-    def _rng(self) -> torch.Generator:
-        worker = get_worker_info()
-        worker_id = worker.id if worker is not None else -1
-        if self._generator is None or self._worker != worker_id:
-            # each worker process masks its own batches: give it its own stream
-            self._generator = torch.Generator().manual_seed(self.seed * 1000 + worker_id + 1)
-            self._worker = worker_id
-        return self._generator
 
     def select(self, ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Which positions of ``ids`` (B, T) to predict: about ``mask_prob`` of the non-special ones."""
