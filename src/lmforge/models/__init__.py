@@ -1,6 +1,7 @@
 """Pure torch networks and their config dataclasses: no Lightning, no data, no tokenizer."""
 
 from lmforge.models.bert import Bert, BertConfig
+from lmforge.models.elmo import Elmo, ElmoConfig
 from lmforge.models.gpt import GPT, GPTConfig
 
-__all__ = ["GPT", "Bert", "BertConfig", "GPTConfig"]
+__all__ = ["GPT", "Bert", "BertConfig", "Elmo", "ElmoConfig", "GPTConfig"]

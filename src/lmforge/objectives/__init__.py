@@ -5,7 +5,8 @@ Every objective is a callable collate function with the same small interface
 """
 
 from lmforge.objectives.base import Objective
+from lmforge.objectives.bidirectional_lm import BidirectionalLM
 from lmforge.objectives.causal_lm import CausalLM
 from lmforge.objectives.masked_lm import MaskedLM
 
-__all__ = ["CausalLM", "MaskedLM", "Objective"]
+__all__ = ["BidirectionalLM", "CausalLM", "MaskedLM", "Objective"]

@@ -3,6 +3,7 @@
 from lmforge.tasks.base import OptimizerConfig, PretrainingTask
 from lmforge.tasks.causal_lm import CausalLMTask
 from lmforge.tasks.contrastive import ContrastiveTask
+from lmforge.tasks.elmo import ElmoTask
 from lmforge.tasks.masked_lm import MaskedLMTask
 
-__all__ = ["CausalLMTask", "ContrastiveTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask"]
+__all__ = ["CausalLMTask", "ContrastiveTask", "ElmoTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask"]

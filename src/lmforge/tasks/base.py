@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -16,6 +20,43 @@ from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.objectives import Objective
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
+
+
+# Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
+# predict's command line always wins over what the training run had.
+GENERATION_ARGS = ["prompts", "prompt_file", "max_new_tokens", "temperature", "top_k", "generation_seed"]
+
+ARRAY_SUFFIXES = (".npy", ".npz", ".safetensors")
+
+
+def check_array_file(path: str | Path, several: bool) -> Path:
+    """``path`` as a Path if its suffix can hold the arrays (``.npy`` holds one only)."""
+    path = Path(path)
+    allowed = [".npz", ".safetensors"] if several else list(ARRAY_SUFFIXES)
+    if path.suffix not in allowed:
+        raise UserError(f"Cannot write arrays to '{path}': name a {' or '.join(allowed)} file.")
+    return path
+
+
+def save_arrays(path: str | Path, arrays: dict[str, torch.Tensor]) -> Path:
+    """Write named tensors to ``.safetensors`` or ``.npz`` (each under its name), or a single
+    one to ``.npy``; returns the path written.
+
+    Args:
+        path: The file to write; its folder is created.
+        arrays: The tensors, by name.
+    """
+    path = check_array_file(path, several=len(arrays) > 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({name: value.contiguous() for name, value in arrays.items()}, str(path))
+    elif path.suffix == ".npz":
+        np.savez(path, **{name: value.numpy() for name, value in arrays.items()})
+    else:
+        np.save(path, next(iter(arrays.values())).numpy())
+    return path
 
 
 @dataclasses.dataclass
@@ -55,6 +96,7 @@ class PretrainingTask(L.LightningModule):
     accuracy_name = "acc"  # logged as val/<accuracy_name>: the fraction of predictions right
     log_perplexity = True  # val/ppl = exp(val/<eval_loss_name>), for language-modelling losses
     eval_loss_name = "loss"  # what record_eval's loss is logged as
+    eval_parts: tuple[str, ...] = ()  # parts of that loss (record_eval's ``parts``): val/loss_<name>, val/ppl_<name>
 
     def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
         super().__init__()
@@ -80,6 +122,21 @@ class PretrainingTask(L.LightningModule):
     def sample_text(self, prompt: str) -> str | None:
         """A text generated from ``prompt`` for the TensorBoard text tab; None if the task cannot."""
         return None
+
+    def _set_prompts(self, prompts: str | list[str] | None, prompt_file: str | None) -> None:
+        """Keep ``predict``'s inputs: a prompt or a list of them, and a file of more."""
+        self.prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+        self.prompt_file = prompt_file
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for the block, then back to the mode the task was in."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     def predict_dataloader(self) -> DataLoader:
         """The prompts of ``predict``: ``prompts`` plus the lines of ``prompt_file``."""
@@ -136,16 +193,20 @@ class PretrainingTask(L.LightningModule):
         self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self) -> None:
-        # (sum of losses, predicted tokens, correct predictions), summed over the epoch
-        self._eval_totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        # (sum of losses, predicted tokens, correct predictions, sum of each part's loss), summed over the epoch
+        self._eval_totals = torch.zeros(3 + len(self.eval_parts), dtype=torch.float64, device=self.device)
 
     on_test_epoch_start = on_validation_epoch_start
 
-    def record_eval(self, mean_loss: torch.Tensor, num_tokens: int, num_correct: torch.Tensor) -> None:
+    def record_eval(
+        self, mean_loss: torch.Tensor, num_tokens: int, num_correct: torch.Tensor, parts: Sequence[torch.Tensor] = ()
+    ) -> None:
         """Accumulate a batch's mean loss (weighted by its predicted tokens) and its correct
-        predictions into the epoch's loss, perplexity and accuracy."""
+        predictions into the epoch's loss, perplexity and accuracy; ``parts`` are the batch's
+        mean losses of ``eval_parts``, weighted alike."""
         self._eval_totals += torch.stack(
             [mean_loss.detach().double() * num_tokens, self._eval_totals.new_tensor(num_tokens), num_correct.double()]
+            + [part.detach().double() * num_tokens for part in parts]
         )
 
     def _log_eval(self, prefix: str) -> None:
@@ -157,6 +218,11 @@ class PretrainingTask(L.LightningModule):
         metrics = {loss_name: loss, f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float()}
         if self.log_perplexity:
             metrics[f"{prefix}/ppl"] = torch.exp(loss)
+        for name, total in zip(self.eval_parts, totals[3:]):
+            part = (total / totals[1]).float()
+            metrics[f"{prefix}/loss_{name}"] = part
+            if self.log_perplexity:
+                metrics[f"{prefix}/ppl_{name}"] = torch.exp(part)
         if self.trainer.sanity_checking:
             # Lightning drops what is logged in the sanity check; keep it as the step-0 point
             # of the validation curve, the untrained model's loss (not again on resume)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lmforge.errors import UserError
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.objectives import CausalLM
-from lmforge.tasks.base import OptimizerConfig, PretrainingTask
+from lmforge.tasks.base import GENERATION_ARGS, OptimizerConfig, PretrainingTask
 
 
 class CausalLMTask(PretrainingTask):
@@ -39,11 +39,8 @@ class CausalLMTask(PretrainingTask):
         generation_seed: int = 0,
     ):
         super().__init__(optimizer)
-        # generation settings are per call, not part of the model: kept out of the
-        # checkpoint's hyper-parameters so that predict's command line always wins
-        self._store_hparams(ignore=["prompts", "prompt_file", "max_new_tokens", "temperature", "top_k", "generation_seed"])
-        self.prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
-        self.prompt_file = prompt_file
+        self._store_hparams(ignore=GENERATION_ARGS)
+        self._set_prompts(prompts, prompt_file)
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_k = top_k
@@ -91,12 +88,8 @@ class CausalLMTask(PretrainingTask):
         return prompt + self.tokenizer.decode(out[0, len(ids) :].tolist())
 
     def sample_text(self, prompt: str) -> str | None:
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             return self.generate(prompt)
-        finally:
-            self.train(was_training)
 
     def predict_step(self, prompt: str, batch_idx: int) -> str:
         return self.generate(prompt)

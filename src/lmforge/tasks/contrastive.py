@@ -15,7 +15,7 @@ from lmforge.data.sts import read_sts
 from lmforge.errors import UserError
 from lmforge.models.bert import Bert, BertConfig
 from lmforge.objectives.contrastive import SentenceViews, pad_sentences
-from lmforge.tasks.base import OptimizerConfig, PretrainingTask
+from lmforge.tasks.base import OptimizerConfig, PretrainingTask, save_arrays
 
 Pooling = Literal["cls", "mean"]
 
@@ -93,8 +93,7 @@ class ContrastiveTask(PretrainingTask):
         self.pooling = pooling
         self.temperature = temperature
         self.sts = read_sts(sts_file) if sts_file else None
-        self.prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
-        self.prompt_file = prompt_file
+        self._set_prompts(prompts, prompt_file)
         self.embeddings_out = embeddings_out
         self._embeddings: list[torch.Tensor] = []
 
@@ -161,12 +160,8 @@ class ContrastiveTask(PretrainingTask):
     def sts_spearman(self) -> float:
         """Spearman correlation of cosine similarity with the gold scores of ``sts_file``."""
         first, second, gold = self.sts
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             cosine = F.cosine_similarity(self.encode_texts(first), self.encode_texts(second))
-        finally:
-            self.train(was_training)
         return float(spearman_corrcoef(cosine.float().cpu(), torch.tensor(gold)))
 
     # -- predict: sentence embeddings to a file -------------------------------------------
@@ -176,14 +171,7 @@ class ContrastiveTask(PretrainingTask):
 
     def on_predict_end(self) -> None:
         embeddings = torch.stack(self._embeddings)
-        path = Path(self.embeddings_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file({"embeddings": embeddings.contiguous()}, str(path))
-        else:
-            np.save(path, embeddings.numpy())
+        path = save_arrays(self.embeddings_out, {"embeddings": embeddings})
         print(f"Wrote {embeddings.shape[0]} embeddings of dimension {embeddings.shape[1]} to {path}")
         self._embeddings = []
 
