@@ -74,6 +74,19 @@ def test_fill_mask_lists_top_k_candidates_per_mask(tiny_corpus: Path) -> None:
         task.fill_mask("no mask here")
 
 
+def test_fill_mask_shows_byte_pieces_by_their_vocabulary_entry(tiny_corpus: Path) -> None:
+    """A byte-level piece of a multi-byte character decodes to U+FFFD on its own: candidates
+    would all read "\ufffd", so they are shown as vocabulary entries instead."""
+    spec = TokenizerSpec(kind="byte_level_bpe", family="roberta", vocab_size=300)
+    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=spec, seq_len=32, batch_size=16)
+    task = _task(dm.vocab_size)
+    task.tokenizer = dm.tokenizer
+    lead_byte = dm.tokenizer.backend.token_to_id("Ã")  # 0xC3, the first byte of "é"
+    assert "\ufffd" in dm.tokenizer.decode([lead_byte])
+    assert task._token_text(lead_byte) == "Ã"
+    assert task._token_text(dm.tokenizer.backend.token_to_id("Ġthe")) == "the"
+
+
 def test_nsp_needs_the_nsp_head_and_hparams_are_plain_data() -> None:
     with pytest.raises(UserError, match="nsp_head"):
         MaskedLMTask(config=BertConfig(nsp_head=False), nsp=True)

@@ -56,8 +56,7 @@ class MaskedLMTask(PretrainingTask):
             raise UserError("`nsp: true` needs the network's NSP head: set `config.nsp_head: true` (BERT).")
         self.net = Bert(config)
         self.objective = MaskedLM(mask_prob=mask_prob, whole_word=whole_word, nsp=nsp, seed=masking_seed)
-        self.prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
-        self.prompt_file = prompt_file
+        self._set_prompts(prompts, prompt_file)
         self.top_k = top_k
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,7 +121,12 @@ class MaskedLMTask(PretrainingTask):
         return "\n".join(lines)
 
     def _token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id]).strip() or self.tokenizer.backend.id_to_token(token_id)
+        """The candidate as text; its vocabulary entry when it is not text on its own (a piece
+        of a multi-byte character decodes to U+FFFD, which would make candidates look alike)."""
+        text = self.tokenizer.decode([token_id]).strip()
+        if not text or "\ufffd" in text:
+            return self.tokenizer.backend.id_to_token(token_id)
+        return text
 
     def predict_step(self, text: str, batch_idx: int) -> str:
         return self.fill_mask(text)
