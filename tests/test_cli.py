@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import CONFIGS, ROOT
 from lmforge.cli import main
 from lmforge.data import Tokenizer
-from lmforge.models import GPT, GPTConfig
+from lmforge.models import GPT, Bert, BertConfig, GPTConfig, T5, T5Config
 
 TINY = str(CONFIGS / "gpt" / "tiny.yaml")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -41,21 +41,33 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> Non
     assert printed["data"]["class_path"].startswith("lmforge.data.")
 
 
-@pytest.mark.parametrize(("preset", "params"), [("small", 124_439_808), ("medium", 354_823_168)])
-def test_gpt_presets_have_their_paper_sizes(preset: str, params: int, capsys: pytest.CaptureFixture) -> None:
-    """The YAML presets, with vocabulary and context linked from their data, are GPT-2's sizes."""
+PRESETS = {  # preset -> (network, parameters as in the paper's reference implementation)
+    "gpt/small.yaml": (GPT, GPTConfig, 124_439_808),
+    "gpt/medium.yaml": (GPT, GPTConfig, 354_823_168),
+    "bert/base.yaml": (Bert, BertConfig, 110_106_428),
+    "roberta/base.yaml": (Bert, BertConfig, 124_697_433),
+    "t5/small.yaml": (T5, T5Config, 60_506_624),
+    "t5/base.yaml": (T5, T5Config, 222_903_552),
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_have_their_paper_sizes(preset: str, capsys: pytest.CaptureFixture) -> None:
+    """The YAML presets, with vocabulary and context linked from their data, are the papers' sizes."""
+    network, config_class, params = PRESETS[preset]
     with pytest.raises(SystemExit):
-        run_cli("fit", "-c", str(CONFIGS / "gpt" / f"{preset}.yaml"), "--print_config")
+        run_cli("fit", "-c", str(CONFIGS / preset), "--print_config")
     config = yaml.safe_load(capsys.readouterr().out)
     data = config["data"]["init_args"]
     shape = {**config["model"]["init_args"]["config"], "vocab_size": data["tokenizer"]["vocab_size"],
              "max_seq_len": data["seq_len"]}
     with torch.device("meta"):
-        assert GPT(GPTConfig(**shape)).num_params() == params
+        assert network(config_class(**shape)).num_params() == params
 
 
 @pytest.mark.parametrize(
-    "config", [CONFIGS / "quickstart.yaml", *sorted(CONFIGS.glob("*/tiny.yaml"))], ids=lambda p: p.stem
+    "config", [CONFIGS / "quickstart.yaml", *sorted(CONFIGS.glob("*/tiny.yaml"))],
+    ids=lambda p: str(p.relative_to(CONFIGS)),
 )
 def test_runnable_configs_fast_dev_run(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -3,5 +3,6 @@
 from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.elmo import Elmo, ElmoConfig
 from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.models.t5 import T5, T5Config
 
-__all__ = ["GPT", "Bert", "BertConfig", "Elmo", "ElmoConfig", "GPTConfig"]
+__all__ = ["GPT", "Bert", "BertConfig", "Elmo", "ElmoConfig", "GPTConfig", "T5", "T5Config"]

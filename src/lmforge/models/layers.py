@@ -132,3 +132,24 @@ class PostNormBlock(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.ln_1(x + self.attn(x, attn_mask))
         return self.ln_2(x + self.mlp(x))
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square LayerNorm (Zhang & Sennrich 2019), T5's "LayerNorm": ``x / rms(x) * weight``,
+    no mean subtraction, no bias.
+
+    Args:
+        d_model: Width of the normalised (last) dimension.
+        eps: Added to the mean square before the square root.
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the mean square in fp32: in half precision the sum of squares loses too many digits
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)

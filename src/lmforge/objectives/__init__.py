@@ -8,5 +8,6 @@ from lmforge.objectives.base import Objective
 from lmforge.objectives.bidirectional_lm import BidirectionalLM
 from lmforge.objectives.causal_lm import CausalLM
 from lmforge.objectives.masked_lm import MaskedLM
+from lmforge.objectives.span_corruption import SpanCorruption, TextInfilling
 
-__all__ = ["BidirectionalLM", "CausalLM", "MaskedLM", "Objective"]
+__all__ = ["BidirectionalLM", "CausalLM", "MaskedLM", "Objective", "SpanCorruption", "TextInfilling"]

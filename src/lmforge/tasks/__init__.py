@@ -5,5 +5,6 @@ from lmforge.tasks.causal_lm import CausalLMTask
 from lmforge.tasks.contrastive import ContrastiveTask
 from lmforge.tasks.elmo import ElmoTask
 from lmforge.tasks.masked_lm import MaskedLMTask
+from lmforge.tasks.span_corruption import SpanCorruptionTask
 
-__all__ = ["CausalLMTask", "ContrastiveTask", "ElmoTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask"]
+__all__ = ["CausalLMTask", "ContrastiveTask", "ElmoTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask", "SpanCorruptionTask"]
