@@ -1,8 +1,9 @@
 """Training throughput on CPU: ``lmforge fit`` against a plain PyTorch loop and Hugging Face.
 
-Measures training tokens/s (input tokens per second of steady-state optimizer steps) of two
-model families at one shape -- vocab 8192, 4 layers, width 256, 4 heads, sequence 256,
-batch 8, dropout 0, fp32 -- each trained three ways.
+Measures training tokens/s (input tokens per second of steady-state optimizer steps) of GPT,
+BERT and T5 at one shape -- vocab 8192, 4 layers (T5: 4 encoder + 4 decoder), width 256,
+4 heads, sequence 256, batch 8, dropout 0, fp32 -- and of ELMo at a small shape of its own,
+each trained three ways.
 
 GPT (causal LM, byte-level BPE tokenizer):
 
@@ -41,10 +42,32 @@ median step time over all rounds (robust to bursts of load from other processes,
 to overhead that comes only every N steps, such as logger writes). The losses of (a) and
 (b) are compared step by step to show that they do the same work.
 
-Run from the repository root (prints a table per family; the last line is a JSON object
-with a "gpt" and a "bert" section)::
+T5 (span corruption, Unigram tokenizer with the 100 sentinels; 256-token inputs made of
+284 corpus tokens, 58-token targets, feed-forward 1024, ReLU, tied output):
 
-    python benchmarks/throughput.py                    # both families, ~4 minutes on 2 quiet cores
+(a) ``lmforge fit`` as above with ``SpanCorruptionTask``.
+(b) The same ``lmforge.models.T5`` and cross-entropy over the targets in the hand-written loop.
+(c) ``transformers`` T5ForConditionalGeneration (``attn_implementation="sdpa"``, T5 v1.0:
+    ReLU, tied embeddings) of the same shape on the same corrupted batches (a fresh
+    ``SpanCorruption``, seeded as the task's), ``labels=`` the targets and
+    ``decoder_input_ids`` given, so both decode the same sequences. Target (a)/(c) >= 1.2.
+
+ELMo (bidirectional LSTM LM, BPE tokenizer with ELMo's special tokens), at its own small
+shape -- vocab 8192, 2 layers per direction of 1024 cells projected to 128, a 512-filter
+character CNN with 2 highway layers, sequence 256, batch 8, dropout 0, fp32, full softmax.
+There is no ``transformers`` ELMo, so (c) is lmforge again with subword embeddings in place
+of the char CNN (what the char CNN costs):
+
+(a) ``lmforge fit`` as above with ``ElmoTask`` (char CNN).
+(b) The same ``lmforge.models.Elmo`` (char CNN, its spelling table filled as the task fills
+    it) and the same loss, the mean of both directions' cross-entropy, in the hand-written loop.
+(c) ``lmforge fit`` with ``ElmoTask`` and ``token_repr: embedding``.
+
+Run from the repository root (prints a table per family; the last line is a JSON object
+with a section per family)::
+
+    python benchmarks/throughput.py                    # all families, ~4 minutes on 2 quiet cores
+    python benchmarks/throughput.py --family elmo      # ELMo only
     python benchmarks/throughput.py --family bert      # one family, ~2 minutes (longer under load)
     python benchmarks/throughput.py --rounds 1 --warmup 2 --steps 3   # quick check
 """
@@ -77,15 +100,19 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import BertConfig as HFBertConfig
-from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel, T5ForConditionalGeneration
+from transformers import T5Config as HFT5Config
 
 from lmforge.cli import LmforgeCLI
 from lmforge.data import BundledCorpus, TokenizerSpec
 from lmforge.models.bert import Bert, BertConfig
+from lmforge.models.elmo import Elmo, ElmoConfig
 from lmforge.models.gpt import GPT, GPTConfig
-from lmforge.objectives import CausalLM, MaskedLM, Objective
+from lmforge.models.t5 import T5, T5Config
+from lmforge.objectives import BidirectionalLM, CausalLM, MaskedLM, Objective, SpanCorruption
 from lmforge.objectives.masked_lm import IGNORE
-from lmforge.tasks import CausalLMTask, MaskedLMTask, OptimizerConfig, PretrainingTask
+from lmforge.tasks import CausalLMTask, ElmoTask, MaskedLMTask, OptimizerConfig, PretrainingTask, SpanCorruptionTask
+from lmforge.tasks.elmo import token_char_ids
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
 
 VOCAB_SIZE = 8192
@@ -98,6 +125,9 @@ SEED = 1234  # the CLI's seed_everything default, also used to initialise (b) an
 CLIP = 1.0
 TOKENS_PER_STEP = BATCH_SIZE * SEQ_LEN
 SHAPE = {"n_layer": N_LAYER, "n_head": N_HEAD, "d_model": D_MODEL}
+T5_SHAPE = {**SHAPE, "d_kv": D_MODEL // N_HEAD, "d_ff": 4 * D_MODEL}  # 4 + 4 layers
+ELMO_SHAPE = {"n_layer": 2, "hidden_size": 1024, "projection_size": 128, "char_dim": 16, "max_chars": 50,
+              "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "n_highway": 2}
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[Batch], torch.Tensor]
@@ -131,6 +161,7 @@ class Family:
     tokenizer: TokenizerSpec
     variants: dict[str, Variant]  # keyed "a", "b", "c"
     targets: dict[str, float]  # ratio name ("a_over_c") -> minimum
+    model_args: dict[str, Any] = field(default_factory=lambda: dict(SHAPE))  # --model.config.* of (a)
 
     @property
     def optim(self) -> OptimizerConfig:
@@ -207,16 +238,22 @@ def train_batches(setup: Setup) -> DataLoader:
 
 
 # -- (a): lmforge fit ------------------------------------------------------------------------
-def run_lmforge_fit(setup: Setup, total_steps: int) -> Run:
-    """(a): ``lmforge fit`` in-process with the family's task."""
+def _cli_value(value: Any) -> str:
+    """A config value as a command-line argument: lists as JSON, the rest as written."""
+    return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def run_lmforge_fit(setup: Setup, total_steps: int, model_args: dict[str, Any] | None = None) -> Run:
+    """(a): ``lmforge fit`` in-process with the family's task (and its model_args, or these)."""
     timer_path = f"{StepTimer.__module__}.{StepTimer.__qualname__}"
     task = setup.family.task
     spec = setup.family.tokenizer
+    config = setup.family.model_args if model_args is None else model_args
     args = [
         "fit",
         "--seed_everything", str(SEED),
         "--model", f"lmforge.tasks.{task.__qualname__}",
-        *(arg for key, value in SHAPE.items() for arg in (f"--model.config.{key}", str(value))),
+        *(arg for key, value in config.items() for arg in (f"--model.config.{key}", _cli_value(value))),
         "--model.config.dropout", "0.0",
         "--data", "lmforge.data.BundledCorpus",
         "--data.tokenizer.path", setup.tokenizer_path,
@@ -345,6 +382,59 @@ def hf_bert(o: OptimizerConfig) -> LoopModel:
     return model, plain_adamw(model, o), loss_fn
 
 
+def t5_loop(o: OptimizerConfig) -> LoopModel:
+    """(b) T5: lmforge's T5 and the cross-entropy of every target token."""
+    net = T5(T5Config(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **T5_SHAPE))
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        logits = net(batch["input_ids"], batch["decoder_input_ids"])
+        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
+
+    return net, lmforge_adamw(net, o), loss_fn
+
+
+def hf_t5(o: OptimizerConfig) -> LoopModel:
+    """(c) T5: Hugging Face T5ForConditionalGeneration (v1.0: ReLU, tied) of the same shape."""
+    config = HFT5Config(
+        vocab_size=VOCAB_SIZE,
+        d_model=D_MODEL,
+        d_kv=T5_SHAPE["d_kv"],
+        d_ff=T5_SHAPE["d_ff"],
+        num_layers=N_LAYER,
+        num_heads=N_HEAD,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        use_cache=False,
+        attn_implementation="sdpa",
+    )
+    model = T5ForConditionalGeneration(config)
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], decoder_input_ids=batch["decoder_input_ids"],
+                     labels=batch["labels"]).loss
+
+    return model, plain_adamw(model, o), loss_fn
+
+
+def elmo_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
+    """(b) ELMo: lmforge's Elmo with the task's spelling table and loss (mean of both directions)."""
+    net = Elmo(ElmoConfig(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **ELMO_SHAPE))
+    with torch.no_grad():
+        net.token_chars.copy_(token_char_ids(setup.data.tokenizer, net.config.max_chars))
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        forward, backward = net(batch["input_ids"])
+        return (F.cross_entropy(forward.flatten(0, 1), batch["forward_targets"].flatten())
+                + F.cross_entropy(backward.flatten(0, 1), batch["backward_targets"].flatten())) / 2
+
+    return net, lmforge_adamw(net, o), loss_fn
+
+
+def run_elmo_loop(setup: Setup, total_steps: int) -> Run:
+    """(b) ELMo: the hand-written loop; the model needs the tokenizer for its char CNN."""
+    return run_loop(functools.partial(elmo_loop, setup), setup, total_steps)
+
+
 def variants(hf_label: str, hf_name: str, loop: Callable, hf: Callable) -> dict[str, Variant]:
     return {
         "a": Variant("(a) lmforge fit (Lightning CLI)", "a_lmforge_fit", run_lmforge_fit),
@@ -371,6 +461,31 @@ FAMILIES = {
         tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=VOCAB_SIZE),
         variants=variants("(c) HF BertForMaskedLM (sdpa)", "c_hf_bert_sdpa", bert_loop, hf_bert),
         targets={"a_over_c": 1.5},
+    ),
+    "t5": Family(
+        name="t5",
+        title="T5 span corruption",
+        task=SpanCorruptionTask,
+        objective=SpanCorruption,  # SpanCorruptionTask's defaults: density 0.15, mean span 3, seed 0
+        tokenizer=TokenizerSpec(kind="unigram", family="t5", vocab_size=VOCAB_SIZE),
+        variants=variants("(c) HF T5ForConditionalGeneration (sdpa)", "c_hf_t5_sdpa", t5_loop, hf_t5),
+        targets={"a_over_c": 1.2},
+        model_args=T5_SHAPE,
+    ),
+    "elmo": Family(
+        name="elmo",
+        title="ELMo bidirectional LM (char CNN; (c): subword embeddings)",
+        task=ElmoTask,
+        objective=BidirectionalLM,
+        tokenizer=TokenizerSpec(kind="bpe", family="elmo", vocab_size=VOCAB_SIZE),
+        variants={
+            "a": Variant("(a) lmforge fit, char CNN", "a_lmforge_fit", run_lmforge_fit),
+            "b": Variant("(b) hand-written loop, char CNN", "b_pytorch_loop", run_elmo_loop),
+            "c": Variant("(c) lmforge fit, subword embeddings", "c_lmforge_fit_embedding", functools.partial(
+                run_lmforge_fit, model_args={**ELMO_SHAPE, "token_repr": "embedding"})),
+        },
+        targets={},
+        model_args=ELMO_SHAPE,
     ),
 }
 
@@ -434,8 +549,8 @@ def report(family: Family, meas: Measurements, args: argparse.Namespace) -> dict
     return {
         "task": f"lmforge.tasks.{family.task.__qualname__}",
         "tokenizer": {"kind": spec.kind, "family": spec.family, "vocab_size": spec.vocab_size},
-        "shape": {"vocab_size": VOCAB_SIZE, **SHAPE, "seq_len": SEQ_LEN, "batch_size": BATCH_SIZE, "dropout": 0.0,
-                  "precision": "fp32"},
+        "shape": {"vocab_size": VOCAB_SIZE, **family.model_args, "seq_len": SEQ_LEN, "batch_size": BATCH_SIZE,
+                  "dropout": 0.0, "precision": "fp32"},
         "tokens_per_step": TOKENS_PER_STEP,
         "tokens_per_sec": {names[key]: {"median": median[key], "rounds": meas.tps[key]} for key in names},
         "ratios": ratios,
