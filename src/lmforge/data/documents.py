@@ -55,7 +55,9 @@ def _format_of(path: Path) -> str | None:
     return TABULAR.get(suffixes[-1])
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """The UTF-8 text of a file (``.gz`` decompressed), refusing binary or undecodable content
+    with a message naming the file."""
     raw = path.read_bytes()
     if path.suffix.lower() == ".gz":
         try:
@@ -74,7 +76,7 @@ def _read_text(path: Path) -> str:
 
 def read_txt(path: Path, split: TxtSplit = "file") -> list[str]:
     """Documents of a text file: the whole file, or each block between blank lines."""
-    text = _read_text(path).replace("\r\n", "\n")
+    text = read_text(path).replace("\r\n", "\n")
     if split == "file":
         docs = [text.strip()]
     else:

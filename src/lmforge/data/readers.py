@@ -1,0 +1,386 @@
+"""Readers of real corpus formats: MediaWiki XML dumps, PubMed/MEDLINE XML, Project Gutenberg books.
+
+XML is read by streaming (``iterparse``, each record cleared once read), so a dump of any
+size takes the memory of one page or citation, plus the documents kept. Every problem a
+user can cause (missing path, broken compression, malformed or truncated XML) becomes a
+one-sentence :class:`~lmforge.errors.UserError` naming the file and what to do.
+
+Extraction rules, in the order they apply:
+
+``wikitext_to_text`` (one article's markup to plain text)
+    1. HTML comments ``<!-- -->`` go; ``<ref>...</ref>``, ``<ref .../>`` and the non-prose
+       elements ``gallery``, ``math``, ``timeline``, ``imagemap``, ``score`` go with their content.
+    2. Templates ``{{...}}`` go, nested ones included.
+    3. Tables ``{| ... |}`` (from the line that opens one to the line that closes it) go.
+    4. Internal links, innermost first: ``[[File:...]]``, ``[[Image:...]]`` and
+       ``[[Category:...]]`` go (caption included); ``[[target|text]]`` becomes ``text``,
+       ``[[target]]`` becomes ``target`` (a leading ``:`` dropped).
+    5. External links: ``[http://x text]`` becomes ``text``; a bare ``[http://x]`` goes.
+    6. Other HTML tags go and keep their content (``<br>`` becomes a space); magic words
+       such as ``__TOC__`` go.
+    7. Headings ``== H ==`` (any level) become the line ``H`` (kept, on its own line: section
+       titles are prose and mark topic changes).
+    8. Bold/italic quotes (``''`` to ``'''''``) go; list markers ``* # : ;`` at the start of a
+       line go; ``----`` rules go; parentheses left empty by the steps above go (with the
+       space before them).
+    9. HTML entities are decoded; spaces are collapsed within lines, lines are stripped,
+       runs of blank lines become one blank line, and the text is stripped.
+
+``read_wikipedia_dump`` keeps pages of namespace 0 that are not redirects (no ``<redirect>``
+element and text not starting with ``#REDIRECT``), and whose text is not empty after
+``wikitext_to_text``.
+
+``read_pubmed_xml`` makes one document per PMID: the ``ArticleTitle``, a newline, then the
+``AbstractText`` sections, one per line, a labelled section as ``LABEL: text``; whitespace
+inside each is collapsed to single spaces. Files are read in the order given: a later record
+of a PMID replaces the earlier one (keeping its position), a ``<DeleteCitation>`` removes
+the PMIDs read before it.
+
+``strip_gutenberg`` keeps what lies between the ``*** START OF THE/THIS PROJECT GUTENBERG
+EBOOK ... ***`` and ``*** END OF ... ***`` lines, less a closing ``End of (the) Project
+Gutenberg ...`` line (wrapped over at most 3 lines); in older files, what lies after the
+``*END*THE SMALL PRINT`` line up to the first ``End of (the) Project Gutenberg`` line. It
+drops a byte-order mark, normalises line endings to ``\\n`` and strips the result; a text
+without markers gets only those changes. Everything else (transcriber credits such as
+"Produced by ...", notes) is the book's text and stays.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import html
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from lmforge.errors import UserError
+
+# -- paths and streaming XML ---------------------------------------------------------------
+
+
+def expand_corpus_paths(paths: str | list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """Files, folders (recursively, their files ending in one of ``suffixes``) and globs, sorted per entry.
+
+    Args:
+        paths: Files, folders or glob patterns.
+        suffixes: File name endings a folder is searched for, e.g. ``(".xml", ".xml.gz")``.
+        what: What the files are, for messages (e.g. ``PubMed XML``).
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    found: list[Path] = []
+    for pattern in paths:
+        p = Path(pattern).expanduser()
+        if p.is_dir():
+            matches = sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(suffixes))
+            if not matches:
+                raise UserError(f"Folder '{p}' holds no {what} file ({', '.join(suffixes)}): point at your files.")
+        elif p.is_file():
+            matches = [p]
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+            if not matches:
+                raise UserError(f"No file matches '{pattern}': check the path (it is read relative to {Path.cwd()}).")
+        found.extend(matches)
+    return found
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    name = path.name.lower()
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _local(tag: str) -> str:
+    """A tag without its ``{namespace}`` (MediaWiki dumps put one on every element)."""
+    return tag.rpartition("}")[2]
+
+
+def _iterparse(path: Path, events: tuple[str, ...], what: str, option: str) -> Iterator[tuple[str, ET.Element]]:
+    """``ET.iterparse`` of a possibly compressed file, its errors turned into UserErrors."""
+    compression = next((c for c in (".bz2", ".gz") if path.name.lower().endswith(c)), None)
+    try:
+        with _open_binary(path) as f:
+            yield from ET.iterparse(f, events=events)
+    except ET.ParseError as err:
+        line, column = err.position
+        reason = str(err).split(": line ")[0]
+        raise UserError(
+            f"'{path}' is not well-formed {what} XML at line {line}, column {column} ({reason}): "
+            f"the file may be truncated or not XML; download it again or remove it from `{option}`."
+        ) from err
+    except (OSError, EOFError) as err:
+        if compression is None:
+            raise UserError(f"Could not read '{path}' ({err}): check the file, or remove it from `{option}`.") from err
+        raise UserError(
+            f"'{path}' is not a readable {compression[1:]} file ({err}): it may be truncated or not compressed; "
+            f"download it again, or decompress it and give the .xml file."
+        ) from err
+
+
+def _text(elem: ET.Element | None) -> str:
+    """All text inside an element (inline markup such as ``<i>`` included), whitespace collapsed."""
+    return " ".join("".join(elem.itertext()).split()) if elem is not None else ""
+
+
+def _child(elem: ET.Element, name: str) -> ET.Element | None:
+    for child in elem:
+        if _local(child.tag) == name:
+            return child
+    return None
+
+
+# -- Wikipedia -----------------------------------------------------------------------------
+
+_DROPPED_ELEMENTS = "ref|gallery|math|timeline|imagemap|score"
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+_DROPPED_PAIRED = re.compile(rf"<({_DROPPED_ELEMENTS})\b[^>]*?(?<!/)>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
+_DROPPED_EMPTY = re.compile(rf"<({_DROPPED_ELEMENTS})\b[^>]*/>", re.IGNORECASE)
+_INNER_LINK = re.compile(r"\[\[([^\[\]]*)\]\]")
+_REMOVED_NAMESPACES = re.compile(r"\s*(file|image|category)\s*:", re.IGNORECASE)
+_EXTERNAL_LINK = re.compile(r"\[(?:https?:|ftp:)?//[^\s\]]*(?:\s+([^\]]*))?\]", re.IGNORECASE)
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_TAG = re.compile(r"</?[a-zA-Z][^<>]*>")
+_MAGIC_WORD = re.compile(r"^__[A-Z]+__[ \t]*\n|__[A-Z]+__", re.MULTILINE)  # a line of its own goes whole
+_HEADING = re.compile(r"^(=+)[ \t]*(.*?)[ \t]*\1[ \t]*$", re.MULTILINE)
+_QUOTES = re.compile(r"'{2,5}")
+_LIST_MARKER = re.compile(r"^[*#:;]+[ \t]*", re.MULTILINE)
+_RULE = re.compile(r"^-{4,}[ \t]*$", re.MULTILINE)
+_EMPTY_PARENS = re.compile(r" ?\([\s,;]*\)")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def _remove_templates(text: str) -> str:
+    """Drop ``{{...}}``, nested ones included; an unclosed ``{{`` keeps the text after it."""
+    out: list[str] = []
+    depth = 0
+    start = 0  # where the outermost open template began
+    i = 0
+    n = len(text)
+    while i < n:
+        if text.startswith("{{", i):
+            if depth == 0:
+                start = i
+            depth += 1
+            i += 2
+        elif depth and text.startswith("}}", i):
+            depth -= 1
+            i += 2
+        else:
+            if depth == 0:
+                out.append(text[i])
+            i += 1
+    if depth:
+        out.append(_remove_templates(text[start + 2 :]))
+    return "".join(out)
+
+
+def _remove_tables(text: str) -> str:
+    """Drop every line from one opening ``{|`` to its closing ``|}`` (nested tables included)."""
+    kept: list[str] = []
+    depth = 0
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith("{|"):
+            depth += 1
+        elif depth and stripped.startswith("|}"):
+            depth -= 1
+        elif depth == 0:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _link_text(match: re.Match) -> str:
+    inner = match.group(1)
+    if _REMOVED_NAMESPACES.match(inner):
+        return ""
+    target, _, label = inner.partition("|")
+    return (label if label.strip() else target).strip().lstrip(":")
+
+
+def wikitext_to_text(markup: str) -> str:
+    """Plain text of one article's MediaWiki markup (rules in this module's docstring).
+
+    Args:
+        markup: The wikitext of a page, as in a dump's ``<text>`` element.
+    """
+    text = markup.replace("\r\n", "\n")
+    text = _COMMENT.sub("", text)
+    text = _DROPPED_PAIRED.sub("", text)
+    text = _DROPPED_EMPTY.sub("", text)
+    text = _remove_templates(text)
+    text = _remove_tables(text)
+    while True:  # innermost links first: an image caption may hold links
+        text, count = _INNER_LINK.subn(_link_text, text)
+        if not count:
+            break
+    text = _EXTERNAL_LINK.sub(lambda m: m.group(1) or "", text)
+    text = _BR.sub(" ", text)
+    text = _TAG.sub("", text)
+    text = _MAGIC_WORD.sub("", text)
+    text = _HEADING.sub(lambda m: m.group(2), text)
+    text = _QUOTES.sub("", text)
+    text = _LIST_MARKER.sub("", text)
+    text = _RULE.sub("", text)
+    text = _EMPTY_PARENS.sub("", text)
+    text = html.unescape(text)
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def read_wikipedia_dump(path: str | Path) -> Iterator[tuple[str, str]]:
+    """(title, plain text) of each article of a MediaWiki ``pages-articles`` dump, streamed.
+
+    Pages outside the article namespace (0), redirects and pages empty after cleaning are
+    skipped.
+
+    Args:
+        path: A dump file: ``.xml``, ``.xml.bz2`` (as Wikimedia publishes them) or ``.xml.gz``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"Wikipedia dump '{path}' does not exist: download a *-pages-articles*.xml.bz2 file and give its path."
+        )
+    root: ET.Element | None = None
+    for event, elem in _iterparse(path, ("start", "end"), "MediaWiki", "dump_paths"):
+        if root is None:
+            root = elem
+            if _local(root.tag) != "mediawiki":
+                raise UserError(
+                    f"'{path}' is not a MediaWiki dump (its root element is <{_local(root.tag)}>, not <mediawiki>): "
+                    "give a *-pages-articles*.xml(.bz2) file."
+                )
+            continue
+        if event != "end" or _local(elem.tag) != "page":
+            continue
+        ns = _child(elem, "ns")
+        revision = _child(elem, "revision")
+        body = _child(revision, "text") if revision is not None else None
+        markup = (body.text or "") if body is not None else ""
+        article = (
+            (ns is None or (ns.text or "").strip() == "0")
+            and _child(elem, "redirect") is None
+            and not markup.lstrip().upper().startswith("#REDIRECT")
+        )
+        title = _text(_child(elem, "title"))
+        root.clear()  # the page is read: keep memory bounded to one page
+        if article:
+            text = wikitext_to_text(markup)
+            if text:
+                yield title, text
+
+
+# -- PubMed --------------------------------------------------------------------------------
+
+
+def _pubmed_document(citation: ET.Element) -> tuple[str, str, bool]:
+    """(pmid, title + abstract, whether there is an abstract) of a ``MedlineCitation``."""
+    pmid = _text(_child(citation, "PMID"))
+    article = _child(citation, "Article")
+    title, sections = "", []
+    if article is not None:
+        title = _text(_child(article, "ArticleTitle"))
+        abstract = _child(article, "Abstract")
+        for part in abstract if abstract is not None else ():
+            if _local(part.tag) != "AbstractText":
+                continue
+            body = _text(part)
+            label = (part.get("Label") or "").strip()
+            if body:
+                sections.append(f"{label}: {body}" if label else body)
+    return pmid, "\n".join([title, *sections]).strip(), bool(sections)
+
+
+def read_pubmed_xml(paths: str | Path | list[str | Path], require_abstract: bool = True) -> list[tuple[str, str]]:
+    """(PMID, title and abstract) of every citation of NLM PubMed baseline/update files, streamed.
+
+    Args:
+        paths: ``pubmed*.xml`` or ``.xml.gz`` files, in the order to apply them (baseline
+            first, then the updates): later records of a PMID replace earlier ones and
+            ``<DeleteCitation>`` removes earlier ones.
+        require_abstract: Skip citations without an abstract (title only).
+    """
+    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    docs: dict[str, str] = {}
+    for path in files:
+        if not path.is_file():
+            raise UserError(f"PubMed file '{path}' does not exist: give pubmed*.xml(.gz) files from the NLM baseline.")
+        root: ET.Element | None = None
+        for event, elem in _iterparse(path, ("start", "end"), "PubMed", "paths"):
+            if root is None:
+                root = elem
+                if _local(root.tag) != "PubmedArticleSet":
+                    raise UserError(
+                        f"'{path}' is not a PubMed file (its root element is <{_local(root.tag)}>, not "
+                        "<PubmedArticleSet>): give pubmed*.xml(.gz) files from the NLM baseline or updates."
+                    )
+                continue
+            if event != "end":
+                continue
+            tag = _local(elem.tag)
+            if tag == "PubmedArticle":
+                citation = _child(elem, "MedlineCitation")
+                if citation is not None:
+                    pmid, text, has_abstract = _pubmed_document(citation)
+                    if pmid and text and (has_abstract or not require_abstract):
+                        docs[pmid] = text
+                    else:  # a newer record without an abstract still replaces the older one
+                        docs.pop(pmid, None)
+                root.clear()
+            elif tag == "DeleteCitation":
+                for pmid in elem:
+                    docs.pop(_text(pmid), None)
+                root.clear()
+            elif tag == "PubmedBookArticle":  # book chapters have no MedlineCitation: not taken
+                root.clear()
+    return list(docs.items())
+
+
+# -- Project Gutenberg ---------------------------------------------------------------------
+
+_GUTENBERG_START = re.compile(
+    r"^\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG E(?:BOOK|TEXT)\b.*$", re.IGNORECASE | re.MULTILINE
+)
+_GUTENBERG_END = re.compile(
+    r"^\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG E(?:BOOK|TEXT)\b", re.IGNORECASE | re.MULTILINE
+)
+_SMALL_PRINT_END = re.compile(r"^.*\*END\*\s*THE SMALL PRINT.*$", re.IGNORECASE | re.MULTILINE)
+_END_OF_LINE = re.compile(r"^[ \t]*End of (?:the )?Project Gutenberg\b.*$", re.IGNORECASE | re.MULTILINE)
+# the closing line, wrapped over up to two more lines, when nothing follows it
+_LAST_END_OF_LINE = re.compile(
+    r"^[ \t]*End of (?:the )?Project Gutenberg\b.*(?:\n[^\n]*\S[^\n]*){0,2}\s*\Z", re.IGNORECASE | re.MULTILINE
+)
+
+
+def strip_gutenberg(text: str) -> str:
+    """A Project Gutenberg book without its licence header and footer (rules in the module docstring).
+
+    Args:
+        text: The whole ``.txt`` file of a book.
+    """
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    start = _GUTENBERG_START.search(text)
+    if start:
+        body = text[start.end() :]
+        end = _GUTENBERG_END.search(body)
+        if end:
+            body = body[: end.start()]
+        closing = _LAST_END_OF_LINE.search(body)  # "End of the Project Gutenberg EBook of ..."
+    else:
+        small_print = _SMALL_PRINT_END.search(text)
+        if not small_print:
+            return text.strip()
+        body = text[small_print.end() :]
+        closing = _END_OF_LINE.search(body)  # old files: the footer follows this line
+    if closing:
+        body = body[: closing.start()]
+    return body.strip()
