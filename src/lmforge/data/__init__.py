@@ -1,11 +1,16 @@
-"""Corpora (LightningDataModules), tokenizers and packing; never imports tasks."""
+"""Corpora (LightningDataModules), tokenizers, packing and text augmentation; never imports tasks."""
 
-from lmforge.data.corpora import BookCorpus, PubMedCorpus, WikipediaCorpus
+from lmforge.data.augment import (
+    Augmentation, BackTranslation, HFTranslator, SentencePermutation, SpanMasking, WordDeletion, WordSwap,
+    apply_augmentations,
+)
+from lmforge.data.corpora import BookCorpus, FineWebCorpus, PubMedCorpus, WikipediaCorpus
 from lmforge.data.pairs import SentencePairs
 from lmforge.data.text import BundledCorpus, CorpusDataModule, TextCorpus
 from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer
 
 __all__ = [
-    "BookCorpus", "BundledCorpus", "CorpusDataModule", "PubMedCorpus", "SentencePairs", "TextCorpus", "Tokenizer",
-    "TokenizerSpec", "WikipediaCorpus", "train_tokenizer",
+    "Augmentation", "BackTranslation", "BookCorpus", "BundledCorpus", "CorpusDataModule", "FineWebCorpus",
+    "HFTranslator", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TextCorpus", "Tokenizer",
+    "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
 ]

@@ -1,26 +1,31 @@
-"""The corpora of the pretraining literature: Wikipedia, PubMed abstracts, books.
+"""The corpora of the pretraining literature: Wikipedia, PubMed abstracts, books, FineWeb.
 
 Each reads either its real distribution format from local files (a MediaWiki XML dump, NLM
-PubMed XML, plain-text books) or a Hugging Face dataset, and otherwise is a
-:class:`~lmforge.data.text.CorpusDataModule` like any other: the shared options
-(``max_documents``, ``tokenizer``, ``seq_len``, ...) pass through ``**kwargs``. How the
-markup becomes text is documented in :mod:`lmforge.data.readers`.
+PubMed XML, plain-text books, FineWeb's parquet shards) or a Hugging Face dataset, and
+otherwise is a :class:`~lmforge.data.text.CorpusDataModule` like any other: the shared
+options (``max_documents``, ``deduplicate``, ``min_chars``, ``tokenizer``, ``seq_len``, ...)
+pass through ``**kwargs``. How the markup becomes text is documented in
+:mod:`lmforge.data.readers`.
 """
 
 from __future__ import annotations
 
-import itertools
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
-from lmforge.data.documents import read_hf, read_text
+from lightning.pytorch.utilities import rank_zero_info
+
+from lmforge.data.documents import iter_hf, read_text
 from lmforge.data.readers import expand_corpus_paths, read_pubmed_xml, read_wikipedia_dump, strip_gutenberg
 from lmforge.data.text import CorpusDataModule
 from lmforge.errors import UserError
 
 
 def _read_hub(corpus: WikipediaCorpus | PubMedCorpus | BookCorpus) -> list[str]:
-    return read_hf(
-        corpus.hf_dataset, corpus.hf_config, corpus.hf_split, corpus.text_field, corpus.streaming, corpus.max_documents
+    # read lazily through the shared filters, so that max_documents counts kept documents
+    return corpus.keep_documents(
+        iter_hf(corpus.hf_dataset, corpus.hf_config, corpus.hf_split, corpus.text_field, corpus.streaming)
     )
 
 
@@ -76,7 +81,7 @@ class WikipediaCorpus(CorpusDataModule):
             return _read_hub(self)
         files = expand_corpus_paths(self.dump_paths, (".xml", ".xml.bz2", ".xml.gz"), "MediaWiki dump")
         texts = (text for path in files for _, text in read_wikipedia_dump(path))
-        docs = list(itertools.islice(texts, self.max_documents))  # a dump can be huge: stop early
+        docs = self.keep_documents(texts)  # a dump can be huge: stops at max_documents kept
         hint = "the dump holds no article text (namespace 0, not a redirect); give a pages-articles dump."
         return _nonempty(docs, self.dump_paths, hint)
 
@@ -185,5 +190,142 @@ class BookCorpus(CorpusDataModule):
             raise UserError("No books given: set `data.paths` to a folder of .txt books or `data.hf_dataset`.")
         files = expand_corpus_paths(self.paths, (".txt", ".txt.gz"), "plain-text book")
         books = (strip_gutenberg(read_text(path)) for path in files)
-        docs = [book for book in itertools.islice((b for b in books if b), self.max_documents)]
+        docs = self.keep_documents(book for book in books if book)
         return _nonempty(docs, self.paths, "every book is empty; give .txt files with text.")
+
+
+class FineWebCorpus(CorpusDataModule):
+    """FineWeb or FineWeb-Edu web pages, streamed from the hub or read from local parquet shards.
+
+    The hub datasets are terabytes, so they are streamed by default and reading stops once
+    ``max_documents`` documents have passed every filter (this corpus's and the shared
+    ``min_chars``/``deduplicate``): set ``max_documents``, or the whole sample is read into
+    memory. Local shards (the hub's own ``.parquet`` files) are read a batch at a time, only
+    the columns a filter needs.
+
+    Args:
+        paths: Local ``.parquet`` shards with FineWeb's columns (folders and globs allowed,
+            sorted by name), read instead of the hub dataset.
+        hf_dataset: ``HuggingFaceFW/fineweb-edu`` (pages an educational-quality classifier
+            scored at least 3 of 5; the better data for a small budget) or
+            ``HuggingFaceFW/fineweb`` (all of the filtered, deduplicated crawl).
+        hf_config: A sample (``sample-10BT``, ``sample-100BT``, ``sample-350BT``), one crawl
+            (e.g. ``CC-MAIN-2024-10``) or ``default`` (everything).
+        hf_split: The dataset split to read.
+        streaming: Stream the hub dataset instead of downloading it whole.
+        text_field: Column that holds the text.
+        min_language_score: Keep pages whose ``language_score`` (fastText's confidence that
+            the page is English, 0 to 1; FineWeb kept 0.65 and above) is at least this.
+        min_edu_score: Keep pages whose ``score`` (FineWeb-Edu's classifier, 0 to 5; the
+            dataset already holds only 2.5 and above) is at least this, e.g. ``3.5``.
+            FineWeb itself has no ``score`` column: setting this on it is an error.
+        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+    """
+
+    def __init__(
+        self,
+        paths: str | list[str] | None = None,
+        hf_dataset: str = "HuggingFaceFW/fineweb-edu",
+        hf_config: str | None = "sample-10BT",
+        hf_split: str = "train",
+        streaming: bool = True,
+        text_field: str = "text",
+        min_language_score: float | None = None,
+        min_edu_score: float | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.paths = paths
+        self.hf_dataset = hf_dataset
+        self.hf_config = hf_config
+        self.hf_split = hf_split
+        self.streaming = streaming
+        self.text_field = text_field
+        self.min_language_score = min_language_score
+        self.min_edu_score = min_edu_score
+
+    @property
+    def name(self) -> str:
+        return f"FineWeb ({self.paths or f'{self.hf_dataset} {self.hf_config}'})"
+
+    def _filters(self) -> dict[str, tuple[str, float]]:
+        """option -> (column, threshold), for the filters that are set."""
+        filters = {"min_language_score": ("language_score", self.min_language_score),
+                   "min_edu_score": ("score", self.min_edu_score)}
+        return {option: (column, value) for option, (column, value) in filters.items() if value is not None}
+
+    def _check_columns(self, columns: list[str], source: str) -> None:
+        if self.text_field not in columns:
+            raise UserError(
+                f"Column '{self.text_field}' is not in {source} (its columns: {', '.join(columns)}): "
+                "set `text_field` to the column that holds the text."
+            )
+        for option, (column, _) in self._filters().items():
+            if column not in columns:
+                hint = " (only FineWeb-Edu has one: use HuggingFaceFW/fineweb-edu)" if column == "score" else ""
+                raise UserError(
+                    f"`{option}` is set but {source} has no '{column}' column{hint}; its columns: "
+                    f"{', '.join(columns)}. Unset `{option}` or give FineWeb data."
+                )
+
+    def _parquet_rows(self, columns: list[str]) -> Iterator[dict[str, Any]]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for path in expand_corpus_paths(self.paths, (".parquet",), "FineWeb parquet"):
+            try:
+                shard = pq.ParquetFile(path)
+            except (pa.ArrowException, OSError) as err:
+                raise UserError(
+                    f"'{path}' is not a readable parquet file ({err}): give FineWeb's .parquet shards."
+                ) from err
+            self._check_columns(shard.schema_arrow.names, f"'{path}'")
+            for batch in shard.iter_batches(batch_size=1024, columns=columns):
+                yield from batch.to_pylist()
+
+    def _hub_rows(self, columns: list[str]) -> Iterator[dict[str, Any]]:
+        import datasets
+
+        source = f"dataset '{self.hf_dataset}' (config {self.hf_config!r})"
+        try:
+            ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=self.hf_split, streaming=self.streaming)
+        except Exception as err:  # offline, unknown name, bad config ...
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(
+                f"Could not load the Hugging Face {source}, split '{self.hf_split}': {first}. "
+                "Check the name and your network, or download its parquet shards and point `paths` at them."
+            ) from err
+        if ds.column_names is not None:  # a stream may not know its columns before its first row
+            self._check_columns(ds.column_names, source)
+            ds = ds.select_columns(columns)
+        for i, row in enumerate(ds):
+            if i == 0 and ds.column_names is None:
+                self._check_columns(list(row), source)
+            yield row
+
+    def _texts(self, rows: Iterator[dict[str, Any]], dropped: Counter[str]) -> Iterator[str]:
+        filters = self._filters()
+        for row in rows:
+            text = row[self.text_field]
+            if not isinstance(text, str) or not text.strip():
+                continue
+            failed = next((option for option, (column, least) in filters.items()
+                           if row[column] is None or row[column] < least), None)
+            if failed is not None:
+                dropped[failed] += 1
+                continue
+            yield text
+
+    def load_documents(self) -> list[str]:
+        """The pages' text that pass the filters, in shard order, at most ``max_documents``."""
+        columns = [self.text_field, *(column for column, _ in self._filters().values())]
+        rows = self._parquet_rows(columns) if self.paths else self._hub_rows(columns)
+        dropped: Counter[str] = Counter()
+        docs = self.keep_documents(self._texts(rows, dropped))
+        below = ", ".join(f"{n} below {option}={self._filters()[option][1]}" for option, n in dropped.items())
+        if below:
+            rank_zero_info(f"{self.name}: removed pages {below}.")
+        if not docs and dropped:
+            relax = " or ".join(f"`{option}`" for option in dropped)
+            raise UserError(f"No documents were found in {self.name} after filtering ({below}): lower {relax}.")
+        return _nonempty(docs, self.name, "every page is empty; give FineWeb data with text.")

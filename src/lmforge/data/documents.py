@@ -11,9 +11,10 @@ from __future__ import annotations
 import glob
 import gzip
 import hashlib
+import itertools
 import numbers
 import re
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -131,6 +132,37 @@ def read_local(paths: str | list[str], text_field: str = "text", txt_split: TxtS
 
 
 
+def iter_hf(name: str, config: str | None = None, split: str = "train", text_field: str = "text",
+            streaming: bool = False) -> Iterator[str]:
+    """The non-blank texts of a Hugging Face hub dataset, one at a time (nothing is read until asked).
+
+    Args:
+        name: Dataset name on the hub, e.g. ``wikimedia/wikipedia``.
+        config: Its configuration, e.g. ``20231101.en``.
+        split: Which split to read.
+        text_field: Column holding the text.
+        streaming: Stream instead of downloading the whole dataset first.
+    """
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
+    except Exception as err:  # offline, unknown name, gated repo, bad config ...
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"Could not load the Hugging Face dataset '{name}' (config {config!r}, split '{split}'): {first}. "
+            "Check the name and your network, or download it and point `paths` at the local files."
+        ) from err
+    for row in ds:
+        if text_field not in row:
+            raise UserError(
+                f"Field '{text_field}' is not in dataset '{name}' (its fields: {', '.join(row)}): set `text_field`."
+            )
+        text = row[text_field]
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
 def read_hf(
     name: str,
     config: str | None = None,
@@ -149,27 +181,7 @@ def read_hf(
         streaming: Stream instead of downloading the whole dataset first.
         max_documents: Stop after this many documents.
     """
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
-    except Exception as err:  # offline, unknown name, gated repo, bad config ...
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(
-            f"Could not load the Hugging Face dataset '{name}' (config {config!r}, split '{split}'): {first}. "
-            "Check the name and your network, or download it and point `paths` at the local files."
-        ) from err
-    docs: list[str] = []
-    rows: Iterable = ds
-    for row in rows:
-        if text_field not in row:
-            raise UserError(f"Field '{text_field}' is not in dataset '{name}' (its fields: {', '.join(row)}): set `text_field`.")
-        text = row[text_field]
-        if isinstance(text, str) and text.strip():
-            docs.append(text)
-            if max_documents is not None and len(docs) >= max_documents:
-                break
-    return docs
+    return list(itertools.islice(iter_hf(name, config, split, text_field, streaming), max_documents))
 
 
 def split_documents(

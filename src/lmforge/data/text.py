@@ -9,6 +9,8 @@ blocks become a batch.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
+from lmforge.data.augment import Augmentation, apply_augmentations
 from lmforge.data.bundled import bundled_documents
-from lmforge.data.documents import TxtSplit, read_hf, read_local, split_documents
+from lmforge.data.documents import TxtSplit, iter_hf, read_local, split_documents
 from lmforge.data.packing import PackedBlocks, concat_documents, token_dtype
 from lmforge.data.sentences import split_sentences
 from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer_cached
@@ -33,37 +36,53 @@ class CorpusDataModule(L.LightningDataModule):
     takes its own source arguments and passes these on with ``**kwargs``.
 
     Args:
-        max_documents: Use at most this many documents (quick runs).
+        max_documents: Use at most this many documents (quick runs), counted after
+            ``min_chars`` and ``deduplicate`` have removed theirs.
+        deduplicate: Remove exact duplicates (same text, by hash), keeping the first
+            occurrence; the number removed is logged.
+        min_chars: Drop documents shorter than this many characters (leading and trailing
+            whitespace not counted).
         val_fraction: Fraction of documents held out for validation (split by document).
         tokenizer: The tokenizer to load, or how to train one on the training split.
         seq_len: Tokens per example seen by the model.
         batch_size: Examples per batch on each device.
         num_workers: DataLoader worker processes.
         seed: Seed of the validation split and of the shuffling order.
+        augment: Text augmentations (``lmforge.data.augment``) applied in order to the training
+            documents, once at setup, seeded by ``seed``: static augmentation of the training
+            text. Validation documents and the tokenizer's training text stay unchanged.
     """
 
     def __init__(
         self,
         max_documents: int | None = None,
+        deduplicate: bool = False,
+        min_chars: int = 0,
         val_fraction: float = 0.05,
         tokenizer: TokenizerSpec = TokenizerSpec(),
         seq_len: int = 256,
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 1234,
+        augment: list[Augmentation] | None = None,
     ):
         super().__init__()
         if seq_len < 1 or batch_size < 1:
             raise UserError(f"seq_len and batch_size must be positive, got seq_len={seq_len}, batch_size={batch_size}.")
         if not 0.0 < val_fraction < 1.0:
             raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        if min_chars < 0:
+            raise UserError(f"min_chars must be 0 or more, got {min_chars}.")
         self.max_documents = max_documents
+        self.deduplicate = deduplicate
+        self.min_chars = min_chars
         self.val_fraction = val_fraction
         self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
         self.seq_len = seq_len
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.augment = list(augment or [])
         self.objective: Objective | None = None
         self._splits: tuple[list[str], list[str]] | None = None
         self._tokenizer: Tokenizer | None = None
@@ -80,13 +99,51 @@ class CorpusDataModule(L.LightningDataModule):
         """How messages refer to the corpus."""
         return type(self).__name__
 
+    def keep_documents(self, documents: Iterable[str]) -> list[str]:
+        """The documents that pass ``min_chars`` and ``deduplicate``, in order, at most ``max_documents``.
+
+        Filters come before the ``max_documents`` cut, so that it counts kept documents. The
+        input is read lazily and no further than needed: a corpus that streams (FineWeb)
+        hands its reader's iterator here. Applying it twice removes nothing more.
+        """
+        seen: set[bytes] = set()
+        short = duplicates = 0
+        kept: list[str] = []
+        if self.max_documents is not None and self.max_documents <= 0:
+            return kept
+        for doc in documents:
+            if self.min_chars and len(doc.strip()) < self.min_chars:
+                short += 1
+                continue
+            if self.deduplicate:
+                key = hashlib.blake2b(doc.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                if key in seen:
+                    duplicates += 1
+                    continue
+                seen.add(key)
+            kept.append(doc)
+            if len(kept) == self.max_documents:
+                break  # before the reader is asked for one more (a stream, a next shard)
+        if short or duplicates:
+            rank_zero_info(
+                f"{self.name}: removed {duplicates} duplicate documents (deduplicate) and {short} "
+                f"shorter than {self.min_chars} characters (min_chars); {len(kept)} kept."
+            )
+        if not kept and short:  # deduplication alone always keeps a first occurrence
+            raise UserError(
+                f"Corpus {self.name} has no document left after filtering ({short} shorter than "
+                f"min_chars={self.min_chars} characters): lower `min_chars`."
+            )
+        return kept
 
     def splits(self) -> tuple[list[str], list[str]]:
-        """(train, validation) documents, split deterministically by document."""
+        """(train, validation) documents, split deterministically by document.
+
+        The loaded documents pass :meth:`keep_documents` (``min_chars``, ``deduplicate``,
+        then ``max_documents``) before the split.
+        """
         if self._splits is None:
-            docs = self.load_documents()
-            if self.max_documents is not None:
-                docs = docs[: self.max_documents]
+            docs = self.keep_documents(self.load_documents())
             if not docs:
                 raise UserError(f"Corpus {self.name} has no text: every document is empty.")
             train, val = split_documents(docs, self.val_fraction, self.seed)
@@ -136,6 +193,8 @@ class CorpusDataModule(L.LightningDataModule):
         tok = self.tokenizer
         self.objective.bind(tok)
         train_docs, val_docs = self.splits()
+        if self.augment:
+            train_docs = apply_augmentations(train_docs, self.augment, self.seed)
         if self.objective.sentences:
             # sentence-pair objectives (NSP) build their examples from each document's sentences
             self.train_set = self._sentence_examples(train_docs, self.seed)
@@ -232,8 +291,9 @@ class TextCorpus(CorpusDataModule):
 
     def load_documents(self) -> list[str]:
         if self.hf_dataset:
-            return read_hf(
-                self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming, self.max_documents
+            # read lazily through the shared filters, so that max_documents counts kept documents
+            return self.keep_documents(
+                iter_hf(self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming)
             )
         if self.paths is None:
             raise UserError("No corpus given: set `data.paths` to your text files or `data.hf_dataset` to a hub dataset.")
