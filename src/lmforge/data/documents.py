@@ -70,8 +70,11 @@ def read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1  # in bytes, from 1
         raise UserError(
-            f"'{path}' is not valid UTF-8 (bad byte at offset {err.start}): convert it, e.g. `iconv -t utf-8`."
+            f"'{path}' is not valid UTF-8 (line {line}, column {column}: byte 0x{raw[err.start]:02x}): "
+            "convert it, e.g. `iconv -t utf-8`."
         ) from err
 
 
