@@ -16,8 +16,8 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmforge.data.documents import iter_hf, read_text
-from lmforge.data.readers import expand_corpus_paths, read_pubmed_xml, read_wikipedia_dump, strip_gutenberg
+from lmforge.data.documents import expand_paths, iter_hf, read_text
+from lmforge.data.readers import read_pubmed_xml, read_wikipedia_dump, strip_gutenberg
 from lmforge.data.text import CorpusDataModule
 from lmforge.errors import UserError
 
@@ -79,7 +79,7 @@ class WikipediaCorpus(CorpusDataModule):
         """The articles' plain text, in dump order."""
         if not self.dump_paths:
             return _read_hub(self)
-        files = expand_corpus_paths(self.dump_paths, (".xml", ".xml.bz2", ".xml.gz"), "MediaWiki dump")
+        files = expand_paths(self.dump_paths, (".xml", ".xml.bz2", ".xml.gz"), "MediaWiki dump")
         texts = (text for path in files for _, text in read_wikipedia_dump(path))
         docs = self.keep_documents(texts)  # a dump can be huge: stops at max_documents kept
         hint = "the dump holds no article text (namespace 0, not a redirect); give a pages-articles dump."
@@ -136,7 +136,7 @@ class PubMedCorpus(CorpusDataModule):
             return _read_hub(self)
         if self.paths is None:
             raise UserError("No PubMed corpus given: set `data.paths` to pubmed*.xml.gz files or `data.hf_dataset`.")
-        files = expand_corpus_paths(self.paths, (".xml", ".xml.gz"), "PubMed XML")
+        files = expand_paths(self.paths, (".xml", ".xml.gz"), "PubMed XML")
         docs = [text for _, text in read_pubmed_xml(files, self.require_abstract)]
         if self.require_abstract:
             hint = "no citation has an abstract; set `require_abstract: false` to keep titles."
@@ -188,7 +188,7 @@ class BookCorpus(CorpusDataModule):
             return _read_hub(self)
         if self.paths is None:
             raise UserError("No books given: set `data.paths` to a folder of .txt books or `data.hf_dataset`.")
-        files = expand_corpus_paths(self.paths, (".txt", ".txt.gz"), "plain-text book")
+        files = expand_paths(self.paths, (".txt", ".txt.gz"), "plain-text book")
         books = (strip_gutenberg(read_text(path)) for path in files)
         docs = self.keep_documents(book for book in books if book)
         return _nonempty(docs, self.paths, "every book is empty; give .txt files with text.")
@@ -272,7 +272,7 @@ class FineWebCorpus(CorpusDataModule):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for path in expand_corpus_paths(self.paths, (".parquet",), "FineWeb parquet"):
+        for path in expand_paths(self.paths, (".parquet",), "FineWeb parquet"):
             try:
                 shard = pq.ParquetFile(path)
             except (pa.ArrowException, OSError) as err:

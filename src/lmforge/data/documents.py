@@ -24,17 +24,30 @@ TxtSplit = Literal["file", "blank_line"]
 TABULAR = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def expand_paths(paths: str | list[str]) -> list[Path]:
-    """Expand files, folders (recursively, their supported files) and globs, in sorted order."""
+def expand_paths(paths: str | list[str], suffixes: tuple[str, ...] | None = None, what: str | None = None) -> list[Path]:
+    """Expand files, folders (recursively) and globs, sorted per entry.
+
+    Args:
+        paths: Files, folders or glob patterns.
+        suffixes: File name endings a folder is searched for, e.g. ``(".xml", ".xml.gz")``;
+            ``None``: the text formats :func:`read_local` reads.
+        what: What the files are, for messages (e.g. ``PubMed XML``), with ``suffixes``.
+    """
     if isinstance(paths, str):
         paths = [paths]
+    if suffixes is None:
+        accept = lambda q: _format_of(q) is not None  # noqa: E731
+        nothing = "holds no .txt/.jsonl/.json/.parquet/.csv file: point at your text files."
+    else:
+        accept = lambda q: q.name.lower().endswith(suffixes)  # noqa: E731
+        nothing = f"holds no {what or 'matching'} file ({', '.join(suffixes)}): point at your files."
     found: list[Path] = []
     for pattern in paths:
         p = Path(pattern).expanduser()
         if p.is_dir():
-            matches = sorted(q for q in p.rglob("*") if q.is_file() and _format_of(q) is not None)
+            matches = sorted(q for q in p.rglob("*") if q.is_file() and accept(q))
             if not matches:
-                raise UserError(f"Folder '{p}' holds no .txt/.jsonl/.json/.parquet/.csv file: point at your text files.")
+                raise UserError(f"Folder '{p}' {nothing}")
         elif p.is_file():
             matches = [p]
         else:

@@ -48,7 +48,6 @@ without markers gets only those changes. Everything else (transcriber credits su
 from __future__ import annotations
 
 import bz2
-import glob
 import gzip
 import html
 import re
@@ -60,33 +59,6 @@ from typing import IO
 from lmforge.errors import UserError
 
 # -- paths and streaming XML ---------------------------------------------------------------
-
-
-def expand_corpus_paths(paths: str | list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
-    """Files, folders (recursively, their files ending in one of ``suffixes``) and globs, sorted per entry.
-
-    Args:
-        paths: Files, folders or glob patterns.
-        suffixes: File name endings a folder is searched for, e.g. ``(".xml", ".xml.gz")``.
-        what: What the files are, for messages (e.g. ``PubMed XML``).
-    """
-    if isinstance(paths, str):
-        paths = [paths]
-    found: list[Path] = []
-    for pattern in paths:
-        p = Path(pattern).expanduser()
-        if p.is_dir():
-            matches = sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(suffixes))
-            if not matches:
-                raise UserError(f"Folder '{p}' holds no {what} file ({', '.join(suffixes)}): point at your files.")
-        elif p.is_file():
-            matches = [p]
-        else:
-            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
-            if not matches:
-                raise UserError(f"No file matches '{pattern}': check the path (it is read relative to {Path.cwd()}).")
-        found.extend(matches)
-    return found
 
 
 def _open_binary(path: Path) -> IO[bytes]:
