@@ -56,7 +56,7 @@ def train(
                             text_field=text_field, txt_split=txt_split, max_documents=max_documents)
     else:
         corpus = BundledCorpus(max_documents=max_documents)
-    docs = corpus.load_documents()[:max_documents]
+    docs = list(corpus.documents())
     if not docs:
         raise UserError(f"Corpus {corpus.name} has no text to train a tokenizer on.")
     spec = TokenizerSpec(kind=kind, vocab_size=vocab_size, family=family, min_frequency=min_frequency, lowercase=lowercase)
@@ -74,3 +74,50 @@ def train(
 def tokenizer_command(argv: list[str]) -> None:
     """``lmforge tokenizer <train> ...``"""
     CLI({"train": train}, args=argv, prog="lmforge tokenizer")
+
+
+def prepare_command(argv: list[str]) -> None:
+    """``lmforge prepare -c config.yaml [--data.* ...]``: tokenize a corpus into token shards now.
+
+    It reads the ``data`` section of the same configs ``lmforge fit`` takes (the other
+    sections are accepted and ignored), so a later ``fit`` with those configs finds the
+    shards ready. See :meth:`lmforge.data.text.CorpusDataModule.prepare`.
+    """
+    import json
+
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from lmforge.data.text import CorpusDataModule
+
+    parser = ArgumentParser(prog="lmforge prepare", description=prepare_command.__doc__.splitlines()[0],
+                            exit_on_error=False)
+    parser.add_argument("-c", "--config", action="append", default=[],
+                        help="Config files as for `lmforge fit`; their `data` sections compose left to right.")
+    parser.add_subclass_arguments(CorpusDataModule, "data", required=True, help="The corpus to prepare.")
+    args: list[str] = []
+    rest = list(argv)
+    while rest:  # a config's other sections (model, trainer, ...) are for `fit`: keep only `data`
+        arg = rest.pop(0)
+        if arg in ("-c", "--config") and rest or arg.startswith("--config="):
+            path = Path(rest.pop(0) if "=" not in arg else arg.split("=", 1)[1])
+            if not path.is_file():
+                raise UserError(f"Config file '{path}' does not exist: check the path.")
+            section = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data")
+            if section is not None:
+                args += ["--data", json.dumps(section)]
+        else:
+            args.append(arg)
+    try:
+        config = parser.parse_args(args)
+    except Exception as err:  # jsonargparse's ArgumentError: a typo'd key, a bad value
+        lines = [line.strip(" -") for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "not accepted" in line or "Expected" in line), lines[0])
+        raise UserError(f"data: {reason} (see `lmforge prepare --help`).") from err
+    corpus = parser.instantiate_classes(config).data
+    if corpus.streaming:
+        raise UserError(f"{corpus.name} is configured with `streaming: true`, which tokenizes during training and "
+                        "keeps no shards: set `--data.streaming false` to prepare it.")
+    prepared = corpus.prepare()
+    print(f"Prepared {corpus.name} in {prepared.folder}: {prepared.num_tokens('train'):,} train and "
+          f"{prepared.num_tokens('val'):,} val tokens ({prepared.meta['dtype']}).")

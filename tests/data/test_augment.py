@@ -158,9 +158,11 @@ def test_corpus_augments_the_training_documents_only(tiny_corpus: Path) -> None:
     encode_batch = tokenizer.encode_batch
     tokenizer.encode_batch = lambda texts: encoded.append(list(texts)) or encode_batch(texts)
     dm.tokenizer = tokenizer
-    dm.setup("fit")
-    assert encoded == [apply_augmentations(train, augment, dm.seed), val]
-    assert encoded[0] != train and dm.splits() == (train, val)  # the splits themselves stay as read
+    dm.setup("fit")  # prepares token shards: one chunk of documents, in corpus order
+    labelled = list(dm.labelled_documents())
+    augmented = iter(apply_augmentations(train, augment, dm.seed))
+    assert encoded == [[next(augmented) if split == "train" else doc for split, doc in labelled]]
+    assert encoded[0] != [doc for _, doc in labelled] and dm.splits() == (train, val)  # the splits stay as read
 
 
 def test_cli_takes_an_augmentation_list(capsys: pytest.CaptureFixture) -> None:

@@ -85,7 +85,7 @@ def test_readers_that_stop_early_count_kept_documents(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: stream())
     corpus = TextCorpus(hf_dataset="some/corpus", streaming=True, deduplicate=True, min_chars=6, max_documents=2)
-    assert corpus.load_documents() == ["alpha one", "beta two"]
+    assert list(corpus.documents()) == ["alpha one", "beta two"]
     assert read == DOCS[:3]  # and not one row more
     for i, doc in enumerate(DOCS):
         (tmp_path / f"book{i}.txt").write_text(doc, encoding="utf-8")

@@ -50,7 +50,7 @@ def texts(rows: list[tuple], keep: list[int]) -> list[str]:
 
 
 def test_local_shards_in_name_order_without_blank_pages(shards: Path) -> None:
-    assert FineWebCorpus(paths=str(shards)).load_documents() == texts(EDU_A, [0, 1, 3]) + texts(EDU_B, [0, 1])
+    assert list(FineWebCorpus(paths=str(shards)).documents()) == texts(EDU_A, [0, 1, 3]) + texts(EDU_B, [0, 1])
 
 
 @pytest.mark.parametrize(
@@ -62,16 +62,16 @@ def test_local_shards_in_name_order_without_blank_pages(shards: Path) -> None:
     ],
 )
 def test_score_filters_keep_exactly_the_pages_at_or_above(shards: Path, filters: dict, expected: list[str]) -> None:
-    assert FineWebCorpus(paths=str(shards), **filters).load_documents() == expected
+    assert list(FineWebCorpus(paths=str(shards), **filters).documents()) == expected
 
 
 def test_max_documents_counts_pages_that_pass_and_stops_reading(shards: Path) -> None:
     (shards / "002_00000.parquet").write_bytes(b"not parquet")  # never reached
     # shard A's French Revolution page passes min_edu_score but is 36 characters: not counted
     corpus = FineWebCorpus(paths=str(shards), min_edu_score=3.0, min_chars=37, max_documents=2)
-    assert corpus.load_documents() == [EDU_A[0][0], EDU_B[0][0]]
+    assert list(corpus.documents()) == [EDU_A[0][0], EDU_B[0][0]]
     with pytest.raises(UserError, match=r"002_00000\.parquet' is not a readable parquet file"):
-        FineWebCorpus(paths=str(shards)).load_documents()
+        list(FineWebCorpus(paths=str(shards)).documents())
 
 
 def test_reads_only_the_columns_its_filters_need(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,27 +83,27 @@ def test_reads_only_the_columns_its_filters_need(shards: Path, monkeypatch: pyte
         return iter_batches(self, *args, columns=columns, **kwargs)
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
-    FineWebCorpus(paths=str(shards)).load_documents()
-    FineWebCorpus(paths=str(shards), min_edu_score=3.0).load_documents()
+    list(FineWebCorpus(paths=str(shards)).documents())
+    list(FineWebCorpus(paths=str(shards), min_edu_score=3.0).documents())
     assert asked == [["text"], ["text"], ["text", "score"], ["text", "score"]]
 
 
 def test_edu_filter_on_fineweb_without_score_names_the_file(tmp_path: Path) -> None:
     shard = write_shard(tmp_path / "CC-MAIN-2024-10" / "000_00000.parquet", EDU_A, edu=False)
-    assert len(FineWebCorpus(paths=str(shard), min_language_score=0.9).load_documents()) == 1
+    assert len(list(FineWebCorpus(paths=str(shard), min_language_score=0.9).documents())) == 1
     with pytest.raises(UserError, match=r"`min_edu_score` is set but '.*000_00000\.parquet' has no 'score' column "
                                         r"\(only FineWeb-Edu has one"):
-        FineWebCorpus(paths=str(shard), min_edu_score=3.0).load_documents()
+        list(FineWebCorpus(paths=str(shard), min_edu_score=3.0).documents())
     pq.write_table(pa.table({"text": ["a page"]}), tmp_path / "bare.parquet")
     with pytest.raises(UserError, match=r"`min_language_score` is set but '.*bare\.parquet' has no 'language_score'"):
-        FineWebCorpus(paths=str(tmp_path / "bare.parquet"), min_language_score=0.5).load_documents()
+        list(FineWebCorpus(paths=str(tmp_path / "bare.parquet"), min_language_score=0.5).documents())
     with pytest.raises(UserError, match=r"Column 'content' is not in '.*bare\.parquet' \(its columns: text\)"):
-        FineWebCorpus(paths=str(tmp_path / "bare.parquet"), text_field="content").load_documents()
+        list(FineWebCorpus(paths=str(tmp_path / "bare.parquet"), text_field="content").documents())
 
 
 def test_nothing_passing_names_the_filters_to_lower(shards: Path) -> None:
     with pytest.raises(UserError, match=r"after filtering \(5 below min_edu_score=4.5\): lower `min_edu_score`"):
-        FineWebCorpus(paths=str(shards), min_edu_score=4.5).load_documents()
+        list(FineWebCorpus(paths=str(shards), min_edu_score=4.5).documents())
 
 
 def test_hub_dataset_is_streamed_and_filtered(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,4 +120,4 @@ def test_hub_dataset_is_streamed_and_filtered(monkeypatch: pytest.MonkeyPatch) -
     assert calls == [("HuggingFaceFW/fineweb", "sample-10BT", "train", True)]
     with pytest.raises(UserError, match=r"`min_edu_score` is set but dataset 'HuggingFaceFW/fineweb' \(config "
                                         r"'sample-10BT'\) has no 'score' column"):
-        FineWebCorpus(hf_dataset="HuggingFaceFW/fineweb", min_edu_score=3.0).load_documents()
+        list(FineWebCorpus(hf_dataset="HuggingFaceFW/fineweb", min_edu_score=3.0).documents())

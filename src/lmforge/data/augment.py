@@ -55,16 +55,17 @@ class Augmentation(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def apply_augmentations(texts: list[str], augmentations: Sequence[Augmentation], seed: int) -> list[str]:
-    """Apply ``augmentations`` in order; transform ``i`` draws from ``default_rng([seed, i])``.
+def apply_augmentations(texts: list[str], augmentations: Sequence[Augmentation], seed: int, chunk: int = 0) -> list[str]:
+    """Apply ``augmentations`` in order; transform ``i`` draws from ``default_rng([seed, i, chunk])``.
 
     Args:
         texts: Documents or sentences.
         augmentations: The transforms, applied first to last.
         seed: Seed of every draw (non-negative).
+        chunk: Which chunk of a longer stream ``texts`` is (each gets its own draws).
     """
     for index, augmentation in enumerate(augmentations):
-        out = augmentation(list(texts), np.random.default_rng([seed, index]))
+        out = augmentation(list(texts), np.random.default_rng([seed, index, chunk]))
         if len(out) != len(texts):
             raise UserError(
                 f"{augmentation!r} returned {len(out)} texts for {len(texts)}: it must return one per text."

@@ -22,11 +22,9 @@ from lmforge.data.text import CorpusDataModule
 from lmforge.errors import UserError
 
 
-def _read_hub(corpus: WikipediaCorpus | PubMedCorpus | BookCorpus) -> list[str]:
-    # read lazily through the shared filters, so that max_documents counts kept documents
-    return corpus.keep_documents(
-        iter_hf(corpus.hf_dataset, corpus.hf_config, corpus.hf_split, corpus.text_field, corpus.streaming)
-    )
+def _read_hub(corpus: WikipediaCorpus | PubMedCorpus | BookCorpus) -> Iterator[str]:
+    # read lazily: the shared filters and max_documents apply downstream (CorpusDataModule.documents)
+    return iter_hf(corpus.hf_dataset, corpus.hf_config, corpus.hf_split, corpus.text_field, corpus.streaming)
 
 
 def _nonempty(docs: list[str], source: object, hint: str) -> list[str]:
@@ -48,7 +46,6 @@ class WikipediaCorpus(CorpusDataModule):
         hf_dataset: The Hugging Face dataset of cleaned articles.
         hf_config: Its configuration: dump date and language, e.g. ``20231101.en``.
         hf_split: The dataset split to read.
-        streaming: Stream the hub dataset instead of downloading it whole.
         text_field: Column of the hub dataset that holds the text.
         **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
     """
@@ -59,7 +56,6 @@ class WikipediaCorpus(CorpusDataModule):
         hf_dataset: str = "wikimedia/wikipedia",
         hf_config: str | None = "20231101.en",
         hf_split: str = "train",
-        streaming: bool = False,
         text_field: str = "text",
         **kwargs: Any,
     ):
@@ -68,7 +64,6 @@ class WikipediaCorpus(CorpusDataModule):
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
         self.hf_split = hf_split
-        self.streaming = streaming
         self.text_field = text_field
 
     @property
@@ -101,7 +96,6 @@ class PubMedCorpus(CorpusDataModule):
         hf_dataset: A Hugging Face dataset read instead of ``paths``.
         hf_config: Its configuration.
         hf_split: The dataset split to read.
-        streaming: Stream the hub dataset instead of downloading it whole.
         text_field: Column of the hub dataset that holds the text.
         **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
     """
@@ -113,7 +107,6 @@ class PubMedCorpus(CorpusDataModule):
         hf_dataset: str | None = None,
         hf_config: str | None = None,
         hf_split: str = "train",
-        streaming: bool = False,
         text_field: str = "text",
         **kwargs: Any,
     ):
@@ -123,7 +116,6 @@ class PubMedCorpus(CorpusDataModule):
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
         self.hf_split = hf_split
-        self.streaming = streaming
         self.text_field = text_field
 
     @property
@@ -155,7 +147,6 @@ class BookCorpus(CorpusDataModule):
         hf_dataset: A Hugging Face dataset read instead of ``paths``.
         hf_config: Its configuration.
         hf_split: The dataset split to read.
-        streaming: Stream the hub dataset instead of downloading it whole.
         text_field: Column of the hub dataset that holds the text.
         **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
     """
@@ -166,7 +157,6 @@ class BookCorpus(CorpusDataModule):
         hf_dataset: str | None = None,
         hf_config: str | None = None,
         hf_split: str = "train",
-        streaming: bool = False,
         text_field: str = "text",
         **kwargs: Any,
     ):
@@ -175,7 +165,6 @@ class BookCorpus(CorpusDataModule):
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
         self.hf_split = hf_split
-        self.streaming = streaming
         self.text_field = text_field
 
     @property
@@ -212,7 +201,8 @@ class FineWebCorpus(CorpusDataModule):
         hf_config: A sample (``sample-10BT``, ``sample-100BT``, ``sample-350BT``), one crawl
             (e.g. ``CC-MAIN-2024-10``) or ``default`` (everything).
         hf_split: The dataset split to read.
-        streaming: Stream the hub dataset instead of downloading it whole.
+        streaming: Tokenize and pack pages as they are read, no token shards (see
+            :class:`~lmforge.data.text.CorpusDataModule`); on by default, for the hub's terabytes.
         text_field: Column that holds the text.
         min_language_score: Keep pages whose ``language_score`` (fastText's confidence that
             the page is English, 0 to 1; FineWeb kept 0.65 and above) is at least this.
@@ -234,12 +224,11 @@ class FineWebCorpus(CorpusDataModule):
         min_edu_score: float | None = None,
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        super().__init__(streaming=streaming, **kwargs)
         self.paths = paths
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
         self.hf_split = hf_split
-        self.streaming = streaming
         self.text_field = text_field
         self.min_language_score = min_language_score
         self.min_edu_score = min_edu_score
@@ -316,16 +305,20 @@ class FineWebCorpus(CorpusDataModule):
                 continue
             yield text
 
-    def load_documents(self) -> list[str]:
-        """The pages' text that pass the filters, in shard order, at most ``max_documents``."""
+    def load_documents(self) -> Iterator[str]:
+        """The pages' text that pass this corpus's filters, in shard order, read lazily."""
         columns = [self.text_field, *(column for column, _ in self._filters().values())]
         rows = self._parquet_rows(columns) if self.paths else self._hub_rows(columns)
         dropped: Counter[str] = Counter()
-        docs = self.keep_documents(self._texts(rows, dropped))
+        count = 0
+        for text in self._texts(rows, dropped):
+            count += 1
+            yield text
         below = ", ".join(f"{n} below {option}={self._filters()[option][1]}" for option, n in dropped.items())
         if below:
             rank_zero_info(f"{self.name}: removed pages {below}.")
-        if not docs and dropped:
+        if not count and dropped:
             relax = " or ".join(f"`{option}`" for option in dropped)
             raise UserError(f"No documents were found in {self.name} after filtering ({below}): lower {relax}.")
-        return _nonempty(docs, self.name, "every page is empty; give FineWeb data with text.")
+        if not count:
+            raise UserError(f"No documents were found in {self.name}: every page is empty; give FineWeb data with text.")

@@ -101,25 +101,52 @@ def read_txt(path: Path, split: TxtSplit = "file") -> list[str]:
     return [d for d in docs if d]
 
 
-def read_tabular(paths: list[Path], fmt: str, text_field: str) -> list[str]:
-    """Documents from a column of json/jsonl/parquet/csv files, read with ``datasets``."""
+def iter_tabular(path: Path, fmt: str, text_field: str) -> Iterator[str]:
+    """Documents from a column of a json/jsonl/parquet/csv file, read with ``datasets`` in
+    batches (memory does not grow with the file).
+
+    A JSON Lines record without the field is refused, naming its line; empty, blank or
+    null texts are skipped.
+    """
     import datasets
 
     try:
-        ds = datasets.load_dataset(fmt, data_files=[str(p) for p in paths], split="train")
+        ds = datasets.load_dataset(fmt, data_files=[str(path)], split="train")
     except Exception as err:  # datasets wraps parse errors in several exception types
-        names = ", ".join(str(p) for p in paths[:3])
-        raise UserError(f"Could not read {fmt} file(s) {names}: {str(err).splitlines()[0]}") from err
+        raise UserError(f"Could not read {fmt} file {path}: {str(err).splitlines()[0]}") from err
     if text_field not in ds.column_names:
         raise UserError(
-            f"Field '{text_field}' is not in {paths[0]} (its fields: {', '.join(ds.column_names)}): "
+            f"Field '{text_field}' is not in {path} (its fields: {', '.join(ds.column_names)}): "
             "set `text_field` to the column that holds the text."
         )
+    checked = fmt != "json"
     try:
-        return [t for t in ds[text_field] if isinstance(t, str) and t.strip()]
+        for batch in ds.select_columns([text_field]).iter(batch_size=1024):
+            for text in batch[text_field]:
+                if text is None and not checked:  # null, or no such key: only the raw lines tell
+                    _check_json_lines(path, text_field)
+                    checked = True
+                if isinstance(text, str) and text.strip():
+                    yield text
     except UnicodeDecodeError as err:  # pyarrow's JSON reader passes invalid UTF-8 through
-        names = ", ".join(str(p) for p in paths[:3])
-        raise UserError(f"{names}: text is not valid UTF-8 ({err.reason}): convert the file(s) to UTF-8.") from err
+        raise UserError(f"'{path}': text is not valid UTF-8 ({err.reason}): convert the file to UTF-8.") from err
+
+
+def _check_json_lines(path: Path, text_field: str) -> None:
+    """Refuse a JSON Lines file with a record that lacks ``text_field``, naming the line."""
+    import json
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return  # not JSON Lines (one JSON document): datasets read it whole
+            if isinstance(record, dict) and text_field not in record:
+                raise UserError(f"'{path}' line {number} has no '{text_field}' field: add it or remove the line.")
 
 
 def read_local(paths: str | list[str], text_field: str = "text", txt_split: TxtSplit = "file") -> list[str]:
@@ -130,20 +157,24 @@ def read_local(paths: str | list[str], text_field: str = "text", txt_split: TxtS
         text_field: Column holding the text in json/jsonl/parquet/csv files.
         txt_split: ``file`` (a .txt file is one document) or ``blank_line`` (each paragraph block).
     """
+    return list(iter_local(paths, text_field, txt_split))
+
+
+def iter_local(paths: str | list[str], text_field: str = "text", txt_split: TxtSplit = "file") -> Iterator[str]:
+    """:func:`read_local`, one document at a time: memory holds one file's text (a tabular
+    file is read in batches)."""
     files = expand_paths(paths)
-    docs: list[str] = []
-    tabular: dict[str, list[Path]] = {}
     for f in files:
-        fmt = _format_of(f)
-        if fmt == "txt":
-            docs.extend(read_txt(f, txt_split))
-        elif fmt is not None:
-            tabular.setdefault(fmt, []).append(f)
-        else:
+        if _format_of(f) is None:
             raise UserError(f"'{f}' has an unsupported extension: use .txt, .jsonl, .json, .parquet or .csv (optionally .gz).")
-    for fmt, group in tabular.items():
-        docs.extend(read_tabular(group, fmt, text_field))
-    return docs
+    tabular = [f for f in files if _format_of(f) != "txt"]
+    for f in files:
+        if _format_of(f) == "txt":
+            yield from read_txt(f, txt_split)
+    for fmt in dict.fromkeys(_format_of(f) for f in tabular):
+        for f in tabular:
+            if _format_of(f) == fmt:
+                yield from iter_tabular(f, fmt, text_field)
 
 
 
@@ -227,11 +258,15 @@ def split_documents(
         raise ValueError(
             f"val_fraction must be a number in [0, 1), got {val_fraction!r}."
         )
-    prefix = f"lmforge-split:{seed}:".encode()
     train: list[str] = []
     val: list[str] = []
     for doc in documents:
-        digest = hashlib.sha256(prefix + doc.encode("utf-8", "surrogatepass")).digest()
-        u = int.from_bytes(digest[:8], "big") / 2.0**64
-        (val if u < val_fraction else train).append(doc)
+        (val if is_validation(doc, val_fraction, seed) else train).append(doc)
     return train, val
+
+
+def is_validation(document: str, val_fraction: float, seed: int = 0) -> bool:
+    """Whether :func:`split_documents` sends ``document`` to validation: decided by the
+    document alone, so a stream can be split one document at a time."""
+    digest = hashlib.sha256(f"lmforge-split:{seed}:".encode() + document.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < val_fraction

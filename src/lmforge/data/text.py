@@ -9,8 +9,15 @@ blocks become a batch.
 
 from __future__ import annotations
 
+import glob
 import hashlib
-from collections.abc import Iterable
+import inspect
+import itertools
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +28,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from lmforge.data.augment import Augmentation, apply_augmentations
 from lmforge.data.bundled import bundled_documents
-from lmforge.data.documents import TxtSplit, iter_hf, read_local, split_documents
+from lmforge.cache import cache_dir
+from lmforge.data.documents import TxtSplit, is_validation, iter_hf, iter_local
 from lmforge.data.packing import PackedBlocks, concat_documents, token_dtype
+from lmforge.data.sampler import ResumableSampler
+from lmforge.data.shards import PreparedCorpus, ShardBlocks, write_prepared
+from lmforge.data.streaming import StreamingBlocks, collate_stream
 from lmforge.data.sentences import split_sentences
 from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer_cached
 from lmforge.errors import UserError
@@ -30,10 +41,16 @@ from lmforge.objectives import Objective
 
 
 class CorpusDataModule(L.LightningDataModule):
-    """Base of every corpus: documents -> tokenizer -> packed blocks -> the task's objective.
+    """Base of every corpus: documents -> tokenizer -> token shards (or a stream) -> the task's objective.
 
     A corpus subclass only says where its documents come from (:meth:`load_documents`); it
     takes its own source arguments and passes these on with ``**kwargs``.
+
+    Packed-block objectives (GPT, BERT/RoBERTa MLM, T5, ELMo) read the corpus from token
+    shards prepared once per corpus and tokenizer (:meth:`prepare`, ``lmforge prepare``)
+    through memory maps, in an order from (seed, epoch) that resumes mid-epoch; with
+    ``streaming`` they tokenize and pack as they read instead. Sentence objectives (NSP,
+    contrastive) build their examples in memory.
 
     Args:
         max_documents: Use at most this many documents (quick runs), counted after
@@ -49,8 +66,18 @@ class CorpusDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: Seed of the validation split and of the shuffling order.
         augment: Text augmentations (``lmforge.data.augment``) applied in order to the training
-            documents, once at setup, seeded by ``seed``: static augmentation of the training
-            text. Validation documents and the tokenizer's training text stay unchanged.
+            documents, once when the corpus is prepared, seeded by ``seed``: static augmentation
+            of the training text. Validation documents and the tokenizer's training text stay unchanged.
+        streaming: Tokenize and pack documents on the fly as they are read (hub datasets in
+            streaming mode), split across ranks and workers, instead of preparing token shards
+            first: for corpora larger than the disk. An epoch is one pass over the stream, so
+            set ``trainer.max_steps``. A tokenizer to train learns from the first
+            ``stream_tokenizer_documents`` training documents.
+        stream_val_documents: With ``streaming``, validate on this many held-out documents
+            (the first the split sends to validation).
+        stream_tokenizer_documents: With ``streaming``, how many training documents train the tokenizer.
+        cache_dir: Where prepared token shards go (default: ``$LMFORGE_CACHE_DIR/shards``,
+            else ``~/.cache/lmforge/shards``).
     """
 
     def __init__(
@@ -65,6 +92,10 @@ class CorpusDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 1234,
         augment: list[Augmentation] | None = None,
+        streaming: bool = False,
+        stream_val_documents: int = 500,
+        stream_tokenizer_documents: int = 20000,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         if seq_len < 1 or batch_size < 1:
@@ -83,15 +114,22 @@ class CorpusDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.augment = list(augment or [])
+        self.streaming = streaming
+        self.stream_val_documents = stream_val_documents
+        self.stream_tokenizer_documents = stream_tokenizer_documents
+        self.cache_dir = cache_dir
         self.objective: Objective | None = None
         self._splits: tuple[list[str], list[str]] | None = None
         self._tokenizer: Tokenizer | None = None
-        self.train_set: Dataset | None = None  # packed blocks, or an objective's own examples
+        self.train_set: Dataset | None = None  # blocks (shards, a stream) or an objective's own examples
         self.val_set: Dataset | None = None
+        self._sampler: ResumableSampler | None = None
+        self._resume: dict[str, Any] = {}
+        self._stream_positions: dict[int, tuple[int, int]] = {}
 
     # -- documents --------------------------------------------------------------------------
-    def load_documents(self) -> list[str]:
-        """All documents of the corpus."""
+    def load_documents(self) -> Iterable[str]:
+        """All documents of the corpus, as a list or read lazily (a generator)."""
         raise NotImplementedError
 
     @property
@@ -106,11 +144,14 @@ class CorpusDataModule(L.LightningDataModule):
         input is read lazily and no further than needed: a corpus that streams (FineWeb)
         hands its reader's iterator here. Applying it twice removes nothing more.
         """
+        return list(self._filtered(documents))
+
+    def _filtered(self, documents: Iterable[str]) -> Iterator[str]:
+        """:meth:`keep_documents`, one document at a time (see :meth:`documents`)."""
         seen: set[bytes] = set()
-        short = duplicates = 0
-        kept: list[str] = []
+        short = duplicates = kept = 0
         if self.max_documents is not None and self.max_documents <= 0:
-            return kept
+            return
         for doc in documents:
             if self.min_chars and len(doc.strip()) < self.min_chars:
                 short += 1
@@ -121,20 +162,35 @@ class CorpusDataModule(L.LightningDataModule):
                     duplicates += 1
                     continue
                 seen.add(key)
-            kept.append(doc)
-            if len(kept) == self.max_documents:
+            kept += 1
+            yield doc
+            if kept == self.max_documents:
                 break  # before the reader is asked for one more (a stream, a next shard)
         if short or duplicates:
             rank_zero_info(
                 f"{self.name}: removed {duplicates} duplicate documents (deduplicate) and {short} "
-                f"shorter than {self.min_chars} characters (min_chars); {len(kept)} kept."
+                f"shorter than {self.min_chars} characters (min_chars); {kept} kept."
             )
         if not kept and short:  # deduplication alone always keeps a first occurrence
             raise UserError(
                 f"Corpus {self.name} has no document left after filtering ({short} shorter than "
                 f"min_chars={self.min_chars} characters): lower `min_chars`."
             )
-        return kept
+
+    def documents(self) -> Iterator[str]:
+        """The kept documents (:meth:`keep_documents`), read lazily: memory does not grow with the corpus."""
+        return self._filtered(self.load_documents())
+
+    def labelled_documents(self) -> Iterator[tuple[str, str]]:
+        """``(split, text)`` of every kept document, lazily, in corpus order; split is
+        ``train`` or ``val``, decided per document (:func:`~lmforge.data.documents.is_validation`)."""
+        for doc in self.documents():
+            yield ("val" if is_validation(doc, self.val_fraction, self.seed) else "train"), doc
+
+    def train_documents(self, start: int = 0) -> Iterator[str]:
+        """The training documents from index ``start`` on (those before are read, not returned)."""
+        docs = (doc for split, doc in self.labelled_documents() if split == "train")
+        return itertools.islice(docs, start, None)
 
     def splits(self) -> tuple[list[str], list[str]]:
         """(train, validation) documents, split deterministically by document.
@@ -143,16 +199,35 @@ class CorpusDataModule(L.LightningDataModule):
         then ``max_documents``) before the split.
         """
         if self._splits is None:
-            docs = self.keep_documents(self.load_documents())
-            if not docs:
+            train: list[str] = []
+            val: list[str] = []
+            for split, doc in self.labelled_documents():
+                (train if split == "train" else val).append(doc)
+            if not train and not val:
                 raise UserError(f"Corpus {self.name} has no text: every document is empty.")
-            train, val = split_documents(docs, self.val_fraction, self.seed)
             if not val or not train:
                 # few documents: hold out the last one rather than fail; a lone document
                 # serves both splits (a smoke run, not a measurement)
+                docs = train or val
                 train, val = (docs[:-1], docs[-1:]) if len(docs) > 1 else (docs, docs)
             self._splits = (train, val)
         return self._splits
+
+    def _augmented(self, labelled: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        """Apply ``augment`` to the training documents, :data:`AUGMENT_CHUNK` at a time."""
+        if not self.augment:
+            yield from labelled
+            return
+        chunk: list[tuple[str, str]] = []
+        chunks = itertools.count()
+        for item in itertools.chain(labelled, [None]):
+            if item is not None:
+                chunk.append(item)
+            if chunk and (item is None or len(chunk) == AUGMENT_CHUNK):
+                train = iter(apply_augmentations([d for s, d in chunk if s == "train"], self.augment, self.seed,
+                                                 next(chunks)))
+                yield from ((s, next(train) if s == "train" else d) for s, d in chunk)
+                chunk = []
 
     # -- tokenizer (known at instantiation: the CLI links vocab_size into the model) -------
     @property
@@ -162,9 +237,11 @@ class CorpusDataModule(L.LightningDataModule):
             if spec.path:
                 self._tokenizer = Tokenizer.from_file(spec.path)
             else:
+                texts = (itertools.islice(self.train_documents(), self.stream_tokenizer_documents)
+                         if self.streaming else self.splits()[0])
                 rank_zero_info(f"Training a {spec.kind} tokenizer ({spec.vocab_size} tokens) on {self.name} ...")
                 # ranks other than 0 load what rank 0 trained: training is not deterministic
-                self._tokenizer = train_tokenizer_cached(self.splits()[0], spec, wait=rank_zero_only.rank != 0)
+                self._tokenizer = train_tokenizer_cached(list(texts), spec, wait=rank_zero_only.rank != 0)
         return self._tokenizer
 
     @tokenizer.setter
@@ -174,6 +251,79 @@ class CorpusDataModule(L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
+
+    # -- prepared token shards ----------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the prepared documents: the corpus class, its
+        source arguments (with size and modification time of local files), the filters,
+        the split and the augmentations."""
+        params: dict[str, Any] = {}
+        for cls in type(self).__mro__:
+            if cls is CorpusDataModule:
+                break
+            if "__init__" not in vars(cls):
+                continue
+            for name in inspect.signature(cls.__init__).parameters:
+                if name not in ("self", "args", "kwargs") and hasattr(self, name):
+                    params[name] = getattr(self, name)
+        key = {
+            "corpus": f"{type(self).__module__}.{type(self).__qualname__}",
+            "source": params,
+            "files": [_file_stats(v) for v in params.values() if isinstance(v, (str, list))],
+            "options": [self.max_documents, self.deduplicate, self.min_chars, self.val_fraction, self.seed,
+                        [repr(a) for a in self.augment]],
+            "extra": self.fingerprint_extra(),
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+    def fingerprint_extra(self) -> Any:
+        """Anything else that changes the documents (a corpus overrides it, e.g. with a version)."""
+        return None
+
+    def prepared_folder(self) -> Path:
+        root = Path(self.cache_dir).expanduser() if self.cache_dir else cache_dir() / "shards"
+        return root / f"{self.fingerprint()}-{self.tokenizer.fingerprint}"
+
+    def prepare(self, progress: bool = True, timeout: float = 24 * 3600) -> PreparedCorpus:
+        """The corpus as token shards: tokenized now, or reused from an earlier prepare.
+
+        Rank 0 writes; other ranks wait for it. See :mod:`lmforge.data.shards`.
+        """
+        tok = self.tokenizer
+        folder = self.prepared_folder()
+        if not (folder / "meta.json").is_file() and rank_zero_only.rank != 0:
+            deadline = time.monotonic() + timeout
+            while not (folder / "meta.json").is_file():
+                if time.monotonic() > deadline:
+                    raise UserError(f"Waited {timeout:.0f} s for rank 0 to prepare '{folder}': run `lmforge prepare` "
+                                    "first, on a file system every node shares.")
+                time.sleep(1)
+        if (folder / "meta.json").is_file():
+            return PreparedCorpus.open(folder, tok.fingerprint)
+        rank_zero_info(f"Preparing {self.name} into token shards at {folder} ...")
+        meta = {"corpus": self.name, "fingerprint": self.fingerprint(), "tokenizer_json_sha": tok.fingerprint}
+        with PrepareProgress(self.size_hint(), enabled=progress and rank_zero_only.rank == 0) as bar:
+            prepared = write_prepared(folder, self._augmented(self.labelled_documents()), tok.encode_batch,
+                                      tok.vocab_size, tok.eos_id, tok.fingerprint, meta, on_progress=bar.update)
+        if not any(s["documents"] for split in prepared.meta["splits"].values() for s in split):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise UserError(f"Corpus {self.name} has no text: every document is empty.")
+        m = prepared.meta
+        rank_zero_info(
+            f"Prepared {self.name}: {m['characters'] / 1e6:.1f} M characters -> {prepared.num_tokens('train'):,} train / "
+            f"{prepared.num_tokens('val'):,} val tokens ({m['dtype']}) in {m['seconds']:.1f} s."
+        )
+        return prepared
+
+    def size_hint(self) -> int | None:
+        """Bytes of text to read, when known (uncompressed local ``paths``), for the progress bar's ETA."""
+        paths = getattr(self, "paths", None)
+        if not paths or getattr(self, "hf_dataset", None) or self.max_documents is not None:
+            return None
+        stats = _file_stats(paths)
+        if not stats or any(not name.lower().endswith((".txt", ".jsonl", ".csv")) for name, _, _ in stats):
+            return None
+        return sum(size for _, size, _ in stats)
 
     # -- Lightning hooks --------------------------------------------------------------------
     def _attach_objective(self) -> None:
@@ -186,41 +336,62 @@ class CorpusDataModule(L.LightningDataModule):
                     f"{type(self).__name__} needs an objective: set `.objective` or train a task that defines one."
                 )
 
+    def prepare_data(self) -> None:
+        """Prepare the token shards once per node, before every rank's :meth:`setup`."""
+        self._attach_objective()
+        if not self.objective.sentences and not self.streaming:
+            self.prepare()
+
     def setup(self, stage: str) -> None:
         self._attach_objective()
         if self.train_set is not None:
             return
         tok = self.tokenizer
         self.objective.bind(tok)
-        train_docs, val_docs = self.splits()
-        if self.augment:
-            train_docs = apply_augmentations(train_docs, self.augment, self.seed)
         if self.objective.sentences:
             # sentence-pair objectives (NSP) build their examples from each document's sentences
+            train_docs, val_docs = self.splits()
+            if self.augment:
+                train_docs = [d for _, d in self._augmented(("train", d) for d in train_docs)]
             self.train_set = self._sentence_examples(train_docs, self.seed)
             self.val_set = self._sentence_examples(val_docs, self.seed + 1)
             unit = "examples built from sentences"
+            counts = f"{len(train_docs)} train / {len(val_docs)} val documents, "
         else:
             block = self.objective.block_length(self.seq_len)
-            dtype = token_dtype(tok.vocab_size)
-            self.train_set = PackedBlocks(concat_documents(tok.encode_batch(train_docs), tok.eos_id, dtype), block)
-            self.val_set = PackedBlocks(concat_documents(tok.encode_batch(val_docs), tok.eos_id, dtype), block)
             unit = f"blocks of {block} tokens"
+            if self.streaming:
+                rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+                self.train_set = StreamingBlocks(self._stream_documents, tok.encode_batch, tok.eos_id,
+                                                 token_dtype(tok.vocab_size), block, rank, world)
+                val_docs = [d for s, d in itertools.islice(
+                    ((s, d) for s, d in self.labelled_documents() if s == "val"), self.stream_val_documents)]
+                stream = concat_documents(tok.encode_batch(val_docs), tok.eos_id, token_dtype(tok.vocab_size))
+                self.val_set = PackedBlocks(stream, block)
+                counts = f"streaming; {len(val_docs)} val documents, "
+            else:
+                prepared = self.prepare()
+                self.train_set = ShardBlocks(prepared.shards["train"], block)
+                self.val_set = ShardBlocks(prepared.shards["val"], block)
+                n_docs = [sum(len(s.doc_ends) for s in prepared.shards[k]) for k in ("train", "val")]
+                counts = f"{n_docs[0]} train / {n_docs[1]} val documents, "
         for split, ds in (("train", self.train_set), ("validation", self.val_set)):
-            if len(ds) == 0:
+            if not isinstance(ds, StreamingBlocks) and len(ds) == 0:
                 raise UserError(
                     f"The {split} split of {self.name} is too short for one example of {self.seq_len} tokens: "
                     "add text or lower `seq_len`."
                 )
-        rank_zero_info(
-            f"{self.name}: {len(train_docs)} train / {len(val_docs)} val documents, "
-            f"{len(self.train_set):,} / {len(self.val_set):,} {unit}."
-        )
+        sizes = f"{len(self.val_set):,} val" if self.streaming else f"{len(self.train_set):,} / {len(self.val_set):,}"
+        rank_zero_info(f"{self.name}: {counts}{sizes} {unit}.")
         # the run folder, if the run has one (without a logger, log_dir would be the working folder)
         log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.loggers else None
         if log_dir and self.trainer.is_global_zero and not self.tokenizer_spec.path:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             tok.save(Path(log_dir) / "tokenizer.json")
+
+    def _stream_documents(self, start: int) -> Iterator[str]:
+        return self.train_documents(start) if not self.augment else itertools.islice(
+            (d for s, d in self._augmented(self.labelled_documents()) if s == "train"), start, None)
 
     def _sentence_examples(self, docs: list[str], seed: int) -> list:
         sentences = [split_sentences(doc) for doc in docs]
@@ -228,26 +399,118 @@ class CorpusDataModule(L.LightningDataModule):
         tokenized = [[next(ids) for _ in doc] for doc in sentences]
         return self.objective.build_examples(tokenized, self.seq_len, seed)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        options: dict[str, Any] = {}
+        if train and isinstance(dataset, StreamingBlocks):
+            dataset.resume_from = self._resume.pop("stream", {})
+            options["collate_fn"] = collate_stream(self.objective)
+        elif train:
+            rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+            self._sampler = ResumableSampler(len(dataset), world, rank, shuffle=True, seed=self.seed)
+            if "sampler" in self._resume:
+                self._sampler.load_state_dict(self._resume.pop("sampler"))
+            options.update(sampler=self._sampler, drop_last=True)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            collate_fn=self.objective,
+            collate_fn=options.pop("collate_fn", self.objective),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            **options,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)
+
+    # -- exact mid-epoch resume (through Lightning's checkpoint) -------------------------------
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "stream_position" in batch:
+            stream, doc, offset = batch.pop("stream_position").tolist()
+            self._stream_positions[stream] = (doc, offset)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training data stands: the sampler's epoch and position, or each
+        sub-stream's position. Saved in every checkpoint."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        if self._sampler is not None:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            return {"sampler": self._sampler.state_dict(done * self.batch_size)}
+        if isinstance(self.train_set, StreamingBlocks):
+            positions = dict(self._stream_positions)
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                gathered: list[dict] = [{} for _ in range(torch.distributed.get_world_size())]
+                torch.distributed.all_gather_object(gathered, positions)  # every rank saves, rank 0 writes
+                positions = {k: v for part in gathered for k, v in part.items()}
+            return {"stream": positions, "streams": trainer.world_size * max(1, self.num_workers)}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "stream" in state_dict:
+            streams = self.trainer.world_size * max(1, self.num_workers) if self.trainer else max(1, self.num_workers)
+            if state_dict["streams"] != streams:
+                raise UserError(
+                    f"The checkpoint streamed its data as {state_dict['streams']} sub-streams (devices x num_workers), "
+                    f"this run as {streams}: resume with the same number of devices and `num_workers`."
+                )
+            self._resume["stream"] = {int(k): tuple(v) for k, v in state_dict["stream"].items()}
+            self._stream_positions = dict(self._resume["stream"])
+        elif "sampler" in state_dict:
+            self._resume["sampler"] = state_dict["sampler"]
+
+
+AUGMENT_CHUNK = 1024  # training documents augmented together (one seeded draw per chunk)
+
+
+def _file_stats(value: str | list) -> list:
+    """(path, size, mtime) of the local files a source argument names, if any."""
+    stats = []
+    for entry in [value] if isinstance(value, str) else value:
+        if not isinstance(entry, str):
+            continue
+        p = Path(entry).expanduser()
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else \
+            [p] if p.is_file() else sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+        for f in files:
+            st = f.stat()
+            stats.append((str(f), st.st_size, st.st_mtime_ns))
+    return stats
+
+
+class PrepareProgress:
+    """A rich progress bar for :meth:`CorpusDataModule.prepare`: MB read, MB/s, and ETA when the size is known.
+
+    Args:
+        total_bytes: Bytes to read, if known.
+        enabled: Show it (rank 0 only).
+    """
+
+    def __init__(self, total_bytes: int | None, enabled: bool = True):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.progress = Progress(TextColumn("tokenizing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[docs]:,} documents"),
+                                 disable=not enabled)
+        self.task = self.progress.add_task("prepare", total=total_bytes, docs=0)
+
+    def __enter__(self) -> PrepareProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, chars: int, docs: int) -> None:
+        self.progress.update(self.task, completed=chars, docs=docs)
 
 
 class TextCorpus(CorpusDataModule):
@@ -259,7 +522,6 @@ class TextCorpus(CorpusDataModule):
         hf_dataset: A Hugging Face dataset name, read instead of ``paths``.
         hf_config: The dataset configuration (e.g. ``20231101.en`` for Wikipedia).
         hf_split: The dataset split to read.
-        streaming: Stream the Hugging Face dataset instead of downloading it whole.
         text_field: Column that holds the text (jsonl/json/parquet/csv and hub datasets).
         txt_split: A ``.txt`` file is one document (``file``) or one per blank-line block
             (``blank_line``).
@@ -271,7 +533,6 @@ class TextCorpus(CorpusDataModule):
         hf_dataset: str | None = None,
         hf_config: str | None = None,
         hf_split: str = "train",
-        streaming: bool = False,
         text_field: str = "text",
         txt_split: TxtSplit = "file",
         **kwargs: Any,
@@ -281,7 +542,6 @@ class TextCorpus(CorpusDataModule):
         self.hf_dataset = hf_dataset
         self.hf_config = hf_config
         self.hf_split = hf_split
-        self.streaming = streaming
         self.text_field = text_field
         self.txt_split = txt_split
 
@@ -289,15 +549,13 @@ class TextCorpus(CorpusDataModule):
     def name(self) -> str:
         return self.hf_dataset or str(self.paths)
 
-    def load_documents(self) -> list[str]:
+    def load_documents(self) -> Iterator[str]:
+        """The documents, read lazily (filters and ``max_documents`` apply downstream)."""
         if self.hf_dataset:
-            # read lazily through the shared filters, so that max_documents counts kept documents
-            return self.keep_documents(
-                iter_hf(self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming)
-            )
+            return iter_hf(self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming)
         if self.paths is None:
             raise UserError("No corpus given: set `data.paths` to your text files or `data.hf_dataset` to a hub dataset.")
-        return read_local(self.paths, self.text_field, self.txt_split)
+        return iter_local(self.paths, self.text_field, self.txt_split)
 
 
 class BundledCorpus(CorpusDataModule):
@@ -313,3 +571,6 @@ class BundledCorpus(CorpusDataModule):
 
     def load_documents(self) -> list[str]:
         return bundled_documents()
+
+    def fingerprint_extra(self) -> str:
+        return sys.version  # the bundled text is this Python's

@@ -1,0 +1,133 @@
+"""The training order: deterministic from (seed, epoch), disjoint per rank, exact mid-epoch resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lmforge.data import TextCorpus, TokenizerSpec, train_tokenizer
+from lmforge.data.documents import read_local
+from lmforge.data.sampler import ResumableSampler
+from lmforge.data.streaming import StreamingBlocks
+from lmforge.errors import UserError
+from lmforge.models import GPTConfig
+from lmforge.tasks import CausalLMTask, OptimizerConfig
+
+
+def _epoch(sampler: ResumableSampler, epoch: int) -> list[int]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_sampler_order_comes_from_seed_and_epoch() -> None:
+    a, b = ResumableSampler(50, seed=3), ResumableSampler(50, seed=3)
+    assert _epoch(a, 0) == _epoch(b, 0) and sorted(_epoch(a, 0)) == list(range(50))
+    assert _epoch(a, 1) != _epoch(a, 0)
+    assert _epoch(ResumableSampler(50, seed=4), 0) != _epoch(a, 0)
+
+
+def test_sampler_ranks_are_disjoint() -> None:
+    parts = [_epoch(ResumableSampler(53, num_replicas=4, rank=r, seed=1), 2) for r in range(4)]
+    seen = [i for part in parts for i in part]
+    assert len(seen) == len(set(seen)) == 52 and all(len(p) == 13 for p in parts)
+
+
+def test_sampler_resumes_after_what_was_consumed() -> None:
+    full = _epoch(ResumableSampler(40, num_replicas=2, rank=1, seed=7), 3)
+    sampler = ResumableSampler(40, num_replicas=2, rank=1, seed=7)
+    sampler.set_epoch(3)
+    state = sampler.state_dict(consumed=6)
+    resumed = ResumableSampler(40, num_replicas=2, rank=1, seed=7)
+    resumed.load_state_dict(state)
+    assert _epoch(resumed, 3) == full[6:] and len(resumed) == len(full)
+    assert _epoch(resumed, 3) == full  # the skip applies once
+    other = ResumableSampler(40, num_replicas=4, rank=1, seed=7)
+    with pytest.raises(UserError, match="num_replicas=2, this run has num_replicas=4"):
+        other.load_state_dict(state)
+
+
+# -- through Lightning's checkpoints ------------------------------------------------------------
+class Recorder(L.Callback):
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append((trainer.current_epoch, batch["input_ids"].tolist()))
+
+
+def _fit(corpus: Path, tmp_path: Path, run: str, max_steps: int, ckpt_path: Path | None = None, **data) -> list:
+    tokenizer = tmp_path / "tokenizer.json"
+    if not tokenizer.exists():
+        train_tokenizer(read_local(str(corpus)), TokenizerSpec(vocab_size=300)).save(tokenizer)
+    L.seed_everything(0)
+    dm = TextCorpus(paths=str(corpus), tokenizer=TokenizerSpec(path=str(tokenizer)), seq_len=16, batch_size=16,
+                    cache_dir=str(tmp_path / "cache"), **data)
+    # the schedule sizes itself from estimated_stepping_batches (no decay_steps), before the restore
+    task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
+                        optimizer=OptimizerConfig(warmup_steps=2))
+    recorder = Recorder()
+    trainer = L.Trainer(
+        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=1, val_check_interval=5,
+        callbacks=[recorder, ModelCheckpoint(tmp_path / run, "{step}", every_n_train_steps=1, save_top_k=-1)],
+    )
+    trainer.fit(task, dm, ckpt_path=ckpt_path)
+    return recorder.batches
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["shards", "streaming"])
+def test_mid_epoch_resume_continues_with_exactly_the_next_batch(streaming: bool, tiny_corpus: Path,
+                                                                tmp_path: Path) -> None:
+    full = _fit(tiny_corpus, tmp_path, "full", 24, streaming=streaming)
+    assert len(full) == 24 and full[7][0] == 0 and full[19][0] == 1  # 13-14 steps per epoch
+    for stop in (7, 19):  # within the first epoch, and within a later one
+        resumed = _fit(tiny_corpus, tmp_path, f"from{stop}", 24, ckpt_path=tmp_path / "full" / f"step={stop}.ckpt",
+                       streaming=streaming)
+        assert resumed == full[stop:], f"resuming at step {stop}"
+    assert len({str(b) for _, b in full}) > 1
+
+
+def test_streaming_splits_documents_over_ranks_and_workers_without_overlap() -> None:
+    docs = [f"doc{g} " + "word " * (g % 7) for g in range(40)]
+    encode = lambda texts: [[int(t.split()[0][3:])] * len(t.split()) for t in texts]  # noqa: E731
+    blocks = {}
+    for rank in range(2):
+        ds = StreamingBlocks(lambda start: iter(docs[start:]), encode, eos_id=999, dtype=np.uint16, block_length=4,
+                             rank=rank, world_size=2)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, collate_fn=lambda x: x)
+        for item in loader:
+            blocks.setdefault(rank, []).append(item)
+    owners: dict[int, set] = {}
+    for rank, items in blocks.items():
+        for item in items:
+            for token in item["block"].tolist():
+                if token != 999:
+                    owners.setdefault(token, set()).add((rank, item["stream"]))
+    assert all(len(o) == 1 for o in owners.values())  # each document in exactly one sub-stream
+    assert {s for o in owners.values() for _, s in o} == {0, 1, 2, 3}
+    assert all(next(iter(owners[g]))[1] == g % 4 for g in owners)
+
+
+def test_streaming_resumes_from_a_position_without_retokenizing_what_came_before() -> None:
+    docs = [f"doc{g} " + "word " * (g % 5 + 1) for g in range(30)]
+    encoded: list[str] = []
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        encoded.extend(texts)
+        return [[int(t.split()[0][3:])] * len(t.split()) for t in texts]
+
+    def make() -> StreamingBlocks:
+        return StreamingBlocks(lambda start: iter(docs[start:]), encode, 999, np.uint16, 5, batch_documents=1)
+
+    full = list(make())
+    resumed = make()
+    resumed.resume_from = {0: full[9]["position"]}
+    encoded.clear()
+    rest = list(resumed)
+    assert [b["block"].tolist() for b in rest] == [b["block"].tolist() for b in full[10:]]
+    assert encoded[0] == docs[full[9]["position"][0]]  # tokenizing starts at the resume document
