@@ -199,14 +199,21 @@ def test_tokenizer_train_command_never_overwrites(tiny_corpus: Path, tmp_path: P
     assert out.read_text() == written
 
 
-def test_console_script_ddp_two_cpu_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streaming", [False, True], ids=["shards", "streaming"])
+def test_console_script_ddp_two_cpu_processes(tmp_path: Path, streaming: bool) -> None:
     """Real DDP: two gloo processes on the CPU, launched by Lightning from the console script."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "lmforge", "fit", "-c", TINY, "--trainer.strategy=ddp", "--trainer.devices=2",
-           "--trainer.max_steps=4", "--trainer.val_check_interval=2", *QUIET]
+           "--trainer.max_steps=4", "--trainer.val_check_interval=2", f"--data.streaming={streaming}", *QUIET]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "logs" / "gpt-tiny" / "version_0"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
     assert not (tmp_path / "logs" / "gpt-tiny" / "version_1").exists()  # one run, not one per rank
+    data_state = ckpt["BundledCorpus"]
+    if streaming:  # each rank's sub-stream position, gathered into the one checkpoint rank 0 writes
+        assert sorted(data_state["stream"]) == [0, 1] and data_state["streams"] == 2
+        assert data_state["stream"][0] != data_state["stream"][1]
+    else:  # 4 batches of 8 per rank, in epoch 0, with 2 ranks
+        assert data_state["sampler"] == {**data_state["sampler"], "epoch": 0, "consumed": 32, "num_replicas": 2}

@@ -330,3 +330,13 @@ def test_read_hf_offline_unknown_dataset() -> None:
     name = "lmforge-tests/no-such-dataset-9f3a1c"
     with pytest.raises(UserError, match=re.escape(f"'{name}'")):
         read_hf(name)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_jsonl_record_without_the_text_field_names_its_line(tmp_path: Path, compress: bool) -> None:
+    rows = [{"text": "one"}, {"text": None}, {"id": 3}, {"text": "four"}]  # null is skipped, absent is an error
+    path = write_jsonl(tmp_path / ("a.jsonl.gz" if compress else "a.jsonl"), rows, compress=compress)
+    with pytest.raises(UserError, match=names(path) + "' line 3 has no 'text' field"):
+        read_local(str(path))
+    ok = write_jsonl(tmp_path / "ok.jsonl", [rows[0], rows[1], rows[3]])
+    assert read_local(str(ok)) == ["one", "four"]

@@ -299,3 +299,18 @@ def test_byte_level_vocab_below_its_alphabet_is_refused() -> None:
     with pytest.raises(UserError, match="at least 257"):
         train("byte_level_bpe", "gpt", vocab_size=200)
     assert train("byte_level_bpe", "gpt", vocab_size=257).vocab_size == 257
+
+
+@pytest.mark.parametrize("kind,family", [("byte_level_bpe", "gpt"), ("bpe", "gpt"), ("wordpiece", "bert"),
+                                         ("unigram", "t5")])
+def test_long_texts_encoded_in_pieces_give_the_ids_of_the_whole(kind: str, family: str) -> None:
+    from lmforge.data.tokenizer import PIECE_CHARS, _pieces
+
+    words = "Pretraining, at scale: the model reads 1,024 tokens\n\nthen   predicts the next one. ".split(" ")
+    rng = random.Random(0)
+    text = " ".join(rng.choice(words) for _ in range(3 * PIECE_CHARS // 5))
+    assert len(text) > 2 * PIECE_CHARS and len(_pieces(text)) >= 2 and "".join(_pieces(text)) == text
+    tok = train_tokenizer([text[:5000]], TokenizerSpec(kind=kind, family=family, vocab_size=300, min_frequency=1))
+    whole = tok.backend.encode(text, add_special_tokens=False).ids
+    assert tok.encode_batch(["short one", text]) == [tok.encode("short one"), whole]
+    assert tok._pieces_exact is True

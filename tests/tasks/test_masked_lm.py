@@ -23,7 +23,7 @@ def _task(vocab_size: int, **kwargs) -> MaskedLMTask:
 
 
 def _data(corpus: Path) -> TextCorpus:
-    return TextCorpus(paths=str(corpus), tokenizer=SPEC, seq_len=32, batch_size=16)
+    return TextCorpus(paths=str(corpus), tokenizer=SPEC, seq_len=32, batch_size=16, val_fraction=0.25)
 
 
 def test_sparse_loss_equals_dense_loss(tiny_corpus: Path) -> None:

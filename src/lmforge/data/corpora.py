@@ -186,11 +186,12 @@ class BookCorpus(CorpusDataModule):
 class FineWebCorpus(CorpusDataModule):
     """FineWeb or FineWeb-Edu web pages, streamed from the hub or read from local parquet shards.
 
-    The hub datasets are terabytes, so they are streamed by default and reading stops once
-    ``max_documents`` documents have passed every filter (this corpus's and the shared
-    ``min_chars``/``deduplicate``): set ``max_documents``, or the whole sample is read into
-    memory. Local shards (the hub's own ``.parquet`` files) are read a batch at a time, only
-    the columns a filter needs.
+    The hub datasets are terabytes, so they are always read as a stream, and by default
+    (``streaming``) tokenized on the fly while training. With ``streaming: false`` the pages
+    are prepared into token shards once; reading stops when ``max_documents`` pages have
+    passed every filter (this corpus's and the shared ``min_chars``/``deduplicate``). Local
+    shards (the hub's own ``.parquet`` files) are read a batch at a time, only the columns a
+    filter needs.
 
     Args:
         paths: Local ``.parquet`` shards with FineWeb's columns (folders and globs allowed,
@@ -203,6 +204,7 @@ class FineWebCorpus(CorpusDataModule):
         hf_split: The dataset split to read.
         streaming: Tokenize and pack pages as they are read, no token shards (see
             :class:`~lmforge.data.text.CorpusDataModule`); on by default, for the hub's terabytes.
+            The hub dataset is read as a stream either way.
         text_field: Column that holds the text.
         min_language_score: Keep pages whose ``language_score`` (fastText's confidence that
             the page is English, 0 to 1; FineWeb kept 0.65 and above) is at least this.
@@ -277,7 +279,8 @@ class FineWebCorpus(CorpusDataModule):
 
         source = f"dataset '{self.hf_dataset}' (config {self.hf_config!r})"
         try:
-            ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=self.hf_split, streaming=self.streaming)
+            # always read as a stream: the samples are terabytes, and prepare stops at max_documents
+            ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=self.hf_split, streaming=True)
         except Exception as err:  # offline, unknown name, bad config ...
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise UserError(

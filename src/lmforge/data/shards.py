@@ -24,6 +24,7 @@ import shutil
 import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,7 +244,7 @@ def write_prepared(
     eos_id: int,
     tokenizer_fp: str,
     meta: dict,
-    chunk_chars: int = 4 << 20,
+    chunk_chars: int = 1 << 20,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> PreparedCorpus:
@@ -273,15 +274,27 @@ def write_prepared(
     try:
         writers = {s: ShardWriter(tmp, s, vocab_size, eos_id, tokenizer_fp, shard_tokens) for s in SPLITS}
         chars = docs = 0
-        for chunk in _chunks(documents, chunk_chars):
-            texts = [text for _, text in chunk]
-            ids = encode_batch(texts)
+
+        def write(chunk: list[tuple[str, str]], ids: list[list[int]]) -> None:
+            nonlocal chars, docs
             for split in SPLITS:
                 writers[split].add([d for (s, _), d in zip(chunk, ids) if s == split])
-            chars += sum(len(t) for t in texts)
-            docs += len(texts)
+            chars += sum(len(t) for _, t in chunk)
+            docs += len(chunk)
             if on_progress is not None:
                 on_progress(chars, docs)
+
+        # encoding (which releases the GIL) runs in a thread while the next chunk is read
+        # and the previous one written: two chunks in flight at most
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for chunk in _chunks(documents, chunk_chars):
+                future = pool.submit(encode_batch, [text for _, text in chunk])
+                if pending is not None:
+                    write(pending[0], pending[1].result())
+                pending = (chunk, future)
+            if pending is not None:
+                write(pending[0], pending[1].result())
         _balance(writers)
         meta = dict(meta, format=FORMAT_VERSION, dtype=writers["train"].dtype.name, eos_id=eos_id,
                     tokenizer=tokenizer_fp, characters=chars, seconds=round(time.perf_counter() - start, 3),

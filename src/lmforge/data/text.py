@@ -237,12 +237,22 @@ class CorpusDataModule(L.LightningDataModule):
             if spec.path:
                 self._tokenizer = Tokenizer.from_file(spec.path)
             else:
-                texts = (itertools.islice(self.train_documents(), self.stream_tokenizer_documents)
-                         if self.streaming else self.splits()[0])
+                # the training documents, read lazily (the first ones only when streaming)
+                limit = self.stream_tokenizer_documents if self.streaming else None
+                texts = self._tokenizer_texts(limit)
                 rank_zero_info(f"Training a {spec.kind} tokenizer ({spec.vocab_size} tokens) on {self.name} ...")
                 # ranks other than 0 load what rank 0 trained: training is not deterministic
-                self._tokenizer = train_tokenizer_cached(list(texts), spec, wait=rank_zero_only.rank != 0)
+                key = f"{self.fingerprint()}:{limit}"
+                self._tokenizer = train_tokenizer_cached(texts, spec, wait=rank_zero_only.rank != 0, corpus_key=key)
         return self._tokenizer
+
+    def _tokenizer_texts(self, limit: int | None) -> Iterator[str]:
+        count = 0
+        for doc in itertools.islice(self.train_documents(), limit):
+            count += 1
+            yield doc
+        if not count:  # every document went to validation (a tiny corpus): as splits() does
+            yield from self.splits()[0]
 
     @tokenizer.setter
     def tokenizer(self, value: Tokenizer) -> None:

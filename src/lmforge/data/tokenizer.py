@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class Tokenizer:
 
     def __init__(self, backend: tokenizers.Tokenizer):
         self.backend = backend
+        self._pieces_exact: bool | None = None  # whether long texts may be encoded in pieces
 
     # -- loading and saving -------------------------------------------------------------
     @classmethod
@@ -145,10 +147,63 @@ class Tokenizer:
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        """Token ids of each text, encoded in parallel on every core.
+
+        A text longer than :data:`PIECE_CHARS` is cut into pieces just after a non-space
+        character that a space follows, the pieces are encoded in parallel with the rest, and
+        their ids joined. Pre-tokenizers split words there (byte-level, WordPiece, Metaspace),
+        so the ids are those of the whole text -- checked once per tokenizer on the first long
+        text, and long texts are encoded whole if the check fails. Without it, one book in a
+        batch keeps a single core busy while the others wait.
+        """
+        pieces: list[str] = []
+        counts: list[int] = []
+        for text in texts:
+            split = _pieces(text) if len(text) > PIECE_CHARS and self._check_pieces(text) else [text]
+            pieces.extend(split)
+            counts.append(len(split))
+        encodings = self.backend.encode_batch(pieces, add_special_tokens=False)
+        if len(pieces) == len(texts):
+            return [e.ids for e in encodings]
+        out: list[list[int]] = []
+        i = 0
+        for n in counts:
+            ids = encodings[i].ids
+            for e in encodings[i + 1 : i + n]:
+                ids.extend(e.ids)
+            out.append(ids)
+            i += n
+        return out
+
+    def _check_pieces(self, text: str) -> bool:
+        if self._pieces_exact is None:
+            sample = text[: 4 * PIECE_CHARS]
+            whole = self.backend.encode(sample, add_special_tokens=False).ids
+            parts = [self.backend.encode(p, add_special_tokens=False).ids for p in _pieces(sample, PIECE_CHARS // 4)]
+            self._pieces_exact = whole == [i for p in parts for i in p]
+        return self._pieces_exact
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+PIECE_CHARS = 16384  # texts longer than this are encoded in pieces (see Tokenizer.encode_batch)
+_PIECE_END = re.compile(r"\S(?=\s)")
+
+
+def _pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
+    """``text`` cut into pieces of about ``size`` characters, each ending at a non-space
+    character that a space follows (a text without such a place stays whole)."""
+    out: list[str] = []
+    start = 0
+    while len(text) - start > size:
+        match = _PIECE_END.search(text, start + size)
+        if match is None:
+            break
+        out.append(text[start : match.end()])
+        start = match.end()
+    out.append(text[start:])
+    return out
 
 
 def _build_backend(spec: TokenizerSpec) -> tuple[tokenizers.Tokenizer, trainers.Trainer]:
@@ -246,7 +301,8 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
     return Tokenizer.from_str(tok.to_str())
 
 
-def train_tokenizer_cached(texts: list[str], spec: TokenizerSpec, wait: bool = False, timeout: float = 3600) -> Tokenizer:
+def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool = False, timeout: float = 3600,
+                           corpus_key: str | None = None) -> Tokenizer:
     """Train a tokenizer, or reuse the one trained before on the same texts with the same spec.
 
     WordPiece and Unigram training in ``tokenizers`` is not deterministic, so every process
@@ -258,10 +314,16 @@ def train_tokenizer_cached(texts: list[str], spec: TokenizerSpec, wait: bool = F
         spec: Kind, vocabulary size and family of special tokens.
         wait: Wait for another process to write the cache instead of training.
         timeout: Seconds to wait.
+        corpus_key: What identifies ``texts`` (a corpus fingerprint): then ``texts`` is read
+            once, lazily, and only to train. Without it the cache key hashes every text.
     """
     key = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
-    for text in texts:
-        key.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+    if corpus_key is not None:
+        key.update(corpus_key.encode())
+    else:
+        texts = list(texts)
+        for text in texts:
+            key.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
     path = cache_dir() / "tokenizers" / f"{key.hexdigest()[:24]}.json"
     deadline = time.monotonic() + timeout
     while wait and not path.is_file():

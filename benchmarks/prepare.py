@@ -1,0 +1,188 @@
+"""Corpus preparation: speed against ``datasets.map``, memory against corpus size, data wait in training.
+
+Corpus: the Project Gutenberg books (``*.txt``) of ``../shared/data/general/gutenberg`` (``--corpus``),
+one document per file, read by ``TextCorpus``. Tokenizer: a byte-level BPE of 8192 tokens
+trained once on the corpus (not timed) and used by every variant.
+
+1. Speed, in MB of text per second (UTF-8 bytes of the files / wall seconds), each variant
+   in its own fresh subprocess so that nothing is cached, interleaved for ``--rounds``
+   rounds (median reported):
+   (a) ``lmforge prepare``: ``TextCorpus.prepare`` into an empty cache folder -- reading the
+       files, the validation split, tokenizing (``tokenizers`` batch encoding on every
+       core), writing uint16 shards and document offsets.
+   (b) ``datasets``: the same documents read the same way (``iter_local``) into
+       ``Dataset.from_dict``, then ``Dataset.map(batched=True, num_proc=2)`` with the same
+       tokenizer returning ``input_ids``, written to an empty cache folder -- the recipe of
+       the Hugging Face example scripts (run_clm/run_mlm). Target: (a)/(b) >= 1.5.
+2. Peak memory (the subprocess's peak RSS, VmHWM) of (a) on the corpus and on 10 copies of it
+   (``paths`` naming the folder ten times: 10x the documents). Target: within 1.2x.
+3. Data wait: ``lmforge fit`` of the tiny GPT (``configs/gpt/tiny.yaml`` shape) on the
+   prepared shards for ``--steps`` steps with Lightning's SimpleProfiler; the share of time
+   in ``train_dataloader_next`` (fetching and collating the next batch) over that plus
+   ``run_training_batch``. Target: < 2%.
+
+Run: ``python benchmarks/prepare.py`` (about 10 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS = ROOT.parent / "shared" / "data" / "general" / "gutenberg"
+
+
+def _corpus_bytes(paths: list[str]) -> int:
+    from lmforge.data.documents import expand_paths
+
+    return sum(p.stat().st_size for p in expand_paths(paths))
+
+
+# -- variants, each run in a fresh subprocess ------------------------------------------------------
+def run_lmforge(paths: list[str], tokenizer: str, workdir: str) -> dict:
+    from lmforge.data import TextCorpus, TokenizerSpec
+
+    start = time.perf_counter()
+    corpus = TextCorpus(paths=paths, tokenizer=TokenizerSpec(path=tokenizer), cache_dir=workdir)
+    prepared = corpus.prepare(progress=False)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": prepared.num_tokens("train") + prepared.num_tokens("val")}
+
+
+def run_datasets(paths: list[str], tokenizer: str, workdir: str) -> dict:
+    import datasets
+    import tokenizers
+
+    from lmforge.data.documents import iter_local
+
+    datasets.disable_progress_bars()
+    start = time.perf_counter()
+    tok = tokenizers.Tokenizer.from_file(tokenizer)
+
+    def tokenize(batch: dict) -> dict:
+        return {"input_ids": [e.ids for e in tok.encode_batch(batch["text"], add_special_tokens=False)]}
+
+    ds = datasets.Dataset.from_dict({"text": list(iter_local(paths))})
+    out = ds.map(tokenize, batched=True, num_proc=2, remove_columns=["text"],
+                 cache_file_name=str(Path(workdir) / "tokenized.arrow"))
+    tokens = sum(len(ids) for ids in out.with_format("numpy")["input_ids"])
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "tokens": int(tokens)}
+
+
+def run_variant(args: argparse.Namespace) -> None:
+    fn = {"lmforge": run_lmforge, "datasets": run_datasets}[args.variant]
+    with tempfile.TemporaryDirectory() as workdir:
+        result = fn(json.loads(args.paths), args.tokenizer, workdir)
+    # VmHWM (this process image's peak RSS): ru_maxrss would carry the parent's RSS over the exec
+    status = Path("/proc/self/status").read_text()
+    result["max_rss_mb"] = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+    print("RESULT " + json.dumps(result))
+
+
+def subprocess_run(variant: str, paths: list[str], tokenizer: str) -> dict:
+    cmd = [sys.executable, __file__, "--variant", variant, "--paths", json.dumps(paths), "--tokenizer", tokenizer]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+# -- data wait in training --------------------------------------------------------------------------
+def data_wait_share(paths: list[str], tokenizer: str, steps: int) -> dict:
+    import lightning as L
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from lmforge.data import TextCorpus, TokenizerSpec
+    from lmforge.models import GPTConfig
+    from lmforge.tasks import CausalLMTask, OptimizerConfig
+
+    with tempfile.TemporaryDirectory() as workdir:
+        dm = TextCorpus(paths=paths, tokenizer=TokenizerSpec(path=tokenizer), seq_len=64, batch_size=8,
+                        cache_dir=workdir)
+        task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=64, n_layer=2, n_head=2,
+                                             d_model=64, dropout=0.0),
+                            optimizer=OptimizerConfig(lr=3e-3, warmup_steps=5))
+        profiler = SimpleProfiler(dirpath=workdir, filename="profile")  # its report to a file, not stdout
+        trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            profiler=profiler, default_root_dir=workdir)
+        trainer.fit(task, dm)
+        durations = profiler.recorded_durations
+        fetch = durations["[_TrainingEpochLoop].train_dataloader_next"][1:]  # the first includes worker start
+        step = durations["run_training_batch"][1:]
+    return {"fetch_ms": 1000 * statistics.median(fetch), "step_ms": 1000 * statistics.median(step),
+            "share": sum(fetch) / (sum(fetch) + sum(step))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--paths", help=argparse.SUPPRESS)
+    parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        run_variant(args)
+        return
+
+    import torch
+
+    from lmforge.data import TokenizerSpec, train_tokenizer
+    from lmforge.data.documents import iter_local
+
+    if not Path(args.corpus).is_dir():
+        sys.exit(f"Corpus folder '{args.corpus}' not found: pass --corpus.")
+    paths = [str(Path(args.corpus) / "*.txt")]  # the books, not the folder's MANIFEST.json
+    mb = _corpus_bytes(paths) / 1e6
+    print(f"corpus {args.corpus}: {mb:.1f} MB, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = str(Path(tmp) / "tokenizer.json")
+        train_tokenizer(iter_local(paths), TokenizerSpec(vocab_size=8192)).save(tokenizer)
+
+        speeds: dict[str, list[float]] = {"lmforge": [], "datasets": []}
+        tokens: dict[str, int] = {}
+        rss_1x: list[float] = []
+        for r in range(args.rounds):
+            order = ["lmforge", "datasets"] if r % 2 == 0 else ["datasets", "lmforge"]
+            for variant in order:
+                result = subprocess_run(variant, paths, tokenizer)
+                speeds[variant].append(mb / result["seconds"])
+                tokens[variant] = result["tokens"]
+                if variant == "lmforge":
+                    rss_1x.append(result["max_rss_mb"])
+                print(f"round {r}: {variant:8s} {mb / result['seconds']:6.2f} MB/s  ({result['seconds']:.1f} s, "
+                      f"{result['tokens']:,} tokens, max RSS {result['max_rss_mb']:.0f} MB)", flush=True)
+        med = {k: statistics.median(v) for k, v in speeds.items()}
+        ratio = statistics.median(a / b for a, b in zip(speeds["lmforge"], speeds["datasets"]))
+        print(f"\n1. speed: lmforge prepare {med['lmforge']:.2f} MB/s, datasets.map(num_proc=2) "
+              f"{med['datasets']:.2f} MB/s; per-round ratio median {ratio:.2f}x (target >= 1.5): "
+              f"{'PASS' if ratio >= 1.5 else 'FAIL'}")
+        print(f"   tokens: lmforge {tokens['lmforge']:,} (with one end-of-document per document), "
+              f"datasets {tokens['datasets']:,}")
+
+        big = subprocess_run("lmforge", paths * args.copies, tokenizer)
+        peak_ratio = big["max_rss_mb"] / statistics.median(rss_1x)
+        print(f"2. peak memory: 1x {statistics.median(rss_1x):.0f} MB, {args.copies}x {big['max_rss_mb']:.0f} MB "
+              f"({mb * args.copies / big['seconds']:.2f} MB/s): ratio {peak_ratio:.2f} (target <= 1.2): "
+              f"{'PASS' if peak_ratio <= 1.2 else 'FAIL'}")
+
+        wait = data_wait_share(paths, tokenizer, args.steps)
+        print(f"3. data wait, tiny GPT: fetch {wait['fetch_ms']:.2f} ms, step {wait['step_ms']:.1f} ms (medians); "
+              f"share {100 * wait['share']:.2f}% (target < 2%): {'PASS' if wait['share'] < 0.02 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
