@@ -115,6 +115,8 @@ def prepare_command(argv: list[str]) -> None:
         reason = next((line for line in lines if "not accepted" in line or "Expected" in line), lines[0])
         raise UserError(f"data: {reason} (see `lmforge prepare --help`).") from err
     corpus = parser.instantiate_classes(config).data
+    if not corpus.uses_shards:
+        raise UserError(f"{corpus.name} is encoded in memory when training starts: there is nothing to prepare.")
     if corpus.streaming:
         raise UserError(f"{corpus.name} is configured with `streaming: true`, which tokenizes during training and "
                         "keeps no shards: set `--data.streaming false` to prepare it.")

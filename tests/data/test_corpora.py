@@ -22,37 +22,37 @@ def test_wikipedia_dump_documents(tmp_path: Path) -> None:
     write_dump(tmp_path, name="enwiki-20240101-pages-articles1.xml.bz2")
     write_dump(tmp_path, mediawiki(page("Zeta", 0, "Only '''one''' line.")), name="enwiki-20240101-pages-articles2.xml")
     (tmp_path / "notes.txt").write_text("not a dump", encoding="utf-8")
-    assert WikipediaCorpus(dump_paths=str(tmp_path)).load_documents() == [ARTICLE_TEXT, ZETA_TEXT, "Only one line."]
-    assert WikipediaCorpus(dump_paths=str(tmp_path), max_documents=1).load_documents() == [ARTICLE_TEXT]
+    assert list(WikipediaCorpus(dump_paths=str(tmp_path)).documents()) == [ARTICLE_TEXT, ZETA_TEXT, "Only one line."]
+    assert list(WikipediaCorpus(dump_paths=str(tmp_path), max_documents=1).documents()) == [ARTICLE_TEXT]
 
 
 def test_wikipedia_without_articles_or_files(tmp_path: Path) -> None:
     write_dump(tmp_path, mediawiki(page("Talk:Zeta", 1, "chat"), page("Z", 0, "#REDIRECT [[Zeta]]")))
-    with pytest.raises(UserError, match=r"No documents were found in .* after filtering: .*pages-articles dump"):
-        WikipediaCorpus(dump_paths=str(tmp_path)).load_documents()
+    with pytest.raises(UserError, match=r"No documents were found in .*: .*pages-articles dump"):
+        list(WikipediaCorpus(dump_paths=str(tmp_path)).documents())
     with pytest.raises(UserError, match=r"No file matches 'nowhere/\*\.xml\.bz2'"):
-        WikipediaCorpus(dump_paths="nowhere/*.xml.bz2").load_documents()
+        list(WikipediaCorpus(dump_paths="nowhere/*.xml.bz2").documents())
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=r"Folder '.*empty' holds no MediaWiki dump file"):
-        WikipediaCorpus(dump_paths=str(tmp_path / "empty")).load_documents()
+        list(WikipediaCorpus(dump_paths=str(tmp_path / "empty")).documents())
 
 
 def test_pubmed_documents_in_file_order(tmp_path: Path) -> None:
     write_pubmed(tmp_path, "pubmed24n0001.xml.gz", BASELINE)
     write_pubmed(tmp_path, "pubmed24n1220.xml", UPDATE)
-    assert PubMedCorpus(paths=str(tmp_path / "pubmed24n0001.xml.gz")).load_documents() == [
+    assert list(PubMedCorpus(paths=str(tmp_path / "pubmed24n0001.xml.gz")).documents()) == [
         DOC_100, "A deleted study.\nIt was retracted."
     ]
-    assert PubMedCorpus(paths=str(tmp_path)).load_documents() == ["Aspirin and platelet function, revised.\nNew results."]
-    assert PubMedCorpus(paths=str(tmp_path), require_abstract=False).load_documents()[-1] == "A title without abstract."
+    assert list(PubMedCorpus(paths=str(tmp_path)).documents()) == ["Aspirin and platelet function, revised.\nNew results."]
+    assert list(PubMedCorpus(paths=str(tmp_path), require_abstract=False).documents())[-1] == "A title without abstract."
 
 
 def test_pubmed_with_titles_only_says_what_to_set(tmp_path: Path) -> None:
     write_pubmed(tmp_path, "pubmed24n0001.xml", BASELINE.split("  <PubmedArticle>")[0] + "</PubmedArticleSet>\n")
     with pytest.raises(UserError, match=r"no citation has an abstract; set `require_abstract: false`"):
-        PubMedCorpus(paths=str(tmp_path)).load_documents()
+        list(PubMedCorpus(paths=str(tmp_path)).documents())
     with pytest.raises(UserError, match=r"No PubMed corpus given"):
-        PubMedCorpus().load_documents()
+        list(PubMedCorpus().documents())
 
 
 def test_books_one_document_each(tmp_path: Path) -> None:
@@ -60,19 +60,19 @@ def test_books_one_document_each(tmp_path: Path) -> None:
     (tmp_path / "b-plain.txt.gz").write_bytes(gzip.compress(b"Chapter 1\r\n\r\nPlain book.\r\n"))
     (tmp_path / "c-empty.txt").write_text("\n\n", encoding="utf-8")
     (tmp_path / "cover.jpg").write_bytes(b"\xff\xd8")
-    assert BookCorpus(paths=str(tmp_path)).load_documents() == [BOOK_BODY, "Chapter 1\n\nPlain book."]
+    assert list(BookCorpus(paths=str(tmp_path)).documents()) == [BOOK_BODY, "Chapter 1\n\nPlain book."]
     (tmp_path / "d-bad.txt").write_bytes(b"caf\xe9")
     with pytest.raises(UserError, match=r"d-bad\.txt' is not valid UTF-8"):
-        BookCorpus(paths=str(tmp_path)).load_documents()
+        list(BookCorpus(paths=str(tmp_path)).documents())
 
 
 def test_books_folder_without_books(tmp_path: Path) -> None:
     (tmp_path / "cover.jpg").write_bytes(b"\xff\xd8")
     with pytest.raises(UserError, match=r"holds no plain-text book file"):
-        BookCorpus(paths=str(tmp_path)).load_documents()
+        list(BookCorpus(paths=str(tmp_path)).documents())
     (tmp_path / "empty.txt").write_text(" \n", encoding="utf-8")
-    with pytest.raises(UserError, match=r"after filtering: every book is empty"):
-        BookCorpus(paths=str(tmp_path)).load_documents()
+    with pytest.raises(UserError, match=r"No documents were found in .*: every book is empty"):
+        list(BookCorpus(paths=str(tmp_path)).documents())
 
 
 def test_any_family_trains_on_a_wikipedia_dump_by_config_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

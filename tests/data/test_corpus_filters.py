@@ -90,4 +90,4 @@ def test_readers_that_stop_early_count_kept_documents(tmp_path: Path, monkeypatc
     for i, doc in enumerate(DOCS):
         (tmp_path / f"book{i}.txt").write_text(doc, encoding="utf-8")
     books = BookCorpus(paths=str(tmp_path), deduplicate=True, min_chars=6, max_documents=3)
-    assert books.load_documents() == ["alpha one", "beta two", "gamma three"]
+    assert list(books.documents()) == ["alpha one", "beta two", "gamma three"]

@@ -11,7 +11,7 @@ pass through ``**kwargs``. How the markup becomes text is documented in
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -27,10 +27,14 @@ def _read_hub(corpus: WikipediaCorpus | PubMedCorpus | BookCorpus) -> Iterator[s
     return iter_hf(corpus.hf_dataset, corpus.hf_config, corpus.hf_split, corpus.text_field, corpus.streaming)
 
 
-def _nonempty(docs: list[str], source: object, hint: str) -> list[str]:
-    if not docs:
-        raise UserError(f"No documents were found in {source} after filtering: {hint}")
-    return docs
+def _nonempty(docs: Iterable[str], source: object, hint: str) -> Iterator[str]:
+    """``docs``, lazily; an error naming ``source`` once they end if there was none."""
+    count = 0
+    for doc in docs:
+        count += 1
+        yield doc
+    if not count:
+        raise UserError(f"No documents were found in {source}: {hint}")
 
 
 class WikipediaCorpus(CorpusDataModule):
@@ -70,15 +74,14 @@ class WikipediaCorpus(CorpusDataModule):
     def name(self) -> str:
         return f"Wikipedia ({self.dump_paths or f'{self.hf_dataset} {self.hf_config}'})"
 
-    def load_documents(self) -> list[str]:
-        """The articles' plain text, in dump order."""
+    def load_documents(self) -> Iterator[str]:
+        """The articles' plain text, in dump order, read lazily (the dump is streamed)."""
         if not self.dump_paths:
             return _read_hub(self)
         files = expand_paths(self.dump_paths, (".xml", ".xml.bz2", ".xml.gz"), "MediaWiki dump")
         texts = (text for path in files for _, text in read_wikipedia_dump(path))
-        docs = self.keep_documents(texts)  # a dump can be huge: stops at max_documents kept
         hint = "the dump holds no article text (namespace 0, not a redirect); give a pages-articles dump."
-        return _nonempty(docs, self.dump_paths, hint)
+        return _nonempty(texts, self.dump_paths, hint)
 
 
 class PubMedCorpus(CorpusDataModule):
@@ -122,14 +125,18 @@ class PubMedCorpus(CorpusDataModule):
     def name(self) -> str:
         return f"PubMed ({self.hf_dataset or self.paths})"
 
-    def load_documents(self) -> list[str]:
-        """Title and abstract of every citation left after updates and deletions."""
+    def load_documents(self) -> Iterator[str]:
+        """Title and abstract of every citation left after updates and deletions.
+
+        Updates and deletions can touch any earlier citation, so the citations of all the
+        files are collected before the first is returned: memory grows with the corpus.
+        """
         if self.hf_dataset:
             return _read_hub(self)
         if self.paths is None:
             raise UserError("No PubMed corpus given: set `data.paths` to pubmed*.xml.gz files or `data.hf_dataset`.")
         files = expand_paths(self.paths, (".xml", ".xml.gz"), "PubMed XML")
-        docs = [text for _, text in read_pubmed_xml(files, self.require_abstract)]
+        docs = (text for _, text in read_pubmed_xml(files, self.require_abstract))
         if self.require_abstract:
             hint = "no citation has an abstract; set `require_abstract: false` to keep titles."
         else:
@@ -171,16 +178,15 @@ class BookCorpus(CorpusDataModule):
     def name(self) -> str:
         return f"books ({self.hf_dataset or self.paths})"
 
-    def load_documents(self) -> list[str]:
-        """Each book's text, in sorted path order."""
+    def load_documents(self) -> Iterator[str]:
+        """Each book's text, in sorted path order, one book at a time."""
         if self.hf_dataset:
             return _read_hub(self)
         if self.paths is None:
             raise UserError("No books given: set `data.paths` to a folder of .txt books or `data.hf_dataset`.")
         files = expand_paths(self.paths, (".txt", ".txt.gz"), "plain-text book")
         books = (strip_gutenberg(read_text(path)) for path in files)
-        docs = self.keep_documents(book for book in books if book)
-        return _nonempty(docs, self.paths, "every book is empty; give .txt files with text.")
+        return _nonempty((book for book in books if book), self.paths, "every book is empty; give .txt files with text.")
 
 
 class FineWebCorpus(CorpusDataModule):

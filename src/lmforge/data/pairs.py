@@ -94,6 +94,11 @@ class SentencePairs(CorpusDataModule):
             self._rows = rows[: self.max_documents] if self.max_documents else rows
         return self._rows
 
+    uses_shards = False  # pairs are encoded in memory at setup
+
+    def prepare_data(self) -> None:
+        """Nothing to prepare: pairs are encoded in memory at setup."""
+
     def load_documents(self) -> list[str]:
         """Every sentence, for training a tokenizer when none is given."""
         return [text for row in self.rows() for text in row if text]

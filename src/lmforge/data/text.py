@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -79,6 +79,8 @@ class CorpusDataModule(L.LightningDataModule):
         cache_dir: Where prepared token shards go (default: ``$LMFORGE_CACHE_DIR/shards``,
             else ``~/.cache/lmforge/shards``).
     """
+
+    uses_shards: ClassVar[bool] = True  # whether block objectives read this corpus from token shards
 
     def __init__(
         self,
@@ -141,8 +143,7 @@ class CorpusDataModule(L.LightningDataModule):
         """The documents that pass ``min_chars`` and ``deduplicate``, in order, at most ``max_documents``.
 
         Filters come before the ``max_documents`` cut, so that it counts kept documents. The
-        input is read lazily and no further than needed: a corpus that streams (FineWeb)
-        hands its reader's iterator here. Applying it twice removes nothing more.
+        input is read lazily and no further than needed (:meth:`documents` is the lazy form).
         """
         return list(self._filtered(documents))
 
