@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.convert.hf import hf_to_ours, weight_table
 from lmforge.models.bert import Bert, BertConfig
 
 V, T_MAX, C, L, H = 97, 32, 48, 2, 4
@@ -69,77 +70,16 @@ def hf_roberta_config(attn_implementation="eager", **overrides):
     return RobertaConfig(**{**kw, **overrides})
 
 
-def _map_encoder(sd: dict[str, torch.Tensor], prefix: str, n_layer: int) -> dict[str, torch.Tensor]:
-    """Embeddings and encoder layers of an HF ``BertModel`` / ``RobertaModel`` (under ``prefix``)."""
-    e = prefix + "embeddings."
-    out = {
-        "wte.weight": sd[e + "word_embeddings.weight"],
-        "wpe.weight": sd[e + "position_embeddings.weight"],
-        "wse.weight": sd[e + "token_type_embeddings.weight"],
-        "ln_emb.weight": sd[e + "LayerNorm.weight"],
-        "ln_emb.bias": sd[e + "LayerNorm.bias"],
-    }
-    modules = {
-        "attention.output.dense": "attn.proj",
-        "attention.output.LayerNorm": "ln_1",
-        "intermediate.dense": "mlp.fc",
-        "output.dense": "mlp.proj",
-        "output.LayerNorm": "ln_2",
-    }
-    for i in range(n_layer):
-        src, dst = f"{prefix}encoder.layer.{i}.", f"blocks.{i}."
-        for kind in ("weight", "bias"):
-            # fused projection: q, k, v stacked along the output dimension, in that order
-            out[f"{dst}attn.qkv.{kind}"] = torch.cat(
-                [sd[f"{src}attention.self.{n}.{kind}"] for n in ("query", "key", "value")], dim=0
-            )
-            for hf_name, our_name in modules.items():
-                out[f"{dst}{our_name}.{kind}"] = sd[f"{src}{hf_name}.{kind}"]
-    return out
-
-
 def hf_bert_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
-    """Map a ``BertForPreTraining`` state dict onto ``Bert``'s parameter names."""
-    sd = hf_state
-    out = _map_encoder(sd, "bert.", n_layer)
-    t = "cls.predictions.transform."
-    out.update(
-        {
-            "mlm_head.dense.weight": sd[t + "dense.weight"],
-            "mlm_head.dense.bias": sd[t + "dense.bias"],
-            "mlm_head.ln.weight": sd[t + "LayerNorm.weight"],
-            "mlm_head.ln.bias": sd[t + "LayerNorm.bias"],
-            "mlm_head.bias": sd["cls.predictions.bias"],
-            "pooler.weight": sd["bert.pooler.dense.weight"],
-            "pooler.bias": sd["bert.pooler.dense.bias"],
-            "nsp.weight": sd["cls.seq_relationship.weight"],
-            "nsp.bias": sd["cls.seq_relationship.bias"],
-        }
-    )
-    # the decoder is tied to the word embeddings (and its bias to cls.predictions.bias) in HF too
-    torch.testing.assert_close(sd["cls.predictions.decoder.weight"], out["wte.weight"], rtol=0, atol=0)
-    if "cls.predictions.decoder.bias" in sd:
-        torch.testing.assert_close(sd["cls.predictions.decoder.bias"], out["mlm_head.bias"], rtol=0, atol=0)
-    return out
+    """Map a ``BertForPreTraining`` state dict onto ``Bert``'s parameter names (lmforge.convert's table)."""
+    config = BertConfig(**{**TINY, "n_layer": n_layer})
+    return hf_to_ours(hf_state, weight_table("bert", config, "bert", set(hf_state)), "test")
 
 
 def hf_roberta_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """Map a ``RobertaForMaskedLM`` state dict onto ``Bert``'s parameter names (no pooler / NSP)."""
-    sd = hf_state
-    out = _map_encoder(sd, "roberta.", n_layer)
-    out.update(
-        {
-            "mlm_head.dense.weight": sd["lm_head.dense.weight"],
-            "mlm_head.dense.bias": sd["lm_head.dense.bias"],
-            "mlm_head.ln.weight": sd["lm_head.layer_norm.weight"],
-            "mlm_head.ln.bias": sd["lm_head.layer_norm.bias"],
-            "mlm_head.bias": sd["lm_head.bias"],
-        }
-    )
-    torch.testing.assert_close(sd["lm_head.decoder.weight"], out["wte.weight"], rtol=0, atol=0)
-    if "lm_head.decoder.bias" in sd:
-        torch.testing.assert_close(sd["lm_head.decoder.bias"], out["mlm_head.bias"], rtol=0, atol=0)
-    return out
+    config = BertConfig(**{**TINY_ROBERTA, "n_layer": n_layer})
+    return hf_to_ours(hf_state, weight_table("bert", config, "roberta", set(hf_state)), "test")
 
 
 def _load_strict(ours: Bert, mapped: dict[str, torch.Tensor]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.convert.hf import hf_to_ours, weight_table
 from lmforge.models.gpt import GPT, GPTConfig
 
 TINY = dict(vocab_size=97, max_seq_len=32, n_layer=2, n_head=4, d_model=48)
@@ -37,28 +38,9 @@ def hf_gpt2_config(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=4
 
 
 def hf_gpt2_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
-    """Map a ``GPT2LMHeadModel`` state dict onto ``GPT``'s parameter names.
-
-    HF GPT-2 uses ``Conv1D`` whose weight is stored ``(in, out)``; ``nn.Linear`` wants ``(out, in)``.
-    """
-    sd = {k.removeprefix("transformer."): v for k, v in hf_state.items()}
-    out = {
-        "wte.weight": sd["wte.weight"],
-        "wpe.weight": sd["wpe.weight"],
-        "ln_f.weight": sd["ln_f.weight"],
-        "ln_f.bias": sd["ln_f.bias"],
-        "lm_head.weight": sd["wte.weight"],  # tied in both models
-    }
-    linear = {"attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}
-    for i in range(n_layer):
-        src, dst = f"h.{i}.", f"blocks.{i}."
-        for ln in ("ln_1", "ln_2"):
-            out[dst + ln + ".weight"] = sd[src + ln + ".weight"]
-            out[dst + ln + ".bias"] = sd[src + ln + ".bias"]
-        for hf_name, our_name in linear.items():
-            out[dst + our_name + ".weight"] = sd[src + hf_name + ".weight"].t().contiguous()
-            out[dst + our_name + ".bias"] = sd[src + hf_name + ".bias"]
-    return out
+    """Map a ``GPT2LMHeadModel`` state dict onto ``GPT``'s parameter names (lmforge.convert's table:
+    HF's ``Conv1D`` weights are stored ``(in, out)``, ``nn.Linear`` wants ``(out, in)``)."""
+    return hf_to_ours(hf_state, weight_table("gpt", GPTConfig(n_layer=n_layer), "gpt2"), "test")
 
 
 # --------------------------------------------------------------------------- parity with HF

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmforge.convert.hf import hf_to_ours, weight_table
 from lmforge.models.t5 import T5, T5_PRESETS, T5Cache, T5Config, relative_position_bucket
 
 # n_head * d_kv (48) != d_model (32) and few buckets with a short max distance, so that the
@@ -110,49 +111,17 @@ def build_hf_t5(cfg: dict, attn_implementation: str = "eager", seed: int = 1234,
 
 
 def hf_t5_to_lmforge(sd: dict[str, torch.Tensor], cfg: T5Config) -> dict[str, torch.Tensor]:
-    """Map a ``T5ForConditionalGeneration`` state dict onto ``T5``'s parameter names."""
-    read: set[str] = set()
-
-    class Recorder(dict):
-        def __getitem__(self, key):
-            read.add(key)
-            return super().__getitem__(key)
-
-    sd = Recorder(sd)
-    out = {"shared.weight": sd["shared.weight"]}
-    if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = sd["lm_head.weight"]
-    if cfg.feed_forward == "gated-gelu":
-        mlp = {"wi_0": "mlp.fc", "wi_1": "mlp.up", "wo": "mlp.proj"}
-    else:
-        mlp = {"wi": "mlp.fc", "wo": "mlp.proj"}
-    for stack, n_layer in (("encoder", cfg.n_layer), ("decoder", cfg.decoder_layers)):
-        # the bias table lives in block 0's self-attention in HF, in the stack here
-        out[f"{stack}.position_bias.buckets.weight"] = sd[
-            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-        ]
-        out[f"{stack}.ln_f.weight"] = sd[f"{stack}.final_layer_norm.weight"]
-        for i in range(n_layer):
-            src, dst = f"{stack}.block.{i}.layer.", f"{stack}.blocks.{i}."
-            sublayers = [("0", "SelfAttention", "attn", "ln_1")]
-            if stack == "decoder":
-                sublayers.append(("1", "EncDecAttention", "cross_attn", "ln_cross"))
-            ff = "2" if stack == "decoder" else "1"
-            for n, hf_attn, our_attn, our_ln in sublayers:
-                out[dst + our_ln + ".weight"] = sd[f"{src}{n}.layer_norm.weight"]
-                for proj in "qkvo":
-                    out[f"{dst}{our_attn}.{proj}.weight"] = sd[f"{src}{n}.{hf_attn}.{proj}.weight"]
-            out[dst + "ln_2.weight"] = sd[f"{src}{ff}.layer_norm.weight"]
-            for hf_name, our_name in mlp.items():
-                out[f"{dst}{our_name}.weight"] = sd[f"{src}{ff}.DenseReluDense.{hf_name}.weight"]
-    # nothing is left unmapped but HF's aliases of the shared embedding
+    """Map a ``T5ForConditionalGeneration`` state dict onto ``T5``'s parameter names (lmforge.convert's
+    table), checking that nothing is left over but HF's aliases of the shared embedding."""
+    table = weight_table("t5", cfg, "t5")
+    read = {name for _, hf, _ in table for name in (hf if isinstance(hf, tuple) else (hf,))}
     aliases = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
     if cfg.tie_word_embeddings:
         aliases.add("lm_head.weight")
     assert set(sd) - read <= aliases
     for alias in aliases & set(sd):
-        torch.testing.assert_close(dict.__getitem__(sd, alias), out["shared.weight"], rtol=0, atol=0)
-    return out
+        torch.testing.assert_close(sd[alias], sd["shared.weight"], rtol=0, atol=0)
+    return hf_to_ours(sd, table, "test")
 
 
 def load_from_hf(hf, cfg: dict) -> T5:

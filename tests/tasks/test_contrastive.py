@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from lmforge.data import TextCorpus, TokenizerSpec
 from lmforge.data.sts import read_sts
 from lmforge.errors import UserError
-from lmforge.models import BertConfig
+from lmforge.models import BertConfig, GPTConfig
 from lmforge.tasks import ContrastiveTask, MaskedLMTask
 from lmforge.tasks.contrastive import info_nce
 
@@ -134,9 +136,14 @@ def test_init_from_something_else_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         ContrastiveTask(init_from=str(tmp_path / "missing.ckpt"))
     gpt_like = tmp_path / "gpt.ckpt"
-    torch.save({"state_dict": {}, "lmforge": {"model_config": {"n_layer": 2}}}, gpt_like)
-    with pytest.raises(UserError, match="not an lmforge checkpoint of a BERT/RoBERTa encoder"):
+    config = dataclasses.asdict(GPTConfig(n_layer=1, d_model=8, n_head=2, vocab_size=10, max_seq_len=8))
+    torch.save({"state_dict": {}, "lmforge": {"task": "CausalLMTask", "model_config": config}}, gpt_like)
+    with pytest.raises(UserError, match="holds gpt weights, but ContrastiveTask needs bert weights"):
         ContrastiveTask(init_from=str(gpt_like))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError, match="is not an lmforge checkpoint"):
+        ContrastiveTask(init_from=str(foreign))
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])

@@ -88,7 +88,15 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Tokenizer:
-        """Load a ``tokenizer.json``, or the tokenizer stored inside an lmforge checkpoint."""
+        """Load a ``tokenizer.json``, the tokenizer stored inside an lmforge checkpoint, or that of a
+        Hugging Face model folder or ``hf:<model id>``."""
+        if str(path).startswith("hf:") or Path(path).is_dir():
+            from lmforge.convert.hf import load_hf_tokenizer, resolve
+
+            tokenizer = load_hf_tokenizer(resolve(str(path)))
+            if tokenizer is None:
+                raise UserError(f"'{path}' has no tokenizer.json (or BERT vocab.txt): give `data.tokenizer.path`.")
+            return tokenizer
         path = Path(path)
         if not path.is_file():
             raise UserError(f"Tokenizer file '{path}' does not exist: give the path of a tokenizer.json or a checkpoint.")

@@ -16,8 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lightning.pytorch.utilities import rank_zero_info
+
+from lmforge.convert import LoadedWeights, load_weights
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import UserError
+from lmforge.models import GPT, Bert
 from lmforge.objectives import Objective
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
 
@@ -27,6 +31,7 @@ from lmforge.tasks.optim import build_optimizer, warmup_cosine
 GENERATION_ARGS = ["prompts", "prompt_file", "max_new_tokens", "temperature", "top_k", "generation_seed"]
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".safetensors")
+FRESH_HEADS = ("mlm_head.", "pooler.", "nsp.")  # may be missing from init_from weights: initialised fresh
 
 
 def check_array_file(path: str | Path, several: bool) -> Path:
@@ -102,6 +107,42 @@ class PretrainingTask(L.LightningModule):
         super().__init__()
         self.optim = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         self.tokenizer: Tokenizer | None = None
+        self._start: LoadedWeights | None = None  # the init_from weights, until the network has them
+
+    # -- starting from pretrained weights (init_from) ---------------------------------------
+    def _start_from(self, init_from: str | None, config: Any, family: str, **shape: Any) -> Any:
+        """The config to build the network with: ``config`` itself, or with ``init_from`` the
+        shape of those weights (``dropout`` and the ``shape`` overrides still from here).
+
+        The run's hyper-parameters then record that shape and no ``init_from``, so its own
+        checkpoints never depend on the source. Call :meth:`_load_start` once ``self.net`` exists.
+        """
+        if not init_from:
+            return config
+        self._start = load_weights(init_from).require(family, type(self).__name__)
+        overrides = {"dropout": config.dropout, **shape}
+        config = dataclasses.replace(self._start.config, **overrides)
+        self.hparams["config"], self.hparams["init_from"] = dataclasses.asdict(config), None
+        if self._start.tokenizer is not None:
+            self.tokenizer = self._start.tokenizer
+        return config
+
+    def _load_start(self) -> None:
+        """Put the ``init_from`` weights into ``self.net``. Heads the source lacks (an encoder
+        without its MLM head, a next-sentence head BERT never had) start freshly initialised."""
+        start = self._start
+        if start is None:
+            return
+        missing, unexpected = self.net.load_state_dict(start.state_dict, strict=False)
+        wrong = [k for k in missing if not k.startswith(FRESH_HEADS)] + list(unexpected)
+        if wrong:
+            raise UserError(f"init_from '{start.source}' does not fit this {type(self.net).__name__}: "
+                            f"{', '.join(wrong[:3])} ... differ. Start from weights of the same architecture.")
+        if missing:
+            heads = sorted({k.split(".")[0] for k in missing})
+            rank_zero_info(f"init_from '{start.source}': {', '.join(heads)} not in the weights, initialised fresh.")
+        self._start_tokenizer = start.tokenizer
+        self._start = None
 
     def _store_hparams(self, ignore: list[str] | None = None) -> None:
         """Save the init arguments as plain data so any checkpoint loads with weights_only."""
@@ -157,6 +198,22 @@ class PretrainingTask(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "tokenizer"):
             self.tokenizer = datamodule.tokenizer
+            start = getattr(self, "_start_tokenizer", None)
+            if start is not None and start.fingerprint != self.tokenizer.fingerprint:
+                raise UserError(
+                    f"The data's tokenizer ({self.tokenizer.fingerprint}) is not the one of the init_from weights "
+                    f"({start.fingerprint}): drop `data.tokenizer.path` so the weights' own tokenizer is used."
+                )
+            rows = getattr(self.model_config, "vocab_size", None)
+            if rows is not None and self.tokenizer.vocab_size > rows:
+                raise UserError(
+                    f"The data's tokenizer has {self.tokenizer.vocab_size} tokens but the network's embeddings only "
+                    f"{rows} rows: use the tokenizer the weights were trained with."
+                )
+            limit = getattr(self.model_config, "max_seq_len", None)
+            seq_len = getattr(datamodule, "seq_len", None)
+            if limit is not None and seq_len is not None and seq_len > limit and isinstance(self.net, (GPT, Bert)):
+                raise UserError(f"data.seq_len={seq_len} is longer than the network's {limit} positions: lower it.")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lmforge"] = {

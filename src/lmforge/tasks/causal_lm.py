@@ -17,6 +17,9 @@ class CausalLMTask(PretrainingTask):
     Args:
         config: The network's shape (``vocab_size`` and ``max_seq_len`` come from the data).
         optimizer: Optimizer and learning-rate schedule.
+        init_from: Start from pretrained weights (weights only: a fresh optimizer, schedule and
+            data position): an lmforge ``.ckpt``, a Hugging Face model folder, or ``hf:<model id>``
+            (GPT-2 or an lmforge GPT). The network's shape and the tokenizer come with the weights.
         prompts: Prompts to continue in ``predict`` (``--model.prompts "Once upon"``).
         prompt_file: A text file of prompts for ``predict``, one per line.
         max_new_tokens: Tokens to generate per prompt.
@@ -31,6 +34,7 @@ class CausalLMTask(PretrainingTask):
         self,
         config: GPTConfig = GPTConfig(),
         optimizer: OptimizerConfig = OptimizerConfig(),
+        init_from: str | None = None,
         prompts: str | list[str] | None = None,
         prompt_file: str | None = None,
         max_new_tokens: int = 64,
@@ -47,7 +51,9 @@ class CausalLMTask(PretrainingTask):
         self.generation_seed = generation_seed
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = GPTConfig(**config)
+        config = self._start_from(init_from, config, "gpt")
         self.net = GPT(config)
+        self._load_start()
         self.objective = CausalLM()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -53,7 +51,8 @@ class ContrastiveTask(PretrainingTask):
         config: The encoder's shape when starting from scratch (with ``init_from`` only its
             ``dropout`` is used: the rest comes from the checkpoint).
         optimizer: Optimizer and learning-rate schedule.
-        init_from: An lmforge checkpoint of a BERT/RoBERTa encoder to start from (weights only).
+        init_from: A BERT/RoBERTa encoder to start from (weights only): an lmforge ``.ckpt``, a
+            Hugging Face model folder, or ``hf:<model id>`` (e.g. ``hf:bert-base-uncased``).
         pooling: Sentence embedding: the first token's state (``cls``) or the mean of all (``mean``).
         temperature: Softmax temperature of the cosine similarities.
         sts_file: Sentence pairs with gold scores (STS-Benchmark layout) to evaluate at each validation.
@@ -82,13 +81,9 @@ class ContrastiveTask(PretrainingTask):
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = BertConfig(**config)
-        if init_from:
-            config, weights = _encoder_checkpoint(init_from, config)
-            # this run's checkpoints must not depend on the one it started from
-            self.hparams["config"], self.hparams["init_from"] = dataclasses.asdict(config), None
+        config = self._start_from(init_from, config, "bert")
         self.net = Bert(config)
-        if init_from:
-            self.net.load_state_dict(weights)
+        self._load_start()
         self.objective = SentenceViews()
         self.pooling = pooling
         self.temperature = temperature
@@ -174,16 +169,3 @@ class ContrastiveTask(PretrainingTask):
         path = save_arrays(self.embeddings_out, {"embeddings": embeddings})
         print(f"Wrote {embeddings.shape[0]} embeddings of dimension {embeddings.shape[1]} to {path}")
         self._embeddings = []
-
-
-def _encoder_checkpoint(path: str, config: BertConfig) -> tuple[BertConfig, dict[str, torch.Tensor]]:
-    """The encoder config (shape from the checkpoint, dropout from ``config``) and weights."""
-    if not Path(path).is_file():
-        raise UserError(f"init_from checkpoint '{path}' does not exist: give an lmforge .ckpt of a BERT/RoBERTa run.")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    stored = ckpt.get("lmforge", {}).get("model_config") if isinstance(ckpt, dict) else None
-    if not stored or "type_vocab_size" not in stored:
-        raise UserError(f"'{path}' is not an lmforge checkpoint of a BERT/RoBERTa encoder: it cannot start this task.")
-    shape = BertConfig(**{**stored, "dropout": config.dropout})
-    weights = {k[len("net.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    return shape, weights

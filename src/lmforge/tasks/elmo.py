@@ -103,6 +103,9 @@ class ElmoTask(PretrainingTask):
     Args:
         config: The network's shape (``vocab_size`` and ``max_seq_len`` come from the data).
         optimizer: Optimizer and learning-rate schedule.
+        init_from: Start from pretrained weights (weights only: a fresh optimizer, schedule and
+            data position): an lmforge ``.ckpt``, a Hugging Face model folder, or ``hf:<model id>``
+            (an lmforge ELMo). The network's shape and the tokenizer come with the weights.
         sampled_softmax: Train each direction's softmax on the target and this many negatives
             shared by the batch instead of the whole vocabulary (the paper: 8192 of 793k words);
             ``None`` for the full softmax.
@@ -121,6 +124,7 @@ class ElmoTask(PretrainingTask):
         self,
         config: ElmoConfig = ElmoConfig(),
         optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=100),
+        init_from: str | None = None,
         sampled_softmax: int | None = None,
         prompts: str | list[str] | None = None,
         prompt_file: str | None = None,
@@ -133,11 +137,13 @@ class ElmoTask(PretrainingTask):
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out", "mix_weights", "mix_gamma"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = ElmoConfig(**config)
+        config = self._start_from(init_from, config, "elmo")
         if sampled_softmax is not None and sampled_softmax < 1:
             raise UserError(
                 f"sampled_softmax={sampled_softmax}: give a positive number of negatives, or null for the full softmax."
             )
         self.net = Elmo(config)
+        self._load_start()
         self.objective = BidirectionalLM()
         self.sampled_softmax = sampled_softmax
         self._set_prompts(prompts, prompt_file)

@@ -23,6 +23,9 @@ class MaskedLMTask(PretrainingTask):
     Args:
         config: The encoder's shape (``vocab_size`` and ``max_seq_len`` come from the data).
         optimizer: Optimizer and learning-rate schedule.
+        init_from: Start from pretrained weights (weights only: a fresh optimizer, schedule and
+            data position): an lmforge ``.ckpt``, a Hugging Face model folder, or ``hf:<model id>``
+            (BERT, RoBERTa, BioBERT, MiniLM, ... or an lmforge BERT). The network's shape and the tokenizer come with the weights.
         mask_prob: Fraction of tokens selected for prediction.
         whole_word: Mask whole words instead of single pieces.
         nsp: Also train next sentence prediction on sentence pairs (BERT); off for RoBERTa.
@@ -40,6 +43,7 @@ class MaskedLMTask(PretrainingTask):
         self,
         config: BertConfig = BertConfig(),
         optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01),
+        init_from: str | None = None,
         mask_prob: float = 0.15,
         whole_word: bool = False,
         nsp: bool = False,
@@ -52,9 +56,11 @@ class MaskedLMTask(PretrainingTask):
         self._store_hparams(ignore=["prompts", "prompt_file", "top_k"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = BertConfig(**config)
+        config = self._start_from(init_from, config, "bert", **({"nsp_head": True} if nsp else {}))
         if nsp and not config.nsp_head:
             raise UserError("`nsp: true` needs the network's NSP head: set `config.nsp_head: true` (BERT).")
         self.net = Bert(config)
+        self._load_start()
         self.objective = MaskedLM(mask_prob=mask_prob, whole_word=whole_word, nsp=nsp, seed=masking_seed)
         self._set_prompts(prompts, prompt_file)
         self.top_k = top_k

@@ -28,6 +28,9 @@ class SpanCorruptionTask(PretrainingTask):
         config: The network's shape (``vocab_size`` and ``max_seq_len``, the encoder input
             length, come from the data).
         optimizer: Optimizer and learning-rate schedule.
+        init_from: Start from pretrained weights (weights only: a fresh optimizer, schedule and
+            data position): an lmforge ``.ckpt``, a Hugging Face model folder, or ``hf:<model id>``
+            (T5 or an lmforge T5). The network's shape and the tokenizer come with the weights.
         noise: ``t5`` span corruption or ``bart`` text infilling.
         noise_density: Fraction of tokens corrupted; ``None``: 0.15 for ``t5``, 0.3 for ``bart``.
         mean_noise_span_length: Mean corrupted span length (T5: 3; BART: the Poisson λ).
@@ -48,6 +51,7 @@ class SpanCorruptionTask(PretrainingTask):
         self,
         config: T5Config = T5Config(),
         optimizer: OptimizerConfig = OptimizerConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01),
+        init_from: str | None = None,
         noise: Literal["t5", "bart"] = "t5",
         noise_density: float | None = None,
         mean_noise_span_length: float = 3.0,
@@ -63,7 +67,9 @@ class SpanCorruptionTask(PretrainingTask):
         self._store_hparams(ignore=GENERATION_ARGS)
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = T5Config(**config)
+        config = self._start_from(init_from, config, "t5")
         self.net = T5(config)
+        self._load_start()
         if noise == "t5":
             self.objective = SpanCorruption(noise_density or 0.15, mean_noise_span_length, seed=masking_seed)
         elif noise == "bart":
