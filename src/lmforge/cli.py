@@ -191,6 +191,10 @@ def main(args: list[str] | None = None) -> None:
             from lmforge.tools import tokenizer_command
 
             tokenizer_command(argv[1:])
+        elif argv and argv[0] == "compare":
+            from lmforge.evaluation.compare import compare_command
+
+            compare_command(argv[1:])
         elif argv and argv[0] == "export":
             from lmforge.convert.export import export_command
 

@@ -1,4 +1,4 @@
-"""Tool subcommands beside fit/validate/test/predict: ``lmforge tokenizer train``."""
+"""Tool subcommands beside fit/validate/test/predict: ``lmforge tokenizer train|coverage``."""
 
 from __future__ import annotations
 
@@ -71,9 +71,86 @@ def train(
     )
 
 
+def coverage(
+    *,
+    tokenizer: str,
+    paths: str | list[str] | None = None,
+    hf_dataset: str | None = None,
+    hf_config: str | None = None,
+    hf_split: str = "train",
+    text_field: str = "text",
+    txt_split: TxtSplit = "file",
+    max_documents: int | None = None,
+    top: int = 20,
+    min_count: int = 2,
+    add: int = 0,
+    out: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Measure how finely a tokenizer cuts a corpus's words, and optionally add the domain's words to it.
+
+    It prints the pieces per word, the share of words split in several pieces and the most
+    fragmented frequent words. With ``add``, the words that save the most tokens become
+    new tokens (ids after the old ones) in a tokenizer.json written to ``out``; give the
+    model one new embedding row per word (``lmforge.data.vocab.init_new_embeddings``).
+    With neither ``paths`` nor ``hf_dataset``, it measures the bundled corpus.
+
+    Args:
+        tokenizer: The tokenizer.json, or an lmforge .ckpt that carries its tokenizer.
+        paths: Local text files, folders or globs (.txt, .jsonl, .json, .parquet, .csv, .gz).
+        hf_dataset: A Hugging Face dataset name instead of local files.
+        hf_config: The dataset's configuration.
+        hf_split: The dataset's split.
+        text_field: Column holding the text.
+        txt_split: A .txt file is one document (``file``) or one per blank-line block.
+        max_documents: Read at most this many documents.
+        top: How many of the most fragmented words to list.
+        min_count: Occurrences a word needs to be listed (and added).
+        add: Add this many of the most fragmented words to the vocabulary (0: add none).
+        out: Where to write the extended tokenizer.json (needed with ``add``).
+        overwrite: Replace ``out`` if it exists.
+    """
+    from lmforge.data.tokenizer import Tokenizer
+    from lmforge.data.vocab import coverage as measure, domain_words, extend_tokenizer, format_report
+
+    if top < 0 or min_count < 1 or add < 0:
+        raise UserError(f"top={top}, min_count={min_count}, add={add}: use top >= 0, min_count >= 1 and add >= 0.")
+    target = Path(out) if out else None
+    if add and target is None:
+        raise UserError(f"--add {add} writes a new tokenizer.json: say where with --out.")
+    if target is not None and target.exists() and not overwrite:
+        raise UserError(f"'{target}' already exists: choose another --out or pass --overwrite true.")
+    tok = Tokenizer.from_file(tokenizer)
+    if paths or hf_dataset:
+        corpus = TextCorpus(paths=paths, hf_dataset=hf_dataset, hf_config=hf_config, hf_split=hf_split,
+                            text_field=text_field, txt_split=txt_split, max_documents=max_documents)
+    else:
+        corpus = BundledCorpus(max_documents=max_documents)
+    report = measure(tok, corpus.documents(), top=max(top, add), min_count=min_count)
+    if not report.words:
+        raise UserError(f"Corpus {corpus.name} has no words to measure.")
+    print(f"{corpus.name}, tokenizer {tokenizer}:")
+    print(format_report(report, rows=top))
+    if not add:
+        return
+    words = domain_words(report, add)
+    if not words:
+        raise UserError(f"No word occurs {min_count}+ times in several pieces, so there is nothing to add: "
+                        "lower --min_count or measure a larger corpus.")
+    extended, _ = extend_tokenizer(tok, words)
+    assert target is not None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    extended.save(tmp)
+    tmp.replace(target)  # never leave a half-written tokenizer.json
+    fewer = f" (only {len(words)} words qualify)" if len(words) < add else ""
+    print(f"\nWrote {target}: added {len(words)} words{fewer} as ids {tok.vocab_size}..{extended.vocab_size - 1}, "
+          f"{extended.vocab_size} tokens in all: {' '.join(words)}")
+
+
 def tokenizer_command(argv: list[str]) -> None:
-    """``lmforge tokenizer <train> ...``"""
-    CLI({"train": train}, args=argv, prog="lmforge tokenizer")
+    """``lmforge tokenizer <train|coverage> ...``"""
+    CLI({"train": train, "coverage": coverage}, args=argv, prog="lmforge tokenizer")
 
 
 def prepare_command(argv: list[str]) -> None:

@@ -5,12 +5,13 @@ from lmforge.data.augment import (
     apply_augmentations,
 )
 from lmforge.data.corpora import BookCorpus, FineWebCorpus, PubMedCorpus, WikipediaCorpus
+from lmforge.data.labeled import LabeledText
 from lmforge.data.pairs import SentencePairs
 from lmforge.data.text import BundledCorpus, CorpusDataModule, TextCorpus
 from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer
 
 __all__ = [
     "Augmentation", "BackTranslation", "BookCorpus", "BundledCorpus", "CorpusDataModule", "FineWebCorpus",
-    "HFTranslator", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TextCorpus", "Tokenizer",
-    "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
+    "HFTranslator", "LabeledText", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TextCorpus",
+    "Tokenizer", "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
 ]

@@ -309,6 +309,26 @@ class Elmo(nn.Module):
         layers = [torch.cat([x, x], dim=-1)] + [torch.cat(pair, dim=-1) for pair in zip(forward, backward)]
         return torch.stack(layers)
 
+    def padded_layer_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`layer_embeddings` of right-padded rows: the backward LM reads each row from its
+        last real token leftwards, so no real position's state depends on the padding (the
+        forward LM reaches the padding only after the real tokens). ``attention_mask`` (B, T)
+        is 1 for real tokens; padded positions hold states of no meaning."""
+        B, T = input_ids.shape
+        lengths = attention_mask.long().sum(1, keepdim=True)  # (B, 1)
+        pos = torch.arange(T, device=input_ids.device).expand(B, T)
+        # reverse the real part of every row and leave the padding in place: its own inverse
+        order = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B, T)
+        x = self.token_representation(input_ids)  # (B, T, P)
+        forward = self.forward_lm(x)
+
+        def reverse(h: torch.Tensor) -> torch.Tensor:
+            return h.gather(1, order.unsqueeze(-1).expand_as(h))
+
+        backward = [reverse(h) for h in self.backward_lm(reverse(x))]
+        layers = [torch.cat([x, x], dim=-1)] + [torch.cat(pair, dim=-1) for pair in zip(forward, backward)]
+        return torch.stack(layers)  # (L + 1, B, T, 2P)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -82,6 +82,11 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(input_ids))  # (B, T, V)
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The final-LayerNorm states ``(B, T, C)`` that the output projection reads; position
+        ``t`` has seen tokens ``0..t`` only (padding on the right leaves real positions unchanged)."""
         B, T = input_ids.shape
         if T > self.config.max_seq_len:
             raise ValueError(f"Sequence of {T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
@@ -89,7 +94,7 @@ class GPT(nn.Module):
         x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        return self.ln_f(x)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters, the tied embedding counted once.

@@ -4,7 +4,8 @@ from lmforge.tasks.base import OptimizerConfig, PretrainingTask
 from lmforge.tasks.causal_lm import CausalLMTask
 from lmforge.tasks.contrastive import ContrastiveTask
 from lmforge.tasks.elmo import ElmoTask
+from lmforge.tasks.finetune import FineTuneTask
 from lmforge.tasks.masked_lm import MaskedLMTask
 from lmforge.tasks.span_corruption import SpanCorruptionTask
 
-__all__ = ["CausalLMTask", "ContrastiveTask", "ElmoTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask", "SpanCorruptionTask"]
+__all__ = ["CausalLMTask", "ContrastiveTask", "ElmoTask", "FineTuneTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask", "SpanCorruptionTask"]

@@ -1,0 +1,430 @@
+"""Labelled texts for downstream evaluation: single sentences or sentence pairs with a class
+or a score, from local ``.tsv``/``.csv``/``.jsonl`` files or a Hugging Face dataset.
+
+The DataModule never knows the model family. It takes the tokenizer of the task it feeds
+(the pretrained model's) and frames every example with that tokenizer's own template when it
+has one (BERT ``[CLS] a [SEP] b [SEP]`` with token types 0/1, RoBERTa ``<s> a </s></s> b </s>``,
+T5 ``a </s> b </s>``); a tokenizer without one (GPT, ELMo, a T5 trained here) gets
+``<eos> a <eos> b <eos>``: each text between end-of-document tokens, as documents sat in the
+pretraining stream, so a causal model's last token has read everything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import tokenizers
+import torch
+from jsonargparse.typing import Path_fr
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer_cached
+from lmforge.errors import UserError
+
+TaskType = Literal["auto", "classification", "regression"]
+Example = dict[str, Any]  # input_ids, token_type_ids (np arrays) and label (int or float)
+
+SUFFIXES = (".tsv", ".csv", ".jsonl")
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``.tsv``/``.csv`` file with a header line, or the objects of a ``.jsonl`` file.
+
+    Args:
+        path: The file.
+    """
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise UserError(f"'{path}' is not a .tsv, .csv or .jsonl file: convert it to one of those.")
+    if not path.is_file():
+        raise UserError(f"Labelled data file '{path}' does not exist: check the path.")
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix == ".jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
+            if not isinstance(record, dict):
+                raise UserError(f"{path}, line {number}: expected a JSON object with named fields.")
+            records.append(record)
+    else:
+        # GLUE-style .tsv files hold quote characters inside texts: no quoting in .tsv
+        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix == ".tsv" else {}
+        csv.field_size_limit(2**31 - 1)
+        records = [row for row in csv.DictReader(text.splitlines(), **options) if any(row.values())]
+    if not records:
+        raise UserError(f"'{path}' holds no examples: it is empty (or has a header line only).")
+    return records
+
+
+def check_columns(records: list[dict[str, Any]], fields: Sequence[str], source: str) -> None:
+    """One clear error if a field is missing from the data, naming the columns there are."""
+    available = list(records[0])
+    for field in fields:
+        if field not in available:
+            raise UserError(f"'{source}' has no column '{field}' (columns: {', '.join(map(str, available))}): "
+                            "set the data's text_field / text_pair_field / label_field to one of them.")
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        return math.isfinite(float(str(value)))
+    except ValueError:
+        return False
+
+
+def _is_integer(value: Any) -> bool:
+    """An int, or a text spelling one (``"3"``, not ``"3.0"``): what a class id looks like."""
+    if isinstance(value, bool) or isinstance(value, float):
+        return False
+    return isinstance(value, int) or str(value).strip().lstrip("+-").isdigit()
+
+
+def label_names(values: Sequence[Any]) -> list[str]:
+    """The sorted class names of ``values``: numerically when every one is an integer (so
+    ``10`` follows ``9``), else as text."""
+    names = {class_key(v) for v in values}
+    if all(_is_integer(v) for v in names):
+        return sorted(names, key=lambda v: int(float(v)))
+    return sorted(names)
+
+
+def class_key(value: Any) -> str:
+    """How a label is looked up among the class names: ``1``, ``1.0`` in JSON and ``"1"`` agree."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def truncate_pair(first: list[int], second: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:
+    """Cut the longer text one token at a time until both fit in ``budget`` tokens (longest first)."""
+    a, b = len(first), len(second) if second is not None else 0
+    while a + b > budget:
+        if a >= b:
+            a -= 1
+        else:
+            b -= 1
+    return first[:a], (second[:b] if second is not None else None)
+
+
+class LabeledText(L.LightningDataModule):
+    """Sentence or sentence-pair classification/regression data for fine-tuning a pretrained model.
+
+    Sources: local files (``train_file`` plus ``validation_file``, or ``train_file`` alone with
+    ``val_fraction`` of it held out, shuffled by ``seed``; ``.tsv`` and ``.csv`` need a header
+    naming the columns; a relative path written in a config file is looked up next to that
+    file first, then in the working directory) or a Hugging Face dataset (``hf_dataset``, e.g. ``glue`` with
+    ``hf_config: sst2``). Texts are tokenized with the task's tokenizer (the pretrained
+    model's), cut to ``seq_len`` tokens and padded per batch.
+
+    Labels: with ``task_type: classification`` every distinct training label is a class; the
+    class list (``labels``) is sorted (numerically if all are integers) unless given, and a
+    validation or test label outside it is an error. With ``regression`` labels are numbers.
+    ``auto`` picks regression when every training label is a number and some is not an integer,
+    classification otherwise.
+
+    Args:
+        train_file: Training examples (``.tsv``, ``.csv`` or ``.jsonl``).
+        validation_file: Validation examples; ``None`` holds out ``val_fraction`` of ``train_file``.
+        test_file: Test examples for ``lmforge test``.
+        hf_dataset: A Hugging Face dataset instead of files (e.g. ``glue``).
+        hf_config: The dataset configuration (e.g. ``sst2``, ``mrpc``, ``stsb``).
+        train_split: The dataset's training split.
+        validation_split: The dataset's validation split.
+        test_split: The dataset's test split (GLUE test labels are hidden: leave it unset there).
+        text_field: Column of the (first) text.
+        text_pair_field: Column of the second text of sentence-pair tasks; ``None`` for single texts.
+        label_field: Column of the label.
+        task_type: ``classification``, ``regression`` or ``auto`` (see above).
+        labels: The class names in id order; ``None`` takes the sorted training labels.
+        val_fraction: Fraction of ``train_file`` held out when there is no ``validation_file``.
+        seed: Seed of that split and of the shuffling order.
+        max_documents: Use at most this many examples of each split (quick runs).
+        tokenizer: Only when the task brings no tokenizer (a model trained from scratch): the
+            tokenizer to load, or how to train one on the training texts.
+        seq_len: Longest input in tokens, special tokens included; longer texts are cut (the
+            longer of a pair first).
+        batch_size: Examples per batch on each device.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(
+        self,
+        train_file: Path_fr | str | None = None,
+        validation_file: Path_fr | str | None = None,
+        test_file: Path_fr | str | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        train_split: str = "train",
+        validation_split: str = "validation",
+        test_split: str | None = None,
+        text_field: str = "text",
+        text_pair_field: str | None = None,
+        label_field: str = "label",
+        task_type: TaskType = "auto",
+        labels: list[str] | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 1234,
+        max_documents: int | None = None,
+        tokenizer: TokenizerSpec = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=2048, lowercase=True),
+        seq_len: int = 128,
+        batch_size: int = 32,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if seq_len < 2 or batch_size < 1:
+            raise UserError(f"seq_len must be at least 2 and batch_size positive, got seq_len={seq_len}, "
+                            f"batch_size={batch_size}.")
+        if validation_file is None and hf_dataset is None and not 0.0 < val_fraction < 1.0:
+            raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        if task_type not in ("auto", "classification", "regression"):
+            raise UserError(f"task_type={task_type!r}: use classification, regression or auto.")
+        # a relative path from a config file is read next to that file when it is there (Path_fr)
+        self.train_file, self.validation_file, self.test_file = (
+            os.fspath(f) if f is not None else None for f in (train_file, validation_file, test_file)
+        )
+        self.hf_dataset, self.hf_config = hf_dataset, hf_config
+        self.splits = {"train": train_split, "val": validation_split, "test": test_split}
+        self.text_field, self.text_pair_field, self.label_field = text_field, text_pair_field, label_field
+        self.requested_task_type = task_type
+        self.labels: list[str] | None = list(labels) if labels is not None else None
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.max_documents = max_documents
+        self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._tokenizer: Tokenizer | None = None
+        self._raw: dict[str, list[tuple[str, str | None, Any]]] | None = None
+        self.task_type: Literal["classification", "regression"] | None = None
+        self.datasets: dict[str, list[Example]] = {}
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"{self.hf_dataset}/{self.hf_config}" if self.hf_dataset else str(self.train_file)
+
+    def _rows(self, records: list[dict[str, Any]], source: str) -> list[tuple[str, str | None, Any]]:
+        fields = [self.text_field, self.label_field] + ([self.text_pair_field] if self.text_pair_field else [])
+        check_columns(records, fields, source)
+        rows = []
+        for number, r in enumerate(records, start=1):
+            text, label = r[self.text_field], r[self.label_field]
+            pair = str(r[self.text_pair_field] or "") if self.text_pair_field else None
+            if label is None or label == "":
+                raise UserError(f"'{source}', example {number}: the label ('{self.label_field}') is empty; "
+                                "fill it or remove the example.")
+            rows.append((str(text or ""), pair, label))
+        return rows[: self.max_documents] if self.max_documents else rows
+
+    def _read_hf(self) -> dict[str, list[tuple[str, str | None, Any]]]:
+        import datasets
+
+        out = {}
+        for split, name in self.splits.items():
+            if name is None:
+                continue
+            try:
+                ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=name)
+            except Exception as err:  # datasets raises many types for a wrong name, split or no network
+                raise UserError(
+                    f"Could not load split '{name}' of the Hugging Face dataset '{self.name}': {err}"
+                ) from err
+            feature = ds.features.get(self.label_field)
+            names = getattr(feature, "names", None)  # a ClassLabel: keep the dataset's own class order
+            if names and self.labels is None:
+                self.labels = list(names)
+            records = [dict(r) for r in ds]
+            if not records:
+                raise UserError(f"Split '{name}' of '{self.name}' holds no examples: choose another split.")
+            if names:
+                # ClassLabel ids become their names; -1 marks a hidden label (GLUE test sets)
+                if any(r[self.label_field] == -1 for r in records):
+                    raise UserError(f"Split '{name}' of '{self.name}' has hidden labels (-1): evaluate on a split "
+                                    "with labels, e.g. set test_split to null.")
+                for r in records:
+                    r[self.label_field] = names[r[self.label_field]]
+            out[split] = self._rows(records, f"{self.name}:{name}")
+        return out
+
+    def _read_files(self) -> dict[str, list[tuple[str, str | None, Any]]]:
+        if self.train_file is None:
+            raise UserError("No labelled data given: set `data.train_file` (a .tsv, .csv or .jsonl file) or "
+                            "`data.hf_dataset`.")
+        train = self._rows(read_records(self.train_file), self.train_file)
+        if self.validation_file is not None:
+            val = self._rows(read_records(self.validation_file), self.validation_file)
+        else:
+            order = np.random.default_rng(self.seed).permutation(len(train))
+            n_val = max(1, round(len(train) * self.val_fraction))
+            if n_val >= len(train):
+                raise UserError(f"'{self.train_file}' has {len(train)} examples, too few to hold out "
+                                f"val_fraction={self.val_fraction} for validation: add examples or give a "
+                                "validation_file.")
+            val = [train[i] for i in sorted(order[:n_val])]
+            train = [train[i] for i in sorted(order[n_val:])]
+        out = {"train": train, "val": val}
+        if self.test_file is not None:
+            out["test"] = self._rows(read_records(self.test_file), self.test_file)
+        return out
+
+    def raw(self) -> dict[str, list[tuple[str, str | None, Any]]]:
+        """``(text, pair text or None, label)`` of every example, by split (train, val[, test])."""
+        if self._raw is None:
+            raw = self._read_hf() if self.hf_dataset else self._read_files()
+            self._settle_labels(raw["train"])
+            self._raw = raw
+        return self._raw
+
+    def _settle_labels(self, train: list[tuple[str, str | None, Any]]) -> None:
+        values = [label for _, _, label in train]
+        task_type = self.requested_task_type
+        if task_type == "auto":
+            numbers = self.labels is None and all(_is_number(v) for v in values)
+            task_type = "regression" if numbers and not all(_is_integer(v) for v in values) else "classification"
+        if task_type == "regression":
+            bad = next((v for v in values if not _is_number(v)), None)
+            if bad is not None:
+                raise UserError(f"Label {bad!r} of '{self.name}' is not a number, but task_type is regression: "
+                                "set task_type to classification.")
+        elif self.labels is None:
+            self.labels = label_names(values)
+        self.task_type = task_type
+
+    @property
+    def num_labels(self) -> int:
+        """Classes of a classification task; 1 (the score) for regression."""
+        self.raw()
+        return 1 if self.task_type == "regression" else len(self.labels)
+
+    # -- tokenizer ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The task's tokenizer once attached (:meth:`setup`); before that, ``tokenizer``'s."""
+        if self._tokenizer is None:
+            spec = self.tokenizer_spec
+            if spec.path:
+                self._tokenizer = Tokenizer.from_file(spec.path)
+            else:
+                texts = [t for a, b, _ in self.raw()["train"] for t in (a, b) if t]
+                self._tokenizer = train_tokenizer_cached(texts, spec, wait=rank_zero_only.rank != 0)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Tokenizer) -> None:
+        self._tokenizer = value
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.role_id("pad")
+        return pad if pad is not None else 0
+
+    # -- encoding -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        task_tokenizer = getattr(module, "tokenizer", None)
+        if task_tokenizer is not None:
+            if self._tokenizer is not None and self._tokenizer.fingerprint != task_tokenizer.fingerprint:
+                raise UserError(f"The data's tokenizer ({self._tokenizer.fingerprint}) is not the pretrained model's "
+                                f"({task_tokenizer.fingerprint}): drop `data.tokenizer.path` to use the model's.")
+            self._tokenizer = task_tokenizer
+        if self.datasets:
+            return
+        self.datasets = {split: self.encode(rows, split) for split, rows in self.raw().items()}
+
+    def encode(self, rows: list[tuple[str, str | None, Any]], split: str = "train") -> list[Example]:
+        """Token ids, token type ids and label ids (or scores) of ``(text, pair, label)`` rows."""
+        pair = self.text_pair_field is not None
+        backend = self.tokenizer.backend
+        if backend.num_special_tokens_to_add(pair) > 0:  # the tokenizer's own template
+            template = tokenizers.Tokenizer.from_str(backend.to_str())  # a copy: the task's stays as it is
+            template.enable_truncation(self.seq_len, strategy="longest_first")
+            template.no_padding()
+            inputs = [(a, b or "") if pair else a for a, b, _ in rows]
+            inputs_ids = [(e.ids, e.type_ids) for e in template.encode_batch(inputs, add_special_tokens=True)]
+        else:
+            firsts = self.tokenizer.encode_batch([a for a, _, _ in rows])
+            seconds = self.tokenizer.encode_batch([b or "" for _, b, _ in rows]) if pair else [None] * len(rows)
+            inputs_ids = [self.frame(a, b) for a, b in zip(firsts, seconds)]
+        return [
+            {"input_ids": np.asarray(ids, dtype=np.int64), "token_type_ids": np.asarray(types, dtype=np.int64),
+             "label": self._label(label, split)}
+            for (ids, types), (_, _, label) in zip(inputs_ids, rows)
+        ]
+
+    def frame(self, first: list[int], second: list[int] | None = None) -> tuple[list[int], list[int]]:
+        """Ids and token types of ``<eos> a <eos> [b <eos>]``, the texts cut (longest first) to
+        fit ``seq_len``: the framing for tokenizers without a template of their own."""
+        eos = self.tokenizer.eos_id
+        pair = second is not None
+        first, second = truncate_pair(first, second, self.seq_len - (3 if pair else 2))
+        ids = [eos, *first, eos] + ([*second, eos] if pair else [])
+        types = [0] * (len(first) + 2) + ([1] * (len(second) + 1) if pair else [])
+        return ids, types
+
+    def _label(self, value: Any, split: str) -> int | float:
+        if self.task_type == "regression":
+            return float(value)
+        key = class_key(value)
+        if key not in self._label_ids:
+            raise UserError(f"{split} label {key!r} of '{self.name}' is not among the training labels "
+                            f"{self.labels}: fix the example or list every class in `data.labels`.")
+        return self._label_ids[key]
+
+    @property
+    def _label_ids(self) -> dict[str, int]:
+        return {class_key(name): i for i, name in enumerate(self.labels or [])}
+
+    def collate(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        """Pad to the longest example of the batch; ``attention_mask`` is 1 on real tokens."""
+        longest = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), longest), self.pad_id, dtype=torch.long)
+        types = torch.zeros(len(examples), longest, dtype=torch.long)
+        mask = torch.zeros(len(examples), longest, dtype=torch.long)
+        for row, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[row, :n] = torch.from_numpy(e["input_ids"])
+            types[row, :n] = torch.from_numpy(e["token_type_ids"])
+            mask[row, :n] = 1
+        dtype = torch.float32 if self.task_type == "regression" else torch.long
+        labels = torch.tensor([e["label"] for e in examples], dtype=dtype)
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise UserError(f"No {split} examples: give `data.test_file` (or `data.test_split`) to run `test`.")
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
