@@ -92,3 +92,32 @@ def test_continued_pretraining_from_a_hf_folder_through_the_cli(tmp_path: Path, 
         torch.testing.assert_close(task.net(ids), hf(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
     with pytest.raises(SystemExit):
         main(["export", "--ckpt_path", str(last), "--to", str(out)])  # never overwrites
+
+
+def test_init_from_with_an_extended_tokenizer_grows_the_embeddings(tiny_corpus: Path, tmp_path: Path) -> None:
+    from lmforge.data.vocab import coverage, domain_words, extend_tokenizer, init_new_embeddings
+
+    ckpt, trained = _gpt_checkpoint(tiny_corpus, tmp_path, steps=1)
+    old = trained.tokenizer
+    words = domain_words(coverage(old, read_local(str(tiny_corpus)), top=5), 2)
+    extended, pieces = extend_tokenizer(old, words)
+    extended.save(tmp_path / "extended.json")
+    task = CausalLMTask(init_from=str(ckpt))
+    expected = init_new_embeddings(trained.net.wte.weight.detach(), pieces)
+    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(tmp_path / "extended.json")),
+                    seq_len=16, batch_size=4)
+    trainer = L.Trainer(max_steps=1, enable_checkpointing=False, **QUIET)
+    dm.trainer = trainer
+    task.trainer = trainer
+    trainer.strategy.connect(task)
+    trainer.datamodule = dm  # what fit attaches before the task's setup
+    task.setup("fit")
+    assert task.net.wte.weight.shape[0] == old.vocab_size + 2 == task.hparams["config"]["vocab_size"]
+    torch.testing.assert_close(task.net.wte.weight.detach(), expected)
+    assert task.net.lm_head.weight is task.net.wte.weight  # still tied
+    ids = torch.tensor([extended.encode(f"the {words[0]} and")])
+    assert task.net(ids).shape[-1] == old.vocab_size + 2
+    trainer.fit(task, dm)  # trains with the new rows; the run's checkpoints record the grown shape
+    trainer.save_checkpoint(tmp_path / "grown.ckpt")
+    again = CausalLMTask(init_from=str(tmp_path / "grown.ckpt"))
+    assert again.net.config.vocab_size == old.vocab_size + 2

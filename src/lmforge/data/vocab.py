@@ -367,3 +367,23 @@ def init_new_embeddings(weight: torch.Tensor, pieces: list[list[int]]) -> torch.
     if not rows:
         return old.clone()
     return torch.cat([old, torch.stack(rows)], dim=0)  # (V + N, C)
+
+
+def extension_pieces(old: Tokenizer, new: Tokenizer) -> list[list[int]] | None:
+    """If ``new`` is ``old`` extended by :func:`extend_tokenizer`, each new token's old pieces
+    (for :func:`init_new_embeddings`); else ``None``.
+
+    Checked by rebuilding: the new tokens' words, added to ``old`` again, must give exactly
+    ``new`` (same fingerprint), so a tokenizer that merely shares a prefix of ids is not taken
+    for an extension.
+    """
+    if new.vocab_size <= old.vocab_size:
+        return None
+    if any(new.backend.id_to_token(i) != old.backend.id_to_token(i) for i in range(old.vocab_size)):
+        return None
+    words = [new.decode([i], skip_special_tokens=False).strip() for i in range(old.vocab_size, new.vocab_size)]
+    try:
+        rebuilt, pieces = extend_tokenizer(old, words)
+    except (UserError, ValueError):
+        return None
+    return pieces if rebuilt.fingerprint == new.fingerprint else None

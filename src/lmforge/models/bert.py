@@ -115,6 +115,16 @@ class Bert(nn.Module):
             x = block(x, mask)
         return x
 
+    def grow_vocab(self, embeddings: torch.Tensor) -> None:
+        """Replace the token embedding (also the MLM output matrix) by ``embeddings``, which has
+        more rows: new tokens. Their output biases start at the mean of the old ones."""
+        old = self.wte.weight.shape[0]
+        self.wte = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=False)
+        bias = self.mlm_head.bias.detach()
+        grown = torch.cat([bias, bias.mean().expand(embeddings.shape[0] - old)])
+        self.mlm_head.bias = nn.Parameter(grown)
+        self.config.vocab_size = embeddings.shape[0]
+
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of the given hidden states (all positions, or only the masked ones)."""
         return self.mlm_head(hidden, self.wte.weight)

@@ -96,6 +96,13 @@ class GPT(nn.Module):
             x = block(x)
         return self.ln_f(x)
 
+    def grow_vocab(self, embeddings: torch.Tensor) -> None:
+        """Replace the (tied) token embedding by ``embeddings``, which has more rows: new tokens."""
+        self.wte = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=False)
+        self.lm_head = nn.Linear(self.config.d_model, embeddings.shape[0], bias=False)
+        self.lm_head.weight = self.wte.weight
+        self.config.vocab_size = embeddings.shape[0]
+
     def num_params(self, non_embedding: bool = False) -> int:
         """Number of parameters, the tied embedding counted once.
 

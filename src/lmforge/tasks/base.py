@@ -200,10 +200,7 @@ class PretrainingTask(L.LightningModule):
             self.tokenizer = datamodule.tokenizer
             start = getattr(self, "_start_tokenizer", None)
             if start is not None and start.fingerprint != self.tokenizer.fingerprint:
-                raise UserError(
-                    f"The data's tokenizer ({self.tokenizer.fingerprint}) is not the one of the init_from weights "
-                    f"({start.fingerprint}): drop `data.tokenizer.path` so the weights' own tokenizer is used."
-                )
+                self._extend_vocabulary(start)
             rows = getattr(self.model_config, "vocab_size", None)
             if rows is not None and self.tokenizer.vocab_size > rows:
                 raise UserError(
@@ -233,6 +230,28 @@ class PretrainingTask(L.LightningModule):
                 f"({ckpt_tokenizer.fingerprint}): drop `data.tokenizer.path` to use the checkpoint's."
             )
         self.tokenizer = ckpt_tokenizer
+
+    def _extend_vocabulary(self, start: Tokenizer) -> None:
+        """The data's tokenizer is not the weights': accept it only if it is theirs extended with
+        domain words (``lmforge tokenizer coverage --add``), and give each new token an
+        embedding row, the mean of the rows of the pieces the old tokenizer cut it into."""
+        from lmforge.data.vocab import extension_pieces, init_new_embeddings
+
+        pieces = extension_pieces(start, self.tokenizer)
+        if pieces is None:
+            raise UserError(
+                f"The data's tokenizer ({self.tokenizer.fingerprint}) is not the one of the init_from weights "
+                f"({start.fingerprint}) nor an extension of it: drop `data.tokenizer.path` so the weights' own "
+                "tokenizer is used, or extend it with `lmforge tokenizer coverage --add`."
+            )
+        if not hasattr(self.net, "grow_vocab"):
+            raise UserError(f"Extending the vocabulary of a {type(self.net).__name__} is not supported (GPT and BERT "
+                            "are): use the weights' own tokenizer.")
+        if self.net.wte.weight.shape[0] == start.vocab_size:  # not grown yet (setup runs once per stage)
+            self.net.grow_vocab(init_new_embeddings(self.net.wte.weight, pieces))
+            self.hparams["config"] = dataclasses.asdict(self.net.config)
+            rank_zero_info(f"init_from: {len(pieces)} new tokens, their embeddings the mean of their old pieces'.")
+        self._start_tokenizer = self.tokenizer
 
     # -- optimization ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
