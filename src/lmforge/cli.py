@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmforge.callbacks import ProgressBar, RunCheckpoint, SafeSaveConfigCallback, TextSampleCallback, ThroughputMonitor
+from lmforge.callbacks import NonFiniteGuard, ProgressBar, RunCheckpoint, SafeSaveConfigCallback, TextSampleCallback, ThroughputMonitor
 from lmforge.errors import UserError
 from lmforge.tasks import PretrainingTask
 
@@ -62,6 +62,7 @@ class LmforgeCLI(LightningCLI):
         )
         parser.add_lightning_class_args(ThroughputMonitor, "throughput")
         parser.add_lightning_class_args(TextSampleCallback, "sample")
+        parser.add_lightning_class_args(NonFiniteGuard, "nan_guard")
         for attribute, target in LINKS.items():
             parser.link_arguments("data", target, compute_fn=self._linked(attribute, target), apply_on="instantiate")
 

@@ -7,3 +7,7 @@ bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's input, described in one sentence that says what to do."""
+
+
+class NonFiniteLossError(UserError):
+    """Training produced a NaN or infinite loss; raised before that step changes any weight."""

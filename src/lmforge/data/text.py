@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmforge.data.augment import Augmentation, apply_augmentations
 from lmforge.data.bundled import bundled_documents
@@ -438,6 +438,14 @@ class CorpusDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
+
+    def sample_ids(self, batch_idx: int) -> list[int] | None:
+        """The indices (blocks, or examples) of training batch ``batch_idx`` of the current epoch on
+        this rank, for messages about a batch; ``None`` when streaming."""
+        if self._sampler is None:
+            return None
+        order = list(DistributedSampler.__iter__(self._sampler))  # the whole epoch, resume skip aside
+        return order[batch_idx * self.batch_size : (batch_idx + 1) * self.batch_size]
 
     # -- exact mid-epoch resume (through Lightning's checkpoint) -------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
