@@ -6,10 +6,20 @@ from pathlib import Path
 
 from jsonargparse import CLI
 
+from lmforge.cache import atomic_write_text
 from lmforge.data.documents import TxtSplit
 from lmforge.data.text import BundledCorpus, TextCorpus
 from lmforge.data.tokenizer import Family, TokenizerKind, TokenizerSpec, special_tokens_of, train_tokenizer
 from lmforge.errors import UserError
+
+
+def _corpus(paths: str | list[str] | None, hf_dataset: str | None, hf_config: str | None, hf_split: str,
+            text_field: str, txt_split: TxtSplit, max_documents: int | None) -> TextCorpus | BundledCorpus:
+    """The corpus the tool subcommands read: local files, a hub dataset, else the bundled corpus."""
+    if paths or hf_dataset:
+        return TextCorpus(paths=paths, hf_dataset=hf_dataset, hf_config=hf_config, hf_split=hf_split,
+                          text_field=text_field, txt_split=txt_split, max_documents=max_documents)
+    return BundledCorpus(max_documents=max_documents)
 
 
 def train(
@@ -51,20 +61,13 @@ def train(
     target = Path(out)
     if target.exists() and not overwrite:
         raise UserError(f"'{target}' already exists: choose another --out or pass --overwrite true.")
-    if paths or hf_dataset:
-        corpus = TextCorpus(paths=paths, hf_dataset=hf_dataset, hf_config=hf_config, hf_split=hf_split,
-                            text_field=text_field, txt_split=txt_split, max_documents=max_documents)
-    else:
-        corpus = BundledCorpus(max_documents=max_documents)
+    corpus = _corpus(paths, hf_dataset, hf_config, hf_split, text_field, txt_split, max_documents)
     docs = list(corpus.documents())
     if not docs:
         raise UserError(f"Corpus {corpus.name} has no text to train a tokenizer on.")
     spec = TokenizerSpec(kind=kind, vocab_size=vocab_size, family=family, min_frequency=min_frequency, lowercase=lowercase)
     tokenizer = train_tokenizer(docs, spec)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tokenizer.save(tmp)
-    tmp.replace(target)  # never leave a half-written tokenizer.json
+    atomic_write_text(target, tokenizer.to_str())  # never a half-written tokenizer.json
     print(
         f"Wrote {target}: {kind}, {tokenizer.vocab_size} tokens, trained on {len(docs)} documents of {corpus.name}; "
         f"special tokens {' '.join(special_tokens_of(tokenizer))}"
@@ -121,11 +124,7 @@ def coverage(
     if target is not None and target.exists() and not overwrite:
         raise UserError(f"'{target}' already exists: choose another --out or pass --overwrite true.")
     tok = Tokenizer.from_file(tokenizer)
-    if paths or hf_dataset:
-        corpus = TextCorpus(paths=paths, hf_dataset=hf_dataset, hf_config=hf_config, hf_split=hf_split,
-                            text_field=text_field, txt_split=txt_split, max_documents=max_documents)
-    else:
-        corpus = BundledCorpus(max_documents=max_documents)
+    corpus = _corpus(paths, hf_dataset, hf_config, hf_split, text_field, txt_split, max_documents)
     report = measure(tok, corpus.documents(), top=max(top, add), min_count=min_count)
     if not report.words:
         raise UserError(f"Corpus {corpus.name} has no words to measure.")
@@ -139,10 +138,7 @@ def coverage(
                         "lower --min_count or measure a larger corpus.")
     extended, _ = extend_tokenizer(tok, words)
     assert target is not None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    extended.save(tmp)
-    tmp.replace(target)  # never leave a half-written tokenizer.json
+    atomic_write_text(target, extended.to_str())  # never a half-written tokenizer.json
     fewer = f" (only {len(words)} words qualify)" if len(words) < add else ""
     print(f"\nWrote {target}: added {len(words)} words{fewer} as ids {tok.vocab_size}..{extended.vocab_size - 1}, "
           f"{extended.vocab_size} tokens in all: {' '.join(words)}")

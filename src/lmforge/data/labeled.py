@@ -24,10 +24,9 @@ import numpy as np
 import tokenizers
 import torch
 from jsonargparse.typing import Path_fr
-from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer_cached
+from lmforge.data.tokenizer import Tokenizer, TokenizerSpec
 from lmforge.errors import UserError
 
 TaskType = Literal["auto", "classification", "regression"]
@@ -320,12 +319,8 @@ class LabeledText(L.LightningDataModule):
     def tokenizer(self) -> Tokenizer:
         """The task's tokenizer once attached (:meth:`setup`); before that, ``tokenizer``'s."""
         if self._tokenizer is None:
-            spec = self.tokenizer_spec
-            if spec.path:
-                self._tokenizer = Tokenizer.from_file(spec.path)
-            else:
-                texts = [t for a, b, _ in self.raw()["train"] for t in (a, b) if t]
-                self._tokenizer = train_tokenizer_cached(texts, spec, wait=rank_zero_only.rank != 0)
+            texts = (t for a, b, _ in self.raw()["train"] for t in (a, b) if t) if not self.tokenizer_spec.path else ()
+            self._tokenizer = self.tokenizer_spec.load_or_train(texts)
         return self._tokenizer
 
     @tokenizer.setter

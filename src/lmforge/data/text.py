@@ -35,7 +35,7 @@ from lmforge.data.sampler import ResumableSampler
 from lmforge.data.shards import PreparedCorpus, ShardBlocks, write_prepared
 from lmforge.data.streaming import StreamingBlocks, collate_stream
 from lmforge.data.sentences import split_sentences
-from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer_cached
+from lmforge.data.tokenizer import Tokenizer, TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.objectives import Objective
 
@@ -235,16 +235,12 @@ class CorpusDataModule(L.LightningDataModule):
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
             spec = self.tokenizer_spec
-            if spec.path:
-                self._tokenizer = Tokenizer.from_file(spec.path)
-            else:
-                # the training documents, read lazily (the first ones only when streaming)
-                limit = self.stream_tokenizer_documents if self.streaming else None
-                texts = self._tokenizer_texts(limit)
+            # the training documents, read lazily and only to train (the first ones only when streaming)
+            limit = self.stream_tokenizer_documents if self.streaming else None
+            if not spec.path:
                 rank_zero_info(f"Training a {spec.kind} tokenizer ({spec.vocab_size} tokens) on {self.name} ...")
-                # ranks other than 0 load what rank 0 trained: training is not deterministic
-                key = f"{self.fingerprint()}:{limit}"
-                self._tokenizer = train_tokenizer_cached(texts, spec, wait=rank_zero_only.rank != 0, corpus_key=key)
+            key = None if spec.path else f"{self.fingerprint()}:{limit}"
+            self._tokenizer = spec.load_or_train(self._tokenizer_texts(limit), corpus_key=key)
         return self._tokenizer
 
     def _tokenizer_texts(self, limit: int | None) -> Iterator[str]:
@@ -312,7 +308,7 @@ class CorpusDataModule(L.LightningDataModule):
         if (folder / "meta.json").is_file():
             return PreparedCorpus.open(folder, tok.fingerprint)
         rank_zero_info(f"Preparing {self.name} into token shards at {folder} ...")
-        meta = {"corpus": self.name, "fingerprint": self.fingerprint(), "tokenizer_json_sha": tok.fingerprint}
+        meta = {"corpus": self.name, "fingerprint": folder.name.split("-")[0]}
         with PrepareProgress(self.size_hint(), enabled=progress and rank_zero_only.rank == 0) as bar:
             prepared = write_prepared(folder, self._augmented(self.labelled_documents()), tok.encode_batch,
                                       tok.vocab_size, tok.eos_id, tok.fingerprint, meta, on_progress=bar.update)

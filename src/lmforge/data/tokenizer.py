@@ -69,6 +69,20 @@ class TokenizerSpec:
     min_frequency: int = 2
     lowercase: bool = False
 
+    def load_or_train(self, texts: Iterable[str], corpus_key: str | None = None) -> Tokenizer:
+        """The tokenizer ``path`` names, or one trained on ``texts`` (read only then) and cached,
+        see :func:`train_tokenizer_cached`: ranks other than 0 load what rank 0 trained.
+
+        Args:
+            texts: The training documents.
+            corpus_key: What identifies ``texts`` (a corpus fingerprint), if anything.
+        """
+        if self.path:
+            return Tokenizer.from_file(self.path)
+        from lightning.pytorch.utilities import rank_zero_only
+
+        return train_tokenizer_cached(texts, self, wait=rank_zero_only.rank != 0, corpus_key=corpus_key)
+
 
 class Tokenizer:
     """A trained subword tokenizer with named special-token roles.

@@ -92,14 +92,6 @@ class ContrastiveTask(PretrainingTask):
         self.embeddings_out = embeddings_out
         self._embeddings: list[torch.Tensor] = []
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        seq_len = getattr(getattr(self.trainer, "datamodule", None), "seq_len", None)
-        if seq_len is not None and seq_len > self.net.config.max_seq_len:
-            raise UserError(
-                f"data.seq_len={seq_len} is longer than the encoder's {self.net.config.max_seq_len} positions: lower it."
-            )
-
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings ``(B, C)`` of padded ``[CLS] s [SEP]`` batches."""
         hidden = self.net.encode(input_ids, attention_mask)  # (B, T, C)
