@@ -21,7 +21,9 @@ from lmforge.tasks import CausalLMTask, OptimizerConfig
 
 def _epoch(sampler: ResumableSampler, epoch: int) -> list[int]:
     sampler.set_epoch(epoch)
-    return list(sampler)
+    keys = list(sampler)
+    assert all(e == epoch for e, _ in keys)
+    return [i for _, i in keys]
 
 
 def test_sampler_order_comes_from_seed_and_epoch() -> None:
@@ -46,9 +48,32 @@ def test_sampler_resumes_after_what_was_consumed() -> None:
     resumed.load_state_dict(state)
     assert _epoch(resumed, 3) == full[6:] and len(resumed) == len(full)
     assert _epoch(resumed, 3) == full  # the skip applies once
-    other = ResumableSampler(40, num_replicas=4, rank=1, seed=7)
-    with pytest.raises(UserError, match="num_replicas=2, this run has num_replicas=4"):
-        other.load_state_dict(state)
+    with pytest.raises(UserError, match="seed=7, this run has seed=8"):
+        ResumableSampler(40, num_replicas=2, rank=1, seed=8).load_state_dict(state)
+    with pytest.raises(UserError, match="num_items=40, this run has num_items=41"):
+        ResumableSampler(41, num_replicas=2, rank=1, seed=7).load_state_dict(state)
+
+
+@pytest.mark.parametrize("new_world", [1, 3, 4])
+def test_sampler_resumes_on_another_number_of_ranks_reading_each_item_once(new_world: int) -> None:
+    """2 ranks read 6 items each, then the run continues on ``new_world`` ranks: together they
+    read every item of the epoch once, in the epoch's order (the tail cut to a multiple aside)."""
+    before = [ResumableSampler(40, num_replicas=2, rank=r, seed=7) for r in range(2)]
+    read = []
+    for sampler in before:
+        sampler.set_epoch(3)
+        read += _epoch(sampler, 3)[:6]
+    state = before[0].state_dict(consumed=6)
+    after = []
+    for r in range(new_world):
+        sampler = ResumableSampler(40, num_replicas=new_world, rank=r, seed=7)
+        sampler.load_state_dict(state)
+        after.append(_epoch(sampler, 3))
+    order = before[0].permutation()
+    assert sorted(read) == sorted(order[:12])  # the two ranks had read the first 12 of the order
+    assert all(len(part) == len(after[0]) for part in after)  # equal shares, no rank waits on another
+    rest = [i for step in zip(*after) for i in step]  # interleaved back into the order
+    assert rest == order[12 : 12 + len(rest)] and len(rest) > 40 - 12 - new_world
 
 
 # -- through Lightning's checkpoints ------------------------------------------------------------

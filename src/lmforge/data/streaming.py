@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from lmforge.objectives import key_batch
+
 Position = tuple[int, int]  # (document index, token offset within it) where the next block starts
 
 
@@ -114,9 +116,12 @@ class StreamingBlocks(IterableDataset):
 
 def collate_stream(objective: Callable[[list], dict[str, torch.Tensor]]) -> Callable[[list[dict]], dict]:
     """A collate function: the objective's batch of the blocks, plus ``stream_position``
-    (sub-stream, document, offset) of the last block, for :class:`StreamingBlocks` resume."""
+    (sub-stream, document, offset) of the last block, for :class:`StreamingBlocks` resume. The
+    batch's randomness is keyed by the first block's position."""
 
     def collate(items: list[dict]) -> dict:
+        first = items[0]
+        key_batch(objective, (first["stream"], *first["position"]))
         batch = objective([item["block"] for item in items])
         last = items[-1]
         batch["stream_position"] = torch.tensor([last["stream"], *last["position"]], dtype=torch.long)

@@ -14,28 +14,31 @@ import hashlib
 import inspect
 import itertools
 import json
+import pickle
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
-import torch
+import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from lmforge.data.augment import Augmentation, apply_augmentations
 from lmforge.data.bundled import bundled_documents
 from lmforge.cache import cache_dir
 from lmforge.data.documents import TxtSplit, is_validation, iter_hf, iter_local
 from lmforge.data.packing import PackedBlocks, concat_documents, token_dtype
-from lmforge.data.sampler import ResumableSampler
+from lmforge.data.sampler import Keyed, ResumableSampler, keyed_collate
 from lmforge.data.shards import PreparedCorpus, ShardBlocks, write_prepared
 from lmforge.data.streaming import StreamingBlocks, collate_stream
 from lmforge.data.sentences import split_sentences
 from lmforge.data.tokenizer import Tokenizer, TokenizerSpec
+from lmforge.distributed import gather_objects
 from lmforge.errors import UserError
 from lmforge.objectives import Objective
 
@@ -128,6 +131,7 @@ class CorpusDataModule(L.LightningDataModule):
         self._sampler: ResumableSampler | None = None
         self._resume: dict[str, Any] = {}
         self._stream_positions: dict[int, tuple[int, int]] = {}
+        self._first_batch = (-1, 0)  # (epoch, batch) where the sampler's iteration began on resume
 
     # -- documents --------------------------------------------------------------------------
     def load_documents(self) -> Iterable[str]:
@@ -408,19 +412,23 @@ class CorpusDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         options: dict[str, Any] = {}
-        if train and isinstance(dataset, StreamingBlocks):
+        if isinstance(dataset, StreamingBlocks):
             dataset.resume_from = self._resume.pop("stream", {})
-            options["collate_fn"] = collate_stream(self.objective)
-        elif train:
-            rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-            self._sampler = ResumableSampler(len(dataset), world, rank, shuffle=True, seed=self.seed)
-            if "sampler" in self._resume:
-                self._sampler.load_state_dict(self._resume.pop("sampler"))
-            options.update(sampler=self._sampler, drop_last=True)
+            collate = collate_stream(self.objective)
+        else:
+            if train:
+                rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+                self._sampler = ResumableSampler(len(dataset), world, rank, shuffle=True, seed=self.seed)
+                if "sampler" in self._resume:
+                    self._sampler.load_state_dict(self._resume.pop("sampler"))
+                options.update(sampler=self._sampler, drop_last=True)
+            # each batch's masks or spans are seeded by its samples' keys: the same with any
+            # number of workers, and after a resume
+            dataset, collate = Keyed(dataset), keyed_collate(self.objective)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            collate_fn=options.pop("collate_fn", self.objective),
+            collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             **options,
@@ -440,8 +448,9 @@ class CorpusDataModule(L.LightningDataModule):
         this rank, for messages about a batch; ``None`` when streaming."""
         if self._sampler is None:
             return None
-        order = list(DistributedSampler.__iter__(self._sampler))  # the whole epoch, resume skip aside
-        return order[batch_idx * self.batch_size : (batch_idx + 1) * self.batch_size]
+        first = self._first_batch if self._first_batch[0] == self._sampler.epoch else (self._sampler.epoch, 0)
+        start = (batch_idx - first[1]) * self.batch_size  # the iteration began at batch first[1] (a resume)
+        return self._sampler.order[start : start + self.batch_size]
 
     # -- exact mid-epoch resume (through Lightning's checkpoint) -------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -450,25 +459,43 @@ class CorpusDataModule(L.LightningDataModule):
             self._stream_positions[stream] = (doc, offset)
         return batch
 
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the checkpoint: the corpus, the sequence length,
+        the seed of split and order and, unless streaming, a digest of the training examples (their number and a sample
+        of their tokens; the paths do not count, so a moved corpus still resumes)."""
+        identity: dict[str, Any] = {"corpus": type(self).__name__, "seq_len": self.seq_len, "seed": self.seed}
+        if self.train_set is not None and not isinstance(self.train_set, StreamingBlocks):
+            identity["examples"] = _digest(self.train_set)
+        return identity
+
     def state_dict(self) -> dict[str, Any]:
         """Where the training data stands: the sampler's epoch and position, or each
-        sub-stream's position. Saved in every checkpoint."""
+        sub-stream's position; and :meth:`identity`. Saved in every checkpoint."""
         trainer = self.trainer
         if trainer is None:
             return {}
+        state: dict[str, Any] = {"identity": self.identity()}
         if self._sampler is not None:
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            return {"sampler": self._sampler.state_dict(done * self.batch_size)}
-        if isinstance(self.train_set, StreamingBlocks):
-            positions = dict(self._stream_positions)
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                gathered: list[dict] = [{} for _ in range(torch.distributed.get_world_size())]
-                torch.distributed.all_gather_object(gathered, positions)  # every rank saves, rank 0 writes
-                positions = {k: v for part in gathered for k, v in part.items()}
-            return {"stream": positions, "streams": trainer.world_size * max(1, self.num_workers)}
-        return {}
+            state.update(sampler=self._sampler.state_dict(done * self.batch_size), batches=done)
+        elif isinstance(self.train_set, StreamingBlocks):
+            # every rank saves, rank 0 writes: gather the sub-streams of all ranks
+            positions = {k: v for part in gather_objects(dict(self._stream_positions)) for k, v in part.items()}
+            state.update(stream=positions, streams=trainer.world_size * max(1, self.num_workers))
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved, now = state_dict.get("identity", {}), self.identity()
+        for key, value in saved.items():
+            if key in now and now[key] != value:
+                differs = (f"{key} {value}, this run has {now[key]}" if key != "examples" else
+                           "training examples (their number or their tokens) than this run's")
+                raise UserError(
+                    f"The checkpoint was trained on other data ({differs}): resume with the same data settings "
+                    "and corpus, or start a new run from its weights with `--model.init_from`."
+                )
+        # Lightning cannot see that the data module resumes the loader itself
+        warnings.filterwarnings("ignore", message=".*ended before the epoch ended and your dataloader is not resumable")
         if "stream" in state_dict:
             streams = self.trainer.world_size * max(1, self.num_workers) if self.trainer else max(1, self.num_workers)
             if state_dict["streams"] != streams:
@@ -479,8 +506,13 @@ class CorpusDataModule(L.LightningDataModule):
             self._resume["stream"] = {int(k): tuple(v) for k, v in state_dict["stream"].items()}
             self._stream_positions = dict(self._resume["stream"])
         elif "sampler" in state_dict:
-            self._resume["sampler"] = state_dict["sampler"]
-
+            sampler = state_dict["sampler"]
+            self._resume["sampler"] = sampler
+            self._first_batch = (sampler["epoch"], state_dict.get("batches", 0))
+            world = self.trainer.world_size if self.trainer else 1
+            if sampler.get("num_replicas", world) != world:
+                rank_zero_info(f"Resuming on {world} processes a run of {sampler['num_replicas']}: the data continues "
+                               "where it stopped, each example of the epoch read once.")
 
 AUGMENT_CHUNK = 1024  # training documents augmented together (one seeded draw per chunk)
 
@@ -589,3 +621,12 @@ class BundledCorpus(CorpusDataModule):
 
     def fingerprint_extra(self) -> str:
         return sys.version  # the bundled text is this Python's
+
+
+def _digest(dataset: Dataset) -> str:
+    """A short hash of a dataset's length and of 16 of its items, spread over it."""
+    h = hashlib.sha256(str(len(dataset)).encode())
+    for i in sorted({int(j) for j in np.linspace(0, len(dataset) - 1, 16)} if len(dataset) else set()):
+        item = dataset[i]
+        h.update(np.ascontiguousarray(item).tobytes() if isinstance(item, np.ndarray) else pickle.dumps(item))
+    return h.hexdigest()[:16]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
@@ -39,27 +40,45 @@ class Objective(Protocol):
         ...
 
 
-class WorkerGenerator:
-    """A ``torch.Generator`` per DataLoader worker, all derived from one seed.
+class BatchGenerator:
+    """The ``torch.Generator`` an objective draws a batch's randomness (masks, spans) from.
 
-    Objectives draw their randomness (masks, spans) while collating, which happens inside
-    the DataLoader's worker processes: each worker gets its own stream so two workers never
-    draw the same masks, and a run is reproducible for a given seed and number of workers.
+    The data module keys every batch before collating it (:meth:`set_key`): by its first
+    sample's (epoch, index) when reading shards, by its stream position when streaming. The
+    generator is then seeded from ``(seed, key)`` alone, so a batch's masks are the same
+    whichever DataLoader worker collates it, with any number of workers, and after a resume
+    from a checkpoint. Unkeyed use (an objective called directly) draws from one stream per
+    worker process, seeded from ``seed``.
 
     Args:
-        seed: Seed of the streams.
+        seed: Seed of the draws.
     """
 
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self._generator: torch.Generator | None = None
+        self._keyed: torch.Generator | None = None
+        self._stream: torch.Generator | None = None
         self._worker: int | None = None
 
+    def set_key(self, key: tuple[int, ...]) -> None:
+        """Draw the next batch (and those after it, until the next key) from ``(seed, key)``."""
+        state = np.random.SeedSequence([self.seed, *key]).generate_state(2, np.uint32)
+        self._keyed = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
     def __call__(self) -> torch.Generator:
-        """The generator of the calling process (the main process counts as worker -1)."""
+        """The generator of the current batch."""
+        if self._keyed is not None:
+            return self._keyed
         worker = get_worker_info()
         worker_id = worker.id if worker is not None else -1
-        if self._generator is None or self._worker != worker_id:
-            self._generator = torch.Generator().manual_seed(self.seed * 1000 + worker_id + 1)
+        if self._stream is None or self._worker != worker_id:
+            self._stream = torch.Generator().manual_seed(self.seed * 1000 + worker_id + 1)
             self._worker = worker_id
-        return self._generator
+        return self._stream
+
+
+def key_batch(objective: Objective, key: tuple[int, ...]) -> None:
+    """Seed the randomness of ``objective``'s next batch from ``key`` (if it draws any)."""
+    rng = getattr(objective, "rng", None)
+    if isinstance(rng, BatchGenerator):
+        rng.set_key(key)

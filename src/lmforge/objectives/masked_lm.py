@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lmforge.objectives.base import WorkerGenerator
+from lmforge.objectives.base import BatchGenerator
 
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
@@ -40,7 +40,7 @@ class MaskedLM:
         random_token_prob: Of the selected, the fraction replaced by a random token.
         whole_word: Select whole words rather than single pieces.
         nsp: Make next-sentence-prediction pairs from sentences instead of packed blocks.
-        seed: Seed of the masks; each DataLoader worker draws its own stream from it.
+        seed: Seed of the masks, drawn per batch from (seed, the batch's key): see ``BatchGenerator``.
     """
 
     def __init__(
@@ -64,7 +64,7 @@ class MaskedLM:
         self.whole_word = whole_word
         self.nsp = nsp
         self.seed = seed
-        self._rng = WorkerGenerator(seed)
+        self.rng = BatchGenerator(seed)
         self.bound = False
 
     def bind(self, tokenizer: Tokenizer) -> None:
@@ -196,7 +196,7 @@ class MaskedLM:
 
     def mask(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Mask a batch of token ids (B, T) whose padding, if any, is 0 in ``attention_mask``."""
-        g = self._rng()
+        g = self.rng()
         selected = self.select(ids, g)
         if attention_mask is not None:
             selected &= attention_mask.bool()

@@ -23,9 +23,9 @@ distribution (λ = 3) until ``noise_density`` (30%) of the block is covered; eac
 replaced by a single mask token (a span of length 0 inserts one), and the target is the
 whole original block. Inputs are shorter than the target and padded to ``seq_len``.
 
-Both draw from a per-worker generator (:class:`WorkerGenerator`): deterministic given the
-seed. The decoder input is the target shifted right behind a start token (the padding
-token, as in T5).
+Both draw from a generator seeded per batch (:class:`BatchGenerator`): deterministic given
+the seed and the batch. The decoder input is the target shifted right behind a start token
+(the padding token, as in T5).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lmforge.objectives.base import WorkerGenerator
+from lmforge.objectives.base import BatchGenerator
 
 if TYPE_CHECKING:
     from lmforge.data.tokenizer import Tokenizer
@@ -79,7 +79,7 @@ class SpanCorruption:
     Args:
         noise_density: Fraction of the block's tokens dropped into the target.
         mean_noise_span_length: Mean length of a dropped span.
-        seed: Seed of the spans; each DataLoader worker draws its own stream from it.
+        seed: Seed of the spans, drawn per batch from (seed, the batch's key): see ``BatchGenerator``.
     """
 
     sentences = False
@@ -92,7 +92,7 @@ class SpanCorruption:
             )
         self.noise_density = noise_density
         self.mean_noise_span_length = mean_noise_span_length
-        self._rng = WorkerGenerator(seed)
+        self.rng = BatchGenerator(seed)
         self.sentinels: torch.Tensor | None = None
 
     def bind(self, tokenizer: Tokenizer) -> None:
@@ -160,7 +160,7 @@ class SpanCorruption:
         if self.sentinels is None:
             raise RuntimeError("SpanCorruption.bind(tokenizer) must be called before corrupting.")
         ids = torch.from_numpy(np.stack(blocks).astype(np.int64))  # (B, L)
-        noise = self.noise_mask(ids.size(0), ids.size(1), self._rng())
+        noise = self.noise_mask(ids.size(0), ids.size(1), self.rng())
         inputs = self._replace_spans(ids, noise)  # (B, seq_len): kept text, one sentinel per span
         targets = self._replace_spans(ids, ~noise)  # (B, target length): sentinel, span, ...
         return {"input_ids": inputs, "decoder_input_ids": shift_right(targets, self.pad_id), "labels": targets}
@@ -175,7 +175,7 @@ class TextInfilling:
     Args:
         noise_density: Fraction of the block's tokens covered by masked spans.
         poisson_lambda: Mean of the Poisson distribution of span lengths.
-        seed: Seed of the spans; each DataLoader worker draws its own stream from it.
+        seed: Seed of the spans, drawn per batch from (seed, the batch's key): see ``BatchGenerator``.
     """
 
     sentences = False
@@ -185,7 +185,7 @@ class TextInfilling:
             raise ValueError(f"noise_density must be in (0, 1) and poisson_lambda > 0, got {noise_density}, {poisson_lambda}.")
         self.noise_density = noise_density
         self.poisson_lambda = poisson_lambda
-        self._rng = WorkerGenerator(seed)
+        self.rng = BatchGenerator(seed)
         self.bound = False
 
     def bind(self, tokenizer: Tokenizer) -> None:
@@ -241,7 +241,7 @@ class TextInfilling:
     def __call__(self, blocks: list[np.ndarray]) -> dict[str, torch.Tensor]:
         if not self.bound:
             raise RuntimeError("TextInfilling.bind(tokenizer) must be called before corrupting.")
-        g = self._rng()
+        g = self.rng()
         ids = torch.from_numpy(np.stack(blocks).astype(np.int64))  # (B, L)
         inputs = [torch.cat([self.corrupt(row, g)[0], torch.tensor([self.eos_id])]) for row in ids]
         input_ids = torch.full((len(inputs), ids.size(1) + 1), self.pad_id)

@@ -16,14 +16,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from lmforge.convert import LoadedWeights, load_weights
+from lmforge.distributed import gather_objects
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.models import GPT, Bert
 from lmforge.objectives import Objective
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
+from lmforge.tasks.rng import TrainingRNG
 
 
 # Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
@@ -108,6 +111,7 @@ class PretrainingTask(L.LightningModule):
         self.optim = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         self.tokenizer: Tokenizer | None = None
         self._start: LoadedWeights | None = None  # the init_from weights, until the network has them
+        self._train_rng = TrainingRNG()
 
     # -- starting from pretrained weights (init_from) ---------------------------------------
     def _start_from(self, init_from: str | None, config: Any, family: str, **shape: Any) -> Any:
@@ -212,18 +216,44 @@ class PretrainingTask(L.LightningModule):
             if limit is not None and seq_len is not None and seq_len > limit and isinstance(self.net, (GPT, Bert)):
                 raise UserError(f"data.seq_len={seq_len} is longer than the network's {limit} positions: lower it.")
 
+    # -- the training steps' random stream (see lmforge.tasks.rng) ------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._train_rng.batch_start()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._train_rng.batch_end()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lmforge"] = {
             "tokenizer": self.tokenizer.to_str() if self.tokenizer is not None else None,
             "model_config": dataclasses.asdict(self.model_config),
             "task": type(self).__qualname__,
+            "rng": gather_objects(self._train_rng.state()),  # one per rank: every rank saves, rank 0 writes
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = checkpoint.get("lmforge", {}).get("tokenizer")
-        if stored is None:
+        stored = checkpoint.get("lmforge", {})
+        config = stored.get("model_config")
+        if config is not None and self._trainer is not None:  # resuming a run: the same network
+            now = dataclasses.asdict(self.model_config)
+            changed = [f"{k}={config[k]} (this run: {now[k]})" for k in config if k in now and now[k] != config[k]
+                       and k != "dropout"]
+            if changed:
+                raise UserError(
+                    f"The checkpoint's network has {', '.join(changed)}: resume with the settings it was trained with "
+                    "(max_seq_len follows data.seq_len), or start a new run from its weights with `--model.init_from`."
+                )
+        states = stored.get("rng")
+        if states and self._trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            if len(states) == world:
+                self._train_rng.load(states[rank])
+            else:
+                rank_zero_info(f"The checkpoint was written by {len(states)} processes, this run has {world}: the "
+                               "random streams (dropout) start afresh.")
+        if stored.get("tokenizer") is None:
             return
-        ckpt_tokenizer = Tokenizer.from_str(stored)
+        ckpt_tokenizer = Tokenizer.from_str(stored["tokenizer"])
         if self.tokenizer is not None and self.tokenizer.fingerprint != ckpt_tokenizer.fingerprint:
             raise UserError(
                 f"The data's tokenizer ({self.tokenizer.fingerprint}) is not the checkpoint's "
@@ -262,6 +292,16 @@ class PretrainingTask(L.LightningModule):
             optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy) and gradient_clip_algorithm != "value":
+            # Lightning's FSDP precision refuses norm clipping; FSDP computes the norm over all shards itself
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -- metrics helpers ------------------------------------------------------------------
     def log_train(self, loss: torch.Tensor) -> None:
