@@ -215,5 +215,6 @@ def test_console_script_ddp_two_cpu_processes(tmp_path: Path, streaming: bool) -
     if streaming:  # each rank's sub-stream position, gathered into the one checkpoint rank 0 writes
         assert sorted(data_state["stream"]) == [0, 1] and data_state["streams"] == 2
         assert data_state["stream"][0] != data_state["stream"][1]
-    else:  # 4 batches of 8 per rank, in epoch 0, with 2 ranks
-        assert data_state["sampler"] == {**data_state["sampler"], "epoch": 0, "consumed": 32, "num_replicas": 2}
+    else:  # 4 batches of 8 per rank, in epoch 0, with 2 ranks: the first 64 items of the epoch's order
+        assert data_state["sampler"] == {**data_state["sampler"], "epoch": 0, "position": 64, "num_replicas": 2}
+    assert len(ckpt["lmforge"]["rng"]) == 2  # each rank's random state

@@ -1,7 +1,12 @@
-"""Training callbacks: throughput and MFU, generated text samples, run-folder hygiene."""
+"""Training callbacks: throughput and MFU, generated text samples, run-folder hygiene, safe
+checkpoints (atomic writes, preemption)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -9,11 +14,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lmforge.errors import NonFiniteLossError
+from lmforge.errors import NonFiniteLossError, UserError
 
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, by device-name substring.
 GPU_PEAK_BF16: dict[str, float] = {
@@ -117,12 +125,20 @@ class TextSampleCallback(L.Callback):
         self.prompt = prompt
         self.enabled = enabled
 
-    @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled or trainer.sanity_checking:
             return
-        text = pl_module.sample_text(self.prompt)
-        if text is None:
+        if isinstance(trainer.strategy, FSDPStrategy):
+            # each rank holds a shard of the weights: gather them on every rank to generate
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            with FullyShardedDataParallel.summon_full_params(trainer.model, writeback=False):
+                text = pl_module.sample_text(self.prompt)
+        elif trainer.is_global_zero:
+            text = pl_module.sample_text(self.prompt)
+        else:
+            return
+        if text is None or not trainer.is_global_zero:
             return
         for logger in trainer.loggers:
             add_text = getattr(logger.experiment, "add_text", None)
@@ -131,14 +147,15 @@ class TextSampleCallback(L.Callback):
 
 
 class SafeSaveConfigCallback(SaveConfigCallback):
-    """Saves the resolved config of a ``fit`` into its run folder, never overwriting one there.
-
-    A resumed run writes ``config.resumed-1.yaml``, ``config.resumed-2.yaml``, ...
+    """Saves the resolved config of a ``fit`` into its run folder, never overwriting one there,
+    and only once the run has started: a resume that is refused (another tokenizer, corpus,
+    seed ...) writes nothing. A resumed run writes ``config.resumed-1.yaml``, ``-2`` ...
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return  # validate/test/predict read a run; they do not start one
+        pass  # the checkpoint to resume from is restored (and checked) after setup: wait for it
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         log_dir = trainer.log_dir  # on every rank: it broadcasts
         filename = self.config_filename
         if trainer.is_global_zero and log_dir is not None and (Path(log_dir) / filename).exists():
@@ -147,17 +164,165 @@ class SafeSaveConfigCallback(SaveConfigCallback):
                 n += 1
             filename = f"{stem}.resumed-{n}.yaml"
         self.config_filename = trainer.strategy.broadcast(filename)  # rank 0 decides, before it writes
-        super().setup(trainer, pl_module, stage)
+        super().setup(trainer, pl_module, "fit")
 
 
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between validations,
-    so ``--ckpt_path last`` always resumes from the final step."""
+    so ``--ckpt_path last`` always resumes from the final step, and that never writes into a
+    folder holding another run's checkpoints (unless resuming that run)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # (the checkpoint to resume from is known from here on, and nothing has been written yet)
+        if trainer.fast_dev_run or trainer.ckpt_path is not None or not self.dirpath:
+            return
+        folder = Path(self.dirpath)
+        if folder.is_dir() and any(folder.glob("*.ckpt")):
+            raise UserError(
+                f"'{folder}' already holds the checkpoints of another run: resume it with `--ckpt_path last` (or the "
+                "checkpoint's path), or leave `trainer.logger.init_args.version` unset to start in a new version folder."
+            )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        # a run killed after its checkpoint logged steps that the resumed run logs again: mark the
+        # restart so TensorBoard drops the interrupted run's points from this step on
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        for logger in trainer.loggers:
+            writer = getattr(logger.experiment, "_get_file_writer", None)
+            if writer is not None:
+                event = Event(step=trainer.global_step, session_log=SessionLog(status=SessionLog.START))
+                writer().add_event(event)
+
+    def write_last(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` now (unless this step's is already written)."""
+        if self.save_last and self._last_global_step_saved < trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_last and not trainer.fast_dev_run and self._last_global_step_saved < trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not trainer.fast_dev_run:
+            self.write_last(trainer)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, flushed to disk, then renames it
+    into place: a process killed mid-write leaves the previous checkpoint intact (Lightning's
+    own writer stages the file in the system's temp folder, from where the final move is a
+    copy when that is another file system). Paths with a URL scheme (``s3://``) go to Lightning's.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if "://" in str(path) or storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.partial-*"):  # from a writer that was killed
+            stale.unlink(missing_ok=True)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself reaches the disk
+        finally:
+            os.close(folder)
+
+
+class Preemption(L.Callback):
+    """On ``SIGTERM`` (a scheduler's or Kubernetes' stop) or ``SIGUSR1`` (SLURM's warning before
+    the time limit: ``#SBATCH --signal=USR1@90``), finish the current optimizer step, write
+    ``last.ckpt`` and exit with status 0 (after a validation due at that step, before the next). Resuming with ``--ckpt_path last`` continues
+    exactly where it stopped. Under SLURM, ``SIGUSR1`` also requeues the job.
+
+    Under DDP the ranks agree (a one-flag all-reduce per optimizer step) so that all stop at
+    the same step, even when only one received the signal.
+
+    Args:
+        enabled: Handle the signals.
+        requeue: Under SLURM, requeue the job (``scontrol requeue``) after the checkpoint on ``SIGUSR1``.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self, enabled: bool = True, requeue: bool = True):
+        self.enabled = enabled
+        self.requeue = requeue
+        self.received: str | None = None  # the signal's name, once one arrived
+        self.stopped_at: int | None = None  # the step whose checkpoint was written
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name  # act at the next step boundary, not inside the handler
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning's own handlers are set: SIGTERM is ours for the training loop
+        if not self.enabled or threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.stopped_at is not None:
+            # the step was logged and a validation due after it has run (the resumed run skips it,
+            # as Lightning does after a checkpoint written at a batch's end); leave as Lightning
+            # does on SIGTERM, with exit status 0
+            raise SIGTERMException()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.enabled or trainer.fit_loop.epoch_loop._should_accumulate():  # Lightning's own test
+            return  # a checkpoint holds no half-accumulated gradients: wait for the optimizer step
+        received = self.received is not None
+        if trainer.world_size > 1:
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if not received or self.stopped_at is not None:
+            return
+        self.received = self.received or "SIGTERM"  # another rank's signal
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, RunCheckpoint) and checkpoint.save_last:
+            checkpoint.write_last(trainer)
+            where = checkpoint.last_model_path
+        else:
+            where = str(Path(trainer.default_root_dir) / "preempted.ckpt")
+            trainer.save_checkpoint(where)
+        self.stopped_at = trainer.global_step
+        rank_zero_info(f"{self.received} received: stopped after step {trainer.global_step}, checkpoint {where}. "
+                       "Resume with the same command and `--ckpt_path last`.")
+        job = _slurm_job_id()
+        if self.requeue and self.received == "SIGUSR1" and job and trainer.is_global_zero:
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            rank_zero_info(f"SLURM job {job} requeued." if result.returncode == 0 else
+                           f"Could not requeue SLURM job {job}: {result.stderr.strip()}")
+
+
+def _slurm_job_id() -> str | None:
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array is not None:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 class ProgressBar(RichProgressBar):

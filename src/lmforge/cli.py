@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,18 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmforge.callbacks import NonFiniteGuard, ProgressBar, RunCheckpoint, SafeSaveConfigCallback, TextSampleCallback, ThroughputMonitor
+from lightning.fabric.plugins import CheckpointIO
+
+from lmforge.callbacks import (
+    AtomicCheckpointIO,
+    NonFiniteGuard,
+    Preemption,
+    ProgressBar,
+    RunCheckpoint,
+    SafeSaveConfigCallback,
+    TextSampleCallback,
+    ThroughputMonitor,
+)
 from lmforge.errors import UserError
 from lmforge.tasks import PretrainingTask
 
@@ -63,6 +75,7 @@ class LmforgeCLI(LightningCLI):
         parser.add_lightning_class_args(ThroughputMonitor, "throughput")
         parser.add_lightning_class_args(TextSampleCallback, "sample")
         parser.add_lightning_class_args(NonFiniteGuard, "nan_guard")
+        parser.add_lightning_class_args(Preemption, "preemption")
         for attribute, target in LINKS.items():
             parser.link_arguments("data", target, compute_fn=self._linked(attribute, target), apply_on="instantiate")
 
@@ -82,9 +95,14 @@ class LmforgeCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self._get(self.config_init, "trainer", default={})
-        callbacks = list(trainer.get("callbacks") or [])
+        callbacks = trainer.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]  # one, or several
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, LightningProgressBar) for c in callbacks):
             trainer["callbacks"] = [*callbacks, ProgressBar()]  # rich bar unless the user chose otherwise
+        plugins = trainer.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [] if plugins is None else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            trainer["plugins"] = [*plugins, AtomicCheckpointIO()]  # a killed save never tears last.ckpt
         return super().instantiate_trainer(**kwargs)
 
     # -- checkpoint resolution ------------------------------------------------------------
@@ -102,9 +120,11 @@ class LmforgeCLI(LightningCLI):
         cfg = self.config[subcommand]
         ckpt = cfg.get("ckpt_path")
         if ckpt == "last":
-            ckpt = cfg.ckpt_path = str(self._resume_newest_run(cfg))
+            ckpt = cfg.ckpt_path = str(self._newest_checkpoint(cfg))
         if ckpt and not Path(ckpt).is_file():
             raise UserError(f"Checkpoint '{ckpt}' does not exist: give the path of a .ckpt file, or `last`.")
+        if ckpt and subcommand == "fit":
+            self._continue_in_run_folder(cfg, Path(ckpt))
         model_args = (cfg.get("model") or {}).get("init_args") or {}
         weights = ckpt or model_args.get("init_from")
         data = cfg.get("data")
@@ -115,23 +135,43 @@ class LmforgeCLI(LightningCLI):
                 spec.path = weights
 
     @staticmethod
-    def _resume_newest_run(cfg: Any) -> Path:
-        """Find ``last.ckpt`` of the newest run of this experiment and continue in its folder."""
+    def _runs_root(cfg: Any) -> tuple[Path, Any] | None:
+        """The folder of the experiment's version folders, and the logger's init args."""
         logger = cfg.trainer.get("logger")
         init = logger.get("init_args") if hasattr(logger, "get") else None
         if init is None:
+            return None
+        return Path(init.get("save_dir") or "logs") / (init.get("name") or ""), init
+
+    @classmethod
+    def _newest_checkpoint(cls, cfg: Any) -> Path:
+        """The newest complete checkpoint of the experiment, ``last.ckpt`` first: a file cut
+        short by a kill (not a whole zip archive) is passed over."""
+        found = cls._runs_root(cfg)
+        if found is None:
             raise UserError("`--ckpt_path last` needs a TensorBoard logger to find the runs: give the checkpoint's path.")
-        root = Path(init.get("save_dir") or "logs") / (init.get("name") or "")
-        runs = []
-        for ckpt in root.glob("version_*/checkpoints/last.ckpt"):
-            match = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
-            if match:
-                runs.append((int(match.group(1)), ckpt))
-        if not runs:
-            raise UserError(f"`--ckpt_path last` found no run with checkpoints/last.ckpt under '{root}': start a run first.")
-        version, ckpt = max(runs)
-        init.version = version  # log into the resumed run's folder, continuing its step count
-        return ckpt
+        root, _ = found
+        candidates = [c for c in root.glob("version_*/checkpoints/*.ckpt") if re.fullmatch(r"version_\d+", c.parent.parent.name)]
+        candidates.sort(key=lambda c: (c.stat().st_mtime_ns, c.name == "last.ckpt"), reverse=True)
+        for ckpt in candidates:
+            if zipfile.is_zipfile(ckpt):
+                return ckpt
+            rank_zero_info(f"Skipping '{ckpt}': it is incomplete (its write was interrupted).")
+        raise UserError(f"`--ckpt_path last` found no complete checkpoint under '{root}/version_*/checkpoints': "
+                        "start a run first.")
+
+    @classmethod
+    def _continue_in_run_folder(cls, cfg: Any, ckpt: Path) -> None:
+        """A checkpoint of this experiment's run ``version_N`` resumes in that folder, so its
+        TensorBoard curves and checkpoints continue (not a new version beside it)."""
+        found = cls._runs_root(cfg)
+        if found is None or ckpt.parent.name != "checkpoints":
+            return
+        root, init = found
+        run = ckpt.parent.parent
+        match = re.fullmatch(r"version_(\d+)", run.name)
+        if match and run.parent.resolve() == root.resolve() and init.get("version") is None:
+            init.version = int(match.group(1))
 
     # -- messages -------------------------------------------------------------------------
     def before_fit(self) -> None:
