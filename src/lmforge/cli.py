@@ -240,6 +240,10 @@ def main(args: list[str] | None = None) -> None:
             from lmforge.convert.export import export_command
 
             export_command(argv[1:])
+        elif argv and argv[0] == "new":
+            from lmforge.scaffold import new_command
+
+            new_command(argv[1:])
         elif argv and argv[0] == "prepare":
             from lmforge.tools import prepare_command
 

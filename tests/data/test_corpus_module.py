@@ -1,7 +1,9 @@
-"""The corpus DataModule's run-folder side effects."""
+"""The corpus DataModule: run-folder side effects, and what its cache key covers."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -25,3 +27,30 @@ def test_trained_tokenizer_is_saved_into_the_run_folder_only(logger: bool, tiny_
     dm.setup("fit")
     saved = sorted(p.relative_to(workdir).as_posix() for p in workdir.rglob("tokenizer.json"))
     assert saved == (["lightning_logs/version_0/tokenizer.json"] if logger else [])
+
+
+def test_a_subclass_outside_lmforge_is_prepared_again_when_its_code_changes(
+        tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards and tokenizers are cached by the corpus fingerprint: a project's own corpus class
+    (`lmforge new`'s data.py) changes its documents by code, so its source is in the key."""
+    module_file = tmp_path / "my_corpus_module.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delitem(sys.modules, "my_corpus_module", raising=False)
+
+    def fingerprint(clean: str) -> str:
+        module_file.write_text(
+            "from lmforge.data import TextCorpus\n\n\n"
+            "class Mine(TextCorpus):\n"
+            "    def load_documents(self):\n"
+            f"        return ({clean} for text in super().load_documents())\n",
+            encoding="utf-8",
+        )
+        importlib.invalidate_caches()
+        module = importlib.reload(sys.modules["my_corpus_module"]) if "my_corpus_module" in sys.modules \
+            else importlib.import_module("my_corpus_module")
+        return module.Mine(paths=str(tiny_corpus)).fingerprint()
+
+    first, same, edited = fingerprint("text"), fingerprint("text"), fingerprint("text.lower()")
+    assert first == same != edited
+    assert TextCorpus(paths=str(tiny_corpus)).fingerprint() not in (first, edited)

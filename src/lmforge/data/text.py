@@ -265,8 +265,9 @@ class CorpusDataModule(L.LightningDataModule):
 
     # -- prepared token shards ----------------------------------------------------------------
     def fingerprint(self) -> str:
-        """A hash of everything that decides the prepared documents: the corpus class, its
-        source arguments (with size and modification time of local files), the filters,
+        """A hash of everything that decides the prepared documents: the corpus class (and
+        the source code of a subclass written outside lmforge, so editing it prepares again),
+        its source arguments (with size and modification time of local files), the filters,
         the split and the augmentations."""
         params: dict[str, Any] = {}
         for cls in type(self).__mro__:
@@ -285,6 +286,9 @@ class CorpusDataModule(L.LightningDataModule):
                         [repr(a) for a in self.augment]],
             "extra": self.fingerprint_extra(),
         }
+        code = _user_code(type(self))
+        if code:  # (not in lmforge's own corpora's keys: their caches stay valid)
+            key["code"] = code
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
     def fingerprint_extra(self) -> Any:
@@ -621,6 +625,21 @@ class BundledCorpus(CorpusDataModule):
 
     def fingerprint_extra(self) -> str:
         return sys.version  # the bundled text is this Python's
+
+
+def _user_code(cls: type) -> list[str]:
+    """Digests of the source of ``cls`` and of its bases written outside lmforge (a project's
+    own corpus class): what lmforge's version does not already pin."""
+    digests = []
+    for base in cls.__mro__:
+        if base.__module__.split(".")[0] in ("lmforge", "lightning", "builtins", "typing"):
+            continue
+        try:
+            source = inspect.getsource(base)
+        except (OSError, TypeError):  # defined interactively: nothing to read
+            source = base.__qualname__
+        digests.append(hashlib.sha256(source.encode()).hexdigest()[:16])
+    return digests
 
 
 def _digest(dataset: Dataset) -> str:
