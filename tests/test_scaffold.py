@@ -11,6 +11,7 @@ import re
 import site
 import subprocess
 import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +24,14 @@ from cookiecutter.main import cookiecutter
 
 from conftest import ROOT
 from lmforge.cli import main
-from lmforge.scaffold import SLUG_DIR, template_dir
+from lmforge.scaffold import template_dir
 
 CONTEXT = json.loads((ROOT / "cookiecutter.json").read_text(encoding="utf-8"))
 FAMILIES: list[str] = CONTEXT["family"]
 CORPORA: list[str] = CONTEXT["corpus"]
-TEMPLATE_FILES = ["cookiecutter.json", "hooks", SLUG_DIR]  # what the wheel carries as lmforge/template
+# what the wheel carries as lmforge/template: pyproject's force-include map, root file -> wheel path
+WHEEL_FILES = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"][
+    "force-include"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -184,7 +187,9 @@ def test_the_wheel_carries_the_template_and_lmforge_new_renders_what_cookiecutte
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(installed)
     packaged = installed / "lmforge" / "template"
-    for name in TEMPLATE_FILES:  # one source: the wheel's files are the repository's, byte for byte
+    assert sorted(WHEEL_FILES) == sorted(["cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}"])
+    for name, target in WHEEL_FILES.items():  # one source: the wheel's files are the repository's, byte for byte
+        assert target == f"lmforge/template/{name}"
         source = ROOT / name
         if source.is_dir():
             assert tree(packaged / name) == tree(source)

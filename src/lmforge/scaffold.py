@@ -17,9 +17,6 @@ from typing import Any
 
 from lmforge.errors import UserError
 
-SLUG_DIR = "{{cookiecutter.project_slug}}"
-
-
 def template_dir() -> Path:
     """The folder of ``cookiecutter.json``: the source checkout lmforge runs from (an editable
     install: the files being edited, not the install's copy), else the installed package's."""
