@@ -153,7 +153,7 @@ def evaluate(ckpt: Path, sts: str, pooling: str, random_init: bool = False) -> d
     its cosine similarities (for the bootstrap) and the seconds it took."""
     import torch.nn.functional as F
 
-    from lmforge.data.tokenizer import Tokenizer
+    from lmforge.tokenizer import Tokenizer
     from lmforge.models.bert import BertConfig
     from lmforge.tasks import ContrastiveTask
 

@@ -9,7 +9,7 @@ from jsonargparse import CLI
 from lmforge.cache import atomic_write_text
 from lmforge.data.documents import TxtSplit
 from lmforge.data.text import BundledCorpus, TextCorpus
-from lmforge.data.tokenizer import Family, TokenizerKind, TokenizerSpec, special_tokens_of, train_tokenizer
+from lmforge.data.tokenizer import Family, TokenizerKind, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 
 
@@ -70,7 +70,7 @@ def train(
     atomic_write_text(target, tokenizer.to_str())  # never a half-written tokenizer.json
     print(
         f"Wrote {target}: {kind}, {tokenizer.vocab_size} tokens, trained on {len(docs)} documents of {corpus.name}; "
-        f"special tokens {' '.join(special_tokens_of(tokenizer))}"
+        f"special tokens {' '.join(tokenizer.special_tokens())}"
     )
 
 
@@ -113,7 +113,7 @@ def coverage(
         out: Where to write the extended tokenizer.json (needed with ``add``).
         overwrite: Replace ``out`` if it exists.
     """
-    from lmforge.data.tokenizer import Tokenizer
+    from lmforge.tokenizer import Tokenizer
     from lmforge.data.vocab import coverage as measure, domain_words, extend_tokenizer, format_report
 
     if top < 0 or min_count < 1 or add < 0:

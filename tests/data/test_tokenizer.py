@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmforge.data.tokenizer import (
-    SPECIAL_TOKENS,
-    Tokenizer,
-    TokenizerSpec,
-    special_tokens_of,
-    train_tokenizer,
-    train_tokenizer_cached,
-)
+from lmforge.data.tokenizer import SPECIAL_TOKENS, TokenizerSpec, train_tokenizer, train_tokenizer_cached
 from lmforge.errors import UserError
+from lmforge.tokenizer import Tokenizer
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old farmer", "our teacher", "the little bird", "a young girl",
             "the tall man", "every student", "the quiet neighbour", "her brother", "the baker", "a sailor",
@@ -98,7 +92,7 @@ def test_vocab_size_within_request(case: tuple[str, str, Tokenizer]) -> None:
 def test_special_tokens_first_and_in_order(case: tuple[str, str, Tokenizer]) -> None:
     _, family, tok = case
     expected = SPECIAL_TOKENS[family]
-    assert special_tokens_of(tok) == expected
+    assert tok.special_tokens() == expected
     assert [tok.backend.token_to_id(t) for t in expected] == list(range(len(expected)))
 
 
@@ -217,7 +211,7 @@ def test_save_and_load_keeps_tokenization(case: tuple[str, str, Tokenizer], tmp_
     assert loaded.encode_batch(texts) == tok.encode_batch(texts)
     assert loaded.vocab_size == tok.vocab_size
     assert loaded.eos_id == tok.eos_id
-    assert special_tokens_of(loaded) == SPECIAL_TOKENS[family]
+    assert loaded.special_tokens() == SPECIAL_TOKENS[family]
     assert loaded.backend.encode("a b").ids == tok.backend.encode("a b").ids  # post-processor kept
 
 
@@ -304,7 +298,7 @@ def test_byte_level_vocab_below_its_alphabet_is_refused() -> None:
 @pytest.mark.parametrize("kind,family", [("byte_level_bpe", "gpt"), ("bpe", "gpt"), ("wordpiece", "bert"),
                                          ("unigram", "t5")])
 def test_long_texts_encoded_in_pieces_give_the_ids_of_the_whole(kind: str, family: str) -> None:
-    from lmforge.data.tokenizer import PIECE_CHARS, _pieces
+    from lmforge.tokenizer import PIECE_CHARS, _pieces
 
     words = "Pretraining, at scale: the model reads 1,024 tokens\n\nthen   predicts the next one. ".split(" ")
     rng = random.Random(0)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer
+from lmforge.data.tokenizer import TokenizerSpec, train_tokenizer
+from lmforge.tokenizer import Tokenizer
 from lmforge.data.vocab import (
     CoverageReport,
     coverage,

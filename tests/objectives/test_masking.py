@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lmforge.errors import UserError
 from lmforge.data import Tokenizer, TokenizerSpec, train_tokenizer
 from lmforge.data.packing import concat_documents
 from lmforge.objectives import MaskedLM
@@ -269,7 +270,7 @@ def test_whole_word_selects_all_pieces_of_a_word_or_none(tokenizers: dict, strea
 # -- errors ------------------------------------------------------------------------------------
 def test_bind_needs_a_mask_token() -> None:
     gpt = train_tokenizer(DOCS[:100], TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=300))
-    with pytest.raises(ValueError, match="mask"):
+    with pytest.raises(UserError, match=r"no mask, cls, sep token \(mask: one of <mask> \[MASK\].*which masked LM needs"):
         MaskedLM().bind(gpt)
 
 

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import SENTENCES
+from lmforge.errors import UserError
 from lmforge.data import Tokenizer, TokenizerSpec, train_tokenizer
 from lmforge.objectives import SpanCorruption, TextInfilling
 from lmforge.objectives.span_corruption import random_partition
@@ -133,7 +134,7 @@ def test_too_many_spans_for_the_sentinels_is_refused(t5_tokenizer: Tokenizer) ->
 
 def test_tokenizer_without_sentinels_is_refused() -> None:
     gpt = train_tokenizer(SENTENCES * 5, TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=300))
-    with pytest.raises(ValueError, match="family: t5"):
+    with pytest.raises(UserError, match="family: t5"):
         SpanCorruption().bind(gpt)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from lmforge.convert.weights import LoadedWeights
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.models import BertConfig, GPTConfig, T5Config
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.models import BertConfig, ElmoConfig, GPTConfig, T5Config
 

@@ -8,7 +8,8 @@ from lmforge.data.corpora import BookCorpus, FineWebCorpus, PubMedCorpus, Wikipe
 from lmforge.data.labeled import LabeledText
 from lmforge.data.pairs import SentencePairs
 from lmforge.data.text import BundledCorpus, CorpusDataModule, TextCorpus
-from lmforge.data.tokenizer import Tokenizer, TokenizerSpec, train_tokenizer
+from lmforge.data.tokenizer import TokenizerSpec, train_tokenizer
+from lmforge.tokenizer import Tokenizer
 
 __all__ = [
     "Augmentation", "BackTranslation", "BookCorpus", "BundledCorpus", "CorpusDataModule", "FineWebCorpus",

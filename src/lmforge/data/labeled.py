@@ -26,7 +26,8 @@ import torch
 from jsonargparse.typing import Path_fr
 from torch.utils.data import DataLoader
 
-from lmforge.data.tokenizer import Tokenizer, TokenizerSpec
+from lmforge.data.tokenizer import TokenizerSpec
+from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 
 TaskType = Literal["auto", "classification", "regression"]
@@ -317,7 +318,8 @@ class LabeledText(L.LightningDataModule):
     # -- tokenizer ----------------------------------------------------------------------------
     @property
     def tokenizer(self) -> Tokenizer:
-        """The task's tokenizer once attached (:meth:`setup`); before that, ``tokenizer``'s."""
+        """The pretrained model's tokenizer, handed over by :func:`lmforge.start.connect`; without
+        one (a model trained from scratch), the one ``tokenizer`` loads or trains."""
         if self._tokenizer is None:
             texts = (t for a, b, _ in self.raw()["train"] for t in (a, b) if t) if not self.tokenizer_spec.path else ()
             self._tokenizer = self.tokenizer_spec.load_or_train(texts)
@@ -338,13 +340,6 @@ class LabeledText(L.LightningDataModule):
 
     # -- encoding -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        task_tokenizer = getattr(module, "tokenizer", None)
-        if task_tokenizer is not None:
-            if self._tokenizer is not None and self._tokenizer.fingerprint != task_tokenizer.fingerprint:
-                raise UserError(f"The data's tokenizer ({self._tokenizer.fingerprint}) is not the pretrained model's "
-                                f"({task_tokenizer.fingerprint}): drop `data.tokenizer.path` to use the model's.")
-            self._tokenizer = task_tokenizer
         if self.datasets:
             return
         self.datasets = {split: self.encode(rows, split) for split, rows in self.raw().items()}

@@ -106,8 +106,7 @@ class SentencePairs(CorpusDataModule):
     def setup(self, stage: str) -> None:
         if self.train_set is not None:
             return
-        self._attach_objective()
-        self.objective.bind(self.tokenizer)
+        self._require_objective().bind(self.tokenizer)
         rows = self.rows()
         # split by anchor, so no anchor is seen in training and validation both
         keys = {row[0]: row for row in rows}

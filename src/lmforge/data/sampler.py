@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from lmforge.errors import UserError
-from lmforge.objectives import Objective, key_batch
+from lmforge.batching import Objective, key_batch
 
 
 class ResumableSampler(DistributedSampler):

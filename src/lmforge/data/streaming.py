@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lmforge.objectives import key_batch
+from lmforge.batching import key_batch
 
 Position = tuple[int, int]  # (document index, token offset within it) where the next block starts
 

@@ -3,7 +3,7 @@
 :class:`CorpusDataModule` does the work; a corpus only says where its documents come from
 (:meth:`CorpusDataModule.load_documents`): :class:`TextCorpus` reads local files or a
 Hugging Face dataset, :class:`BundledCorpus` the prose inside CPython. It never knows the model family: the
-task's objective (``task.objective``) decides how many tokens an example takes and how
+task's objective, handed over to it (``data.objective``), decides how many tokens an example takes and how
 blocks become a batch.
 """
 
@@ -37,10 +37,11 @@ from lmforge.data.sampler import Keyed, ResumableSampler, keyed_collate
 from lmforge.data.shards import PreparedCorpus, ShardBlocks, write_prepared
 from lmforge.data.streaming import StreamingBlocks, collate_stream
 from lmforge.data.sentences import split_sentences
-from lmforge.data.tokenizer import Tokenizer, TokenizerSpec
+from lmforge.data.tokenizer import TokenizerSpec
+from lmforge.tokenizer import Tokenizer
 from lmforge.distributed import gather_objects
 from lmforge.errors import UserError
-from lmforge.objectives import Objective
+from lmforge.batching import Objective
 
 
 class CorpusDataModule(L.LightningDataModule):
@@ -341,24 +342,21 @@ class CorpusDataModule(L.LightningDataModule):
         return sum(size for _, size, _ in stats)
 
     # -- Lightning hooks --------------------------------------------------------------------
-    def _attach_objective(self) -> None:
+    def _require_objective(self) -> Objective:
+        """The objective handed over by the task's side (:func:`lmforge.start.connect`): the task
+        owns how blocks become examples, the corpus applies it."""
         if self.objective is None:
-            # the task owns the objective (how blocks become examples); the corpus applies it
-            module = self.trainer.lightning_module if self.trainer is not None else None
-            self.objective = getattr(module, "objective", None)
-            if self.objective is None:
-                raise RuntimeError(
-                    f"{type(self).__name__} needs an objective: set `.objective` or train a task that defines one."
-                )
+            raise UserError(f"{type(self).__name__} has no objective to build batches with: hand it the task's with "
+                            "`lmforge.start.connect(task, data)` before `trainer.fit` (the lmforge command does).")
+        return self.objective
 
     def prepare_data(self) -> None:
         """Prepare the token shards once per node, before every rank's :meth:`setup`."""
-        self._attach_objective()
-        if not self.objective.sentences and not self.streaming:
+        if not self._require_objective().sentences and not self.streaming:
             self.prepare()
 
     def setup(self, stage: str) -> None:
-        self._attach_objective()
+        self._require_objective()
         if self.train_set is not None:
             return
         tok = self.tokenizer

@@ -1,8 +1,7 @@
-"""Tokenizers: train one with the `tokenizers` library, or load a ``tokenizer.json``.
+"""Which tokenizer a corpus uses (:class:`TokenizerSpec`), and training one with the `tokenizers` library.
 
-A :class:`Tokenizer` wraps a ``tokenizers.Tokenizer`` and knows the roles of its special
-tokens (end of document, padding, mask, ...), found by their conventional spellings, so a
-``tokenizer.json`` from this project or from the Hugging Face hub works the same way.
+The tokenizer type itself, :class:`lmforge.tokenizer.Tokenizer`, lives below ``data/`` and
+``objectives/``, so that neither imports the other.
 """
 
 from __future__ import annotations
@@ -10,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import tokenizers
@@ -22,6 +19,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from lmforge.cache import atomic_write_text, cache_dir
 from lmforge.errors import UserError
+from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 TokenizerKind = Literal["bpe", "byte_level_bpe", "wordpiece", "unigram"]
 Family = Literal["gpt", "bert", "roberta", "t5", "elmo"]
@@ -35,25 +33,14 @@ SPECIAL_TOKENS: dict[str, list[str]] = {
     "elmo": ["<pad>", "<unk>", "<s>", "</s>"],
 }
 
-# Role -> spellings, most specific first. "eos" ends a document when documents are packed.
-ROLE_SPELLINGS: dict[str, tuple[str, ...]] = {
-    "eos": ("<|endoftext|>", "</s>", "[SEP]"),
-    "bos": ("<s>", "[CLS]", "<|endoftext|>"),
-    "pad": ("<pad>", "[PAD]", "<|endoftext|>"),
-    "unk": ("<unk>", "[UNK]"),
-    "mask": ("<mask>", "[MASK]"),
-    "cls": ("[CLS]", "<s>"),
-    "sep": ("[SEP]", "</s>"),
-}
-
-
 @dataclass
 class TokenizerSpec:
     """Which tokenizer a corpus uses: a file to load, or how to train one on the corpus.
 
     Args:
-        path: A ``tokenizer.json`` (or an lmforge ``.ckpt``, which carries its tokenizer) to
-            load. When unset, a tokenizer is trained on the training split.
+        path: A ``tokenizer.json`` to load, or an lmforge ``.ckpt``, a Hugging Face model folder or
+            ``hf:<id>`` whose tokenizer the lmforge command reads. When unset, a tokenizer is
+            trained on the training split (or comes with ``init_from`` weights).
         kind: Subword model to train: ``byte_level_bpe`` (GPT-2, RoBERTa), ``bpe``,
             ``wordpiece`` (BERT) or ``unigram`` (T5).
         vocab_size: Vocabulary size to train, special tokens included.
@@ -82,150 +69,6 @@ class TokenizerSpec:
         from lightning.pytorch.utilities import rank_zero_only
 
         return train_tokenizer_cached(texts, self, wait=rank_zero_only.rank != 0, corpus_key=corpus_key)
-
-
-class Tokenizer:
-    """A trained subword tokenizer with named special-token roles.
-
-    Args:
-        backend: The ``tokenizers.Tokenizer`` to wrap.
-    """
-
-    def __init__(self, backend: tokenizers.Tokenizer):
-        self.backend = backend
-        self._pieces_exact: bool | None = None  # whether long texts may be encoded in pieces
-
-    # -- loading and saving -------------------------------------------------------------
-    @classmethod
-    def from_str(cls, json_str: str) -> Tokenizer:
-        return cls(tokenizers.Tokenizer.from_str(json_str))
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Tokenizer:
-        """Load a ``tokenizer.json``, the tokenizer stored inside an lmforge checkpoint, or that of a
-        Hugging Face model folder or ``hf:<model id>``."""
-        if str(path).startswith("hf:") or Path(path).is_dir():
-            from lmforge.convert.hf import load_hf_tokenizer, resolve
-
-            tokenizer = load_hf_tokenizer(resolve(str(path)))
-            if tokenizer is None:
-                raise UserError(f"'{path}' has no tokenizer.json (or BERT vocab.txt): give `data.tokenizer.path`.")
-            return tokenizer
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"Tokenizer file '{path}' does not exist: give the path of a tokenizer.json or a checkpoint.")
-        if path.suffix == ".ckpt":
-            import torch
-
-            try:
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:  # torch raises many types for a damaged file
-                raise UserError(f"'{path}' is not a readable checkpoint ({type(err).__name__}): check the file.") from err
-            json_str = ckpt.get("lmforge", {}).get("tokenizer") if isinstance(ckpt, dict) else None
-            if json_str is None:
-                raise UserError(f"Checkpoint '{path}' carries no tokenizer: it was not written by lmforge.")
-            return cls.from_str(json_str)
-        try:
-            return cls(tokenizers.Tokenizer.from_file(str(path)))
-        except Exception as err:  # tokenizers raises a bare Exception on malformed JSON
-            raise UserError(f"'{path}' is not a valid tokenizer.json ({err}): train one with `lmforge tokenizer train`.") from err
-
-    def to_str(self) -> str:
-        return self.backend.to_str()
-
-    def save(self, path: str | Path) -> None:
-        self.backend.save(str(path))
-
-    @property
-    def fingerprint(self) -> str:
-        """A short hash of the whole tokenizer: equal fingerprints mean identical tokenization."""
-        return hashlib.sha256(self.to_str().encode()).hexdigest()[:16]
-
-    # -- vocabulary -----------------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.backend.get_vocab_size(with_added_tokens=True)
-
-    def role_id(self, role: str) -> int | None:
-        """Id of the special token playing ``role`` (eos, bos, pad, unk, mask, cls, sep), if any."""
-        for spelling in ROLE_SPELLINGS[role]:
-            token_id = self.backend.token_to_id(spelling)
-            if token_id is not None:
-                return token_id
-        return None
-
-    @property
-    def eos_id(self) -> int:
-        token_id = self.role_id("eos")
-        if token_id is None:
-            raise UserError(
-                "The tokenizer has no end-of-document token (one of "
-                f"{', '.join(ROLE_SPELLINGS['eos'])}): train it with `lmforge tokenizer train`."
-            )
-        return token_id
-
-    # -- encoding -------------------------------------------------------------------------
-    def encode(self, text: str) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, encoded in parallel on every core.
-
-        A text longer than :data:`PIECE_CHARS` is cut into pieces just after a non-space
-        character that a space follows, the pieces are encoded in parallel with the rest, and
-        their ids joined. Pre-tokenizers split words there (byte-level, WordPiece, Metaspace),
-        so the ids are those of the whole text -- checked once per tokenizer on the first long
-        text, and long texts are encoded whole if the check fails. Without it, one book in a
-        batch keeps a single core busy while the others wait.
-        """
-        pieces: list[str] = []
-        counts: list[int] = []
-        for text in texts:
-            split = _pieces(text) if len(text) > PIECE_CHARS and self._check_pieces(text) else [text]
-            pieces.extend(split)
-            counts.append(len(split))
-        encodings = self.backend.encode_batch(pieces, add_special_tokens=False)
-        if len(pieces) == len(texts):
-            return [e.ids for e in encodings]
-        out: list[list[int]] = []
-        i = 0
-        for n in counts:
-            ids = encodings[i].ids
-            for e in encodings[i + 1 : i + n]:
-                ids.extend(e.ids)
-            out.append(ids)
-            i += n
-        return out
-
-    def _check_pieces(self, text: str) -> bool:
-        if self._pieces_exact is None:
-            sample = text[: 4 * PIECE_CHARS]
-            whole = self.backend.encode(sample, add_special_tokens=False).ids
-            parts = [self.backend.encode(p, add_special_tokens=False).ids for p in _pieces(sample, PIECE_CHARS // 4)]
-            self._pieces_exact = whole == [i for p in parts for i in p]
-        return self._pieces_exact
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-
-PIECE_CHARS = 16384  # texts longer than this are encoded in pieces (see Tokenizer.encode_batch)
-_PIECE_END = re.compile(r"\S(?=\s)")
-
-
-def _pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
-    """``text`` cut into pieces of about ``size`` characters, each ending at a non-space
-    character that a space follows (a text without such a place stays whole)."""
-    out: list[str] = []
-    start = 0
-    while len(text) - start > size:
-        match = _PIECE_END.search(text, start + size)
-        if match is None:
-            break
-        out.append(text[start : match.end()])
-        start = match.end()
-    out.append(text[start:])
-    return out
 
 
 def _build_backend(spec: TokenizerSpec) -> tuple[tokenizers.Tokenizer, trainers.Trainer]:
@@ -363,9 +206,3 @@ def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool
     tokenizer = train_tokenizer(texts, spec)
     atomic_write_text(path, tokenizer.to_str())
     return tokenizer
-
-
-def special_tokens_of(tokenizer: Tokenizer) -> list[str]:
-    """The special tokens a tokenizer declares, in id order."""
-    added = json.loads(tokenizer.to_str()).get("added_tokens", [])
-    return [t["content"] for t in sorted(added, key=lambda t: t["id"]) if t.get("special")]

@@ -29,7 +29,7 @@ import tokenizers
 import torch
 from tokenizers import AddedToken
 
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 
 ENCODE_BATCH = 4096  # distinct words encoded per call

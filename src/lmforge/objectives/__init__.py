@@ -1,13 +1,12 @@
 """Objectives turn packed token blocks into training examples; pure, no models, no corpora.
 
 Every objective is a callable collate function with the same small interface
-(:class:`Objective`), which is how a DataModule serves any family without knowing it.
+(:class:`lmforge.batching.Objective`), which is how a DataModule serves any family without knowing it.
 """
 
-from lmforge.objectives.base import BatchGenerator, Objective, key_batch
 from lmforge.objectives.bidirectional_lm import BidirectionalLM
 from lmforge.objectives.causal_lm import CausalLM
 from lmforge.objectives.masked_lm import MaskedLM
 from lmforge.objectives.span_corruption import SpanCorruption, TextInfilling
 
-__all__ = ["BatchGenerator", "BidirectionalLM", "CausalLM", "MaskedLM", "Objective", "SpanCorruption", "TextInfilling", "key_batch"]
+__all__ = ["BidirectionalLM", "CausalLM", "MaskedLM", "SpanCorruption", "TextInfilling"]

@@ -3,13 +3,10 @@ forward LM and a previous token for the backward LM."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 
 
 class BidirectionalLM:

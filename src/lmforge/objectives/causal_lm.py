@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 
 
 class CausalLM:

@@ -8,13 +8,10 @@ turns documents into sentences, and sentences or pairs into padded batches.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 
 
 def pad_sentences(sentences: list[np.ndarray], cls_id: int, sep_id: int, pad_id: int) -> dict[str, torch.Tensor]:
@@ -41,10 +38,7 @@ class SentenceViews:
         self.bound = False
 
     def bind(self, tokenizer: Tokenizer) -> None:
-        ids = {role: tokenizer.role_id(role) for role in ("cls", "sep", "pad")}
-        missing = [role for role, token_id in ids.items() if token_id is None]
-        if missing:
-            raise ValueError(f"The tokenizer has no {', '.join(missing)} token: use a bert or roberta tokenizer.")
+        ids = tokenizer.require(["cls", "sep", "pad"], "a sentence encoder", "use a BERT or RoBERTa tokenizer.")
         self.cls_id, self.sep_id, self.pad_id = ids["cls"], ids["sep"], ids["pad"]
         self.bound = True
 

@@ -16,15 +16,12 @@ appendix A). Pairs are drawn once from the seed; masks are drawn afresh for ever
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-from lmforge.objectives.base import BatchGenerator
+from lmforge.batching import BatchRNG
 
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 
 IGNORE = -100
 WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE, Metaspace (SentencePiece-style)
@@ -40,7 +37,7 @@ class MaskedLM:
         random_token_prob: Of the selected, the fraction replaced by a random token.
         whole_word: Select whole words rather than single pieces.
         nsp: Make next-sentence-prediction pairs from sentences instead of packed blocks.
-        seed: Seed of the masks, drawn per batch from (seed, the batch's key): see ``BatchGenerator``.
+        seed: Seed of the masks, drawn per batch from (seed, the batch's key): see ``BatchRNG``.
     """
 
     def __init__(
@@ -64,18 +61,13 @@ class MaskedLM:
         self.whole_word = whole_word
         self.nsp = nsp
         self.seed = seed
-        self.rng = BatchGenerator(seed)
+        self.rng = BatchRNG(seed)
         self.bound = False
 
     def bind(self, tokenizer: Tokenizer) -> None:
         """Learn the special tokens and word boundaries of the tokenizer the data uses."""
-        ids = {role: tokenizer.role_id(role) for role in ("mask", "cls", "sep", "pad")}
-        missing = [role for role, token_id in ids.items() if token_id is None]
-        if missing:
-            raise ValueError(
-                f"The tokenizer has no {', '.join(missing)} token, which masked LM needs: train it with "
-                "`family: bert` or `family: roberta`."
-            )
+        ids = tokenizer.require(["mask", "cls", "sep", "pad"], "masked LM",
+                                "use a BERT or RoBERTa tokenizer (train it with `family: bert` or `family: roberta`).")
         self.mask_id, self.cls_id, self.sep_id, self.pad_id = ids["mask"], ids["cls"], ids["sep"], ids["pad"]
         self.vocab_size = tokenizer.vocab_size
         vocab = tokenizer.backend.get_vocab(with_added_tokens=True)

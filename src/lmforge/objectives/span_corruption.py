@@ -23,22 +23,20 @@ distribution (λ = 3) until ``noise_density`` (30%) of the block is covered; eac
 replaced by a single mask token (a span of length 0 inserts one), and the target is the
 whole original block. Inputs are shorter than the target and padded to ``seq_len``.
 
-Both draw from a generator seeded per batch (:class:`BatchGenerator`): deterministic given
+Both draw from a generator seeded per batch (:class:`BatchRNG`): deterministic given
 the seed and the batch. The decoder input is the target shifted right behind a start token
 (the padding token, as in T5).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-from lmforge.objectives.base import BatchGenerator
+from lmforge.batching import BatchRNG
+from lmforge.errors import UserError
 
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 
 SENTINEL = "<extra_id_{}>"
 
@@ -49,13 +47,6 @@ def sentinel_ids(tokenizer: Tokenizer) -> list[int]:
     while (token_id := tokenizer.backend.token_to_id(SENTINEL.format(len(ids)))) is not None:
         ids.append(token_id)
     return ids
-
-
-def _required(tokenizer: Tokenizer, role: str, objective: str) -> int:
-    token_id = tokenizer.role_id(role)
-    if token_id is None:
-        raise ValueError(f"The tokenizer has no {role} token, which {objective} needs: train it with `family: t5`.")
-    return token_id
 
 
 def random_partition(total: int, parts: int, size: int, generator: torch.Generator, min_part: int = 1) -> torch.Tensor:
@@ -79,7 +70,7 @@ class SpanCorruption:
     Args:
         noise_density: Fraction of the block's tokens dropped into the target.
         mean_noise_span_length: Mean length of a dropped span.
-        seed: Seed of the spans, drawn per batch from (seed, the batch's key): see ``BatchGenerator``.
+        seed: Seed of the spans, drawn per batch from (seed, the batch's key): see ``BatchRNG``.
     """
 
     sentences = False
@@ -92,17 +83,18 @@ class SpanCorruption:
             )
         self.noise_density = noise_density
         self.mean_noise_span_length = mean_noise_span_length
-        self.rng = BatchGenerator(seed)
+        self.rng = BatchRNG(seed)
         self.sentinels: torch.Tensor | None = None
 
     def bind(self, tokenizer: Tokenizer) -> None:
         """Learn the sentinel, end-of-sequence and padding (decoder start) tokens."""
         sentinels = sentinel_ids(tokenizer)
         if not sentinels:
-            raise ValueError("The tokenizer has no <extra_id_0> sentinel, which span corruption needs: train it with `family: t5`.")
+            raise UserError("The tokenizer has no <extra_id_0> sentinel, which span corruption needs: use a T5 tokenizer "
+                            "(train it with `family: t5`).")
         self.sentinels = torch.tensor(sentinels)
-        self.eos_id = _required(tokenizer, "eos", "span corruption")
-        self.pad_id = _required(tokenizer, "pad", "span corruption")
+        ids = tokenizer.require(["eos", "pad"], "span corruption", "use a T5 tokenizer (train it with `family: t5`).")
+        self.eos_id, self.pad_id = ids["eos"], ids["pad"]
 
     # -- lengths ----------------------------------------------------------------------------
     def counts(self, raw_length: int) -> tuple[int, int]:
@@ -175,7 +167,7 @@ class TextInfilling:
     Args:
         noise_density: Fraction of the block's tokens covered by masked spans.
         poisson_lambda: Mean of the Poisson distribution of span lengths.
-        seed: Seed of the spans, drawn per batch from (seed, the batch's key): see ``BatchGenerator``.
+        seed: Seed of the spans, drawn per batch from (seed, the batch's key): see ``BatchRNG``.
     """
 
     sentences = False
@@ -185,7 +177,7 @@ class TextInfilling:
             raise ValueError(f"noise_density must be in (0, 1) and poisson_lambda > 0, got {noise_density}, {poisson_lambda}.")
         self.noise_density = noise_density
         self.poisson_lambda = poisson_lambda
-        self.rng = BatchGenerator(seed)
+        self.rng = BatchRNG(seed)
         self.bound = False
 
     def bind(self, tokenizer: Tokenizer) -> None:
@@ -194,10 +186,11 @@ class TextInfilling:
         if mask_id is None:
             mask_id = tokenizer.backend.token_to_id(SENTINEL.format(0))
         if mask_id is None:
-            raise ValueError("The tokenizer has no mask token nor <extra_id_0>, which text infilling needs.")
+            raise UserError("The tokenizer has no mask token (<mask> or [MASK]) nor <extra_id_0>, which text infilling "
+                            "needs: use a T5, BART or RoBERTa tokenizer.")
         self.mask_id = mask_id
-        self.eos_id = _required(tokenizer, "eos", "text infilling")
-        self.pad_id = _required(tokenizer, "pad", "text infilling")
+        ids = tokenizer.require(["eos", "pad"], "text infilling", "use a T5 or BART-style tokenizer.")
+        self.eos_id, self.pad_id = ids["eos"], ids["pad"]
         self.bound = True
 
     def block_length(self, seq_len: int) -> int:

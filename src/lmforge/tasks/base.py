@@ -21,10 +21,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lmforge.convert import LoadedWeights, load_weights
 from lmforge.distributed import gather_objects
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.models import GPT, Bert
-from lmforge.objectives import Objective
+from lmforge.batching import Objective
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
 from lmforge.tasks.rng import TrainingRNG
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import decoders
 
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.models.elmo import Elmo, ElmoConfig, ScalarMix, char_ids
 from lmforge.objectives import BidirectionalLM

@@ -1,15 +1,19 @@
-"""The interface between a corpus and a task."""
+"""The interface between a corpus and a task: the :class:`Objective` protocol, and the
+randomness of each batch keyed by its samples (:class:`BatchRNG`).
+
+It sits below ``data/`` (which applies an objective and keys its batches) and
+``objectives/`` (which implement it), so that neither imports the other.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer
 
 
 @runtime_checkable
@@ -40,7 +44,7 @@ class Objective(Protocol):
         ...
 
 
-class BatchGenerator:
+class BatchRNG:
     """The ``torch.Generator`` an objective draws a batch's randomness (masks, spans) from.
 
     The data module keys every batch before collating it (:meth:`set_key`): by its first
@@ -80,5 +84,5 @@ class BatchGenerator:
 def key_batch(objective: Objective, key: tuple[int, ...]) -> None:
     """Seed the randomness of ``objective``'s next batch from ``key`` (if it draws any)."""
     rng = getattr(objective, "rng", None)
-    if isinstance(rng, BatchGenerator):
+    if isinstance(rng, BatchRNG):
         rng.set_key(key)
