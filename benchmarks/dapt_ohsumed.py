@@ -92,7 +92,7 @@ def held_out(doc_id: str) -> bool:
 
 def finetune_recipe(path: Path, train: Path, val: Path, text_field: str, seq_len: int, steps: int) -> Path:
     recipe = {
-        "model": {"class_path": "lmforge.tasks.FineTuneTask", "init_args": {
+        "model": {"class_path": "lmforge.evaluation.FineTuneTask", "init_args": {
             "mode": "full", "pooling": "mean", "dropout": 0.1,
             "optimizer": {"lr": 5.0e-4, "weight_decay": 0.01, "betas": [0.9, 0.999]}, "warmup_ratio": 0.1}},
         "data": {"class_path": "lmforge.data.LabeledText", "init_args": {

@@ -10,7 +10,7 @@ process) on real text:
 2. Unsupervised SimCSE (``ContrastiveTask``, ``init_from`` the MLM run's ``last.ckpt``,
    dropout 0.1 as the only augmentation, temperature 0.05, batch 128, mean pooling) on the
    sentences of the same books, cut to their first 10 tokens (``seq_len`` 12 with
-   [CLS]/[SEP]), with ``sts_file`` = STS-B dev so ``val/sts_spearman`` is logged at each
+   [CLS]/[SEP]), with ``--sts.file`` = STS-B dev so ``val/sts_spearman`` is logged at each
    validation. Short fragments and a large batch keep the dropout-positive task from being
    trivial for this tiny model: mean pooling averages dropout noise away over long
    sentences (with 30 tokens and batch 64 the loss is ~0.001 after 50 steps), and a 10-token
@@ -153,21 +153,23 @@ def evaluate(ckpt: Path, sts: str, pooling: str, random_init: bool = False) -> d
     its cosine similarities (for the bootstrap) and the seconds it took."""
     import torch.nn.functional as F
 
-    from lmforge.tokenizer import Tokenizer
+    from lmforge.evaluation.sts import read_sts, sts_spearman
     from lmforge.models.bert import BertConfig
+    from lmforge.start import load_tokenizer
     from lmforge.tasks import ContrastiveTask
 
     start = time.perf_counter()
     if random_init:
         shape = torch.load(ckpt, map_location="cpu", weights_only=True)["lmforge"]["model_config"]
         torch.manual_seed(0)
-        task = ContrastiveTask(config=BertConfig(**shape), pooling=pooling, sts_file=sts)
+        task = ContrastiveTask(config=BertConfig(**shape), pooling=pooling)
     else:
-        task = ContrastiveTask(init_from=str(ckpt), pooling=pooling, sts_file=sts)
-    task.tokenizer = Tokenizer.from_file(ckpt)
+        task = ContrastiveTask(init_from=str(ckpt), pooling=pooling)
+    task.tokenizer = load_tokenizer(str(ckpt))
     task.eval()
-    value = 100 * task.sts_spearman()
-    first, second, _ = task.sts
+    pairs = read_sts(sts)
+    value = 100 * sts_spearman(task.encode_texts, pairs)
+    first, second, _ = pairs
     cosine = F.cosine_similarity(task.encode_texts(first), task.encode_texts(second))
     return {"spearman": value, "cosine": cosine, "seconds": time.perf_counter() - start}
 
@@ -257,7 +259,7 @@ def main() -> None:
         t_simcse = fit([
             "--model=lmforge.tasks.ContrastiveTask", f"--model.init_from={mlm_ckpt}",
             f"--model.config.dropout={a.dropout}", f"--model.pooling={a.pooling}",
-            f"--model.temperature={a.temperature}", f"--model.sts_file={sts}",
+            f"--model.temperature={a.temperature}", f"--sts.file={sts}",
             f"--model.optimizer.lr={a.simcse_lr}", "--model.optimizer.weight_decay=0.0",
             "--model.optimizer.warmup_steps=0",
             *data, f"--data.seq_len={a.simcse_seq_len}", f"--data.batch_size={a.simcse_batch}",

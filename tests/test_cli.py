@@ -37,7 +37,7 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> Non
         run_cli("fit", *files, "--print_config")
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"].startswith("lmforge.tasks.")
+    assert printed["model"]["class_path"].startswith(("lmforge.tasks.", "lmforge.evaluation."))
     assert printed["data"]["class_path"].startswith("lmforge.data.")
 
 

@@ -13,6 +13,7 @@ from lmforge.data import TextCorpus, TokenizerSpec
 from lmforge.errors import NonFiniteLossError
 from lmforge.models import GPTConfig
 from lmforge.tasks import CausalLMTask, OptimizerConfig
+from lmforge.start import connect
 
 
 class BreaksAtStep(CausalLMTask):
@@ -31,6 +32,7 @@ def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(tin
                     cache_dir=str(tmp_path / "cache"))
     task = BreaksAtStep(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
                         optimizer=OptimizerConfig(warmup_steps=1))
+    connect(task, dm)
     checkpoints = RunCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)
     trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,

@@ -126,8 +126,8 @@ class TextSampleCallback(L.Callback):
         self.enabled = enabled
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.enabled or trainer.sanity_checking:
-            return
+        if not self.enabled or trainer.sanity_checking or not hasattr(pl_module, "sample_text"):
+            return  # (a downstream task writes no text)
         if isinstance(trainer.strategy, FSDPStrategy):
             # each rank holds a shard of the weights: gather them on every rank to generate
             from torch.distributed.fsdp import FullyShardedDataParallel

@@ -35,7 +35,10 @@ from lmforge.callbacks import (
     ThroughputMonitor,
 )
 from lmforge.errors import UserError
-from lmforge.tasks import PretrainingTask
+from lmforge.evaluation.sts import STSEvaluation
+from lmforge.start import connect, open_start, run_tokenizer
+from lmforge.tasks import Task
+from lmforge.tokenizer import Tokenizer
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="lmforge", default_hp_metric=False),
@@ -46,11 +49,17 @@ LINKS = {"vocab_size": "model.init_args.config.vocab_size", "seq_len": "model.in
 
 
 class LmforgeCLI(LightningCLI):
-    """LightningCLI in subclass mode with lmforge's links, callbacks and defaults."""
+    """LightningCLI in subclass mode with lmforge's links, callbacks and defaults.
+
+    After parsing it decides where the run starts (:func:`lmforge.start.run_tokenizer`: the
+    resumed checkpoint, the ``init_from`` weights, an explicit tokenizer, or none); after
+    instantiating it hands the pieces over (:func:`lmforge.start.connect`).
+    """
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any):
+        self.run_tokenizer: Tokenizer | None = None
         super().__init__(
-            model_class=PretrainingTask,
+            model_class=Task,
             subclass_mode_model=True,
             datamodule_class=None,  # any LightningDataModule, and optional: predict needs none
             save_config_callback=SafeSaveConfigCallback,
@@ -76,15 +85,19 @@ class LmforgeCLI(LightningCLI):
         parser.add_lightning_class_args(TextSampleCallback, "sample")
         parser.add_lightning_class_args(NonFiniteGuard, "nan_guard")
         parser.add_lightning_class_args(Preemption, "preemption")
+        parser.add_lightning_class_args(STSEvaluation, "sts")
         for attribute, target in LINKS.items():
             parser.link_arguments("data", target, compute_fn=self._linked(attribute, target), apply_on="instantiate")
 
     def _linked(self, attribute: str, target: str) -> Callable[[Any], Any]:
-        """Read ``attribute`` off the data module; with no data module (predict from a
+        """Read ``attribute`` off the data module, once it holds the run's tokenizer (handed over
+        here: the first moment the data module exists); with no data module (predict from a
         checkpoint) keep the value already in the config, e.g. from the checkpoint."""
 
         def compute(data: Any) -> Any:
             if data is not None:
+                if self.run_tokenizer is not None:
+                    data.tokenizer = self.run_tokenizer
                 return getattr(data, attribute)
             node: Any = self.config[self.config.subcommand]
             for key in target.split("."):
@@ -105,7 +118,7 @@ class LmforgeCLI(LightningCLI):
             trainer["plugins"] = [*plugins, AtomicCheckpointIO()]  # a killed save never tears last.ckpt
         return super().instantiate_trainer(**kwargs)
 
-    # -- checkpoint resolution ------------------------------------------------------------
+    # -- where the run starts ---------------------------------------------------------------
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         argv = list(sys.argv[1:] if args is None else args)
         model_class = _checkpoint_model_class(argv)
@@ -115,24 +128,37 @@ class LmforgeCLI(LightningCLI):
             argv.insert(1, f"--model={model_class}")
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
-        if not subcommand:
-            return
-        cfg = self.config[subcommand]
-        ckpt = cfg.get("ckpt_path")
+        cfg = self.config[subcommand] if subcommand else self.config
+        ckpt = cfg.get("ckpt_path") if subcommand else None
         if ckpt == "last":
             ckpt = cfg.ckpt_path = str(self._newest_checkpoint(cfg))
         if ckpt and not Path(ckpt).is_file():
             raise UserError(f"Checkpoint '{ckpt}' does not exist: give the path of a .ckpt file, or `last`.")
         if ckpt and subcommand == "fit":
             self._continue_in_run_folder(cfg, Path(ckpt))
-        model_args = (cfg.get("model") or {}).get("init_args") or {}
-        weights = ckpt or model_args.get("init_from")
+        init_from = ((cfg.get("model") or {}).get("init_args") or {}).get("init_from")
         data = cfg.get("data")
-        if weights and data is not None and "tokenizer" in data.get("init_args", {}):
-            spec = data.init_args.tokenizer
-            if spec is not None and not spec.get("path"):
-                # the checkpoint carries the tokenizer its weights were trained with: use it, never retrain
-                spec.path = weights
+        spec = data.get("init_args", {}).get("tokenizer") if data is not None else None
+        self.run_tokenizer = run_tokenizer(ckpt, init_from, spec.get("path") if spec is not None else None)
+
+    def _parse_ckpt_path(self) -> None:
+        """The resumed checkpoint's hyper-parameters update the config (Lightning's rule), read
+        from the checkpoint opened once for the whole run (:func:`lmforge.start.open_start`)."""
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt:
+            return
+        hparams = dict(open_start(ckpt).hparams)
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        connect(self.model, self.datamodule, self.run_tokenizer)
 
     @staticmethod
     def _runs_root(cfg: Any) -> tuple[Path, Any] | None:
@@ -193,6 +219,44 @@ class LmforgeCLI(LightningCLI):
                     print(text, end="\n\n", flush=True)
 
 
+class PrepareCLI(LmforgeCLI):
+    """The parse, start and hand-offs of ``fit``, without a trainer: what ``lmforge prepare`` needs."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        return None  # preparing runs on any machine: no accelerator, logger or callbacks
+
+
+def prepare_command(argv: list[str]) -> None:
+    """``lmforge prepare -c config.yaml [...]``: tokenize a corpus into token shards now.
+
+    It takes the same configs and options as ``lmforge fit`` and resolves the run's tokenizer
+    the same way (``init_from`` weights, an explicit ``data.tokenizer.path``, or one trained on
+    the corpus), so the ``fit`` that follows finds the shards ready. See
+    :meth:`lmforge.data.CorpusDataModule.prepare`.
+    """
+    if argv and argv[0] in ("-h", "--help"):
+        print(prepare_command.__doc__)
+        return
+    cli = PrepareCLI(args=argv, run=False)
+    data, task = cli.datamodule, cli.model
+    name = getattr(data, "name", type(data).__name__)
+    if not getattr(data, "uses_shards", False) or getattr(task.objective, "sentences", False):
+        raise UserError(f"{type(task).__name__} on {name} builds its examples from sentences in memory when training "
+                        "starts: there is nothing to prepare.")
+    if data.streaming:
+        raise UserError(f"{name} is configured with `streaming: true`, which tokenizes during training and keeps no "
+                        "shards: set `--data.streaming false` to prepare it.")
+    prepared = data.prepare()
+    print(f"Prepared {name} in {prepared.folder}: {prepared.num_tokens('train'):,} train and "
+          f"{prepared.num_tokens('val'):,} val tokens ({prepared.meta['dtype']}).")
+
+
+def fit_metrics(args: list[str]) -> dict[str, float]:
+    """Run ``lmforge fit`` with ``args``; the metrics it logged last (what ``lmforge compare`` tabulates)."""
+    cli = LmforgeCLI(args=["fit", *args])
+    return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+
+
 def _checkpoint_model_class(argv: list[str]) -> str | None:
     """The task class stored in the checkpoint given by ``--ckpt_path``, unless ``--model`` is given."""
     if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
@@ -207,10 +271,7 @@ def _checkpoint_model_class(argv: list[str]) -> str | None:
             ckpt = arg.split("=", 1)[1]
     if not ckpt or not Path(ckpt).is_file():
         return None
-    import torch
-
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    return hparams.get("_class_path")
+    return open_start(ckpt).task
 
 
 def _user_error(err: BaseException) -> UserError | None:
@@ -235,9 +296,9 @@ def main(args: list[str] | None = None) -> None:
         elif argv and argv[0] == "compare":
             from lmforge.evaluation.compare import compare_command
 
-            compare_command(argv[1:])
+            compare_command(argv[1:], fit=fit_metrics)
         elif argv and argv[0] == "export":
-            from lmforge.convert.export import export_command
+            from lmforge.start.export import export_command
 
             export_command(argv[1:])
         elif argv and argv[0] == "new":
@@ -245,8 +306,6 @@ def main(args: list[str] | None = None) -> None:
 
             new_command(argv[1:])
         elif argv and argv[0] == "prepare":
-            from lmforge.tools import prepare_command
-
             prepare_command(argv[1:])
         else:
             LmforgeCLI(args=args)

@@ -1,4 +1,4 @@
-"""Tool subcommands beside fit/validate/test/predict: ``lmforge tokenizer train|coverage``."""
+"""``lmforge tokenizer train|coverage``: train a tokenizer on a corpus, or measure and extend one."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from lmforge.data.documents import TxtSplit
 from lmforge.data.text import BundledCorpus, TextCorpus
 from lmforge.data.tokenizer import Family, TokenizerKind, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
+from lmforge.start import load_tokenizer
 
 
 def _corpus(paths: str | list[str] | None, hf_dataset: str | None, hf_config: str | None, hf_split: str,
@@ -113,7 +114,6 @@ def coverage(
         out: Where to write the extended tokenizer.json (needed with ``add``).
         overwrite: Replace ``out`` if it exists.
     """
-    from lmforge.tokenizer import Tokenizer
     from lmforge.data.vocab import coverage as measure, domain_words, extend_tokenizer, format_report
 
     if top < 0 or min_count < 1 or add < 0:
@@ -123,7 +123,7 @@ def coverage(
         raise UserError(f"--add {add} writes a new tokenizer.json: say where with --out.")
     if target is not None and target.exists() and not overwrite:
         raise UserError(f"'{target}' already exists: choose another --out or pass --overwrite true.")
-    tok = Tokenizer.from_file(tokenizer)
+    tok = load_tokenizer(tokenizer)
     corpus = _corpus(paths, hf_dataset, hf_config, hf_split, text_field, txt_split, max_documents)
     report = measure(tok, corpus.documents(), top=max(top, add), min_count=min_count)
     if not report.words:
@@ -147,52 +147,3 @@ def coverage(
 def tokenizer_command(argv: list[str]) -> None:
     """``lmforge tokenizer <train|coverage> ...``"""
     CLI({"train": train, "coverage": coverage}, args=argv, prog="lmforge tokenizer")
-
-
-def prepare_command(argv: list[str]) -> None:
-    """``lmforge prepare -c config.yaml [--data.* ...]``: tokenize a corpus into token shards now.
-
-    It reads the ``data`` section of the same configs ``lmforge fit`` takes (the other
-    sections are accepted and ignored), so a later ``fit`` with those configs finds the
-    shards ready. See :meth:`lmforge.data.text.CorpusDataModule.prepare`.
-    """
-    import json
-
-    import yaml
-    from jsonargparse import ArgumentParser
-
-    from lmforge.data.text import CorpusDataModule
-
-    parser = ArgumentParser(prog="lmforge prepare", description=prepare_command.__doc__.splitlines()[0],
-                            exit_on_error=False)
-    parser.add_argument("-c", "--config", action="append", default=[],
-                        help="Config files as for `lmforge fit`; their `data` sections compose left to right.")
-    parser.add_subclass_arguments(CorpusDataModule, "data", required=True, help="The corpus to prepare.")
-    args: list[str] = []
-    rest = list(argv)
-    while rest:  # a config's other sections (model, trainer, ...) are for `fit`: keep only `data`
-        arg = rest.pop(0)
-        if arg in ("-c", "--config") and rest or arg.startswith("--config="):
-            path = Path(rest.pop(0) if "=" not in arg else arg.split("=", 1)[1])
-            if not path.is_file():
-                raise UserError(f"Config file '{path}' does not exist: check the path.")
-            section = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data")
-            if section is not None:
-                args += ["--data", json.dumps(section)]
-        else:
-            args.append(arg)
-    try:
-        config = parser.parse_args(args)
-    except Exception as err:  # jsonargparse's ArgumentError: a typo'd key, a bad value
-        lines = [line.strip(" -") for line in str(err).splitlines() if line.strip()]
-        reason = next((line for line in lines if "not accepted" in line or "Expected" in line), lines[0])
-        raise UserError(f"data: {reason} (see `lmforge prepare --help`).") from err
-    corpus = parser.instantiate_classes(config).data
-    if not corpus.uses_shards:
-        raise UserError(f"{corpus.name} is encoded in memory when training starts: there is nothing to prepare.")
-    if corpus.streaming:
-        raise UserError(f"{corpus.name} is configured with `streaming: true`, which tokenizes during training and "
-                        "keeps no shards: set `--data.streaming false` to prepare it.")
-    prepared = corpus.prepare()
-    print(f"Prepared {corpus.name} in {prepared.folder}: {prepared.num_tokens('train'):,} train and "
-          f"{prepared.num_tokens('val'):,} val tokens ({prepared.meta['dtype']}).")

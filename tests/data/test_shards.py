@@ -125,7 +125,7 @@ def test_prepare_command_writes_what_fit_reads(tiny_corpus: Path, tmp_path: Path
                                                capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(json.dumps({
-        "model": {"class_path": "lmforge.tasks.CausalLMTask"}, "trainer": {"max_steps": 3}, "sample": {"every": 2},
+        "model": {"class_path": "lmforge.tasks.CausalLMTask"}, "trainer": {"max_steps": 3}, "sample": {"prompt": "The"},
         "data": {"class_path": "lmforge.data.TextCorpus", "init_args": {
             "paths": str(tiny_corpus), "tokenizer": {"vocab_size": 300}, "cache_dir": str(tmp_path / "c")}},
     }))

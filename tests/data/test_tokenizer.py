@@ -236,37 +236,15 @@ def test_reloaded_fingerprint_is_stable(case: tuple[str, str, Tokenizer], tmp_pa
     assert Tokenizer.from_str(once.to_str()).to_str() == once.to_str()
 
 
-def test_load_from_checkpoint(trained: dict, tmp_path: Path) -> None:
-    tok = trained[("wordpiece", "bert")]
-    path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": {}, "lmforge": {"tokenizer": tok.to_str()}}, path)
-    loaded = Tokenizer.from_file(path)
-    assert loaded.fingerprint == tok.fingerprint
-    assert loaded.to_str() == tok.to_str()
-    assert loaded.encode_batch(PLAIN) == tok.encode_batch(PLAIN)
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [{"state_dict": {}}, {"lmforge": {"task": "x"}}, {"lmforge": {"tokenizer": None}}],
-    ids=["no-lmforge", "no-tokenizer", "tokenizer-none"],
-)
-def test_checkpoint_without_tokenizer(tmp_path: Path, payload: dict) -> None:
-    path = tmp_path / "other.ckpt"
-    torch.save(payload, path)
-    with pytest.raises(UserError, match=re.escape(str(path)) + ".*no tokenizer"):
-        Tokenizer.from_file(path)
-
-
-def test_corrupt_checkpoint(tmp_path: Path) -> None:
-    path = tmp_path / "truncated.ckpt"
-    path.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(UserError, match="truncated.ckpt"):
-        Tokenizer.from_file(path)
+def test_from_file_reads_tokenizer_json_only(trained: dict, tmp_path: Path) -> None:
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    for other in (tmp_path / "model.ckpt", tmp_path):  # checkpoints and folders are read by lmforge.start
+        with pytest.raises(UserError, match=re.escape(f"'{other}' is not a tokenizer.json")):
+            Tokenizer.from_file(other)
 
 
 def test_from_file_missing(tmp_path: Path) -> None:
-    for name in ("missing.json", "missing.ckpt"):
+    for name in ("missing.json",):
         with pytest.raises(UserError, match=re.escape(f"'{tmp_path / name}'")):
             Tokenizer.from_file(tmp_path / name)
 

@@ -1,4 +1,5 @@
-"""``lmforge compare``: several starting points x seeds -> table, CSV, PNG, TensorBoard runs."""
+"""``lmforge compare``: several starting points (lmforge checkpoints, transformers folders) x seeds
+-> table, CSV, PNG, TensorBoard runs."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def _pretrained(tmp_path: Path, name: str, steps: int) -> Path:
 def test_compare_two_checkpoints_writes_table_csv_png_and_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
-    first, second = _pretrained(tmp_path, "general", 2), _pretrained(tmp_path, "domain", 3)
+    first = _pretrained(tmp_path, "general", 2)
+    main(["export", "--ckpt_path", str(first), "--to", str(tmp_path / "hf-folder")])  # a transformers folder
+    second = f"hf:{tmp_path / 'hf-folder'}"
     main(["compare", "--recipe", f"[{FINETUNE}]", "--starts", f"[{first}, {second}]", "--labels", "[general, domain]",
           "--seeds", "2", "--out", "results", "--overrides",
           '["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1"]'])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmforge.convert.hf import hf_to_ours, weight_table
+from lmforge.start.hf import hf_to_ours, weight_table
 from lmforge.models.bert import Bert, BertConfig
 
 V, T_MAX, C, L, H = 97, 32, 48, 2, 4
@@ -73,13 +73,13 @@ def hf_roberta_config(attn_implementation="eager", **overrides):
 def hf_bert_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """Map a ``BertForPreTraining`` state dict onto ``Bert``'s parameter names (lmforge.convert's table)."""
     config = BertConfig(**{**TINY, "n_layer": n_layer})
-    return hf_to_ours(hf_state, weight_table("bert", config, "bert", set(hf_state)), "test")
+    return hf_to_ours(hf_state, weight_table(config, "bert", set(hf_state)), "test")
 
 
 def hf_roberta_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """Map a ``RobertaForMaskedLM`` state dict onto ``Bert``'s parameter names (no pooler / NSP)."""
     config = BertConfig(**{**TINY_ROBERTA, "n_layer": n_layer})
-    return hf_to_ours(hf_state, weight_table("bert", config, "roberta", set(hf_state)), "test")
+    return hf_to_ours(hf_state, weight_table(config, "roberta", set(hf_state)), "test")
 
 
 def _load_strict(ours: Bert, mapped: dict[str, torch.Tensor]) -> None:

@@ -14,6 +14,7 @@ from lmforge.errors import UserError
 from lmforge.models import GPTConfig
 from lmforge.tasks import CausalLMTask, OptimizerConfig
 from lmforge.tasks.optim import param_groups, warmup_cosine
+from lmforge.start import connect
 
 
 def _task(vocab_size: int, **kwargs) -> CausalLMTask:
@@ -39,6 +40,7 @@ def test_tiny_model_overfits_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> N
     L.seed_everything(0)
     dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=32, batch_size=8)
     task = _task(dm.vocab_size, optimizer=OptimizerConfig(lr=3e-3, warmup_steps=10, weight_decay=0.0))
+    connect(task, dm)
     before = _trainer(tmp_path, 1).validate(task, dm, verbose=False)[0]["val/loss"]
     _trainer(tmp_path, 150).fit(task, dm)
     after = _trainer(tmp_path, 1).validate(task, dm, verbose=False)[0]["val/loss"]

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from lmforge.data import TextCorpus, TokenizerSpec
-from lmforge.data.sts import read_sts
 from lmforge.errors import UserError
+from lmforge.evaluation.sts import STSEvaluation, read_sts, sts_spearman
 from lmforge.models import BertConfig, GPTConfig
+from lmforge.start import connect
 from lmforge.tasks import ContrastiveTask, MaskedLMTask
 from lmforge.tasks.contrastive import info_nce
 
@@ -92,18 +93,18 @@ def test_read_sts_takes_seven_fields_and_names_bad_lines(sts_file: Path, tmp_pat
 
 def test_sts_spearman_matches_a_hand_computation(sts_file: Path, tiny_corpus: Path) -> None:
     dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
-    task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}), sts_file=str(sts_file))
+    task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}))
     task.tokenizer = dm.tokenizer
     first, second, gold = read_sts(sts_file)
     task.eval()
     cosine = torch.nn.functional.cosine_similarity(task.encode_texts(first), task.encode_texts(second)).tolist()
-    assert task.sts_spearman() == pytest.approx(_spearman(cosine, gold), abs=1e-5)
+    assert sts_spearman(task.encode_texts, (first, second, gold)) == pytest.approx(_spearman(cosine, gold), abs=1e-5)
 
 
-def _trainer(tmp_path: Path, steps: int) -> L.Trainer:
+def _trainer(tmp_path: Path, steps: int, callbacks: list | None = None) -> L.Trainer:
     return L.Trainer(default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", logger=False,
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=1, enable_checkpointing=False)
+                     limit_val_batches=1, enable_checkpointing=False, callbacks=callbacks)
 
 
 def test_starts_from_an_mlm_checkpoint_and_learns(tiny_corpus: Path, sts_file: Path, tmp_path: Path) -> None:
@@ -111,24 +112,27 @@ def test_starts_from_an_mlm_checkpoint_and_learns(tiny_corpus: Path, sts_file: P
     spec = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300, lowercase=True)
     mlm_data = TextCorpus(paths=str(tiny_corpus), tokenizer=spec, seq_len=32, batch_size=8)
     mlm = MaskedLMTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": mlm_data.vocab_size}))
+    connect(mlm, mlm_data)
     trainer = _trainer(tmp_path, 5)
     trainer.fit(mlm, mlm_data)
     ckpt = tmp_path / "mlm.ckpt"
     trainer.save_checkpoint(ckpt)
 
     # the shape comes from the checkpoint; config contributes only dropout
-    task = ContrastiveTask(config=BertConfig(dropout=0.1), init_from=str(ckpt), sts_file=str(sts_file))
+    task = ContrastiveTask(config=BertConfig(dropout=0.1), init_from=str(ckpt))
     assert task.net.config.d_model == 32 and task.net.config.dropout == 0.1
     for name, value in mlm.net.state_dict().items():
         torch.testing.assert_close(task.net.state_dict()[name], value)
     assert task.hparams["init_from"] is None and task.hparams["config"]["d_model"] == 32
 
     data = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=32, batch_size=16)
-    before = _trainer(tmp_path, 1).validate(task, data, verbose=False)[0]
+    connect(task, data)
+    sts = [STSEvaluation(str(sts_file))]
+    before = _trainer(tmp_path, 1, sts).validate(task, data, verbose=False)[0]
     _trainer(tmp_path, 30).fit(task, data)
-    after = _trainer(tmp_path, 1).validate(task, data, verbose=False)[0]
+    after = _trainer(tmp_path, 1, sts).validate(task, data, verbose=False)[0]
     assert after["val/loss"] < before["val/loss"]
-    assert -1.0 <= after["val/sts_spearman"] <= 1.0
+    assert -1.0 <= before["val/sts_spearman"] <= 1.0 and -1.0 <= after["val/sts_spearman"] <= 1.0
     assert "val/ppl" not in after  # a contrastive loss has no perplexity
 
 
@@ -137,7 +141,8 @@ def test_init_from_something_else_is_refused(tmp_path: Path) -> None:
         ContrastiveTask(init_from=str(tmp_path / "missing.ckpt"))
     gpt_like = tmp_path / "gpt.ckpt"
     config = dataclasses.asdict(GPTConfig(n_layer=1, d_model=8, n_head=2, vocab_size=10, max_seq_len=8))
-    torch.save({"state_dict": {}, "lmforge": {"task": "CausalLMTask", "model_config": config}}, gpt_like)
+    torch.save({"state_dict": {}, "lmforge": {"task": "lmforge.tasks.causal_lm.CausalLMTask",
+                                               "network": "lmforge.models.gpt.GPT", "model_config": config}}, gpt_like)
     with pytest.raises(UserError, match="holds gpt weights, but ContrastiveTask needs bert weights"):
         ContrastiveTask(init_from=str(gpt_like))
     foreign = tmp_path / "foreign.ckpt"

@@ -21,6 +21,7 @@ from lmforge.models.elmo import PIECE_START, SPECIAL_START, TOKEN_END, WORD_STAR
 from lmforge.objectives import BidirectionalLM
 from lmforge.tasks import ElmoTask, OptimizerConfig
 from lmforge.tasks.elmo import _byte_level_bytes, sampled_softmax_loss, token_char_ids
+from lmforge.start import connect, load_tokenizer
 
 SHAPE = dict(max_seq_len=16, char_dim=8, max_chars=12, filters=[(1, 8), (2, 8), (3, 16)], n_highway=1, n_layer=2,
              hidden_size=24, projection_size=12, dropout=0.0)
@@ -36,7 +37,7 @@ def _task(dm: TextCorpus, **kwargs) -> ElmoTask:
     torch.manual_seed(0)
     task = ElmoTask(config=ElmoConfig(vocab_size=dm.vocab_size, **SHAPE), **kwargs)
     task.tokenizer = dm.tokenizer
-    task.spell_vocabulary()  # as setup does with the data's tokenizer
+    task.spell_vocabulary()  # as the hand-over of the data's tokenizer does
     return task
 
 
@@ -158,9 +159,10 @@ def test_learns_logs_both_perplexities_and_round_trips_a_checkpoint(tiny_corpus:
     dm = _data(tiny_corpus)
     task = ElmoTask(config=ElmoConfig(vocab_size=dm.vocab_size, **SHAPE),
                     optimizer=OptimizerConfig(lr=1e-2, betas=(0.9, 0.999), weight_decay=0.0, warmup_steps=3))
+    connect(task, dm)
+    assert task.net.token_chars.any(), "the hand-over did not spell the vocabulary"
     before = _trainer(tmp_path, 1).validate(task, dm, verbose=False)[0]
     assert before["val/loss"] == pytest.approx(math.log(dm.vocab_size), abs=0.5)
-    assert task.net.token_chars.any(), "setup did not spell the vocabulary"
     trainer = _trainer(tmp_path, 80)
     trainer.fit(task, dm)
     after = _trainer(tmp_path, 1).validate(task, dm, verbose=False)[0]
@@ -232,7 +234,7 @@ def test_predict_writes_layers_and_mix_from_the_checkpoint_alone(
         arrays = load_file(str(out))
 
     texts = ["Small models overfit small corpora quickly.", "The quick brown fox jumps.", "A language model"]
-    tok = Tokenizer.from_file(ckpt)
+    tok = load_tokenizer(str(ckpt))
     lengths = [len(tok.encode(t)) for t in texts]
     P = 64  # projection_size of configs/elmo/tiny.yaml, 2 LSTM layers
     assert arrays["lengths"].tolist() == lengths

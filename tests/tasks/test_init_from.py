@@ -14,6 +14,7 @@ from lmforge.data import TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.data.documents import read_local
 from lmforge.errors import UserError
 from lmforge.models import GPTConfig
+from lmforge.start import connect
 from lmforge.tasks import CausalLMTask, MaskedLMTask, OptimizerConfig
 
 QUIET = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -24,6 +25,7 @@ def _gpt_checkpoint(corpus: Path, tmp_path: Path, steps: int = 3) -> tuple[Path,
     dm = TextCorpus(paths=str(corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=16, batch_size=4)
     task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
                         optimizer=OptimizerConfig(warmup_steps=1))
+    connect(task, dm)
     trainer = L.Trainer(max_steps=steps, enable_checkpointing=False, **QUIET)
     trainer.fit(task, dm)
     path = tmp_path / "general.ckpt"
@@ -40,6 +42,8 @@ def test_init_from_keeps_the_weights_and_starts_a_new_run(tiny_corpus: Path, tmp
     assert task.hparams["init_from"] is None and task.hparams["config"]["n_layer"] == 1
     # a new run: the step count, optimizer and schedule start over
     dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=16, batch_size=4)
+    connect(task, dm)
+    assert dm.tokenizer.fingerprint == trained.tokenizer.fingerprint  # the checkpoint's, read by the start owner
     trainer = L.Trainer(max_steps=2, enable_checkpointing=False, **QUIET)
     trainer.fit(task, dm)
     assert trainer.global_step == 2
@@ -53,12 +57,12 @@ def test_init_from_refuses_another_tokenizer_or_family(tiny_corpus: Path, tmp_pa
     task = CausalLMTask(init_from=str(ckpt))
     dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(other)), seq_len=16)
     with pytest.raises(UserError, match="is not the one of the init_from weights"):
-        L.Trainer(max_steps=1, **QUIET).fit(task, dm)
+        connect(task, dm)
     with pytest.raises(UserError, match="holds gpt weights, but MaskedLMTask needs bert weights"):
         MaskedLMTask(init_from=str(ckpt))
     long = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=64)
-    with pytest.raises(UserError, match="data.seq_len=64 is longer than the network's 16 positions"):
-        L.Trainer(max_steps=1, **QUIET).fit(CausalLMTask(init_from=str(ckpt)), long)
+    with pytest.raises(UserError, match="data.seq_len=64 is longer than the gpt network's 16 positions"):
+        connect(CausalLMTask(init_from=str(ckpt)), long)
 
 
 def test_continued_pretraining_from_a_hf_folder_through_the_cli(tmp_path: Path, tiny_corpus: Path,
@@ -106,17 +110,13 @@ def test_init_from_with_an_extended_tokenizer_grows_the_embeddings(tiny_corpus: 
     expected = init_new_embeddings(trained.net.wte.weight.detach(), pieces)
     dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(tmp_path / "extended.json")),
                     seq_len=16, batch_size=4)
-    trainer = L.Trainer(max_steps=1, enable_checkpointing=False, **QUIET)
-    dm.trainer = trainer
-    task.trainer = trainer
-    trainer.strategy.connect(task)
-    trainer.datamodule = dm  # what fit attaches before the task's setup
-    task.setup("fit")
+    connect(task, dm)
     assert task.net.wte.weight.shape[0] == old.vocab_size + 2 == task.hparams["config"]["vocab_size"]
     torch.testing.assert_close(task.net.wte.weight.detach(), expected)
     assert task.net.lm_head.weight is task.net.wte.weight  # still tied
     ids = torch.tensor([extended.encode(f"the {words[0]} and")])
     assert task.net(ids).shape[-1] == old.vocab_size + 2
+    trainer = L.Trainer(max_steps=1, enable_checkpointing=False, **QUIET)
     trainer.fit(task, dm)  # trains with the new rows; the run's checkpoints record the grown shape
     trainer.save_checkpoint(tmp_path / "grown.ckpt")
     again = CausalLMTask(init_from=str(tmp_path / "grown.ckpt"))

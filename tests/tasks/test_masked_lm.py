@@ -13,6 +13,7 @@ from lmforge.data import TextCorpus, TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.models import BertConfig
 from lmforge.tasks import MaskedLMTask, OptimizerConfig
+from lmforge.start import connect
 
 SPEC = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300, lowercase=True)
 
@@ -51,6 +52,7 @@ def test_tiny_bert_learns_the_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> 
     L.seed_everything(0)
     dm = _data(tiny_corpus)
     task = _task(dm.vocab_size, optimizer=OptimizerConfig(lr=3e-3, warmup_steps=10, weight_decay=0.0))
+    connect(task, dm)
     before = _trainer(tmp_path, 1).validate(task, dm, verbose=False)[0]
     _trainer(tmp_path, 150).fit(task, dm)
     after = _trainer(tmp_path, 1).validate(task, dm, verbose=False)[0]

@@ -13,6 +13,7 @@ from lmforge.data import TextCorpus, TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.models.t5 import T5Config
 from lmforge.tasks import OptimizerConfig, SpanCorruptionTask
+from lmforge.start import connect
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -39,6 +40,7 @@ def test_learns_to_restore_corrupted_text(noise: str, min_drop: float, min_acc: 
     L.seed_everything(0)
     dm = _corpus(tiny_corpus)
     task = _task(dm.vocab_size, noise=noise, optimizer=OptimizerConfig(lr=3e-3, warmup_steps=10, weight_decay=0.0))
+    connect(task, dm)
     before = _trainer(1).validate(task, dm, verbose=False)[0]
     _trainer(100).fit(task, dm)
     after = _trainer(1).validate(task, dm, verbose=False)[0]

@@ -13,11 +13,13 @@ from __future__ import annotations
 import csv
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from lmforge.errors import UserError
 
 RANDOM = "random init"
+Fit = Callable[[list[str]], dict[str, float]]  # `lmforge fit` arguments -> the run's final logged metrics
 
 
 def label_of(start: str) -> str:
@@ -27,12 +29,10 @@ def label_of(start: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "start"
 
 
-def run_one(recipe: list[str], start: str, seed: int, out: Path, label: str, random_init: bool,
+def run_one(fit: Fit, recipe: list[str], start: str, seed: int, out: Path, label: str, random_init: bool,
             overrides: list[str]) -> dict[str, float]:
     """Fine-tune from ``start`` with ``seed``; the run's final ``val/*`` metrics."""
-    from lmforge.cli import LmforgeCLI
-
-    args = ["fit"]
+    args: list[str] = []
     for path in recipe:
         args += ["-c", path]
     args += [f"--model.init_from={start}", f"--seed_everything={seed}",
@@ -42,8 +42,7 @@ def run_one(recipe: list[str], start: str, seed: int, out: Path, label: str, ran
              "--trainer.enable_progress_bar=false", *overrides]
     if random_init:
         args.append("--model.random_init=true")
-    cli = LmforgeCLI(args=args)
-    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics = {k: v for k, v in fit(args).items() if k.startswith("val/")}
     if not metrics:
         raise UserError(f"The run from {start} (seed {seed}) logged no val/ metric: let it validate "
                         "(trainer.limit_val_batches > 0, a validation split in the data).")
@@ -59,6 +58,7 @@ def compare(
     metric: str | None = None,
     out: str = "compare",
     overrides: list[str] | None = None,
+    fit: Fit | None = None,
 ) -> Path:
     """Fine-tune one downstream recipe from several starting points, ``seeds`` times each, and
     tabulate, plot and log the results.
@@ -73,7 +73,11 @@ def compare(
             for regression, else the first logged).
         out: The folder to write into (created; existing result files are not overwritten).
         overrides: More ``fit`` arguments for every run, e.g. ``["--trainer.max_steps=200"]``.
+        fit: Runs ``lmforge fit`` with the given arguments and returns its final metrics (the
+            command line hands over its own).
     """
+    if fit is None:
+        raise UserError("compare needs a way to run `lmforge fit`: call it through `lmforge compare`.")
     if not starts:
         raise UserError("Give at least one starting point: --starts '[general.ckpt, domain.ckpt]'.")
     if seeds < 1:
@@ -91,7 +95,7 @@ def compare(
     rows: list[dict] = []
     for name, start, random_init in plan:
         for seed in range(seeds):
-            metrics = run_one(recipe, start, seed, out_dir, label_of(name), random_init, list(overrides or []))
+            metrics = run_one(fit, recipe, start, seed, out_dir, label_of(name), random_init, list(overrides or []))
             rows.append({"start": name, "source": start, "seed": seed, **metrics})
     return write_results(rows, out_dir, metric)
 
@@ -157,8 +161,10 @@ def _bar_chart(starts: list[str], stats: list[tuple[float, float]], metric: str,
     plt.close(fig)
 
 
-def compare_command(argv: list[str]) -> None:
-    """``lmforge compare --recipe finetune.yaml --starts '[a.ckpt, b.ckpt]' ...``"""
-    from jsonargparse import CLI
+def compare_command(argv: list[str], fit: Fit) -> None:
+    """``lmforge compare --recipe finetune.yaml --starts '[a.ckpt, b.ckpt]' ...``; every run goes through ``fit``."""
+    from jsonargparse import ArgumentParser
 
-    CLI(compare, args=argv, prog="lmforge compare", as_positional=False)
+    parser = ArgumentParser(prog="lmforge compare", description=compare.__doc__.splitlines()[0])
+    parser.add_function_arguments(compare, as_positional=False, skip={"fit"})
+    compare(**parser.parse_args(argv).as_dict(), fit=fit)

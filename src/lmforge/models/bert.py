@@ -76,9 +76,16 @@ class Bert(nn.Module):
         config: The network's shape.
     """
 
+    family = "bert"
+    config_class = BertConfig
+    heads = ("mlm_head", "pooler", "nsp")  # pretraining heads: a source without them starts them fresh
+    poolings = ("cls", "mean")  # sentence vectors that suit a bidirectional encoder, the default first
+    state_layers = None  # token_states gives one layer
+
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
+        self.state_width, self.max_positions = config.d_model, config.max_seq_len  # token_states' width, longest input
         c = config
         self.wte = nn.Embedding(c.vocab_size, c.d_model)
         self.wpe = nn.Embedding(c.max_seq_len + c.position_offset, c.d_model)
@@ -114,6 +121,14 @@ class Bert(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return x
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token states ``(B, T, C)`` for a downstream head; a network with one segment
+        embedding (RoBERTa) reads every token as segment 0."""
+        types = token_type_ids if self.config.type_vocab_size > 1 else None
+        return self.encode(input_ids, attention_mask, types)
 
     def grow_vocab(self, embeddings: torch.Tensor) -> None:
         """Replace the token embedding (also the MLM output matrix) by ``embeddings``, which has

@@ -254,6 +254,12 @@ class Elmo(nn.Module):
         config: The network's shape.
     """
 
+    family = "elmo"
+    config_class = ElmoConfig
+    heads = ("softmax",)  # the biLM's shared softmax
+    poolings = ("mean",)
+    max_positions = None  # LSTMs: no length limit
+
     def __init__(self, config: ElmoConfig):
         super().__init__()
         _check(config)
@@ -328,6 +334,21 @@ class Elmo(nn.Module):
         backward = [reverse(h) for h in self.backward_lm(reverse(x))]
         layers = [torch.cat([x, x], dim=-1)] + [torch.cat(pair, dim=-1) for pair in zip(forward, backward)]
         return torch.stack(layers)  # (L + 1, B, T, 2P)
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Every layer's states ``(L + 1, B, T, 2P)`` for a downstream scalar mix (:meth:`padded_layer_embeddings`)."""
+        return self.padded_layer_embeddings(input_ids, attention_mask)
+
+    @property
+    def state_layers(self) -> int:
+        """Layers :meth:`token_states` gives: the token layer and every LSTM layer."""
+        return self.config.n_layer + 1
+
+    @property
+    def state_width(self) -> int:
+        return 2 * self.config.projection_size  # forward and backward LM side by side
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

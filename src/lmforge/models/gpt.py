@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmforge.models.layers import PreNormBlock, init_weights
+from lmforge.models.layers import PreNormBlock, init_weights, pick_next
 
 
 @dataclass
@@ -53,9 +53,16 @@ class GPT(nn.Module):
         config: The network's shape.
     """
 
+    family = "gpt"
+    config_class = GPTConfig
+    heads: tuple[str, ...] = ()  # the output projection is the token embedding
+    poolings = ("last", "mean")  # causal: only the last real token has read the whole text
+    state_layers = None
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
+        self.state_width, self.max_positions = config.d_model, config.max_seq_len  # token_states' width, longest input
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
         self.wpe = nn.Embedding(config.max_seq_len, config.d_model)
         self.drop = nn.Dropout(config.dropout)
@@ -95,6 +102,12 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token states ``(B, T, C)`` for a downstream head (causal: right padding changes no real position)."""
+        return self.hidden_states(input_ids)
 
     def grow_vocab(self, embeddings: torch.Tensor) -> None:
         """Replace the (tied) token embedding by ``embeddings``, which has more rows: new tokens."""
@@ -144,15 +157,7 @@ class GPT(nn.Module):
         for _ in range(max_new_tokens):
             context = input_ids[:, -self.config.max_seq_len :]
             logits = self(context)[:, -1, :]  # (1, V)
-            if temperature <= 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, 1, generator=generator)
+            next_id = pick_next(logits, temperature, top_k, generator)[:, None]  # (1, 1)
             input_ids = torch.cat([input_ids, next_id], dim=1)
             if eos_id is not None and next_id.item() == eos_id:
                 break

@@ -153,3 +153,36 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
+
+
+def pool(states: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """One vector ``(B, C)`` per row of token states ``(B, T, C)``: the first token's (``cls``),
+    the last real token's (``last``, wherever the padding is) or the mean of the real ones (``mean``).
+
+    Args:
+        states: Token states.
+        attention_mask: ``(B, T)``, 1 on real tokens.
+        how: ``cls``, ``last`` or ``mean``.
+    """
+    if how == "cls":
+        return states[:, 0]
+    if how == "last":
+        positions = torch.arange(states.size(1), device=states.device)
+        last = (attention_mask.long() * positions).argmax(1)  # (B,): the rightmost real token
+        return states[torch.arange(states.size(0), device=states.device), last]
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def pick_next(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One token id per row of ``logits`` (B, V): argmax at temperature 0, else a sample among
+    the ``top_k`` most likely (all when ``None``)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.layers import RMSNorm
+from lmforge.models.layers import RMSNorm, pick_next
 
 
 @dataclass
@@ -77,20 +77,6 @@ class T5Config:
     @property
     def decoder_layers(self) -> int:
         return self.n_layer if self.n_decoder_layer is None else self.n_decoder_layer
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> T5Config:
-        """A named preset of :data:`T5_PRESETS` (``"small"``, ``"base"``), fields overridable."""
-        if name not in T5_PRESETS:
-            raise ValueError(f"Unknown T5 preset {name!r}: choose one of {sorted(T5_PRESETS)}.")
-        return cls(**{**T5_PRESETS[name], **overrides})
-
-
-# The original T5 (v1.0) sizes of Raffel et al. 2020, table 14; every other field is the default.
-T5_PRESETS: dict[str, dict[str, Any]] = {
-    "small": dict(d_model=512, d_kv=64, d_ff=2048, n_layer=6, n_head=8),  # 60,506,624 parameters
-    "base": dict(d_model=768, d_kv=64, d_ff=3072, n_layer=12, n_head=12),  # 222,903,552 parameters
-}
 
 
 def relative_position_bucket(
@@ -375,6 +361,13 @@ class T5(nn.Module):
         config: The network's shape.
     """
 
+    family = "t5"
+    config_class = T5Config
+    heads = ("lm_head",)  # the untied output matrix (v1.1)
+    poolings = ("mean",)  # downstream, the encoder's states
+    state_layers = None
+    max_positions = None  # relative positions: no length limit
+
     def __init__(self, config: T5Config):
         super().__init__()
         self.config = c = config
@@ -391,6 +384,16 @@ class T5(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder output ``(B, S, C)``; ``attention_mask`` (B, S) is 1 for real tokens, 0 for padding."""
         return self.encoder(self.shared(input_ids), mask=attention_mask)
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The encoder's token states ``(B, S, C)`` for a downstream head."""
+        return self.encode(input_ids, attention_mask)
+
+    @property
+    def state_width(self) -> int:
+        return self.config.d_model
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits ``(..., V)`` of decoder output states."""
@@ -502,7 +505,7 @@ class T5(nn.Module):
         out = []
         for _ in range(max_new_tokens):
             logits = self.decode(step_ids, encoder_hidden, attention_mask, cache)[:, -1]  # (B, V)
-            next_id = _pick(logits, temperature, top_k, generator)  # (B,)
+            next_id = pick_next(logits, temperature, top_k, generator)  # (B,)
             if eos_id is not None:
                 next_id = next_id.masked_fill(finished, fill)
                 finished |= next_id == eos_id
@@ -513,19 +516,3 @@ class T5(nn.Module):
         if not out:
             return input_ids.new_zeros(B, 0)
         return torch.stack(out, dim=1)
-
-
-def _pick(
-    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-) -> torch.Tensor:
-    """One token id per row of ``logits`` (B, V): argmax at temperature 0, else a top-k sample."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
-
-
-__all__ = ["T5", "T5_PRESETS", "T5Cache", "T5Config", "relative_position_bucket"]

@@ -1,11 +1,16 @@
-"""LightningModules, one per family/objective: loss, metrics, optimizer, schedule."""
+"""LightningModules, one per pretraining family/objective: loss, metrics, optimizer, schedule.
 
-from lmforge.tasks.base import OptimizerConfig, PretrainingTask
+Each declares its ``network`` (its family and config class come with it); :class:`Task` is
+the base of every task, downstream ones (:mod:`lmforge.evaluation`) included.
+"""
+
+from lmforge.tasks.base import OptimizerConfig, Task
 from lmforge.tasks.causal_lm import CausalLMTask
 from lmforge.tasks.contrastive import ContrastiveTask
 from lmforge.tasks.elmo import ElmoTask
-from lmforge.tasks.finetune import FineTuneTask
 from lmforge.tasks.masked_lm import MaskedLMTask
+from lmforge.tasks.pretraining import PretrainingTask
 from lmforge.tasks.span_corruption import SpanCorruptionTask
 
-__all__ = ["CausalLMTask", "ContrastiveTask", "ElmoTask", "FineTuneTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask", "SpanCorruptionTask"]
+__all__ = ["CausalLMTask", "ContrastiveTask", "ElmoTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask",
+           "SpanCorruptionTask", "Task"]

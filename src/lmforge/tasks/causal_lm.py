@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from lmforge.errors import UserError
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.objectives import CausalLM
-from lmforge.tasks.base import GENERATION_ARGS, OptimizerConfig, PretrainingTask
+from lmforge.tasks.base import OptimizerConfig
+from lmforge.tasks.pretraining import GENERATION_ARGS, PretrainingTask
 
 
 class CausalLMTask(PretrainingTask):
@@ -28,6 +29,7 @@ class CausalLMTask(PretrainingTask):
         generation_seed: Seed of the sampler, for reproducible generations.
     """
 
+    network = GPT
     prompt_example = "Once upon a time"
 
     def __init__(
@@ -51,8 +53,8 @@ class CausalLMTask(PretrainingTask):
         self.generation_seed = generation_seed
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = GPTConfig(**config)
-        config = self._start_from(init_from, config, "gpt")
-        self.net = GPT(config)
+        config = self._start_from(init_from, config)
+        self.net = self.network(config)
         self._load_start()
         self.objective = CausalLM()
 

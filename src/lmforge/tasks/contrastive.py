@@ -7,13 +7,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional import spearman_corrcoef
 
-from lmforge.data.sts import read_sts
 from lmforge.errors import UserError
 from lmforge.models.bert import Bert, BertConfig
+from lmforge.models.layers import pool
 from lmforge.objectives.contrastive import SentenceViews, pad_sentences
-from lmforge.tasks.base import OptimizerConfig, PretrainingTask, save_arrays
+from lmforge.tasks.arrays import save_arrays
+from lmforge.tasks.base import OptimizerConfig
+from lmforge.tasks.pretraining import PretrainingTask
 
 Pooling = Literal["cls", "mean"]
 
@@ -43,9 +44,9 @@ class ContrastiveTask(PretrainingTask):
     the two views of a positive pair); on ``SentencePairs`` it is supervised, with optional
     hard negatives.
 
-    Start it from an encoder pretrained here (``init_from``: its weights, shape and tokenizer
-    come from the checkpoint). ``val/sts_spearman`` is the Spearman correlation between cosine
-    similarities and gold scores of ``sts_file``; ``predict`` writes sentence embeddings.
+    Start it from a pretrained encoder (``init_from``: an lmforge checkpoint or a Hugging Face
+    BERT/RoBERTa; its weights, shape and tokenizer come along). ``predict`` writes sentence
+    embeddings; ``--sts.file`` adds ``val/sts_spearman`` (:class:`lmforge.evaluation.STSEvaluation`).
 
     Args:
         config: The encoder's shape when starting from scratch (with ``init_from`` only its
@@ -55,15 +56,16 @@ class ContrastiveTask(PretrainingTask):
             Hugging Face model folder, or ``hf:<model id>`` (e.g. ``hf:bert-base-uncased``).
         pooling: Sentence embedding: the first token's state (``cls``) or the mean of all (``mean``).
         temperature: Softmax temperature of the cosine similarities.
-        sts_file: Sentence pairs with gold scores (STS-Benchmark layout) to evaluate at each validation.
         prompts: Sentences to embed in ``predict``.
         prompt_file: A text file of sentences to embed in ``predict``, one per line.
         embeddings_out: Where ``predict`` writes the embeddings (``.npy`` or ``.safetensors``).
     """
 
+    network = Bert
     accuracy_name = "acc"
     log_perplexity = False
     prompt_example = "A sentence to embed."
+    predict_batch_size = 64
 
     def __init__(
         self,
@@ -72,7 +74,6 @@ class ContrastiveTask(PretrainingTask):
         init_from: str | None = None,
         pooling: Pooling = "mean",
         temperature: float = 0.05,
-        sts_file: str | None = None,
         prompts: str | list[str] | None = None,
         prompt_file: str | None = None,
         embeddings_out: str = "embeddings.npy",
@@ -81,24 +82,22 @@ class ContrastiveTask(PretrainingTask):
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = BertConfig(**config)
-        config = self._start_from(init_from, config, "bert")
-        self.net = Bert(config)
+        config = self._start_from(init_from, config)
+        self.net = self.network(config)
         self._load_start()
         self.objective = SentenceViews()
         self.pooling = pooling
         self.temperature = temperature
-        self.sts = read_sts(sts_file) if sts_file else None
         self._set_prompts(prompts, prompt_file)
         self.embeddings_out = embeddings_out
         self._embeddings: list[torch.Tensor] = []
 
+    def trained_heads(self) -> set[str]:
+        return set()  # the loss reads the encoder's states only
+
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings ``(B, C)`` of padded ``[CLS] s [SEP]`` batches."""
-        hidden = self.net.encode(input_ids, attention_mask)  # (B, T, C)
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return pool(self.net.encode(input_ids, attention_mask), attention_mask, self.pooling)  # (B, C)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         anchors = self.embed(batch["input_ids"], batch["attention_mask"])
@@ -120,16 +119,6 @@ class ContrastiveTask(PretrainingTask):
         loss, correct = self._step(batch)
         self.record_eval(loss, batch["input_ids"].size(0), correct)
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        if self.sts is not None and self.tokenizer is not None:
-            value = self.sts_spearman()
-            if self.trainer.sanity_checking:
-                for logger in self.loggers if self.global_step == 0 else []:
-                    logger.log_metrics({"val/sts_spearman": value}, step=0)
-            else:
-                self.log("val/sts_spearman", value, prog_bar=True)
-
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Embeddings ``(N, C)`` of raw texts, with the task's tokenizer and pooling."""
@@ -144,20 +133,13 @@ class ContrastiveTask(PretrainingTask):
             out.append(self.embed(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)))
         return torch.cat(out)
 
-    def sts_spearman(self) -> float:
-        """Spearman correlation of cosine similarity with the gold scores of ``sts_file``."""
-        first, second, gold = self.sts
-        with self.evaluating():
-            cosine = F.cosine_similarity(self.encode_texts(first), self.encode_texts(second))
-        return float(spearman_corrcoef(cosine.float().cpu(), torch.tensor(gold)))
-
     # -- predict: sentence embeddings to a file -------------------------------------------
-    def predict_step(self, text: str, batch_idx: int) -> str:
-        self._embeddings.append(self.encode_texts([text])[0].cpu())
+    def predict_step(self, texts: list[str], batch_idx: int) -> str:
+        self._embeddings.append(self.encode_texts(texts).cpu())
         return ""
 
     def on_predict_end(self) -> None:
-        embeddings = torch.stack(self._embeddings)
+        embeddings = torch.cat(self._embeddings)
         path = save_arrays(self.embeddings_out, {"embeddings": embeddings})
         print(f"Wrote {embeddings.shape[0]} embeddings of dimension {embeddings.shape[1]} to {path}")
         self._embeddings = []

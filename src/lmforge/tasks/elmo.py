@@ -12,7 +12,9 @@ from lmforge.errors import UserError
 from lmforge.models.elmo import Elmo, ElmoConfig, ScalarMix, char_ids
 from lmforge.objectives import BidirectionalLM
 from lmforge.objectives.masked_lm import WORD_START_MARKERS
-from lmforge.tasks.base import OptimizerConfig, PretrainingTask, check_array_file, save_arrays
+from lmforge.tasks.arrays import check_array_file, save_arrays
+from lmforge.tasks.base import OptimizerConfig
+from lmforge.tasks.pretraining import PretrainingTask
 
 
 def _byte_level_bytes() -> dict[str, int]:
@@ -117,6 +119,7 @@ class ElmoTask(PretrainingTask):
         mix_gamma: Scale of the scalar mix.
     """
 
+    network = Elmo
     prompt_example = "A sentence to embed."
     eval_parts = ("forward", "backward")
 
@@ -137,12 +140,12 @@ class ElmoTask(PretrainingTask):
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out", "mix_weights", "mix_gamma"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = ElmoConfig(**config)
-        config = self._start_from(init_from, config, "elmo")
+        config = self._start_from(init_from, config)
         if sampled_softmax is not None and sampled_softmax < 1:
             raise UserError(
                 f"sampled_softmax={sampled_softmax}: give a positive number of negatives, or null for the full softmax."
             )
-        self.net = Elmo(config)
+        self.net = self.network(config)
         self._load_start()
         self.objective = BidirectionalLM()
         self.sampled_softmax = sampled_softmax
@@ -157,10 +160,9 @@ class ElmoTask(PretrainingTask):
         self.mix_gamma = mix_gamma
         self._embeddings: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.tokenizer is not None:  # else predict from a checkpoint: the spellings come with the weights
-            self.spell_vocabulary()
+    def use_tokenizer(self, tokenizer: Tokenizer) -> None:
+        super().use_tokenizer(tokenizer)
+        self.spell_vocabulary()  # (predict from a checkpoint gets its spellings with the weights)
 
     def spell_vocabulary(self) -> None:
         """Write the spelling of every token of ``tokenizer`` into the char CNN's table."""

@@ -10,7 +10,8 @@ from lmforge.errors import UserError
 from lmforge.models.bert import Bert, BertConfig
 from lmforge.objectives import MaskedLM
 from lmforge.objectives.masked_lm import IGNORE
-from lmforge.tasks.base import OptimizerConfig, PretrainingTask
+from lmforge.tasks.base import OptimizerConfig
+from lmforge.tasks.pretraining import PretrainingTask
 
 
 class MaskedLMTask(PretrainingTask):
@@ -35,6 +36,7 @@ class MaskedLMTask(PretrainingTask):
         top_k: Candidates to show for each mask.
     """
 
+    network = Bert
     accuracy_name = "mlm_acc"
     eval_loss_name = "mlm_loss"  # val/ppl is the MLM's; val/loss adds NSP's loss when it is on
     prompt_example = "Paris is the [MASK] of France."
@@ -56,14 +58,17 @@ class MaskedLMTask(PretrainingTask):
         self._store_hparams(ignore=["prompts", "prompt_file", "top_k"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = BertConfig(**config)
-        config = self._start_from(init_from, config, "bert", **({"nsp_head": True} if nsp else {}))
+        config = self._start_from(init_from, config, **({"nsp_head": True} if nsp else {}))
         if nsp and not config.nsp_head:
             raise UserError("`nsp: true` needs the network's NSP head: set `config.nsp_head: true` (BERT).")
-        self.net = Bert(config)
-        self._load_start()
+        self.net = self.network(config)
         self.objective = MaskedLM(mask_prob=mask_prob, whole_word=whole_word, nsp=nsp, seed=masking_seed)
+        self._load_start()
         self._set_prompts(prompts, prompt_file)
         self.top_k = top_k
+
+    def trained_heads(self) -> set[str]:
+        return {"mlm_head", "pooler", "nsp"} if self.objective.nsp else {"mlm_head"}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(input_ids, attention_mask)

@@ -13,7 +13,8 @@ from lmforge.errors import UserError
 from lmforge.models.t5 import T5, T5Config
 from lmforge.objectives import SpanCorruption, TextInfilling
 from lmforge.objectives.span_corruption import SENTINEL, sentinel_ids
-from lmforge.tasks.base import GENERATION_ARGS, OptimizerConfig, PretrainingTask
+from lmforge.tasks.base import OptimizerConfig
+from lmforge.tasks.pretraining import GENERATION_ARGS, PretrainingTask
 
 
 class SpanCorruptionTask(PretrainingTask):
@@ -45,6 +46,7 @@ class SpanCorruptionTask(PretrainingTask):
     """
 
     accuracy_name = "acc"  # token accuracy of the decoder's predictions
+    network = T5
     prompt_example = "The <extra_id_0> sat on the <extra_id_1>."
 
     def __init__(
@@ -67,8 +69,8 @@ class SpanCorruptionTask(PretrainingTask):
         self._store_hparams(ignore=GENERATION_ARGS)
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = T5Config(**config)
-        config = self._start_from(init_from, config, "t5")
-        self.net = T5(config)
+        config = self._start_from(init_from, config)
+        self.net = self.network(config)
         self._load_start()
         if noise == "t5":
             self.objective = SpanCorruption(noise_density or 0.15, mean_noise_span_length, seed=masking_seed)

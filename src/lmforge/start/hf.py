@@ -1,5 +1,6 @@
 """Hugging Face interop: read a ``transformers`` model folder (or hub id) into our networks,
-and write ours as a folder ``transformers`` loads with identical logits.
+and write ours as a folder ``transformers`` loads with identical logits. Used through
+:mod:`lmforge.start.source` (reading) and :mod:`lmforge.start.export` (writing).
 
 One table per architecture lists each of our parameters with the Hugging Face tensor(s) it
 corresponds to and how (``copy``; ``t``: GPT-2's ``Conv1D`` stores ``(in, out)``; ``qkv``:
@@ -20,14 +21,14 @@ from typing import Any
 
 import torch
 
-from lmforge.convert.weights import LoadedWeights
-from lmforge.tokenizer import Tokenizer
+from torch import nn
+
 from lmforge.errors import UserError
-from lmforge.models import BertConfig, GPTConfig, T5Config
+from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, T5Config
+from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 Table = list[tuple[str, "str | tuple[str, ...]", str]]  # (ours, hf name(s), how)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-HEADS = ("mlm_head.", "pooler.", "nsp.")  # ours that a headless encoder checkpoint may lack
 
 
 # -- configs --------------------------------------------------------------------------------
@@ -36,8 +37,8 @@ def _d_ff(hidden: int | None, d_model: int) -> int | None:
     return None if hidden in (None, 4 * d_model) else hidden
 
 
-def config_from_hf(hf: dict[str, Any], source: str) -> tuple[str, Any, str]:
-    """(family, our config, HF model type) from a ``config.json``."""
+def config_from_hf(hf: dict[str, Any], source: str) -> tuple[type[nn.Module], Any, str]:
+    """(our network class, its config, HF model type) from a ``config.json``."""
     kind = hf.get("model_type")
     if kind in ("bert", "roberta"):
         if hf.get("position_embedding_type", "absolute") != "absolute" or hf.get("hidden_act", "gelu") != "gelu":
@@ -50,7 +51,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> tuple[str, Any, str]:
             d_ff=_d_ff(hf["intermediate_size"], hf["hidden_size"]), dropout=hf.get("hidden_dropout_prob", 0.1),
             type_vocab_size=hf.get("type_vocab_size", 2), position_offset=offset,
             layer_norm_eps=hf.get("layer_norm_eps", 1e-12), nsp_head=True)
-        return "bert", config, kind
+        return Bert, config, kind
     if kind == "gpt2":
         if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
             raise UserError(f"'{source}' uses {hf['activation_function']} activations; lmforge's GPT has tanh-GELU.")
@@ -58,7 +59,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> tuple[str, Any, str]:
             vocab_size=hf["vocab_size"], max_seq_len=hf["n_positions"], n_layer=hf["n_layer"], n_head=hf["n_head"],
             d_model=hf["n_embd"], d_ff=_d_ff(hf.get("n_inner"), hf["n_embd"]), dropout=hf.get("resid_pdrop", 0.1),
             layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5))
-        return "gpt", config, kind
+        return GPT, config, kind
     if kind == "t5":
         proj = hf.get("feed_forward_proj", "relu")
         if proj not in ("relu", "gated-gelu"):
@@ -72,7 +73,7 @@ def config_from_hf(hf: dict[str, Any], source: str) -> tuple[str, Any, str]:
             relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
             dropout=hf.get("dropout_rate", 0.1), layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
             feed_forward=proj, tie_word_embeddings=hf.get("tie_word_embeddings", True))
-        return "t5", config, kind
+        return T5, config, kind
     raise UserError(f"'{source}' is a {kind!r} model; lmforge reads bert, roberta, gpt2 and t5 models.")
 
 
@@ -187,12 +188,12 @@ def _t5_table(c: T5Config) -> Table:
     return table
 
 
-def weight_table(family: str, config: Any, kind: str, hf_keys: set[str] | None = None) -> Table:
-    """Our parameter names and their HF tensors for an architecture; ``hf_keys`` (when
+def weight_table(config: Any, kind: str, hf_keys: set[str] | None = None) -> Table:
+    """Our parameter names and their HF tensors for HF architecture ``kind``; ``hf_keys`` (when
     importing) decides the BERT/RoBERTa prefix and whether the checkpoint has the heads."""
-    if family == "gpt":
+    if kind == "gpt2":
         return _gpt2_table(config)
-    if family == "t5":
+    if kind == "t5":
         return _t5_table(config)
     base = "roberta." if kind == "roberta" else "bert."
     if hf_keys is None:
@@ -229,22 +230,23 @@ def ours_to_hf(state: dict[str, torch.Tensor], table: Table) -> dict[str, torch.
 
 
 # -- reading a folder or hub id ------------------------------------------------------------------
-def resolve(source: str) -> Path:
-    """The local folder of ``source``: a folder as is, ``hf:<id>`` downloaded from the hub (cached)."""
-    if not source.startswith("hf:"):
-        folder = Path(source)
-        if not (folder / "config.json").is_file():
+def resolve(source: str, need_config: bool = True) -> Path:
+    """The local folder of ``source``: a folder as is, ``hf:<folder>`` the same, ``hf:<id>`` downloaded
+    from the hub (cached by ``huggingface_hub``)."""
+    name = source[len("hf:"):] if source.startswith("hf:") else source
+    if not source.startswith("hf:") or Path(name).is_dir():
+        folder = Path(name)
+        if need_config and not (folder / "config.json").is_file():
             raise UserError(f"'{folder}' has no config.json: give a Hugging Face model folder (save_pretrained).")
         return folder
     from huggingface_hub import snapshot_download
 
-    repo = source[len("hf:"):]
     try:
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt",
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt",
                                                              "merges.txt"]))
     except Exception as err:  # offline, unknown id, gated repo ...
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"Could not download '{repo}' from the Hugging Face hub: {first}. Check the id and your "
+        raise UserError(f"Could not download '{name}' from the Hugging Face hub: {first}. Check the id and your "
                         "network, or download it and give the folder.") from err
 
 
@@ -267,57 +269,102 @@ def read_state(folder: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"'{folder}' holds no model.safetensors or pytorch_model.bin: give a complete model folder.")
 
 
-def load_hf_tokenizer(folder: Path) -> Tokenizer | None:
-    """The folder's ``tokenizer.json``, else a WordPiece tokenizer from a BERT ``vocab.txt``."""
+def tensor_names(folder: Path) -> set[str]:
+    """The names of a model folder's tensors, read from the file headers only."""
+    from safetensors import safe_open
+
+    for name in WEIGHT_FILES:
+        index = folder / f"{name}.index.json"
+        if index.is_file():
+            return set(json.loads(index.read_text())["weight_map"])
+        if (folder / name).is_file():
+            if name.endswith(".safetensors"):
+                with safe_open(str(folder / name), "pt") as f:
+                    return set(f.keys())
+            return set(torch.load(folder / name, map_location="cpu", weights_only=True, mmap=True))
+    raise UserError(f"'{folder}' holds no model.safetensors or pytorch_model.bin: give a complete model folder.")
+
+
+# HF's names for the roles lmforge finds by spelling (tokenizer_config.json, special_tokens_map.json)
+ROLE_KEYS = {"pad_token": "pad", "mask_token": "mask", "cls_token": "cls", "sep_token": "sep", "bos_token": "bos",
+             "eos_token": "eos"}
+
+
+def declared_tokens(folder: Path) -> dict[str, str]:
+    """``{role key: token}`` that a folder's ``special_tokens_map.json`` / ``tokenizer_config.json`` declare."""
+    declared: dict[str, str] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        for key, value in json.loads(path.read_text(encoding="utf-8")).items():
+            token = value.get("content") if isinstance(value, dict) else value
+            if key in ROLE_KEYS and isinstance(token, str):
+                declared[key] = token
+    return declared
+
+
+def load_hf_tokenizer(folder: Path, source: str) -> Tokenizer | None:
+    """The folder's ``tokenizer.json``, else a WordPiece tokenizer from a BERT ``vocab.txt``, with
+    each special token the folder declares checked against the role lmforge gives it."""
     if (folder / "tokenizer.json").is_file():
-        return Tokenizer.from_file(folder / "tokenizer.json")
-    if (folder / "vocab.txt").is_file():
-        from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers, processors
-
-        settings = folder / "tokenizer_config.json"
-        lower = json.loads(settings.read_text()).get("do_lower_case", True) if settings.is_file() else True
-        backend = Backend(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]"))
-        backend.normalizer = normalizers.BertNormalizer(lowercase=lower)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece()
-        cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-        if cls is not None and sep is not None:
-            backend.post_processor = processors.TemplateProcessing(
-                single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-        specials = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if backend.token_to_id(t) is not None]
-        backend.add_special_tokens(specials)
-        return Tokenizer(backend)
-    return None
+        tokenizer = Tokenizer.from_file(folder / "tokenizer.json")
+    elif (folder / "vocab.txt").is_file():
+        tokenizer = _wordpiece_from_vocab(folder)
+    else:
+        return None
+    for key, token in declared_tokens(folder).items():
+        role = ROLE_KEYS[key]
+        token_id = tokenizer.backend.token_to_id(token)
+        if token_id is not None and tokenizer.role_id(role) != token_id:
+            raise UserError(
+                f"'{source}' declares {key} '{token}', but lmforge finds the {role} token by the spellings "
+                f"{', '.join(ROLE_SPELLINGS[role])}: this tokenizer's special tokens are not supported."
+            )
+    return tokenizer
 
 
-def load_hf(source: str) -> LoadedWeights:
-    """Weights, config and tokenizer of a ``transformers`` model folder or ``hf:<hub id>``."""
-    folder = resolve(source)
-    family, config, kind = config_from_hf(json.loads((folder / "config.json").read_text()), source)
-    state = read_state(folder)
-    if family == "t5" and "lm_head.weight" not in state:
+def _wordpiece_from_vocab(folder: Path) -> Tokenizer:
+    """A BERT ``vocab.txt`` as the WordPiece tokenizer ``BertTokenizerFast`` builds from it."""
+    from tokenizers import Tokenizer as Backend, decoders, models, normalizers, pre_tokenizers, processors
+
+    settings = folder / "tokenizer_config.json"
+    lower = json.loads(settings.read_text()).get("do_lower_case", True) if settings.is_file() else True
+    backend = Backend(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=lower)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+    if cls is not None and sep is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    specials = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if backend.token_to_id(t) is not None]
+    backend.add_special_tokens(specials)
+    return Tokenizer(backend)
+
+
+def read_hf_folder(folder: Path, source: str) -> tuple[type[nn.Module], Any, str, Table]:
+    """(network class, config, HF model type, weight table) of a ``transformers`` model folder,
+    from its ``config.json`` and the names of its tensors (no weights read)."""
+    network, config, kind = config_from_hf(json.loads((folder / "config.json").read_text()), source)
+    names = tensor_names(folder)
+    if kind == "t5" and "lm_head.weight" not in names:
         config = dataclasses.replace(config, tie_word_embeddings=True)
-    table = weight_table(family, config, kind, set(state))
-    if family == "bert":
-        nsp = any(ours.startswith("nsp.") for ours, _, _ in table) and "cls.seq_relationship.weight" in state
-        if not nsp:  # a masked-LM checkpoint (RoBERTa, most BERTs on the hub) or a bare encoder
-            config = dataclasses.replace(config, nsp_head=False)
-            table = [row for row in table if not row[0].startswith(("pooler.", "nsp."))]
-    ours = hf_to_ours(state, table, source)
-    tokenizer = load_hf_tokenizer(folder)
-    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
-        raise UserError(f"The tokenizer of '{source}' has {tokenizer.vocab_size} tokens but its embeddings only "
-                        f"{config.vocab_size} rows: the folder's tokenizer does not belong to its weights.")
-    return LoadedWeights(family, config, ours, tokenizer, source, hf_model_type=kind)
+    table = weight_table(config, kind, names)
+    if network is Bert and not ("cls.seq_relationship.weight" in names and any(r[0].startswith("nsp.") for r in table)):
+        # a masked-LM checkpoint (RoBERTa, most BERTs on the hub) or a bare encoder: no NSP head
+        config = dataclasses.replace(config, nsp_head=False)
+        table = [row for row in table if not row[0].startswith(("pooler.", "nsp."))]
+    return network, config, kind, table
 
 
-def export_hf(family: str, config: Any, state: dict[str, torch.Tensor], tokenizer: Tokenizer | None, out: Path,
-              kind: str | None = None) -> Path:
+def export_hf(network: type[nn.Module], config: Any, state: dict[str, torch.Tensor], tokenizer: Tokenizer | None,
+              out: Path, kind: str | None = None) -> Path:
     """Write our network as a ``transformers`` folder: config.json, model.safetensors, tokenizer files.
 
     Args:
-        family: ``gpt``, ``bert`` or ``t5``.
-        config: Our model config.
+        network: Our network class (GPT, Bert or T5).
+        config: Its config.
         state: Our network's state dict.
         tokenizer: Written as tokenizer.json with a tokenizer_config.json naming its special tokens.
         out: The folder to create (it must not exist, or be empty).
@@ -326,14 +373,15 @@ def export_hf(family: str, config: Any, state: dict[str, torch.Tensor], tokenize
     """
     from safetensors.torch import save_file
 
-    if family not in ("gpt", "bert", "t5"):
-        raise UserError(f"A {family} network has no transformers equivalent to export to (bert, roberta, gpt2, t5 have).")
-    kind = kind or {"gpt": "gpt2", "t5": "t5"}.get(family) or ("roberta" if config.position_offset == 2 else "bert")
+    if network not in (GPT, Bert, T5):
+        raise UserError(f"A {network.family} network has no transformers equivalent to export to "
+                        "(bert, roberta, gpt2, t5 have).")
+    kind = kind or {GPT: "gpt2", T5: "t5"}.get(network) or ("roberta" if config.position_offset == 2 else "bert")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"'{out}' already exists and is not empty: choose another --to folder.")
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    hf_state = ours_to_hf(state, weight_table(family, config, kind))
+    hf_state = ours_to_hf(state, weight_table(config, kind))
     save_file(hf_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(config_to_hf(config, kind, tokenizer), indent=2))
     if tokenizer is not None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmforge.convert import load_weights
-from lmforge.convert.hf import export_hf
+from lmforge.start import open_start
+from lmforge.start.hf import export_hf
 from lmforge.data import TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, T5Config
@@ -77,8 +77,8 @@ def our_logits(net: torch.nn.Module, arch: str, ids: torch.Tensor) -> torch.Tens
 
 
 def build(loaded) -> torch.nn.Module:
-    net = {"bert": Bert, "gpt": GPT, "t5": T5}[loaded.family](loaded.config)
-    result = net.load_state_dict(loaded.state_dict, strict=True)
+    net = loaded.network(loaded.config)
+    result = net.load_state_dict(loaded.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return net.eval()
 
@@ -87,7 +87,7 @@ def build(loaded) -> torch.nn.Module:
 def test_hf_folder_loads_with_identical_logits(arch: str, tmp_path: Path) -> None:
     model = hf_model(arch)
     model.save_pretrained(tmp_path / "hf")
-    loaded = load_weights(str(tmp_path / "hf"))
+    loaded = open_start(str(tmp_path / "hf"))
     assert loaded.family == {"bert-mlm": "bert", "roberta": "bert", "gpt2": "gpt"}.get(arch, arch)
     if arch.startswith("bert") or arch == "roberta":
         assert loaded.config.nsp_head == (arch == "bert")
@@ -115,30 +115,30 @@ def test_export_loads_in_transformers_with_identical_logits_and_round_trips(arch
     net = make()
     perturb_(net)
     net.eval()
-    family = {"gpt2": "gpt", "roberta": "bert"}.get(arch, arch)
-    out = export_hf(family, net.config, net.state_dict(), None, tmp_path / "export")
+    out = export_hf(type(net), net.config, net.state_dict(), None, tmp_path / "export")
     hf = getattr(transformers, auto).from_pretrained(out, attn_implementation="eager").eval()
     ids = inputs(2)
     if arch == "roberta":
         ids[:, 0] = 0  # any id but the padding one (1): HF derives positions from it
     hf_out = hf_logits(hf, "t5" if arch == "t5" else "mlm", ids)
     torch.testing.assert_close(our_logits(net, arch, ids), hf_out, rtol=1e-4, atol=1e-4)
-    back = load_weights(str(out))  # ours -> HF folder -> ours: identical
+    back = open_start(str(out))  # ours -> HF folder -> ours: identical
     assert back.config == net.config
     mine = net.state_dict()
-    assert set(back.state_dict) == set(mine)
-    assert all(torch.equal(back.state_dict[k], mine[k]) for k in mine)
+    weights = back.state_dict()
+    assert set(weights) == set(mine)
+    assert all(torch.equal(weights[k], mine[k]) for k in mine)
 
 
 def test_export_writes_the_tokenizer_transformers_loads(tmp_path: Path) -> None:
     tokenizer = train_tokenizer(["the cell divides and the protein binds"] * 20,
                                 TokenizerSpec(kind="wordpiece", family="bert", vocab_size=V, min_frequency=1))
     net = Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=1, n_head=H, d_model=C, dropout=0.0))
-    out = export_hf("bert", net.config, net.state_dict(), tokenizer, tmp_path / "export")
+    out = export_hf(Bert, net.config, net.state_dict(), tokenizer, tmp_path / "export")
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)
     assert hf_tok("the protein binds")["input_ids"] == tokenizer.backend.encode("the protein binds").ids
     assert hf_tok.mask_token == "[MASK]" and hf_tok.pad_token == "[PAD]"
-    loaded = load_weights(str(out))
+    loaded = open_start(str(out))
     assert loaded.tokenizer.fingerprint == tokenizer.fingerprint
 
 
@@ -148,24 +148,24 @@ def test_bert_vocab_txt_folder_gives_a_wordpiece_tokenizer(tmp_path: Path) -> No
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cell", "##s", "divide"]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
-    tok = load_weights(str(tmp_path)).tokenizer
+    tok = open_start(str(tmp_path)).tokenizer
     assert tok.encode("The cells divide") == [5, 6, 7, 8]
     assert tok.role_id("mask") == 4 and tok.role_id("pad") == 0
 
 
 def test_bad_sources_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="has no config.json"):
-        load_weights(str(tmp_path))
+        open_start(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(UserError, match="'llama' model; lmforge reads bert, roberta, gpt2 and t5"):
-        load_weights(str(tmp_path))
+        open_start(str(tmp_path))
     hf_model("gpt2").save_pretrained(tmp_path / "g")
     (tmp_path / "g" / "model.safetensors").unlink()
     with pytest.raises(UserError, match="holds no model.safetensors or pytorch_model.bin"):
-        load_weights(str(tmp_path / "g"))
+        open_start(str(tmp_path / "g"))
     with pytest.raises(UserError, match="does not exist"):
-        load_weights(str(tmp_path / "missing.ckpt"))
+        open_start(str(tmp_path / "missing.ckpt"))
     with pytest.raises(UserError, match="already exists and is not empty"):
-        export_hf("gpt", GPTConfig(vocab_size=V, max_seq_len=T, n_layer=1, n_head=H, d_model=C),
+        export_hf(GPT, GPTConfig(vocab_size=V, max_seq_len=T, n_layer=1, n_head=H, d_model=C),
                   GPT(GPTConfig(vocab_size=V, max_seq_len=T, n_layer=1, n_head=H, d_model=C)).state_dict(), None,
                   tmp_path)

@@ -13,103 +13,16 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
-from lmforge.convert import load_weights
 from lmforge.errors import UserError
-from lmforge.models import GPT, T5, Bert, BertConfig, Elmo, ElmoConfig, GPTConfig, T5Config
+from lmforge.models import Bert, BertConfig
 from lmforge.models.elmo import ScalarMix
-from lmforge.tasks.base import OptimizerConfig, PretrainingTask
+from lmforge.models.layers import pool
+from lmforge.start import Start, import_class
+from lmforge.tasks.base import OptimizerConfig, Task, class_path
 from lmforge.tasks.optim import param_groups
 
-Family = Literal["bert", "gpt", "t5", "elmo"]
 Pooling = Literal["auto", "cls", "mean", "last"]
 Batch = dict[str, torch.Tensor]
-
-
-# -- what the task reads out of each family's network -------------------------------------
-class Features:
-    """How token states come out of one family's network, and which poolings make sense.
-
-    Subclasses are data about a family, chosen by ``FEATURES[family]``: no if/else per family.
-    """
-
-    network: type[nn.Module]
-    config: type
-    poolings: tuple[str, ...]  # the first is the default
-
-    def width(self, config: Any) -> int:
-        return config.d_model
-
-    def mixed_layers(self, config: Any) -> int | None:
-        """Number of layers a scalar mix combines, or None when the network gives one state per token."""
-        return None
-
-    def max_positions(self, config: Any) -> int | None:
-        """Longest input the network accepts; None when it has no such limit."""
-        return config.max_seq_len
-
-    def states(self, net: nn.Module, batch: Batch) -> torch.Tensor:
-        """Token states ``(B, T, C)``, or ``(L, B, T, C)`` for :meth:`mixed_layers` layers."""
-        raise NotImplementedError
-
-
-class BertFeatures(Features):
-    network, config, poolings = Bert, BertConfig, ("cls", "mean")
-
-    def states(self, net: nn.Module, batch: Batch) -> torch.Tensor:
-        # RoBERTa has one segment embedding: its second-text token types stay 0
-        types = batch.get("token_type_ids") if net.config.type_vocab_size > 1 else None
-        return net.encode(batch["input_ids"], batch["attention_mask"], types)
-
-
-class GPTFeatures(Features):
-    network, config, poolings = GPT, GPTConfig, ("last", "mean")
-
-    def states(self, net: nn.Module, batch: Batch) -> torch.Tensor:
-        return net.hidden_states(batch["input_ids"])  # causal: right padding changes no real position
-
-
-class T5Features(Features):
-    network, config, poolings = T5, T5Config, ("mean",)
-
-    def max_positions(self, config: Any) -> int | None:
-        return None  # relative positions
-
-    def states(self, net: nn.Module, batch: Batch) -> torch.Tensor:
-        return net.encode(batch["input_ids"], batch["attention_mask"])
-
-
-class ElmoFeatures(Features):
-    network, config, poolings = Elmo, ElmoConfig, ("mean",)
-
-    def width(self, config: Any) -> int:
-        return 2 * config.projection_size  # forward and backward LM side by side
-
-    def mixed_layers(self, config: Any) -> int | None:
-        return config.n_layer + 1  # the token layer and every LSTM layer
-
-    def max_positions(self, config: Any) -> int | None:
-        return None  # LSTMs
-
-    def states(self, net: nn.Module, batch: Batch) -> torch.Tensor:
-        return net.padded_layer_embeddings(batch["input_ids"], batch["attention_mask"])
-
-
-FEATURES: dict[str, Features] = {
-    "bert": BertFeatures(), "gpt": GPTFeatures(), "t5": T5Features(), "elmo": ElmoFeatures(),
-}
-
-
-def pool(states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector ``(B, C)`` per row of ``states`` ``(B, T, C)``: the first token's (``cls``),
-    the last real token's (``last``, wherever the padding is) or the mean of the real ones."""
-    if pooling == "cls":
-        return states[:, 0]
-    if pooling == "last":
-        positions = torch.arange(states.size(1), device=states.device)
-        last = (attention_mask.long() * positions).argmax(1)  # (B,): the rightmost real token
-        return states[torch.arange(states.size(0), device=states.device), last]
-    mask = attention_mask.unsqueeze(-1).to(states.dtype)
-    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def warmup_linear(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
@@ -125,7 +38,7 @@ def warmup_linear(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
     return factor
 
 
-class FineTuneTask(PretrainingTask):
+class FineTuneTask(Task):
     """Fine-tune a pretrained network of this project (BERT/RoBERTa, GPT, T5's encoder, ELMo)
     with a linear head on sentence or sentence-pair classification or regression (``LabeledText``).
 
@@ -137,7 +50,9 @@ class FineTuneTask(PretrainingTask):
     The number of classes and the task type come from the data when left unset. Metrics:
     ``val/loss``, and ``val/acc``, ``val/f1_macro``, ``val/f1_micro``, ``val/mcc``
     (classification) or ``val/pearson``, ``val/spearman`` (regression); ``test/...`` alike.
-    Checkpoints carry the network's family and shape, so they load without ``init_from``.
+    Checkpoints carry the network's class and shape, so they load without ``init_from``.
+    Heads of the pretraining objective (an MLM head, ELMo's softmax) are not used: they are
+    named once when the weights are loaded.
 
     Args:
         init_from: The pretrained weights: an lmforge checkpoint, a Hugging Face model folder or
@@ -160,11 +75,9 @@ class FineTuneTask(PretrainingTask):
         head_lr: Learning rate of the head (and ELMo's scalar mix); ``None`` uses ``optimizer.lr``.
         config: The network's shape when training from scratch without ``init_from`` (a BERT
             encoder; ``vocab_size`` and ``max_seq_len`` come from the data). Unused otherwise.
-        family: Set in checkpoints with ``network``: the family of the fine-tuned network.
-        network: Set in checkpoints: the fine-tuned network's config, so that it loads alone.
+        network: Set in checkpoints with ``network_config``: the class path of the fine-tuned network.
+        network_config: Set in checkpoints: the fine-tuned network's config, so that it loads alone.
     """
-
-    log_perplexity = False
 
     def __init__(
         self,
@@ -183,8 +96,8 @@ class FineTuneTask(PretrainingTask):
         warmup_ratio: float | None = 0.1,
         head_lr: float | None = None,
         config: BertConfig = BertConfig(),
-        family: Family | None = None,
-        network: dict[str, Any] | None = None,
+        network: str | None = None,
+        network_config: dict[str, Any] | None = None,
     ):
         super().__init__(optimizer)
         self._store_hparams()
@@ -196,38 +109,30 @@ class FineTuneTask(PretrainingTask):
             raise UserError(f"warmup_ratio={warmup_ratio} must be in [0, 1).")
         if isinstance(config, dict):
             config = BertConfig(**config)
-        state: dict[str, torch.Tensor] | None = None
+        self.random_init = random_init
         if init_from:
-            loaded = load_weights(init_from)
-            family, shape, state = loaded.family, loaded.config, loaded.state_dict
-            if loaded.family not in FEATURES:
-                raise UserError(f"init_from '{init_from}' holds {loaded.family} weights, which cannot be "
-                                "fine-tuned here: start from a bert, gpt, t5 or elmo model.")
-            self.tokenizer = self._start_tokenizer = loaded.tokenizer
-            # this run's checkpoints must not depend on the file it started from
-            self.hparams.update(init_from=None, random_init=False, family=family, network=dataclasses.asdict(shape))
+            shape = self._start_from(init_from, None)  # any family; the weights' own dropout
+            net_class = self._start.network
         elif network is not None:
-            if family not in FEATURES:
-                raise UserError(f"family={family!r}: give bert, gpt, t5 or elmo with `network`.")
-            shape = FEATURES[family].config(**network)
+            net_class = import_class(network)
+            shape = net_class.config_class(**(network_config or {}))
         else:
-            family, shape = "bert", config
-        self.family = family
-        self.features = FEATURES[family]
+            net_class, shape = Bert, config
         if pooling == "auto":
-            pooling = self.features.poolings[0]
-        if pooling not in self.features.poolings:
-            raise UserError(f"pooling={pooling!r} does not suit a {family} network: use one of "
-                            f"{', '.join(self.features.poolings)}.")
+            pooling = net_class.poolings[0]
+        if pooling not in net_class.poolings:
+            raise UserError(f"pooling={pooling!r} does not suit a {net_class.family} network: use one of "
+                            f"{', '.join(net_class.poolings)}.")
         self.pooling, self.mode, self.mixup = pooling, mode, mixup
         self.warmup_ratio, self.head_lr = warmup_ratio, head_lr
-        self.net = self.features.network(shape)
-        if state is not None:
-            if random_init:  # the random baseline keeps non-learned buffers (ELMo's spelling table)
-                parameters = dict(self.net.named_parameters())
-                state = {k: v for k, v in state.items() if k not in parameters}
-            self.net.load_state_dict(state, strict=not random_init)
-        n_mix = self.features.mixed_layers(shape)
+        self.net = net_class(shape)
+        if random_init and self._start is not None:
+            # the baseline keeps the weights' non-learned buffers (ELMo's spelling table) only
+            start, self._start = self._start, None
+            learned = dict(self.net.named_parameters())
+            self.net.load_state_dict({k: v for k, v in start.state_dict().items() if k not in learned}, strict=False)
+        self._load_start()
+        n_mix = self.net.state_layers
         self.scalar_mix = ScalarMix(n_mix) if n_mix else None
         if mode == "probe":
             self.net.requires_grad_(False)
@@ -245,7 +150,7 @@ class FineTuneTask(PretrainingTask):
         elif self.num_labels is None or self.num_labels < 2:
             raise UserError(f"Classification needs at least 2 classes, got num_labels={self.num_labels}: "
                             "check the data's labels or use task_type regression.")
-        self.head = nn.Linear(self.features.width(self.net.config), self.num_labels)
+        self.head = nn.Linear(self.net.state_width, self.num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.hparams.update(num_labels=self.num_labels, task_type=self.task_type, labels=self.labels)
@@ -262,32 +167,38 @@ class FineTuneTask(PretrainingTask):
         self.metrics = nn.ModuleDict({"val": metrics.clone(), "test": metrics.clone()})
         self.mean_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)  # the data's tokenizer when the task has none (training from scratch)
-        data = getattr(self.trainer, "datamodule", None)
-        limit = self.features.max_positions(self.net.config)
-        seq_len = getattr(data, "seq_len", None)
-        if seq_len is not None and limit is not None and seq_len > limit:
-            raise UserError(f"data.seq_len={seq_len} is longer than the {self.family} network's {limit} "
-                            "positions: lower it.")
-        if data is not None and getattr(data, "task_type", None) is not None:
-            if self.task_type is not None and self.task_type != data.task_type:
-                raise UserError(f"The model is set up for {self.task_type} but the data is {data.task_type}: "
-                                "make model.task_type and data.task_type agree.")
-            if self.head is not None and self.num_labels != data.num_labels:
-                raise UserError(f"The model has {self.num_labels} classes but the data {data.num_labels}: "
-                                "unset model.num_labels, or list the classes in data.labels.")
-            self.task_type, self.num_labels = data.task_type, data.num_labels
-            if self.labels is None and data.labels is not None:
-                self.labels = list(data.labels)
+    def trained_heads(self) -> set[str]:
+        return set()  # the network's pretraining heads: its token states feed this task's own head
+
+    def _record_start(self, start: Start, config: Any) -> None:
+        # this run's checkpoints must not depend on the source it started from
+        self.hparams.update(init_from=None, random_init=False, network=class_path(start.network),
+                            network_config=dataclasses.asdict(config))
+
+    def use_labels(self, task_type: Literal["classification", "regression"], labels: list[str] | None) -> None:
+        """Take the data's task type and classes (handed over by :func:`lmforge.start.connect`) and
+        build the head for them; set ones must agree."""
+        num_labels = 1 if task_type == "regression" else len(labels or [])
+        if self.task_type is not None and self.task_type != task_type:
+            raise UserError(f"The model is set up for {self.task_type} but the data is {task_type}: "
+                            "make model.task_type and data.task_type agree.")
+        if self.head is not None and self.num_labels != num_labels:
+            raise UserError(f"The model has {self.num_labels} classes but the data {num_labels}: "
+                            "unset model.num_labels, or list the classes in data.labels.")
+        self.task_type, self.num_labels = task_type, num_labels
+        if self.labels is None and labels is not None:
+            self.labels = list(labels)
         if self.head is None:
-            if self.task_type is None:
-                raise UserError("The task type is unknown: train on a LabeledText data module, or set "
-                                "model.task_type and model.num_labels.")
             self._build_head()
             self.head.to(self.device)
             self.metrics.to(self.device)
             self.mean_loss.to(self.device)
+
+    def setup(self, stage: str) -> None:
+        if self.head is None:
+            raise UserError("The task type is unknown: hand the task its data's labels with "
+                            "`lmforge.start.connect(task, data)` (the lmforge command does), or set "
+                            "model.task_type and model.num_labels.")
 
     def train(self, mode: bool = True) -> FineTuneTask:
         super().train(mode)
@@ -301,7 +212,7 @@ class FineTuneTask(PretrainingTask):
         if self.mode == "probe" and self.net.training:
             self.net.eval()  # Lightning may restore recorded module modes directly, not through train()
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode == "full"):
-            states = self.features.states(self.net, batch)
+            states = self.net.token_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         if self.scalar_mix is not None:
             states = self.scalar_mix(states)  # (L, B, T, C) -> (B, T, C)
         return pool(states, batch["attention_mask"], self.pooling)
@@ -377,6 +288,12 @@ class FineTuneTask(PretrainingTask):
         self.log(f"{stage}/loss", values.pop(f"{stage}/loss"), prog_bar=stage == "val")
         self.log_dict(values)
 
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
     # -- optimization ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optim
@@ -397,7 +314,3 @@ class FineTuneTask(PretrainingTask):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
         return 6.0 * trainable + 2.0 * frozen
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["lmforge"]["family"] = self.family

@@ -11,9 +11,11 @@ import torch
 
 from lmforge.data import LabeledText, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
+from lmforge.evaluation import FineTuneTask
 from lmforge.models import BertConfig, ElmoConfig, GPTConfig, T5Config
-from lmforge.tasks import CausalLMTask, ElmoTask, FineTuneTask, MaskedLMTask, SpanCorruptionTask
-from lmforge.tasks.finetune import pool
+from lmforge.models.layers import pool
+from lmforge.start import connect
+from lmforge.tasks import CausalLMTask, ElmoTask, MaskedLMTask, SpanCorruptionTask
 
 GOOD = ["good", "great", "fine", "nice"]
 BAD = ["bad", "awful", "poor", "dull"]
@@ -87,6 +89,7 @@ def test_full_finetuning_learns_a_separable_task_and_checkpoints_stand_alone(ber
     torch.manual_seed(0)
     task = FineTuneTask(init_from=bert_ckpt, dropout=0.0, optimizer={"lr": 3e-3, "weight_decay": 0.01})
     data = toy_data(tmp_path)
+    connect(task, data)
     before = trainer(1).validate(task, data, verbose=False)[0]
     fit = trainer(40, limit_val_batches=0)
     fit.fit(task, data)
@@ -106,14 +109,18 @@ def test_full_finetuning_learns_a_separable_task_and_checkpoints_stand_alone(ber
     batch = batch_of(data, "val")
     torch.testing.assert_close(restored(batch), task(batch))
     assert restored.tokenizer.fingerprint == task.tokenizer.fingerprint
-    test = trainer(1).test(restored, toy_data(tmp_path, test_file=data.validation_file), verbose=False)[0]
+    test_data = toy_data(tmp_path, test_file=data.validation_file)
+    connect(restored, test_data)
+    test = trainer(1).test(restored, test_data, verbose=False)[0]
     assert test["test/acc"] == pytest.approx(after["val/acc"])
 
 
 def test_probe_leaves_the_encoder_bit_identical_and_trains_the_head(bert_ckpt: str, tmp_path: Path) -> None:
     task = FineTuneTask(init_from=bert_ckpt, mode="probe", pooling="mean", optimizer={"lr": 1e-2})
     encoder = {k: v.clone() for k, v in task.net.state_dict().items()}
-    trainer(5, limit_val_batches=0).fit(task, toy_data(tmp_path))
+    data = toy_data(tmp_path)
+    connect(task, data)
+    trainer(5, limit_val_batches=0).fit(task, data)
     head = task.head.weight.detach().clone()
     for name, value in task.net.state_dict().items():
         assert torch.equal(value, encoder[name]), name
@@ -157,6 +164,7 @@ def test_gpt_last_pooling_picks_the_last_real_token_despite_padding(gpt_ckpt: st
     task = FineTuneTask(init_from=gpt_ckpt, dropout=0.0, optimizer={"lr": 1e-3})
     assert task.pooling == "last" and task.family == "gpt"
     data = toy_data(tmp_path, n=16)
+    connect(task, data)
     trainer(2, limit_val_batches=0).fit(task, data)  # a GPT fine-tunes
     task.eval()
     examples = [data.datasets["val"][0], {**data.datasets["val"][1]}]
@@ -178,7 +186,9 @@ def test_t5_encoder_runs_a_step(tmp_path: Path, texts: list[str]) -> None:
                                             n_layer=1, n_head=2))
     task = FineTuneTask(init_from=save_pretrained(t5, tok, tmp_path / "t5.ckpt"))
     assert task.family == "t5" and task.pooling == "mean"
-    result = trainer(2, limit_val_batches=1).fit(task, toy_data(tmp_path, n=16))
+    data = toy_data(tmp_path, n=16)
+    connect(task, data)
+    result = trainer(2, limit_val_batches=1).fit(task, data)
     assert result is None and task.global_step == 2 and task.head.out_features == 2
 
 
@@ -194,7 +204,9 @@ def test_elmo_scalar_mix_is_softmax_normalised_learned_and_padding_free(tmp_path
     assert task.scalar_mix.weights.shape == (3,)
     torch.testing.assert_close(task.scalar_mix.normalized_weights().sum(), torch.tensor(1.0))
     before = task.scalar_mix.weights.detach().clone(), task.scalar_mix.gamma.detach().clone()
-    trainer(4, limit_val_batches=0).fit(task, toy_data(tmp_path, n=16))
+    data = toy_data(tmp_path, n=16)
+    connect(task, data)
+    trainer(4, limit_val_batches=0).fit(task, data)
     weights = task.scalar_mix.normalized_weights()
     assert not torch.equal(task.scalar_mix.weights, before[0]) and not torch.equal(task.scalar_mix.gamma, before[1])
     torch.testing.assert_close(weights.sum(), torch.tensor(1.0))
@@ -235,6 +247,7 @@ def test_regression_logs_pearson_and_spearman(bert_ckpt: str, tmp_path: Path) ->
     data = LabeledText(train_file=path, text_field="sentence", label_field="score", val_fraction=0.25, seq_len=24,
                        batch_size=12)
     task = FineTuneTask(init_from=bert_ckpt, dropout=0.0, optimizer={"lr": 3e-3}, head_lr=3e-2)
+    connect(task, data)
     trainer(30, limit_val_batches=0).fit(task, data)
     assert task.task_type == "regression" and task.head.out_features == 1
     metrics = trainer(1).validate(task, data, verbose=False)[0]
@@ -255,7 +268,7 @@ def test_clear_errors(bert_ckpt: str, tmp_path: Path) -> None:
         FineTuneTask(init_from=bert_ckpt, mode="head")
     task = FineTuneTask(init_from=bert_ckpt)
     with pytest.raises(UserError, match="data.seq_len=64 is longer than the .*24 positions"):
-        trainer(1).fit(task, toy_data(tmp_path, n=16).__class__(**{**_toy_args(tmp_path), "seq_len": 64}))
+        connect(task, toy_data(tmp_path, n=16).__class__(**{**_toy_args(tmp_path), "seq_len": 64}))
     assert dataclasses.asdict(task.net.config)["max_seq_len"] == 24
 
 

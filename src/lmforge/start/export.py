@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from lmforge.convert.hf import export_hf
-from lmforge.convert.weights import load_lmforge_checkpoint
+from lmforge.errors import UserError
+from lmforge.start.hf import export_hf
+from lmforge.start.source import open_start
 
 
 def export(ckpt_path: str, to: str, kind: Literal["bert", "roberta"] | None = None) -> None:
@@ -20,10 +21,13 @@ def export(ckpt_path: str, to: str, kind: Literal["bert", "roberta"] | None = No
         kind: For a BERT-family network, the transformers architecture: ``bert`` or ``roberta``
             (default: ``roberta`` when positions are offset by 2 as RoBERTa's, else ``bert``).
     """
-    loaded = load_lmforge_checkpoint(ckpt_path)
-    out = export_hf(loaded.family, loaded.config, loaded.state_dict, loaded.tokenizer, Path(to), kind)
-    print(f"Exported {loaded.family} weights of {ckpt_path} to {out} (config.json, model.safetensors"
-          f"{', tokenizer.json' if loaded.tokenizer is not None else ''}).")
+    if Path(ckpt_path).suffix != ".ckpt":
+        raise UserError(f"'{ckpt_path}' is not an lmforge .ckpt: export writes lmforge checkpoints as "
+                        "transformers folders.")
+    start = open_start(ckpt_path)
+    out = export_hf(start.network, start.config, start.state_dict(), start.tokenizer, Path(to), kind)
+    print(f"Exported {start.family} weights of {ckpt_path} to {out} (config.json, model.safetensors"
+          f"{', tokenizer.json' if start.tokenizer is not None else ''}).")
 
 
 def export_command(argv: list[str]) -> None:

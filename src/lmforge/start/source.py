@@ -1,0 +1,178 @@
+"""Weights to start from and the tokenizer that came with them, from any source, read once.
+
+A source is an lmforge checkpoint (``.ckpt``), a ``transformers`` model folder
+(``save_pretrained``), ``hf:<folder>`` (the same), or ``hf:<hub id>`` (downloaded and cached).
+:func:`open_start` resolves it and reads its config and tokenizer; the weights are read when a
+task asks for them (:meth:`Start.state_dict`). The same source opened twice in a process (the
+command line and the task both ask) is the same :class:`Start`, so nothing is read twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.errors import UserError
+from lmforge.start.hf import hf_to_ours, load_hf_tokenizer, read_hf_folder, read_state, resolve
+from lmforge.tokenizer import Tokenizer
+
+
+@dataclass
+class Start:
+    """Pretrained weights for one of our networks, and the tokenizer they were trained with.
+
+    Args:
+        source: The source as the user gave it, for messages.
+        network: Our network class (``lmforge.models``); its ``family`` names it.
+        config: The network's config (its shape).
+        tokenizer: The tokenizer that came with the weights, normalised; ``None`` if the source has none.
+        read_weights: Reads the weights under our parameter names (called by :meth:`state_dict`).
+        task: For an lmforge checkpoint, the class path of the task that wrote it.
+        hparams: For an lmforge checkpoint, the task's hyper-parameters.
+        hf_model_type: For a Hugging Face source, its architecture (``bert``, ``roberta``, ``gpt2``, ``t5``).
+    """
+
+    source: str
+    network: type[nn.Module]
+    config: Any
+    tokenizer: Tokenizer | None
+    read_weights: Callable[[], dict[str, torch.Tensor]] = field(repr=False)
+    task: str | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    hf_model_type: str | None = None
+
+    @property
+    def family(self) -> str:
+        return self.network.family
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights, under our network's parameter names (read now; not kept here)."""
+        return self.read_weights()
+
+    def require(self, network: type[nn.Module], user: str) -> Start:
+        """This start if it holds weights of ``network``, else one clear error (``user`` names the task)."""
+        if self.network is not network:
+            raise UserError(f"init_from '{self.source}' holds {self.family} weights, but {user} needs {network.family} "
+                            f"weights: start from a {network.family} checkpoint or model.")
+        return self
+
+
+_OPENED: OrderedDict[tuple, Start] = OrderedDict()  # the last few sources opened in this process
+_KEEP = 4
+
+
+def open_start(source: str) -> Start:
+    """The :class:`Start` of an lmforge ``.ckpt``, a Hugging Face model folder, ``hf:<folder>`` or ``hf:<hub id>``.
+
+    Args:
+        source: The path or hub id.
+    """
+    key = _identity(source)
+    if key in _OPENED:
+        _OPENED.move_to_end(key)
+        return _OPENED[key]
+    start = _open_hf(source) if key[0] == "hf" else _open_checkpoint(Path(source), source)
+    _OPENED[key] = start
+    while len(_OPENED) > _KEEP:
+        _OPENED.popitem(last=False)
+    return start
+
+
+def _identity(source: str) -> tuple:
+    """What makes two names of a source the same source (and a rewritten file another one)."""
+    name = source[len("hf:"):] if source.startswith("hf:") else source
+    path = Path(name)
+    if path.is_dir():
+        stats = [(f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(path.iterdir()) if f.is_file()]
+        return ("hf", str(path.resolve()), tuple(stats))
+    if source.startswith("hf:"):
+        return ("hf", name)
+    if not path.is_file():
+        raise UserError(f"'{source}' does not exist: give an lmforge .ckpt, a Hugging Face model folder, "
+                        "or hf:<model id>.")
+    stat = path.stat()
+    return ("ckpt", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _open_hf(source: str) -> Start:
+    folder = resolve(source)
+    network, config, kind, table = read_hf_folder(folder, source)
+    tokenizer = load_hf_tokenizer(folder, source)
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise UserError(f"The tokenizer of '{source}' has {tokenizer.vocab_size} tokens but its embeddings only "
+                        f"{config.vocab_size} rows: the folder's tokenizer does not belong to its weights.")
+    return Start(source, network, config, tokenizer, lambda: hf_to_ours(read_state(folder), table, source),
+                 hf_model_type=kind)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """An lmforge checkpoint's contents, memory-mapped (tensors are read from disk when used).
+
+    Args:
+        path: The ``.ckpt`` file.
+    """
+    if not path.is_file():
+        raise UserError(f"Checkpoint '{path}' does not exist: give the path of a .ckpt file.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises many types for a damaged or foreign file
+        raise UserError(f"'{path}' is not a readable checkpoint ({type(err).__name__}): check the file.") from err
+    meta = ckpt.get("lmforge") if isinstance(ckpt, dict) else None
+    if not meta or "model_config" not in meta:
+        raise UserError(f"'{path}' is not an lmforge checkpoint (no model config inside): give a .ckpt written by "
+                        "`lmforge fit`, or a Hugging Face model folder.")
+    return ckpt
+
+
+def _open_checkpoint(path: Path, source: str) -> Start:
+    ckpt = read_checkpoint(path)
+    meta = ckpt["lmforge"]
+    if not meta.get("network"):
+        raise UserError(f"'{path}' was written by task {meta.get('task')!r}, which has no pretrained network to "
+                        "start from.")
+    network = import_class(meta["network"])
+    config = network.config_class(**meta["model_config"])
+    tokenizer = Tokenizer.from_str(meta["tokenizer"]) if meta.get("tokenizer") else None
+
+    def weights() -> dict[str, torch.Tensor]:
+        return {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+
+    return Start(source, network, config, tokenizer, weights, task=meta.get("task"),
+                 hparams=dict(ckpt.get("hyper_parameters", {})))
+
+
+def import_class(path: str) -> type:
+    """The class named by a dotted path such as ``lmforge.models.bert.Bert``."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise UserError(f"Class '{path}' cannot be imported ({err}): install the package that defines it.") from err
+
+
+def load_tokenizer(path: str) -> Tokenizer:
+    """A tokenizer from a ``tokenizer.json``, an lmforge checkpoint, a Hugging Face folder or ``hf:<id>``.
+
+    Args:
+        path: Where it is.
+    """
+    name = path[len("hf:"):] if path.startswith("hf:") else path
+    if path.startswith("hf:") or Path(name).is_dir():
+        folder = resolve(path, need_config=False)
+        tokenizer = load_hf_tokenizer(folder, path)
+        if tokenizer is None:
+            raise UserError(f"'{path}' has no tokenizer.json (or BERT vocab.txt): give the tokenizer as a tokenizer.json.")
+        return tokenizer
+    if Path(path).suffix == ".ckpt":
+        tokenizer = open_start(path).tokenizer
+        if tokenizer is None:
+            raise UserError(f"Checkpoint '{path}' carries no tokenizer: give the tokenizer it was trained with.")
+        return tokenizer
+    return Tokenizer.from_file(path)

@@ -1,0 +1,129 @@
+"""What the pretraining tasks share: the objective they hand to the data, warmup + cosine
+AdamW, validation loss/perplexity/accuracy summed over the epoch, and ``predict`` prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from lmforge.batching import Objective
+from lmforge.errors import UserError
+from lmforge.tasks.base import OptimizerConfig, Task
+from lmforge.tasks.optim import build_optimizer, warmup_cosine
+
+# Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
+# predict's command line always wins over what the training run had.
+GENERATION_ARGS = ["prompts", "prompt_file", "max_new_tokens", "temperature", "top_k", "generation_seed"]
+
+
+class PretrainingTask(Task):
+    """Base of every pretraining family's task. Subclasses set ``self.net`` and ``self.objective``
+    (how token blocks become examples: the data module applies it once it is handed over).
+
+    Args:
+        optimizer: Optimizer and learning-rate schedule.
+    """
+
+    objective: Objective
+    prompts: tuple[str, ...] | list[str] = ()
+    prompt_file: str | None = None
+    prompt_example = "..."  # shown in the message when predict is given no prompts
+    predict_batch_size = 1  # prompts per predict_step: one text, or a list of up to this many
+    accuracy_name = "acc"  # logged as val/<accuracy_name>: the fraction of predictions right
+    log_perplexity = True  # val/ppl = exp(val/<eval_loss_name>), for language-modelling losses
+    eval_loss_name = "loss"  # what record_eval's loss is logged as
+    eval_parts: tuple[str, ...] = ()  # parts of that loss (record_eval's ``parts``): val/loss_<name>, val/ppl_<name>
+
+    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
+        super().__init__(optimizer)
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token, for MFU."""
+        return self.net.flops_per_token(self.model_config.max_seq_len)
+
+    def sample_text(self, prompt: str) -> str | None:
+        """A text generated from ``prompt`` for the TensorBoard text tab; None if the task cannot."""
+        return None
+
+    # -- predict ----------------------------------------------------------------------------
+    def _set_prompts(self, prompts: str | list[str] | None, prompt_file: str | None) -> None:
+        """Keep ``predict``'s inputs: a prompt or a list of them, and a file of more."""
+        self.prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
+        self.prompt_file = prompt_file
+
+    def predict_dataloader(self) -> DataLoader:
+        """The prompts of ``predict``: ``prompts`` plus the lines of ``prompt_file``."""
+        prompts = list(self.prompts)
+        if self.prompt_file:
+            path = Path(self.prompt_file)
+            if not path.is_file():
+                raise UserError(f"Prompt file '{path}' does not exist: give a text file with one prompt per line.")
+            prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise UserError(
+                f'No prompts: pass `--model.prompts "{self.prompt_example}"` or `--model.prompt_file prompts.txt`.'
+            )
+        if self.predict_batch_size == 1:
+            return DataLoader(prompts, batch_size=1, collate_fn=lambda batch: batch[0])
+        return DataLoader(prompts, batch_size=self.predict_batch_size, collate_fn=list)
+
+    # -- optimization ---------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.optim
+        optimizer = build_optimizer(self.net, o.lr, o.weight_decay, tuple(o.betas), o.eps)
+        decay_steps = o.decay_steps or int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- validation metrics -------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        # (sum of losses, predicted tokens, correct predictions, sum of each part's loss), summed over the epoch
+        self._eval_totals = torch.zeros(3 + len(self.eval_parts), dtype=torch.float64, device=self.device)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def record_eval(
+        self, mean_loss: torch.Tensor, num_tokens: int, num_correct: torch.Tensor, parts: Sequence[torch.Tensor] = ()
+    ) -> None:
+        """Accumulate a batch's mean loss (weighted by its predicted tokens) and its correct
+        predictions into the epoch's loss, perplexity and accuracy; ``parts`` are the batch's
+        mean losses of ``eval_parts``, weighted alike."""
+        self._eval_totals += torch.stack(
+            [mean_loss.detach().double() * num_tokens, self._eval_totals.new_tensor(num_tokens), num_correct.double()]
+            + [part.detach().double() * num_tokens for part in parts]
+        )
+
+    def _log_eval(self, prefix: str) -> None:
+        totals = self.trainer.strategy.reduce(self._eval_totals, reduce_op="sum")  # over all ranks
+        if totals[1] == 0:
+            return
+        loss = (totals[0] / totals[1]).float()
+        loss_name = f"{prefix}/{self.eval_loss_name}"
+        metrics = {loss_name: loss, f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float()}
+        if self.log_perplexity:
+            metrics[f"{prefix}/ppl"] = torch.exp(loss)
+        for name, total in zip(self.eval_parts, totals[3:]):
+            part = (total / totals[1]).float()
+            metrics[f"{prefix}/loss_{name}"] = part
+            if self.log_perplexity:
+                metrics[f"{prefix}/ppl_{name}"] = torch.exp(part)
+        if self.trainer.sanity_checking:
+            # Lightning drops what is logged in the sanity check; keep it as the step-0 point
+            # of the validation curve, the untrained model's loss (not again on resume)
+            for logger in self.loggers if self.global_step == 0 else []:
+                logger.log_metrics({k: v.item() for k, v in metrics.items()}, step=0)
+            return
+        self.log(loss_name, metrics.pop(loss_name), prog_bar=prefix == "val")
+        self.log_dict(metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
