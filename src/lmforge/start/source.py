@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lmforge.errors import UserError
@@ -55,6 +56,29 @@ class Start:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights, under our network's parameter names (read now; not kept here)."""
         return self.read_weights()
+
+    def load_into(self, net: nn.Module, trained_heads: set[str], user: str) -> None:
+        """Put the weights into ``net``. Pretraining heads the source lacks (``net.heads``: an
+        encoder without its MLM head) start as ``net`` initialised them; one line names them, and
+        the loaded heads that ``user`` does not train. Anything else missing is an error.
+
+        Args:
+            net: A network of ``self.network``'s class.
+            trained_heads: The heads the task's loss trains.
+            user: The task, for messages.
+        """
+        heads = type(net).heads
+        missing, unexpected = net.load_state_dict(self.state_dict(), strict=False)
+        wrong = [k for k in missing if k.split(".")[0] not in heads] + list(unexpected)
+        if wrong:
+            raise UserError(f"init_from '{self.source}' does not fit this {type(net).__name__}: "
+                            f"{', '.join(wrong[:3])} ... differ. Start from weights of the same architecture.")
+        fresh = sorted({k.split(".")[0] for k in missing})
+        unused = sorted(h for h in heads if hasattr(net, h) and h not in fresh and h not in trained_heads)
+        said = ([f"{', '.join(fresh)} not in the weights, initialised fresh"] if fresh else []) + \
+            ([f"{', '.join(unused)} loaded but not used by {user}"] if unused else [])
+        if said:
+            rank_zero_info(f"init_from '{self.source}': {'; '.join(said)}.")
 
     def require(self, network: type[nn.Module], user: str) -> Start:
         """This start if it holds weights of ``network``, else one clear error (``user`` names the task)."""

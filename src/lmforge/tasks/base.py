@@ -112,24 +112,10 @@ class Task(L.LightningModule):
         self.hparams["config"], self.hparams["init_from"] = dataclasses.asdict(config), None
 
     def _load_start(self) -> None:
-        """Put the ``init_from`` weights into ``self.net``. Heads the source lacks (an encoder
-        without its MLM head, a next-sentence head BERT never had) start freshly initialised;
-        one line names them, and the loaded heads this task does not train."""
+        """Put the ``init_from`` weights into ``self.net`` (see :meth:`lmforge.start.Start.load_into`)."""
         start, self._start = self._start, None
-        if start is None:
-            return
-        heads = type(self.net).heads
-        missing, unexpected = self.net.load_state_dict(start.state_dict(), strict=False)
-        wrong = [k for k in missing if k.split(".")[0] not in heads] + list(unexpected)
-        if wrong:
-            raise UserError(f"init_from '{start.source}' does not fit this {type(self.net).__name__}: "
-                            f"{', '.join(wrong[:3])} ... differ. Start from weights of the same architecture.")
-        fresh = sorted({k.split(".")[0] for k in missing})
-        unused = sorted(h for h in heads if hasattr(self.net, h) and h not in fresh and h not in self.trained_heads())
-        said = ([f"{', '.join(fresh)} not in the weights, initialised fresh"] if fresh else []) + \
-            ([f"{', '.join(unused)} loaded but not used by {type(self).__name__}"] if unused else [])
-        if said:
-            rank_zero_info(f"init_from '{start.source}': {'; '.join(said)}.")
+        if start is not None:
+            start.load_into(self.net, self.trained_heads(), type(self).__name__)
 
     # -- what the data side hands over (lmforge.start.connect) -------------------------------
     def use_tokenizer(self, tokenizer: Tokenizer) -> None:
