@@ -121,17 +121,20 @@ class ContrastiveTask(PretrainingTask):
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """Embeddings ``(N, C)`` of raw texts, with the task's tokenizer and pooling."""
+        """Embeddings ``(N, C)`` of raw texts, with the task's tokenizer and pooling. Texts are
+        batched by length (longest first), so that little of a batch is padding."""
         if self.tokenizer is None:
             raise UserError("This model has no tokenizer: load it from an lmforge checkpoint (`--ckpt_path`).")
         cls, sep, pad = (self.tokenizer.role_id(r) for r in ("cls", "sep", "pad"))
         limit = self.net.config.max_seq_len - 2
-        out = []
-        for start in range(0, len(texts), batch_size):
-            ids = [np.asarray(t[:limit]) for t in self.tokenizer.encode_batch(texts[start : start + batch_size])]
-            batch = pad_sentences(ids, cls, sep, pad)
-            out.append(self.embed(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)))
-        return torch.cat(out)
+        ids = [np.asarray(t[:limit]) for t in self.tokenizer.encode_batch(texts)]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = torch.empty(len(ids), self.net.config.d_model, device=self.device)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = pad_sentences([ids[i] for i in rows], cls, sep, pad)
+            out[rows] = self.embed(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+        return out
 
     # -- predict: sentence embeddings to a file -------------------------------------------
     def predict_step(self, texts: list[str], batch_idx: int) -> str:
