@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -38,8 +37,8 @@ def gpt_tokenizer():
 
 
 def attach(dm: LabeledText, tokenizer) -> LabeledText:
-    """Set the data module up as a trainer would, for a task that carries ``tokenizer``."""
-    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(tokenizer=tokenizer))
+    """Set the data module up as a run would, handing it the task's ``tokenizer``."""
+    dm.tokenizer = tokenizer
     dm.setup("fit")
     return dm
 

@@ -95,6 +95,7 @@ def _fit(corpus: Path, tmp_path: Path, run: str, max_steps: int, ckpt_path: Path
     # the schedule sizes itself from estimated_stepping_batches (no decay_steps), before the restore
     task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
                         optimizer=OptimizerConfig(warmup_steps=2))
+    dm.objective = task.objective  # the hand-over the lmforge command makes
     recorder = Recorder()
     trainer = L.Trainer(
         max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
