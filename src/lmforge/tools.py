@@ -8,7 +8,7 @@ from jsonargparse import CLI
 
 from lmforge.cache import atomic_write_text
 from lmforge.data.documents import TxtSplit
-from lmforge.data.text import BundledCorpus, TextCorpus
+from lmforge.data.corpora import BundledCorpus, TextCorpus
 from lmforge.data.tokenizer import Family, TokenizerKind, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 
@@ -154,14 +154,14 @@ def prepare_command(argv: list[str]) -> None:
 
     It reads the ``data`` section of the same configs ``lmforge fit`` takes (the other
     sections are accepted and ignored), so a later ``fit`` with those configs finds the
-    shards ready. See :meth:`lmforge.data.text.CorpusDataModule.prepare`.
+    shards ready. See :meth:`lmforge.data.CorpusDataModule.prepare`.
     """
     import json
 
     import yaml
     from jsonargparse import ArgumentParser
 
-    from lmforge.data.text import CorpusDataModule
+    from lmforge.data import CorpusDataModule
 
     parser = ArgumentParser(prog="lmforge prepare", description=prepare_command.__doc__.splitlines()[0],
                             exit_on_error=False)

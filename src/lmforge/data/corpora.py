@@ -1,24 +1,27 @@
-"""The corpora of the pretraining literature: Wikipedia, PubMed abstracts, books, FineWeb.
+"""The corpora: your own files or any hub dataset, the bundled default, and those of the
+pretraining literature (Wikipedia, PubMed abstracts, books, FineWeb).
 
-Each reads either its real distribution format from local files (a MediaWiki XML dump, NLM
-PubMed XML, plain-text books, FineWeb's parquet shards) or a Hugging Face dataset, and
-otherwise is a :class:`~lmforge.data.text.CorpusDataModule` like any other: the shared
+The literature's corpora read either their real distribution format from local files (a
+MediaWiki XML dump, NLM PubMed XML, plain-text books, FineWeb's parquet shards) or a Hugging
+Face dataset; how the markup becomes text is documented in :mod:`lmforge.data.readers`.
+Every corpus is a :class:`~lmforge.data.corpus.CorpusDataModule` like any other: the shared
 options (``max_documents``, ``deduplicate``, ``min_chars``, ``tokenizer``, ``seq_len``, ...)
-pass through ``**kwargs``. How the markup becomes text is documented in
-:mod:`lmforge.data.readers`.
+pass through ``**kwargs``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmforge.data.documents import expand_paths, iter_hf, read_text
+from lmforge.data.bundled import bundled_documents
+from lmforge.data.corpus import CorpusDataModule
+from lmforge.data.documents import TxtSplit, expand_paths, iter_hf, iter_local, read_text
 from lmforge.data.readers import read_pubmed_xml, read_wikipedia_dump, strip_gutenberg
-from lmforge.data.text import CorpusDataModule
 from lmforge.errors import UserError
 
 
@@ -37,6 +40,72 @@ def _nonempty(docs: Iterable[str], source: object, hint: str) -> Iterator[str]:
         raise UserError(f"No documents were found in {source}: {hint}")
 
 
+class TextCorpus(CorpusDataModule):
+    """Documents from local files or a Hugging Face dataset.
+
+    Args:
+        paths: Local files, folders or glob patterns: ``.txt``, ``.jsonl``, ``.json``,
+            ``.parquet`` or ``.csv``, each optionally ``.gz``.
+        hf_dataset: A Hugging Face dataset name, read instead of ``paths``.
+        hf_config: The dataset configuration (e.g. ``20231101.en`` for Wikipedia).
+        hf_split: The dataset split to read.
+        text_field: Column that holds the text (jsonl/json/parquet/csv and hub datasets).
+        txt_split: A ``.txt`` file is one document (``file``) or one per blank-line block
+            (``blank_line``).
+    """
+
+    def __init__(
+        self,
+        paths: str | list[str] | None = None,
+        hf_dataset: str | None = None,
+        hf_config: str | None = None,
+        hf_split: str = "train",
+        text_field: str = "text",
+        txt_split: TxtSplit = "file",
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.paths = paths
+        self.hf_dataset = hf_dataset
+        self.hf_config = hf_config
+        self.hf_split = hf_split
+        self.text_field = text_field
+        self.txt_split = txt_split
+
+    @property
+    def name(self) -> str:
+        return self.hf_dataset or str(self.paths)
+
+    def local_paths(self) -> str | list[str] | None:
+        return None if self.hf_dataset else self.paths
+
+    def load_documents(self) -> Iterator[str]:
+        """The documents, read lazily (filters and ``max_documents`` apply downstream)."""
+        if self.hf_dataset:
+            return iter_hf(self.hf_dataset, self.hf_config, self.hf_split, self.text_field, self.streaming)
+        if self.paths is None:
+            raise UserError("No corpus given: set `data.paths` to your text files or `data.hf_dataset` to a hub dataset.")
+        return iter_local(self.paths, self.text_field, self.txt_split)
+
+
+class BundledCorpus(CorpusDataModule):
+    """The default corpus, no download needed: the English prose inside every CPython.
+
+    It is the help text of ``pydoc_data.topics`` plus the standard library's docstrings,
+    read with ``ast`` (about 2 MB).
+    """
+
+    @property
+    def name(self) -> str:
+        return "the bundled corpus"
+
+    def load_documents(self) -> list[str]:
+        return bundled_documents()
+
+    def fingerprint_extra(self) -> str:
+        return sys.version  # the bundled text is this Python's
+
+
 class WikipediaCorpus(CorpusDataModule):
     """Wikipedia articles, from a local MediaWiki dump or the Hugging Face hub.
 
@@ -51,7 +120,7 @@ class WikipediaCorpus(CorpusDataModule):
         hf_config: Its configuration: dump date and language, e.g. ``20231101.en``.
         hf_split: The dataset split to read.
         text_field: Column of the hub dataset that holds the text.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
     def __init__(
@@ -100,7 +169,7 @@ class PubMedCorpus(CorpusDataModule):
         hf_config: Its configuration.
         hf_split: The dataset split to read.
         text_field: Column of the hub dataset that holds the text.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
     def __init__(
@@ -155,7 +224,7 @@ class BookCorpus(CorpusDataModule):
         hf_config: Its configuration.
         hf_split: The dataset split to read.
         text_field: Column of the hub dataset that holds the text.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
     def __init__(
@@ -177,6 +246,9 @@ class BookCorpus(CorpusDataModule):
     @property
     def name(self) -> str:
         return f"books ({self.hf_dataset or self.paths})"
+
+    def local_paths(self) -> str | list[str] | None:
+        return None if self.hf_dataset else self.paths
 
     def load_documents(self) -> Iterator[str]:
         """Each book's text, in sorted path order, one book at a time."""
@@ -209,7 +281,7 @@ class FineWebCorpus(CorpusDataModule):
             (e.g. ``CC-MAIN-2024-10``) or ``default`` (everything).
         hf_split: The dataset split to read.
         streaming: Tokenize and pack pages as they are read, no token shards (see
-            :class:`~lmforge.data.text.CorpusDataModule`); on by default, for the hub's terabytes.
+            :class:`~lmforge.data.corpus.CorpusDataModule`); on by default, for the hub's terabytes.
             The hub dataset is read as a stream either way.
         text_field: Column that holds the text.
         min_language_score: Keep pages whose ``language_score`` (fastText's confidence that
@@ -217,7 +289,7 @@ class FineWebCorpus(CorpusDataModule):
         min_edu_score: Keep pages whose ``score`` (FineWeb-Edu's classifier, 0 to 5; the
             dataset already holds only 2.5 and above) is at least this, e.g. ``3.5``.
             FineWeb itself has no ``score`` column: setting this on it is an error.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
     def __init__(

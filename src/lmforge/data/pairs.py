@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.documents import expand_paths, split_documents
-from lmforge.data.text import CorpusDataModule
+from lmforge.data.corpus import CorpusDataModule
 from lmforge.errors import UserError
 
 Row = tuple[str, str, str | None]
