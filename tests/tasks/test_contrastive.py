@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmforge.data import TextCorpus, TokenizerSpec
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec
 from lmforge.data.sts import read_sts
 from lmforge.errors import UserError
 from lmforge.models import BertConfig, GPTConfig
@@ -91,7 +91,8 @@ def test_read_sts_takes_seven_fields_and_names_bad_lines(sts_file: Path, tmp_pat
 
 
 def test_sts_spearman_matches_a_hand_computation(sts_file: Path, tiny_corpus: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}), sts_file=str(sts_file))
     task.tokenizer = dm.tokenizer
     first, second, gold = read_sts(sts_file)
@@ -109,7 +110,7 @@ def _trainer(tmp_path: Path, steps: int) -> L.Trainer:
 def test_starts_from_an_mlm_checkpoint_and_learns(tiny_corpus: Path, sts_file: Path, tmp_path: Path) -> None:
     L.seed_everything(0)
     spec = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300, lowercase=True)
-    mlm_data = TextCorpus(paths=str(tiny_corpus), tokenizer=spec, seq_len=32, batch_size=8)
+    mlm_data = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=spec, seq_len=32, batch_size=8)
     mlm = MaskedLMTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": mlm_data.vocab_size}))
     trainer = _trainer(tmp_path, 5)
     trainer.fit(mlm, mlm_data)
@@ -123,7 +124,8 @@ def test_starts_from_an_mlm_checkpoint_and_learns(tiny_corpus: Path, sts_file: P
         torch.testing.assert_close(task.net.state_dict()[name], value)
     assert task.hparams["init_from"] is None and task.hparams["config"]["d_model"] == 32
 
-    data = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=32, batch_size=16)
+    data = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                      tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=32, batch_size=16)
     before = _trainer(tmp_path, 1).validate(task, data, verbose=False)[0]
     _trainer(tmp_path, 30).fit(task, data)
     after = _trainer(tmp_path, 1).validate(task, data, verbose=False)[0]
@@ -148,7 +150,8 @@ def test_init_from_something_else_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
 def test_predict_writes_embeddings(suffix: str, tiny_corpus: Path, tmp_path: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
     out = tmp_path / f"emb{suffix}"
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}),
                            prompts=["A cat sits.", "The market fell."], embeddings_out=str(out))
@@ -174,7 +177,7 @@ def test_hard_negatives_join_the_candidates() -> None:
 
 
 def test_supervised_pairs_from_tsv_and_jsonl(tmp_path: Path) -> None:
-    from lmforge.data import SentencePairs
+    from lmforge.data import DataSource, SentencePairs
     from lmforge.data.pairs import read_pair_rows
 
     tsv = tmp_path / "nli.tsv"
@@ -190,7 +193,7 @@ def test_supervised_pairs_from_tsv_and_jsonl(tmp_path: Path) -> None:
 
     rows = [f"Sentence number {i} is here.\tThe {i}th sentence is here.\tNothing about {i}." for i in range(40)]
     (tmp_path / "many.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    dm = SentencePairs(paths=str(tmp_path / "many.tsv"), val_fraction=0.2, batch_size=8, seq_len=32,
+    dm = SentencePairs(source=DataSource(paths=str(tmp_path / "many.tsv")), val_fraction=0.2, batch_size=8, seq_len=32,
                        tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200))
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}))
     dm.objective = task.objective

@@ -31,6 +31,7 @@ from lmforge.data.resume import DataPosition, identity
 from lmforge.data.sampler import Keyed, keyed_collate
 from lmforge.data.sentences import sentence_examples
 from lmforge.data.shards import PreparedCorpus, ShardBlocks
+from lmforge.data.source import DataSource
 from lmforge.data.streaming import StreamingBlocks, collate_stream
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
@@ -78,6 +79,7 @@ class CorpusDataModule(L.LightningDataModule):
     """
 
     uses_shards: ClassVar[bool] = True  # whether block objectives read this corpus from token shards
+    source: DataSource | None = None  # where the text comes from, for corpora read from files or the hub
 
     def __init__(
         self,
@@ -133,10 +135,6 @@ class CorpusDataModule(L.LightningDataModule):
     def name(self) -> str:
         """How messages refer to the corpus."""
         return type(self).__name__
-
-    def local_paths(self) -> str | list[str] | None:
-        """The local files the corpus reads, if it reads local files (for the prepare progress bar)."""
-        return None
 
     def keep_documents(self, documents: Iterable[str]) -> list[str]:
         """The documents that pass ``min_chars`` and ``deduplicate``, in order, at most ``max_documents``."""
@@ -213,8 +211,9 @@ class CorpusDataModule(L.LightningDataModule):
         """The corpus as token shards: tokenized now, or reused from an earlier prepare. Rank 0
         writes; other ranks wait for it (:func:`~lmforge.data.prepare.prepare_shards`)."""
         tok = self.tokenizer
+        local = self.source.paths if self.source is not None and self.source.is_local else None
         return prepare_shards(self.prepared_folder(), self._augmented(self.labelled_documents()), tok, self.name,
-                              size_hint(self.local_paths(), self.max_documents), progress, timeout)
+                              size_hint(local, self.max_documents), progress, timeout)
 
     # -- Lightning hooks --------------------------------------------------------------------
     def _require_objective(self) -> Objective:

@@ -7,6 +7,7 @@ filters, split or augmentations, or an edit to a project's own corpus class.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import inspect
@@ -47,6 +48,9 @@ def source_arguments(corpus: object, base: type) -> dict[str, Any]:
     """The ``__init__`` arguments of the classes of ``corpus`` below ``base``, by name, as the
     instance holds them.
 
+    A ``source`` group (:class:`~lmforge.data.source.DataSource`) contributes its fields by
+    their own names, so that the local files it names are collected like any path argument.
+
     Args:
         corpus: The corpus.
         base: Where to stop going up the class hierarchy.
@@ -58,8 +62,13 @@ def source_arguments(corpus: object, base: type) -> dict[str, Any]:
         if "__init__" not in vars(cls):
             continue
         for name in inspect.signature(cls.__init__).parameters:
-            if name not in ("self", "args", "kwargs") and hasattr(corpus, name):
-                params[name] = getattr(corpus, name)
+            if name in ("self", "args", "kwargs") or not hasattr(corpus, name):
+                continue
+            value = getattr(corpus, name)
+            if name == "source" and dataclasses.is_dataclass(value):
+                params.update(dataclasses.asdict(value))
+            else:
+                params[name] = value
     return params
 
 
