@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jsonargparse import ArgumentParser
 
 from conftest import CONFIGS
 from lmforge.cli import main
-from lmforge.data import DataSource, TextCorpus
+from lmforge.data import DataSource, LabeledText, TextCorpus
 from lmforge.errors import UserError
 
 
@@ -56,3 +57,23 @@ def test_each_corpus_default_source_comes_through_the_cli(corpus: str, dataset: 
     assert source("--data.source.paths=dumps/") == {"paths": "dumps/", "hf_dataset": dataset, "hf_config": config,
                                                     "hf_split": "train", "text_field": "text"}
 
+
+def test_relative_files_in_a_config_are_read_next_to_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_text("text\tlabel\ngood\tpos\nbad\tneg\nfine\tpos\n", encoding="utf-8")
+    config = folder / "finetune.yaml"
+    config.write_text(yaml.safe_dump({"data": {"source": {"paths": "train.tsv"}, "validation": "dev.tsv",
+                                               "test": "missing.tsv"}}), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("-c", "--config", action="config")
+    parser.add_class_arguments(LabeledText, "data")
+    data = parser.instantiate_classes(parser.parse_args(["-c", str(config)])).data
+    assert data.source.paths == str(folder / "train.tsv") and data.validation == str(folder / "dev.tsv")
+    assert data.test == "missing.tsv"  # not next to the config: left to the working directory
+    data.test = None
+    assert [len(data.raw()[split]) for split in ("train", "val")] == [3, 3]
