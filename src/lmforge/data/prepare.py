@@ -109,4 +109,10 @@ class PrepareProgress:
         self.progress.stop()
 
     def update(self, chars: int, docs: int) -> None:
+        """Show the progress so far.
+
+        Args:
+            chars: Characters read (the bar counts them as bytes: exact for ASCII text).
+            docs: Documents read.
+        """
         self.progress.update(self.task, completed=chars, docs=docs)
