@@ -96,7 +96,7 @@ def finetune_recipe(path: Path, train: Path, val: Path, text_field: str, seq_len
             "mode": "full", "pooling": "mean", "dropout": 0.1,
             "optimizer": {"lr": 5.0e-4, "weight_decay": 0.01, "betas": [0.9, 0.999]}, "warmup_ratio": 0.1}},
         "data": {"class_path": "lmforge.data.LabeledText", "init_args": {
-            "train_file": str(train), "validation_file": str(val), "text_field": text_field, "label_field": "label",
+            "source": {"paths": str(train), "text_field": text_field}, "validation": str(val), "label_field": "label",
             "task_type": "classification", "seq_len": seq_len, "batch_size": 32}},
         "trainer": {"accelerator": "cpu", "precision": "32-true", "max_steps": steps,
                     "val_check_interval": steps, "check_val_every_n_epoch": None, "log_every_n_steps": 10,
@@ -152,13 +152,13 @@ def main() -> None:
 
     shape = ["--model.config.n_layer=4", "--model.config.n_head=4", "--model.config.d_model=128",
              "--model.config.dropout=0.1", "--model.config.nsp_head=false", "--model.nsp=false"]
-    general = mlm(shape, ["--data=lmforge.data.TextCorpus", f"--data.paths={json.dumps(chosen)}",
+    general = mlm(shape, ["--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps(chosen)}",
                           "--data.txt_split=blank_line", "--data.val_fraction=0.02", "--data.tokenizer.kind=wordpiece",
                           "--data.tokenizer.vocab_size=8192", "--data.tokenizer.family=bert",
                           "--data.tokenizer.lowercase=true"],
                   a.general_steps, 1e-3, run, "general", a.seed)
     domain = mlm([f"--model.init_from={general}", "--model.config.dropout=0.1"],
-                 ["--data=lmforge.data.TextCorpus", f"--data.paths={run / 'ohsumed_train.jsonl'}",
+                 ["--data=lmforge.data.TextCorpus", f"--data.source.paths={run / 'ohsumed_train.jsonl'}",
                   "--data.val_fraction=0.05"],
                  a.domain_steps, 5e-4, run, "domain", a.seed)
 

@@ -48,10 +48,10 @@ def _corpus_bytes(paths: list[str]) -> int:
 
 # -- variants, each run in a fresh subprocess ------------------------------------------------------
 def run_lmforge(paths: list[str], tokenizer: str, workdir: str) -> dict:
-    from lmforge.data import TextCorpus, TokenizerSpec
+    from lmforge.data import DataSource, TextCorpus, TokenizerSpec
 
     start = time.perf_counter()
-    corpus = TextCorpus(paths=paths, tokenizer=TokenizerSpec(path=tokenizer), cache_dir=workdir)
+    corpus = TextCorpus(source=DataSource(paths=paths), tokenizer=TokenizerSpec(path=tokenizer), cache_dir=workdir)
     prepared = corpus.prepare(progress=False)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "tokens": prepared.num_tokens("train") + prepared.num_tokens("val")}
@@ -102,12 +102,13 @@ def data_wait_share(paths: list[str], tokenizer: str, steps: int) -> dict:
     import lightning as L
     from lightning.pytorch.profilers import SimpleProfiler
 
-    from lmforge.data import TextCorpus, TokenizerSpec
+    from lmforge.data import DataSource, TextCorpus, TokenizerSpec
     from lmforge.models import GPTConfig
     from lmforge.tasks import CausalLMTask, OptimizerConfig
 
     with tempfile.TemporaryDirectory() as workdir:
-        dm = TextCorpus(paths=paths, tokenizer=TokenizerSpec(path=tokenizer), seq_len=64, batch_size=8,
+        dm = TextCorpus(source=DataSource(paths=paths),
+                        tokenizer=TokenizerSpec(path=tokenizer), seq_len=64, batch_size=8,
                         cache_dir=workdir)
         task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=64, n_layer=2, n_head=2,
                                              d_model=64, dropout=0.0),
@@ -140,7 +141,7 @@ def main() -> None:
 
     import torch
 
-    from lmforge.data import TokenizerSpec, train_tokenizer
+    from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
     from lmforge.data.documents import iter_local
 
     if not Path(args.corpus).is_dir():

@@ -223,7 +223,7 @@ def main() -> None:
         "--sample.enabled=false", f"--seed_everything={a.seed}",
     ]
     data = [
-        "--data=lmforge.data.TextCorpus", f"--data.paths={json.dumps([str(b) for b in books])}",
+        "--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps([str(b) for b in books])}",
         "--data.txt_split=blank_line", "--data.val_fraction=0.02",
     ]
     print(f"[simcse_sts] {len(books)} books, {corpus_mb:.1f} MB; {a.threads} torch thread(s); runs in {work}", flush=True)

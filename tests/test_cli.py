@@ -165,7 +165,7 @@ def test_missing_corpus_path_is_one_clear_error(tmp_path: Path, monkeypatch: pyt
                                                 capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "-c", TINY, "--data=lmforge.data.TextCorpus", "--data.paths=nowhere/*.txt", *QUIET)
+        run_cli("fit", "-c", TINY, "--data=lmforge.data.TextCorpus", "--data.source.paths=nowhere/*.txt", *QUIET)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "No file matches 'nowhere/*.txt'" in err and "Traceback" not in err
@@ -188,12 +188,12 @@ def test_help_shows_docstrings(capsys: pytest.CaptureFixture) -> None:
 def test_tokenizer_train_command_never_overwrites(tiny_corpus: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "tok" / "tokenizer.json"
-    run_cli("tokenizer", "train", "--out", str(out), "--paths", str(tiny_corpus), "--kind", "wordpiece",
+    run_cli("tokenizer", "train", "--out", str(out), "--source.paths", str(tiny_corpus), "--kind", "wordpiece",
             "--family", "bert", "--vocab_size", "200")
     written = out.read_text()
     assert '"[MASK]"' in written and "WordPiece" in written
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("tokenizer", "train", "--out", str(out), "--paths", str(tiny_corpus), "--vocab_size", "300")
+        run_cli("tokenizer", "train", "--out", str(out), "--source.paths", str(tiny_corpus), "--vocab_size", "300")
     assert exit_info.value.code == 2
     assert "already exists" in capsys.readouterr().err
     assert out.read_text() == written

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmforge.callbacks import NonFiniteGuard, RunCheckpoint
-from lmforge.data import TextCorpus, TokenizerSpec
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec
 from lmforge.errors import NonFiniteLossError
 from lmforge.models import GPTConfig
 from lmforge.tasks import CausalLMTask, OptimizerConfig
@@ -28,7 +28,8 @@ class BreaksAtStep(CausalLMTask):
 
 def test_nan_loss_stops_before_the_update_and_keeps_the_last_good_checkpoint(tiny_corpus: Path,
                                                                               tmp_path: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=16, batch_size=4,
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(vocab_size=300), seq_len=16, batch_size=4,
                     cache_dir=str(tmp_path / "cache"))
     task = BreaksAtStep(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
                         optimizer=OptimizerConfig(warmup_steps=1))

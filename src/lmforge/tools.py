@@ -8,28 +8,23 @@ from jsonargparse import CLI
 
 from lmforge.cache import atomic_write_text
 from lmforge.data.documents import TxtSplit
-from lmforge.data.text import BundledCorpus, TextCorpus
+from lmforge.data.corpora import BundledCorpus, TextCorpus
+from lmforge.data.source import DataSource
 from lmforge.data.tokenizer import Family, TokenizerKind, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.start import load_tokenizer
 
 
-def _corpus(paths: str | list[str] | None, hf_dataset: str | None, hf_config: str | None, hf_split: str,
-            text_field: str, txt_split: TxtSplit, max_documents: int | None) -> TextCorpus | BundledCorpus:
+def _corpus(source: DataSource, txt_split: TxtSplit, max_documents: int | None) -> TextCorpus | BundledCorpus:
     """The corpus the tool subcommands read: local files, a hub dataset, else the bundled corpus."""
-    if paths or hf_dataset:
-        return TextCorpus(paths=paths, hf_dataset=hf_dataset, hf_config=hf_config, hf_split=hf_split,
-                          text_field=text_field, txt_split=txt_split, max_documents=max_documents)
+    if source.is_local or source.hf_dataset:
+        return TextCorpus(source=source, txt_split=txt_split, max_documents=max_documents)
     return BundledCorpus(max_documents=max_documents)
 
 
 def train(
     out: str = "tokenizer.json",
-    paths: str | list[str] | None = None,
-    hf_dataset: str | None = None,
-    hf_config: str | None = None,
-    hf_split: str = "train",
-    text_field: str = "text",
+    source: DataSource = DataSource(),
     txt_split: TxtSplit = "file",
     max_documents: int | None = None,
     kind: TokenizerKind = "byte_level_bpe",
@@ -41,15 +36,12 @@ def train(
 ) -> None:
     """Train a tokenizer on a corpus and write its tokenizer.json.
 
-    With neither ``paths`` nor ``hf_dataset``, it trains on the bundled corpus.
+    With neither ``source.paths`` nor ``source.hf_dataset``, it trains on the bundled corpus.
 
     Args:
         out: Where to write the tokenizer.json.
-        paths: Local text files, folders or globs (.txt, .jsonl, .json, .parquet, .csv, .gz).
-        hf_dataset: A Hugging Face dataset name instead of local files.
-        hf_config: The dataset's configuration.
-        hf_split: The dataset's split.
-        text_field: Column holding the text.
+        source: Local text files, folders or globs (.txt, .jsonl, .json, .parquet, .csv, .gz),
+            or a hub dataset.
         txt_split: A .txt file is one document (``file``) or one per blank-line block.
         max_documents: Train on at most this many documents.
         kind: byte_level_bpe, bpe, wordpiece or unigram.
@@ -62,7 +54,7 @@ def train(
     target = Path(out)
     if target.exists() and not overwrite:
         raise UserError(f"'{target}' already exists: choose another --out or pass --overwrite true.")
-    corpus = _corpus(paths, hf_dataset, hf_config, hf_split, text_field, txt_split, max_documents)
+    corpus = _corpus(source, txt_split, max_documents)
     docs = list(corpus.documents())
     if not docs:
         raise UserError(f"Corpus {corpus.name} has no text to train a tokenizer on.")
@@ -78,11 +70,7 @@ def train(
 def coverage(
     *,
     tokenizer: str,
-    paths: str | list[str] | None = None,
-    hf_dataset: str | None = None,
-    hf_config: str | None = None,
-    hf_split: str = "train",
-    text_field: str = "text",
+    source: DataSource = DataSource(),
     txt_split: TxtSplit = "file",
     max_documents: int | None = None,
     top: int = 20,
@@ -97,15 +85,12 @@ def coverage(
     fragmented frequent words. With ``add``, the words that save the most tokens become
     new tokens (ids after the old ones) in a tokenizer.json written to ``out``; give the
     model one new embedding row per word (``lmforge.data.vocab.init_new_embeddings``).
-    With neither ``paths`` nor ``hf_dataset``, it measures the bundled corpus.
+    With neither ``source.paths`` nor ``source.hf_dataset``, it measures the bundled corpus.
 
     Args:
         tokenizer: The tokenizer.json, or an lmforge .ckpt that carries its tokenizer.
-        paths: Local text files, folders or globs (.txt, .jsonl, .json, .parquet, .csv, .gz).
-        hf_dataset: A Hugging Face dataset name instead of local files.
-        hf_config: The dataset's configuration.
-        hf_split: The dataset's split.
-        text_field: Column holding the text.
+        source: Local text files, folders or globs (.txt, .jsonl, .json, .parquet, .csv, .gz),
+            or a hub dataset.
         txt_split: A .txt file is one document (``file``) or one per blank-line block.
         max_documents: Read at most this many documents.
         top: How many of the most fragmented words to list.
@@ -124,7 +109,7 @@ def coverage(
     if target is not None and target.exists() and not overwrite:
         raise UserError(f"'{target}' already exists: choose another --out or pass --overwrite true.")
     tok = load_tokenizer(tokenizer)
-    corpus = _corpus(paths, hf_dataset, hf_config, hf_split, text_field, txt_split, max_documents)
+    corpus = _corpus(source, txt_split, max_documents)
     report = measure(tok, corpus.documents(), top=max(top, add), min_count=min_count)
     if not report.words:
         raise UserError(f"Corpus {corpus.name} has no words to measure.")

@@ -13,8 +13,8 @@ import yaml
 from conftest import CONFIGS, SENTENCES
 from lmforge.cli import main
 from lmforge.data import (
-    BackTranslation, HFTranslator, SentencePermutation, SpanMasking, TextCorpus, TokenizerSpec, WordDeletion,
-    WordSwap, apply_augmentations, train_tokenizer,
+    BackTranslation, DataSource, HFTranslator, SentencePermutation, SpanMasking, TextCorpus, TokenizerSpec,
+    WordDeletion, WordSwap, apply_augmentations, train_tokenizer,
 )
 from lmforge.data.augment import Augmentation
 from lmforge.data.sentences import split_sentences
@@ -150,7 +150,7 @@ def test_hf_translator_loads_nothing_until_called() -> None:
 
 def test_corpus_augments_the_training_documents_only(tiny_corpus: Path) -> None:
     augment = [BackTranslation(toy_round_trip), WordSwap(0.2)]
-    dm = TextCorpus(paths=str(tiny_corpus), val_fraction=0.25, seq_len=16, augment=augment)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)), val_fraction=0.25, seq_len=16, augment=augment)
     dm.objective = CausalLM()
     train, val = dm.splits()
     tokenizer = train_tokenizer(train, TokenizerSpec(vocab_size=300))

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import CONFIGS
 from lmforge.cli import main
-from lmforge.data import BookCorpus, CorpusDataModule, TextCorpus
+from lmforge.data import BookCorpus, CorpusDataModule, DataSource, TextCorpus
 from lmforge.errors import UserError
 
 DOCS = ["alpha one", "short", "beta two", "alpha one", "  tiny  ", "gamma three", "beta two", "alpha one"]
@@ -55,7 +55,7 @@ def test_max_documents_counts_kept_documents() -> None:
 def test_nothing_left_names_the_corpus_and_the_option(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("too short", encoding="utf-8")
     (tmp_path / "b.txt").write_text("also short", encoding="utf-8")
-    corpus = TextCorpus(paths=str(tmp_path), min_chars=100, deduplicate=True)
+    corpus = TextCorpus(source=DataSource(paths=str(tmp_path)), min_chars=100, deduplicate=True)
     with pytest.raises(UserError, match=rf"Corpus {tmp_path} has no document left after filtering \(2 shorter than "
                                         r"min_chars=100 characters\): lower `min_chars`\."):
         corpus.splits()
@@ -84,10 +84,11 @@ def test_readers_that_stop_early_count_kept_documents(tmp_path: Path, monkeypatc
             yield {"text": doc}
 
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: stream())
-    corpus = TextCorpus(hf_dataset="some/corpus", streaming=True, deduplicate=True, min_chars=6, max_documents=2)
+    corpus = TextCorpus(source=DataSource(hf_dataset="some/corpus"),
+                        streaming=True, deduplicate=True, min_chars=6, max_documents=2)
     assert list(corpus.documents()) == ["alpha one", "beta two"]
     assert read == DOCS[:3]  # and not one row more
     for i, doc in enumerate(DOCS):
         (tmp_path / f"book{i}.txt").write_text(doc, encoding="utf-8")
-    books = BookCorpus(paths=str(tmp_path), deduplicate=True, min_chars=6, max_documents=3)
+    books = BookCorpus(source=DataSource(paths=str(tmp_path)), deduplicate=True, min_chars=6, max_documents=3)
     assert list(books.documents()) == ["alpha one", "beta two", "gamma three"]

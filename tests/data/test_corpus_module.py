@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from lmforge.data import TextCorpus, TokenizerSpec
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec
 from lmforge.objectives import CausalLM
 
 
@@ -21,7 +21,7 @@ def test_trained_tokenizer_is_saved_into_the_run_folder_only(logger: bool, tiny_
     workdir = tmp_path / "work"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=16)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=TokenizerSpec(vocab_size=300), seq_len=16)
     dm.objective = CausalLM()
     dm.trainer = L.Trainer(logger=logger, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
     dm.setup("fit")
@@ -49,8 +49,8 @@ def test_a_subclass_outside_lmforge_is_prepared_again_when_its_code_changes(
         importlib.invalidate_caches()
         module = importlib.reload(sys.modules["my_corpus_module"]) if "my_corpus_module" in sys.modules \
             else importlib.import_module("my_corpus_module")
-        return module.Mine(paths=str(tiny_corpus)).fingerprint()
+        return module.Mine(source=DataSource(paths=str(tiny_corpus))).fingerprint()
 
     first, same, edited = fingerprint("text"), fingerprint("text"), fingerprint("text.lower()")
     assert first == same != edited
-    assert TextCorpus(paths=str(tiny_corpus)).fingerprint() not in (first, edited)
+    assert TextCorpus(source=DataSource(paths=str(tiny_corpus))).fingerprint() not in (first, edited)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lmforge.data import FineWebCorpus
+from lmforge.data import DataSource, FineWebCorpus
 from lmforge.errors import UserError
 
 # (text, language_score, score): FineWeb-Edu's columns (int_score and id ride along unread)
@@ -50,7 +50,8 @@ def texts(rows: list[tuple], keep: list[int]) -> list[str]:
 
 
 def test_local_shards_in_name_order_without_blank_pages(shards: Path) -> None:
-    assert list(FineWebCorpus(paths=str(shards)).documents()) == texts(EDU_A, [0, 1, 3]) + texts(EDU_B, [0, 1])
+    local = DataSource(paths=str(shards))
+    assert list(FineWebCorpus(source=local).documents()) == texts(EDU_A, [0, 1, 3]) + texts(EDU_B, [0, 1])
 
 
 @pytest.mark.parametrize(
@@ -62,16 +63,16 @@ def test_local_shards_in_name_order_without_blank_pages(shards: Path) -> None:
     ],
 )
 def test_score_filters_keep_exactly_the_pages_at_or_above(shards: Path, filters: dict, expected: list[str]) -> None:
-    assert list(FineWebCorpus(paths=str(shards), **filters).documents()) == expected
+    assert list(FineWebCorpus(source=DataSource(paths=str(shards)), **filters).documents()) == expected
 
 
 def test_max_documents_counts_pages_that_pass_and_stops_reading(shards: Path) -> None:
     (shards / "002_00000.parquet").write_bytes(b"not parquet")  # never reached
     # shard A's French Revolution page passes min_edu_score but is 36 characters: not counted
-    corpus = FineWebCorpus(paths=str(shards), min_edu_score=3.0, min_chars=37, max_documents=2)
+    corpus = FineWebCorpus(source=DataSource(paths=str(shards)), min_edu_score=3.0, min_chars=37, max_documents=2)
     assert list(corpus.documents()) == [EDU_A[0][0], EDU_B[0][0]]
     with pytest.raises(UserError, match=r"002_00000\.parquet' is not a readable parquet file"):
-        list(FineWebCorpus(paths=str(shards)).documents())
+        list(FineWebCorpus(source=DataSource(paths=str(shards))).documents())
 
 
 def test_reads_only_the_columns_its_filters_need(shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,27 +84,27 @@ def test_reads_only_the_columns_its_filters_need(shards: Path, monkeypatch: pyte
         return iter_batches(self, *args, columns=columns, **kwargs)
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
-    list(FineWebCorpus(paths=str(shards)).documents())
-    list(FineWebCorpus(paths=str(shards), min_edu_score=3.0).documents())
+    list(FineWebCorpus(source=DataSource(paths=str(shards))).documents())
+    list(FineWebCorpus(source=DataSource(paths=str(shards)), min_edu_score=3.0).documents())
     assert asked == [["text"], ["text"], ["text", "score"], ["text", "score"]]
 
 
 def test_edu_filter_on_fineweb_without_score_names_the_file(tmp_path: Path) -> None:
     shard = write_shard(tmp_path / "CC-MAIN-2024-10" / "000_00000.parquet", EDU_A, edu=False)
-    assert len(list(FineWebCorpus(paths=str(shard), min_language_score=0.9).documents())) == 1
+    assert len(list(FineWebCorpus(source=DataSource(paths=str(shard)), min_language_score=0.9).documents())) == 1
     with pytest.raises(UserError, match=r"`min_edu_score` is set but '.*000_00000\.parquet' has no 'score' column "
                                         r"\(only FineWeb-Edu has one"):
-        list(FineWebCorpus(paths=str(shard), min_edu_score=3.0).documents())
+        list(FineWebCorpus(source=DataSource(paths=str(shard)), min_edu_score=3.0).documents())
     pq.write_table(pa.table({"text": ["a page"]}), tmp_path / "bare.parquet")
     with pytest.raises(UserError, match=r"`min_language_score` is set but '.*bare\.parquet' has no 'language_score'"):
-        list(FineWebCorpus(paths=str(tmp_path / "bare.parquet"), min_language_score=0.5).documents())
+        list(FineWebCorpus(source=DataSource(paths=str(tmp_path / "bare.parquet")), min_language_score=0.5).documents())
     with pytest.raises(UserError, match=r"Column 'content' is not in '.*bare\.parquet' \(its columns: text\)"):
-        list(FineWebCorpus(paths=str(tmp_path / "bare.parquet"), text_field="content").documents())
+        list(FineWebCorpus(source=DataSource(paths=str(tmp_path / "bare.parquet"), text_field="content")).documents())
 
 
 def test_nothing_passing_names_the_filters_to_lower(shards: Path) -> None:
     with pytest.raises(UserError, match=r"after filtering \(5 below min_edu_score=4.5\): lower `min_edu_score`"):
-        list(FineWebCorpus(paths=str(shards), min_edu_score=4.5).documents())
+        list(FineWebCorpus(source=DataSource(paths=str(shards)), min_edu_score=4.5).documents())
 
 
 def test_hub_dataset_is_streamed_and_filtered(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,9 +116,10 @@ def test_hub_dataset_is_streamed_and_filtered(monkeypatch: pytest.MonkeyPatch) -
         return datasets.Dataset.from_dict(rows).to_iterable_dataset()
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    corpus = FineWebCorpus(hf_dataset="HuggingFaceFW/fineweb", min_language_score=0.8, deduplicate=True)
+    fineweb = DataSource(hf_dataset="HuggingFaceFW/fineweb", hf_config="sample-10BT")
+    corpus = FineWebCorpus(source=fineweb, min_language_score=0.8, deduplicate=True)
     assert corpus.splits()[0] + corpus.splits()[1] in (texts(EDU_A, [0, 3]), texts(EDU_A, [3, 0]))
     assert calls == [("HuggingFaceFW/fineweb", "sample-10BT", "train", True)]
     with pytest.raises(UserError, match=r"`min_edu_score` is set but dataset 'HuggingFaceFW/fineweb' \(config "
                                         r"'sample-10BT'\) has no 'score' column"):
-        list(FineWebCorpus(hf_dataset="HuggingFaceFW/fineweb", min_edu_score=3.0).documents())
+        list(FineWebCorpus(source=fineweb, min_edu_score=3.0).documents())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import SENTENCES
-from lmforge.data import LabeledText, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, LabeledText, TokenizerSpec, train_tokenizer
 from lmforge.data.labeled import label_names, read_records, truncate_pair
 from lmforge.errors import UserError
 
@@ -48,14 +48,14 @@ def test_string_labels_are_sorted_classes_and_unknown_validation_label_is_refuse
     train = write_tsv(tmp_path / "train.tsv", ["text", "label"],
                       [["good movie", "pos"], ["bad movie", "neg"], ["a fine day", "pos"], ["a poor day", "neutral"]])
     val = write_tsv(tmp_path / "val.tsv", ["text", "label"], [["good movie", "neg"], ["a poor day", "pos"]])
-    dm = attach(LabeledText(train_file=str(train), validation_file=str(val)), bert_tokenizer)
+    dm = attach(LabeledText(source=DataSource(paths=str(train)), validation=str(val)), bert_tokenizer)
     assert dm.task_type == "classification" and dm.labels == ["neg", "neutral", "pos"] and dm.num_labels == 3
     assert [e["label"] for e in dm.datasets["train"]] == [2, 0, 2, 1]
     assert [e["label"] for e in dm.datasets["val"]] == [0, 2]
 
     bad = write_tsv(tmp_path / "bad.tsv", ["text", "label"], [["good movie", "positive"]])
     with pytest.raises(UserError, match="'positive'.*not among the training labels"):
-        attach(LabeledText(train_file=str(train), validation_file=str(bad)), bert_tokenizer)
+        attach(LabeledText(source=DataSource(paths=str(train)), validation=str(bad)), bert_tokenizer)
 
 
 def test_integer_labels_sort_numerically_and_floats_mean_regression(tmp_path: Path, bert_tokenizer) -> None:
@@ -63,21 +63,22 @@ def test_integer_labels_sort_numerically_and_floats_mean_regression(tmp_path: Pa
     assert label_names(["b", "a"]) == ["a", "b"]
     records = [{"text": WORDS[i % len(WORDS)], "label": i % 11} for i in range(22)]
     jsonl = str(write_jsonl(tmp_path / "c.jsonl", records))
-    dm = attach(LabeledText(train_file=jsonl, validation_file=jsonl), bert_tokenizer)
+    dm = attach(LabeledText(source=DataSource(paths=jsonl), validation=jsonl), bert_tokenizer)
     assert dm.task_type == "classification" and dm.labels == [str(i) for i in range(11)]  # "10" after "9"
     # a JSON 3 and a text "3" are the same class
     val = write_tsv(tmp_path / "v.tsv", ["text", "label"], [["good movie", "3"]])
-    dm = attach(LabeledText(train_file=str(tmp_path / "c.jsonl"), validation_file=str(val)), bert_tokenizer)
+    dm = attach(LabeledText(source=DataSource(paths=str(tmp_path / "c.jsonl")), validation=str(val)), bert_tokenizer)
     assert dm.datasets["val"][0]["label"] == dm.labels.index("3")
 
     scores = write_tsv(tmp_path / "s.tsv", ["text", "score"], [[t, i * 0.5] for i, t in enumerate(WORDS)])
-    dm = attach(LabeledText(train_file=str(scores), label_field="score", val_fraction=0.3), bert_tokenizer)
+    dm = attach(LabeledText(source=DataSource(paths=str(scores)),
+                            label_field="score", val_fraction=0.3), bert_tokenizer)
     assert dm.task_type == "regression" and dm.num_labels == 1
     batch = dm.collate(dm.datasets["train"][:3])
     assert batch["labels"].dtype == torch.float32
     with pytest.raises(UserError, match="not a number"):
         text = write_tsv(tmp_path / "t.tsv", ["text", "label"], [["a", "x"], ["b", "1.5"]])
-        attach(LabeledText(train_file=str(text), task_type="regression"), bert_tokenizer)
+        attach(LabeledText(source=DataSource(paths=str(text)), task_type="regression"), bert_tokenizer)
 
 
 def test_held_out_split_is_reproducible_and_disjoint(tmp_path: Path, bert_tokenizer) -> None:
@@ -85,7 +86,7 @@ def test_held_out_split_is_reproducible_and_disjoint(tmp_path: Path, bert_tokeni
     path = write_tsv(tmp_path / "all.tsv", ["text", "label"], rows)
 
     def split(seed: int) -> tuple[list[str], list[str]]:
-        raw = LabeledText(train_file=str(path), val_fraction=0.25, seed=seed).raw()
+        raw = LabeledText(source=DataSource(paths=str(path)), val_fraction=0.25, seed=seed).raw()
         return [r[0] for r in raw["train"]], [r[0] for r in raw["val"]]
 
     train, val = split(1)
@@ -97,7 +98,7 @@ def test_held_out_split_is_reproducible_and_disjoint(tmp_path: Path, bert_tokeni
 def test_pairs_get_cls_sep_and_token_types_with_a_bert_tokenizer(tmp_path: Path, bert_tokenizer) -> None:
     path = write_tsv(tmp_path / "pairs.tsv", ["premise", "hypothesis", "label"],
                      [["good movie", "a fine day", "yes"], ["bad movie", "a poor day", "no"]])
-    dm = attach(LabeledText(train_file=str(path), validation_file=str(path), text_field="premise",
+    dm = attach(LabeledText(source=DataSource(paths=str(path), text_field="premise"), validation=str(path),
                             text_pair_field="hypothesis"), bert_tokenizer)
     example = dm.datasets["train"][0]
     cls, sep = bert_tokenizer.role_id("cls"), bert_tokenizer.role_id("sep")
@@ -109,7 +110,8 @@ def test_pairs_get_cls_sep_and_token_types_with_a_bert_tokenizer(tmp_path: Path,
 def test_tokenizers_without_a_template_frame_texts_with_eos(tmp_path: Path, gpt_tokenizer) -> None:
     path = write_jsonl(tmp_path / "p.jsonl", [{"a": "good movie", "b": "a fine day", "label": "x"},
                                               {"a": "bad movie", "b": "a poor day", "label": "y"}])
-    dm = attach(LabeledText(train_file=str(path), validation_file=str(path), text_field="a", text_pair_field="b"),
+    dm = attach(LabeledText(source=DataSource(paths=str(path), text_field="a"),
+                            validation=str(path), text_pair_field="b"),
                 gpt_tokenizer)
     eos = gpt_tokenizer.eos_id
     a, b = gpt_tokenizer.encode("good movie"), gpt_tokenizer.encode("a fine day")
@@ -125,7 +127,8 @@ def test_truncation_cuts_the_longer_text_first_and_keeps_special_tokens(tmp_path
     assert truncate_pair([1] * 9, None, 4) == ([1] * 4, None)
     long = " ".join(SENTENCES)
     path = write_tsv(tmp_path / "long.tsv", ["text", "pair", "label"], [[long, "good movie", 0], [long, long, 1]])
-    dm = attach(LabeledText(train_file=str(path), validation_file=str(path), text_pair_field="pair", seq_len=16),
+    dm = attach(LabeledText(source=DataSource(paths=str(path)),
+                            validation=str(path), text_pair_field="pair", seq_len=16),
                 bert_tokenizer)
     sep = bert_tokenizer.role_id("sep")
     for example in dm.datasets["train"]:
@@ -137,7 +140,7 @@ def test_truncation_cuts_the_longer_text_first_and_keeps_special_tokens(tmp_path
 
 def test_collate_pads_dynamically_with_attention_mask(tmp_path: Path, bert_tokenizer) -> None:
     path = write_tsv(tmp_path / "d.tsv", ["text", "label"], [["good", "a"], [SENTENCES[1], "b"], ["bad movie", "a"]])
-    dm = attach(LabeledText(train_file=str(path), validation_file=str(path), batch_size=2), bert_tokenizer)
+    dm = attach(LabeledText(source=DataSource(paths=str(path)), validation=str(path), batch_size=2), bert_tokenizer)
     batch = next(iter(dm.val_dataloader()))
     lengths = [len(e["input_ids"]) for e in dm.datasets["val"][:2]]
     assert batch["input_ids"].shape == (2, max(lengths))  # the batch's longest, not seq_len
@@ -152,34 +155,36 @@ def test_csv_files_and_max_documents(tmp_path: Path, bert_tokenizer) -> None:
     path.write_text('text,label\n"good, really good",a\nbad movie,b\n"a ""fine"" day",a\n', encoding="utf-8")
     records = read_records(path)
     assert [r["text"] for r in records] == ["good, really good", "bad movie", 'a "fine" day']
-    dm = attach(LabeledText(train_file=str(path), validation_file=str(path), max_documents=2), bert_tokenizer)
+    dm = attach(LabeledText(source=DataSource(paths=str(path)), validation=str(path), max_documents=2), bert_tokenizer)
     assert len(dm.datasets["train"]) == 2
 
 
 def test_bad_inputs_are_one_sentence_user_errors(tmp_path: Path, bert_tokenizer) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        LabeledText(train_file=str(tmp_path / "missing.tsv")).raw()
+        LabeledText(source=DataSource(paths=str(tmp_path / "missing.tsv"))).raw()
     (tmp_path / "empty.tsv").write_text("", encoding="utf-8")
     with pytest.raises(UserError, match="holds no examples"):
-        LabeledText(train_file=str(tmp_path / "empty.tsv")).raw()
+        LabeledText(source=DataSource(paths=str(tmp_path / "empty.tsv"))).raw()
     (tmp_path / "header.tsv").write_text("text\tlabel\n", encoding="utf-8")
     with pytest.raises(UserError, match="holds no examples"):
-        LabeledText(train_file=str(tmp_path / "header.tsv")).raw()
+        LabeledText(source=DataSource(paths=str(tmp_path / "header.tsv"))).raw()
     path = write_tsv(tmp_path / "cols.tsv", ["sentence", "label"], [["good", "a"], ["bad", "b"]])
     with pytest.raises(UserError, match=r"'.*cols\.tsv' has no column 'text' \(columns: sentence, label\)") as err:
-        LabeledText(train_file=str(path)).raw()
+        LabeledText(source=DataSource(paths=str(path))).raw()
     assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="no column 'pair'"):
-        LabeledText(train_file=str(path), text_field="sentence", text_pair_field="pair").raw()
+        LabeledText(source=DataSource(paths=str(path), text_field="sentence"), text_pair_field="pair").raw()
     with pytest.raises(UserError, match=r"\.tsv, \.csv or \.jsonl"):
-        LabeledText(train_file=str(tmp_path / "data.txt")).raw()
+        LabeledText(source=DataSource(paths=str(tmp_path / "data.txt"))).raw()
     (tmp_path / "broken.jsonl").write_text('{"text": "a", "label": 1}\n{oops\n', encoding="utf-8")
     with pytest.raises(UserError, match="line 2"):
-        LabeledText(train_file=str(tmp_path / "broken.jsonl")).raw()
+        LabeledText(source=DataSource(paths=str(tmp_path / "broken.jsonl"))).raw()
     with pytest.raises(UserError, match="No labelled data"):
         LabeledText().raw()
     with pytest.raises(UserError, match="label .* is empty"):
-        LabeledText(train_file=str(write_tsv(tmp_path / "nolabel.tsv", ["text", "label"], [["a", ""]]))).raw()
-    with pytest.raises(UserError, match="test_file"):
-        dm = attach(LabeledText(train_file=str(path), validation_file=str(path), text_field="sentence"), bert_tokenizer)
+        nolabel = write_tsv(tmp_path / "nolabel.tsv", ["text", "label"], [["a", ""]])
+        LabeledText(source=DataSource(paths=str(nolabel))).raw()
+    with pytest.raises(UserError, match="data.test"):
+        dm = attach(LabeledText(source=DataSource(paths=str(path), text_field="sentence"),
+                                validation=str(path)), bert_tokenizer)
         dm.test_dataloader()

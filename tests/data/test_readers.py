@@ -140,7 +140,7 @@ def test_missing_dump(tmp_path: Path) -> None:
 def test_dump_that_is_not_xml(tmp_path: Path) -> None:
     path = write_dump(tmp_path, "Just some text.\n")
     with pytest.raises(UserError, match=r"pages-articles1\.xml' is not well-formed MediaWiki XML at line 1, column 0 "
-                                        r"\(syntax error\).*remove it from `dump_paths`"):
+                                        r"\(syntax error\).*remove it from `source.paths`"):
         list(read_wikipedia_dump(path))
 
 
@@ -269,7 +269,7 @@ def test_pubmed_truncated_xml_and_wrong_file(tmp_path: Path) -> None:
     cut = BASELINE[: BASELINE.index("<ArticleTitle>A deleted")]
     path = write_pubmed(tmp_path, "pubmed24n0002.xml", cut)
     with pytest.raises(UserError, match=rf"pubmed24n0002\.xml' is not well-formed PubMed XML at line {cut.count(chr(10)) + 1}, "
-                                        r"column \d+ \(no element found\).*remove it from `paths`"):
+                                        r"column \d+ \(no element found\).*remove it from `source.paths`"):
         read_pubmed_xml(path)
     wiki = write_dump(tmp_path, DUMP)
     with pytest.raises(UserError, match=r"is not a PubMed file \(its root element is <mediawiki>"):

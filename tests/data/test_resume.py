@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lmforge.data import TextCorpus, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.data.documents import read_local
 from lmforge.data.sampler import ResumableSampler
 from lmforge.data.streaming import StreamingBlocks
@@ -91,7 +91,8 @@ def _fit(corpus: Path, tmp_path: Path, run: str, max_steps: int, ckpt_path: Path
     if not tokenizer.exists():
         train_tokenizer(read_local(str(corpus)), TokenizerSpec(vocab_size=300)).save(tokenizer)
     L.seed_everything(0)
-    dm = TextCorpus(paths=str(corpus), tokenizer=TokenizerSpec(path=str(tokenizer)), seq_len=16, batch_size=16,
+    dm = TextCorpus(source=DataSource(paths=str(corpus)),
+                    tokenizer=TokenizerSpec(path=str(tokenizer)), seq_len=16, batch_size=16,
                     cache_dir=str(tmp_path / "cache"), **data)
     # the schedule sizes itself from estimated_stepping_batches (no decay_steps), before the restore
     task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),

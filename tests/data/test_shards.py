@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from lmforge.cli import main
-from lmforge.data import TextCorpus, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.data.shards import PreparedCorpus, ShardBlocks, ShardWriter, open_shard, write_prepared
 from lmforge.errors import UserError
 
 
 def _corpus(folder: Path, tmp_path: Path, **kwargs) -> TextCorpus:
-    corpus = TextCorpus(paths=str(folder), cache_dir=str(tmp_path / "shards"), val_fraction=0.25, **kwargs)
+    corpus = TextCorpus(source=DataSource(paths=str(folder)),
+                        cache_dir=str(tmp_path / "shards"), val_fraction=0.25, **kwargs)
     corpus.tokenizer = train_tokenizer(list(corpus.documents()), TokenizerSpec(vocab_size=300))
     return corpus
 
@@ -127,7 +128,7 @@ def test_prepare_command_writes_what_fit_reads(tiny_corpus: Path, tmp_path: Path
     config.write_text(json.dumps({
         "model": {"class_path": "lmforge.tasks.CausalLMTask"}, "trainer": {"max_steps": 3}, "sample": {"prompt": "The"},
         "data": {"class_path": "lmforge.data.TextCorpus", "init_args": {
-            "paths": str(tiny_corpus), "tokenizer": {"vocab_size": 300}, "cache_dir": str(tmp_path / "c")}},
+            "source": {"paths": str(tiny_corpus)}, "tokenizer": {"vocab_size": 300}, "cache_dir": str(tmp_path / "c")}},
     }))
     main(["prepare", "-c", str(config), "--data.seq_len", "16"])
     out = capsys.readouterr().out

@@ -270,7 +270,7 @@ def bio_files(tmp_path: Path, tokenizers_by_kind: dict[str, Tokenizer]) -> tuple
 
 def test_coverage_command_prints_the_report(bio_files: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     folder, tokenizer = bio_files
-    main(["tokenizer", "coverage", "--tokenizer", str(tokenizer), "--paths", str(folder), "--top", "3"])
+    main(["tokenizer", "coverage", "--tokenizer", str(tokenizer), "--source.paths", str(folder), "--top", "3"])
     out = capsys.readouterr().out
     report = coverage(Tokenizer.from_file(tokenizer), BIO, top=3)
     assert format_report(report).replace("5 documents", "") in out.replace("5 documents", "")
@@ -281,7 +281,7 @@ def test_coverage_command_adds_words(bio_files: tuple[Path, Path], tmp_path: Pat
                                      capsys: pytest.CaptureFixture) -> None:
     folder, tokenizer = bio_files
     out = tmp_path / "extended" / "tokenizer.json"
-    args = ["tokenizer", "coverage", "--tokenizer", str(tokenizer), "--paths", str(folder), "--top", "1",
+    args = ["tokenizer", "coverage", "--tokenizer", str(tokenizer), "--source.paths", str(folder), "--top", "1",
             "--add", "2", "--out", str(out)]
     main(args)
     printed = capsys.readouterr().out
@@ -313,6 +313,6 @@ def test_coverage_command_explains_bad_input(bio_files: tuple[Path, Path], capsy
                                              extra: list[str], message: str) -> None:
     folder, tokenizer = bio_files
     with pytest.raises(SystemExit) as exit_info:
-        main(["tokenizer", "coverage", "--tokenizer", str(tokenizer), "--paths", str(folder), *extra])
+        main(["tokenizer", "coverage", "--tokenizer", str(tokenizer), "--source.paths", str(folder), *extra])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from lmforge.data import LabeledText, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, LabeledText, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.evaluation import FineTuneTask
 from lmforge.models import BertConfig, ElmoConfig, GPTConfig, T5Config
@@ -73,7 +73,7 @@ def gpt_ckpt(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> str:
 def toy_data(tmp_path: Path, n: int = 64, **kwargs) -> LabeledText:
     train = write_tsv(tmp_path / "train.tsv", ["text", "label"], toy_rows(n, seed=1))
     val = write_tsv(tmp_path / "val.tsv", ["text", "label"], toy_rows(32, seed=2))
-    return LabeledText(train_file=train, validation_file=val, seq_len=24, **{"batch_size": 16, **kwargs})
+    return LabeledText(source=DataSource(paths=train), validation=val, seq_len=24, **{"batch_size": 16, **kwargs})
 
 
 def trainer(steps: int, **kwargs) -> L.Trainer:
@@ -109,7 +109,7 @@ def test_full_finetuning_learns_a_separable_task_and_checkpoints_stand_alone(ber
     batch = batch_of(data, "val")
     torch.testing.assert_close(restored(batch), task(batch))
     assert restored.tokenizer.fingerprint == task.tokenizer.fingerprint
-    test_data = toy_data(tmp_path, test_file=data.validation_file)
+    test_data = toy_data(tmp_path, test=data.validation)
     connect(restored, test_data)
     test = trainer(1).test(restored, test_data, verbose=False)[0]
     assert test["test/acc"] == pytest.approx(after["val/acc"])
@@ -244,7 +244,8 @@ def test_regression_logs_pearson_and_spearman(bert_ckpt: str, tmp_path: Path) ->
     torch.manual_seed(0)
     rows = [(text, 0.9 if label == "pos" else 0.1) for text, label in toy_rows(48, seed=3)]  # not integers: regression
     path = write_tsv(tmp_path / "scores.tsv", ["sentence", "score"], rows)
-    data = LabeledText(train_file=path, text_field="sentence", label_field="score", val_fraction=0.25, seq_len=24,
+    data = LabeledText(source=DataSource(paths=path, text_field="sentence"),
+                       label_field="score", val_fraction=0.25, seq_len=24,
                        batch_size=12)
     task = FineTuneTask(init_from=bert_ckpt, dropout=0.0, optimizer={"lr": 3e-3}, head_lr=3e-2)
     connect(task, data)
@@ -273,4 +274,4 @@ def test_clear_errors(bert_ckpt: str, tmp_path: Path) -> None:
 
 
 def _toy_args(tmp_path: Path) -> dict:
-    return {"train_file": str(tmp_path / "train.tsv"), "validation_file": str(tmp_path / "val.tsv")}
+    return {"source": DataSource(paths=str(tmp_path / "train.tsv")), "validation": str(tmp_path / "val.tsv")}

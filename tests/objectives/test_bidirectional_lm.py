@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmforge.data import TextCorpus, TokenizerSpec
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec
 from lmforge.objectives import BidirectionalLM
 
 
@@ -24,7 +24,8 @@ def test_a_block_gives_inputs_and_both_neighbours() -> None:
 
 
 def test_corpus_batches_are_consecutive_corpus_tokens(tiny_corpus: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(kind="bpe", family="elmo", vocab_size=200),
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(kind="bpe", family="elmo", vocab_size=200),
                     seq_len=12, batch_size=4)
     dm.objective = BidirectionalLM()
     dm.setup("fit")

@@ -15,7 +15,7 @@ import torch
 
 from conftest import CONFIGS, SENTENCES
 from lmforge.cli import main
-from lmforge.data import LabeledText, TextCorpus, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, LabeledText, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.evaluation import FineTuneTask
 from lmforge.start import connect, load_tokenizer, open_start
@@ -75,7 +75,7 @@ def test_saved_padding_and_truncation_never_reach_the_ids(folder: Path, clean: T
 
     # corpus encoding and the prepared shards
     task = MaskedLMTask(init_from=str(folder))
-    data = TextCorpus(paths=str(corpus(tmp_path)), seq_len=32, batch_size=4, cache_dir=str(tmp_path / "shards"))
+    data = TextCorpus(source=DataSource(paths=str(corpus(tmp_path))), seq_len=32, batch_size=4, cache_dir=str(tmp_path / "shards"))
     connect(task, data)
     assert data.tokenizer.encode_batch(DOCS) == clean.encode_batch(DOCS)
     prepared = data.prepare(progress=False)
@@ -102,7 +102,7 @@ def test_saved_padding_and_truncation_never_reach_the_ids(folder: Path, clean: T
     # fine-tuning data
     labeled = tmp_path / "labeled.tsv"
     labeled.write_text("text\tlabel\n" + "".join(f"{doc}\t{i % 2}\n" for i, doc in enumerate(DOCS)), encoding="utf-8")
-    finetune, examples = FineTuneTask(init_from=str(folder)), LabeledText(train_file=str(labeled), val_fraction=0.25,
+    finetune, examples = FineTuneTask(init_from=str(folder)), LabeledText(source=DataSource(paths=str(labeled)), val_fraction=0.25,
                                                                        seq_len=64)
     connect(finetune, examples)
     examples.setup("fit")
@@ -134,7 +134,7 @@ def test_a_bare_bert_folder_starts_every_encoder_task(folder: Path, tmp_path: Pa
 
     # and continued pretraining runs from it
     task = MaskedLMTask(init_from=str(folder))
-    data = TextCorpus(paths=str(corpus(tmp_path)), seq_len=32, batch_size=4, cache_dir=str(tmp_path / "shards"))
+    data = TextCorpus(source=DataSource(paths=str(corpus(tmp_path))), seq_len=32, batch_size=4, cache_dir=str(tmp_path / "shards"))
     connect(task, data)
     trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
@@ -163,7 +163,7 @@ def test_prepare_with_init_from_writes_the_shards_fit_reads(folder: Path, tmp_pa
                                                             capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["-c", str(CONFIGS / "bert" / "tiny.yaml"), "--model.init_from", f"hf:{folder}", "--model.nsp", "false",
-            "--data", "lmforge.data.TextCorpus", "--data.paths", str(corpus(tmp_path)), "--data.seq_len", "32",
+            "--data", "lmforge.data.TextCorpus", "--data.source.paths", str(corpus(tmp_path)), "--data.seq_len", "32",
             "--data.cache_dir", str(tmp_path / "shards"), "--data.batch_size", "4"]
     main(["prepare", *args])
     assert "Prepared" in capsys.readouterr().out

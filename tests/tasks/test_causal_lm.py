@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from lmforge.data import TextCorpus, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.models import GPTConfig
 from lmforge.tasks import CausalLMTask, OptimizerConfig
@@ -38,7 +38,8 @@ def _trainer(tmp_path: Path, max_steps: int) -> L.Trainer:
 
 def test_tiny_model_overfits_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> None:
     L.seed_everything(0)
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=32, batch_size=8)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(vocab_size=300), seq_len=32, batch_size=8)
     task = _task(dm.vocab_size, optimizer=OptimizerConfig(lr=3e-3, warmup_steps=10, weight_decay=0.0))
     connect(task, dm)
     before = _trainer(tmp_path, 1).validate(task, dm, verbose=False)[0]["val/loss"]
@@ -74,7 +75,7 @@ def test_warmup_then_cosine_to_floor() -> None:
 
 
 def test_checkpoint_carries_tokenizer_and_config_and_refuses_another_tokenizer(tiny_corpus: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=32)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=TokenizerSpec(vocab_size=300), seq_len=32)
     task = _task(dm.vocab_size)
     task.tokenizer = dm.tokenizer
     checkpoint: dict = {}
@@ -93,7 +94,7 @@ def test_checkpoint_carries_tokenizer_and_config_and_refuses_another_tokenizer(t
 
 
 def test_generate_needs_a_tokenizer_and_continues_the_prompt(tiny_corpus: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=32)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=TokenizerSpec(vocab_size=300), seq_len=32)
     task = _task(dm.vocab_size, max_new_tokens=6, temperature=0.0)
     with pytest.raises(UserError, match="no tokenizer"):
         task.generate("The")

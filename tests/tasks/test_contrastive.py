@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmforge.data import TextCorpus, TokenizerSpec
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation, read_sts, sts_spearman
 from lmforge.models import BertConfig, GPTConfig
@@ -92,7 +92,8 @@ def test_read_sts_takes_seven_fields_and_names_bad_lines(sts_file: Path, tmp_pat
 
 
 def test_sts_spearman_matches_a_hand_computation(sts_file: Path, tiny_corpus: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}))
     task.tokenizer = dm.tokenizer
     first, second, gold = read_sts(sts_file)
@@ -110,7 +111,7 @@ def _trainer(tmp_path: Path, steps: int, callbacks: list | None = None) -> L.Tra
 def test_starts_from_an_mlm_checkpoint_and_learns(tiny_corpus: Path, sts_file: Path, tmp_path: Path) -> None:
     L.seed_everything(0)
     spec = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300, lowercase=True)
-    mlm_data = TextCorpus(paths=str(tiny_corpus), tokenizer=spec, seq_len=32, batch_size=8)
+    mlm_data = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=spec, seq_len=32, batch_size=8)
     mlm = MaskedLMTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": mlm_data.vocab_size}))
     connect(mlm, mlm_data)
     trainer = _trainer(tmp_path, 5)
@@ -125,7 +126,8 @@ def test_starts_from_an_mlm_checkpoint_and_learns(tiny_corpus: Path, sts_file: P
         torch.testing.assert_close(task.net.state_dict()[name], value)
     assert task.hparams["init_from"] is None and task.hparams["config"]["d_model"] == 32
 
-    data = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=32, batch_size=16)
+    data = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                      tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=32, batch_size=16)
     connect(task, data)
     sts = [STSEvaluation(str(sts_file))]
     before = _trainer(tmp_path, 1, sts).validate(task, data, verbose=False)[0]
@@ -153,7 +155,8 @@ def test_init_from_something_else_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
 def test_predict_writes_embeddings(suffix: str, tiny_corpus: Path, tmp_path: Path) -> None:
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
     out = tmp_path / f"emb{suffix}"
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}),
                            prompts=["A cat sits.", "The market fell."], embeddings_out=str(out))
@@ -179,7 +182,7 @@ def test_hard_negatives_join_the_candidates() -> None:
 
 
 def test_supervised_pairs_from_tsv_and_jsonl(tmp_path: Path) -> None:
-    from lmforge.data import SentencePairs
+    from lmforge.data import DataSource, SentencePairs
     from lmforge.data.pairs import read_pair_rows
 
     tsv = tmp_path / "nli.tsv"
@@ -195,7 +198,7 @@ def test_supervised_pairs_from_tsv_and_jsonl(tmp_path: Path) -> None:
 
     rows = [f"Sentence number {i} is here.\tThe {i}th sentence is here.\tNothing about {i}." for i in range(40)]
     (tmp_path / "many.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    dm = SentencePairs(paths=str(tmp_path / "many.tsv"), val_fraction=0.2, batch_size=8, seq_len=32,
+    dm = SentencePairs(source=DataSource(paths=str(tmp_path / "many.tsv")), val_fraction=0.2, batch_size=8, seq_len=32,
                        tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200))
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}))
     dm.objective = task.objective

@@ -15,7 +15,7 @@ from tokenizers import pre_tokenizers
 
 from conftest import CONFIGS
 from lmforge.cli import main
-from lmforge.data import TextCorpus, Tokenizer, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TextCorpus, Tokenizer, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.models.elmo import PIECE_START, SPECIAL_START, TOKEN_END, WORD_START, ElmoConfig
 from lmforge.objectives import BidirectionalLM
@@ -29,7 +29,8 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 
 def _data(corpus: Path, kind: str = "bpe", **kwargs) -> TextCorpus:
-    return TextCorpus(paths=str(corpus), tokenizer=TokenizerSpec(kind=kind, family="elmo", vocab_size=200),
+    return TextCorpus(source=DataSource(paths=str(corpus)),
+                      tokenizer=TokenizerSpec(kind=kind, family="elmo", vocab_size=200),
                       seq_len=16, batch_size=4, **kwargs)
 
 
@@ -217,7 +218,7 @@ def test_predict_writes_layers_and_mix_from_the_checkpoint_alone(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     main(["fit", "-c", str(CONFIGS / "elmo" / "tiny.yaml"), "--data=lmforge.data.TextCorpus",
-          f"--data.paths={tiny_corpus}", "--data.seq_len=16", "--data.tokenizer.vocab_size=200",
+          f"--data.source.paths={tiny_corpus}", "--data.seq_len=16", "--data.tokenizer.vocab_size=200",
           "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", *QUIET])
     ckpt = tmp_path / "logs" / "elmo-tiny" / "version_0" / "checkpoints" / "last.ckpt"
     prompts = tmp_path / "prompts.txt"

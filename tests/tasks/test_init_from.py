@@ -10,7 +10,7 @@ import torch
 
 from conftest import CONFIGS
 from lmforge.cli import main
-from lmforge.data import TextCorpus, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.data.documents import read_local
 from lmforge.errors import UserError
 from lmforge.models import GPTConfig
@@ -22,7 +22,8 @@ QUIET = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_
 
 
 def _gpt_checkpoint(corpus: Path, tmp_path: Path, steps: int = 3) -> tuple[Path, CausalLMTask]:
-    dm = TextCorpus(paths=str(corpus), tokenizer=TokenizerSpec(vocab_size=300), seq_len=16, batch_size=4)
+    dm = TextCorpus(source=DataSource(paths=str(corpus)),
+                    tokenizer=TokenizerSpec(vocab_size=300), seq_len=16, batch_size=4)
     task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
                         optimizer=OptimizerConfig(warmup_steps=1))
     connect(task, dm)
@@ -41,7 +42,8 @@ def test_init_from_keeps_the_weights_and_starts_a_new_run(tiny_corpus: Path, tmp
     assert task.tokenizer.fingerprint == trained.tokenizer.fingerprint
     assert task.hparams["init_from"] is None and task.hparams["config"]["n_layer"] == 1
     # a new run: the step count, optimizer and schedule start over
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=16, batch_size=4)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=16, batch_size=4)
     connect(task, dm)
     assert dm.tokenizer.fingerprint == trained.tokenizer.fingerprint  # the checkpoint's, read by the start owner
     trainer = L.Trainer(max_steps=2, enable_checkpointing=False, **QUIET)
@@ -55,12 +57,12 @@ def test_init_from_refuses_another_tokenizer_or_family(tiny_corpus: Path, tmp_pa
     other = tmp_path / "other.json"
     train_tokenizer(read_local(str(tiny_corpus)), TokenizerSpec(vocab_size=280)).save(other)
     task = CausalLMTask(init_from=str(ckpt))
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(other)), seq_len=16)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=TokenizerSpec(path=str(other)), seq_len=16)
     with pytest.raises(UserError, match="is not the one of the init_from weights"):
         connect(task, dm)
     with pytest.raises(UserError, match="holds gpt weights, but MaskedLMTask needs bert weights"):
         MaskedLMTask(init_from=str(ckpt))
-    long = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=64)
+    long = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=TokenizerSpec(path=str(ckpt)), seq_len=64)
     with pytest.raises(UserError, match="data.seq_len=64 is longer than the gpt network's 16 positions"):
         connect(CausalLMTask(init_from=str(ckpt)), long)
 
@@ -108,7 +110,8 @@ def test_init_from_with_an_extended_tokenizer_grows_the_embeddings(tiny_corpus: 
     extended.save(tmp_path / "extended.json")
     task = CausalLMTask(init_from=str(ckpt))
     expected = init_new_embeddings(trained.net.wte.weight.detach(), pieces)
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=TokenizerSpec(path=str(tmp_path / "extended.json")),
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(path=str(tmp_path / "extended.json")),
                     seq_len=16, batch_size=4)
     connect(task, dm)
     assert task.net.wte.weight.shape[0] == old.vocab_size + 2 == task.hparams["config"]["vocab_size"]

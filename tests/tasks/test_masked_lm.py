@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.data import TextCorpus, TokenizerSpec
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.models import BertConfig
 from lmforge.tasks import MaskedLMTask, OptimizerConfig
@@ -24,7 +24,8 @@ def _task(vocab_size: int, **kwargs) -> MaskedLMTask:
 
 
 def _data(corpus: Path) -> TextCorpus:
-    return TextCorpus(paths=str(corpus), tokenizer=SPEC, seq_len=32, batch_size=16, val_fraction=0.25)
+    return TextCorpus(source=DataSource(paths=str(corpus)),
+                      tokenizer=SPEC, seq_len=32, batch_size=16, val_fraction=0.25)
 
 
 def test_sparse_loss_equals_dense_loss(tiny_corpus: Path) -> None:
@@ -80,7 +81,7 @@ def test_fill_mask_shows_byte_pieces_by_their_vocabulary_entry(tiny_corpus: Path
     """A byte-level piece of a multi-byte character decodes to U+FFFD on its own: candidates
     would all read "\ufffd", so they are shown as vocabulary entries instead."""
     spec = TokenizerSpec(kind="byte_level_bpe", family="roberta", vocab_size=300)
-    dm = TextCorpus(paths=str(tiny_corpus), tokenizer=spec, seq_len=32, batch_size=16)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=spec, seq_len=32, batch_size=16)
     task = _task(dm.vocab_size)
     task.tokenizer = dm.tokenizer
     lead_byte = dm.tokenizer.backend.token_to_id("Ã")  # 0xC3, the first byte of "é"

@@ -45,7 +45,7 @@ def write_corpus(folder: Path) -> list[str]:
     corpus.mkdir()
     for i in range(30):
         (corpus / f"notes{i:02d}.txt").write_text(document(i) + "\n\n" + document(i + 1) + "\n", encoding="utf-8")
-    return [f"--data.init_args.paths={corpus}"]
+    return [f"--data.init_args.source.paths={corpus}"]
 {%- elif cookiecutter.corpus == "wikipedia" %}
     from xml.sax.saxutils import escape
 
@@ -57,7 +57,8 @@ def write_corpus(folder: Path) -> list[str]:
     dump = folder / "enwiki-test-pages-articles.xml"
     dump.write_text(f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10">\n{"".join(pages)}</mediawiki>\n',
                     encoding="utf-8")
-    return [f"--data.init_args.dump_paths={dump}", "--data.init_args.max_documents=60", "--data.init_args.val_fraction=0.1"]
+    return [f"--data.init_args.source.paths={dump}", "--data.init_args.max_documents=60",
+            "--data.init_args.val_fraction=0.1"]
 {%- elif cookiecutter.corpus == "fineweb" %}
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -67,14 +68,15 @@ def write_corpus(folder: Path) -> list[str]:
                       "language_score": [0.95] * 80, "score": [3.2] * 80})
     shard = folder / "000_00000.parquet"
     pq.write_table(table, shard)
-    return [f"--data.init_args.paths={shard}", "--data.init_args.min_chars=0", "--data.init_args.stream_val_documents=8"]
+    return [f"--data.init_args.source.paths={shard}", "--data.init_args.min_chars=0",
+            "--data.init_args.stream_val_documents=8"]
 {%- elif cookiecutter.corpus == "bookcorpus" %}
     books = folder / "books"
     books.mkdir()
     for i in range(12):
         chapters = "\n\n".join(document(i * 5 + j) for j in range(5))
         (books / f"book{i:02d}.txt").write_text(f"Book {i}\n\n{chapters}\n", encoding="utf-8")
-    return [f"--data.init_args.paths={books}"]
+    return [f"--data.init_args.source.paths={books}"]
 {%- elif cookiecutter.corpus == "pubmed" %}
     from xml.sax.saxutils import escape
 
@@ -89,7 +91,7 @@ def write_corpus(folder: Path) -> list[str]:
     pubmed.mkdir()
     (pubmed / "pubmed24n0001.xml").write_text(f'<?xml version="1.0" encoding="utf-8"?>\n<PubmedArticleSet>\n{articles}'
                                               "</PubmedArticleSet>\n", encoding="utf-8")
-    return [f"--data.init_args.paths={pubmed}"]
+    return [f"--data.init_args.source.paths={pubmed}"]
 {%- endif %}
 
 

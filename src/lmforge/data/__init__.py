@@ -4,15 +4,16 @@ from lmforge.data.augment import (
     Augmentation, BackTranslation, HFTranslator, SentencePermutation, SpanMasking, WordDeletion, WordSwap,
     apply_augmentations,
 )
-from lmforge.data.corpora import BookCorpus, FineWebCorpus, PubMedCorpus, WikipediaCorpus
+from lmforge.data.corpora import BookCorpus, BundledCorpus, FineWebCorpus, PubMedCorpus, TextCorpus, WikipediaCorpus
+from lmforge.data.corpus import CorpusDataModule
 from lmforge.data.labeled import LabeledText
 from lmforge.data.pairs import SentencePairs
-from lmforge.data.text import BundledCorpus, CorpusDataModule, TextCorpus
+from lmforge.data.source import DataSource
 from lmforge.data.tokenizer import TokenizerSpec, train_tokenizer
 from lmforge.tokenizer import Tokenizer
 
 __all__ = [
-    "Augmentation", "BackTranslation", "BookCorpus", "BundledCorpus", "CorpusDataModule", "FineWebCorpus",
+    "Augmentation", "BackTranslation", "BookCorpus", "BundledCorpus", "CorpusDataModule", "DataSource", "FineWebCorpus",
     "HFTranslator", "LabeledText", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TextCorpus",
     "Tokenizer", "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
 ]

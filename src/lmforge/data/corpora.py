@@ -1,30 +1,29 @@
-"""The corpora of the pretraining literature: Wikipedia, PubMed abstracts, books, FineWeb.
+"""The corpora: your own files or any hub dataset, the bundled default, and those of the
+pretraining literature (Wikipedia, PubMed abstracts, books, FineWeb).
 
-Each reads either its real distribution format from local files (a MediaWiki XML dump, NLM
-PubMed XML, plain-text books, FineWeb's parquet shards) or a Hugging Face dataset, and
-otherwise is a :class:`~lmforge.data.text.CorpusDataModule` like any other: the shared
+The literature's corpora read either their real distribution format from local files (a
+MediaWiki XML dump, NLM PubMed XML, plain-text books, FineWeb's parquet shards) or a Hugging
+Face dataset; how the markup becomes text is documented in :mod:`lmforge.data.readers`.
+Every corpus is a :class:`~lmforge.data.corpus.CorpusDataModule` like any other: the shared
 options (``max_documents``, ``deduplicate``, ``min_chars``, ``tokenizer``, ``seq_len``, ...)
-pass through ``**kwargs``. How the markup becomes text is documented in
-:mod:`lmforge.data.readers`.
+pass through ``**kwargs``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lmforge.data.documents import expand_paths, iter_hf, read_text
+from lmforge.data.bundled import bundled_documents
+from lmforge.data.corpus import CorpusDataModule
+from lmforge.data.documents import TxtSplit, expand_paths, read_text
 from lmforge.data.readers import read_pubmed_xml, read_wikipedia_dump, strip_gutenberg
-from lmforge.data.text import CorpusDataModule
+from lmforge.data.source import DataSource
 from lmforge.errors import UserError
-
-
-def _read_hub(corpus: WikipediaCorpus | PubMedCorpus | BookCorpus) -> Iterator[str]:
-    # read lazily: the shared filters and max_documents apply downstream (CorpusDataModule.documents)
-    return iter_hf(corpus.hf_dataset, corpus.hf_config, corpus.hf_split, corpus.text_field, corpus.streaming)
 
 
 def _nonempty(docs: Iterable[str], source: object, hint: str) -> Iterator[str]:
@@ -37,51 +36,85 @@ def _nonempty(docs: Iterable[str], source: object, hint: str) -> Iterator[str]:
         raise UserError(f"No documents were found in {source}: {hint}")
 
 
+class TextCorpus(CorpusDataModule):
+    """Documents from local files or a Hugging Face dataset.
+
+    Args:
+        source: Local files, folders or glob patterns (``.txt``, ``.jsonl``, ``.json``,
+            ``.parquet`` or ``.csv``, each optionally ``.gz``), or a hub dataset.
+        txt_split: A ``.txt`` file is one document (``file``) or one per blank-line block
+            (``blank_line``).
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
+    """
+
+    def __init__(self, source: DataSource = DataSource(), txt_split: TxtSplit = "file", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.source = source
+        self.txt_split = txt_split
+
+    @property
+    def name(self) -> str:
+        return str(self.source)
+
+    def load_documents(self) -> Iterator[str]:
+        """The documents, read lazily (filters and ``max_documents`` apply downstream)."""
+        self.source.require("corpus", "your text files")
+        return self.source.texts(self.txt_split, self.streaming)
+
+
+class BundledCorpus(CorpusDataModule):
+    """The default corpus, no download needed: the English prose inside every CPython.
+
+    It is the help text of ``pydoc_data.topics`` plus the standard library's docstrings,
+    read with ``ast`` (about 2 MB).
+    """
+
+    @property
+    def name(self) -> str:
+        return "the bundled corpus"
+
+    def load_documents(self) -> list[str]:
+        return bundled_documents()
+
+    def fingerprint_extra(self) -> str:
+        return sys.version  # the bundled text is this Python's
+
+
 class WikipediaCorpus(CorpusDataModule):
     """Wikipedia articles, from a local MediaWiki dump or the Hugging Face hub.
 
-    With ``dump_paths`` the dump is streamed and its wikitext cleaned to plain text (only
-    articles: no redirects, no talk or other namespaces); otherwise the hub dataset,
+    From local ``source.paths`` the dump is streamed and its wikitext cleaned to plain text
+    (only articles: no redirects, no talk or other namespaces); otherwise the hub dataset,
     already cleaned, is read.
 
     Args:
-        dump_paths: Local ``*-pages-articles*.xml`` or ``.xml.bz2`` dump files (folders and
-            globs allowed), read instead of the hub dataset.
-        hf_dataset: The Hugging Face dataset of cleaned articles.
-        hf_config: Its configuration: dump date and language, e.g. ``20231101.en``.
-        hf_split: The dataset split to read.
-        text_field: Column of the hub dataset that holds the text.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        source: Local ``*-pages-articles*.xml`` or ``.xml.bz2`` dump files (folders and globs
+            allowed), or the hub dataset of cleaned articles and its configuration (dump date
+            and language, e.g. ``20231101.en``).
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
     def __init__(
         self,
-        dump_paths: str | list[str] | None = None,
-        hf_dataset: str = "wikimedia/wikipedia",
-        hf_config: str | None = "20231101.en",
-        hf_split: str = "train",
-        text_field: str = "text",
+        source: DataSource = DataSource(hf_dataset="wikimedia/wikipedia", hf_config="20231101.en"),
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.dump_paths = dump_paths
-        self.hf_dataset = hf_dataset
-        self.hf_config = hf_config
-        self.hf_split = hf_split
-        self.text_field = text_field
+        self.source = source
 
     @property
     def name(self) -> str:
-        return f"Wikipedia ({self.dump_paths or f'{self.hf_dataset} {self.hf_config}'})"
+        return f"Wikipedia ({self.source})"
 
     def load_documents(self) -> Iterator[str]:
         """The articles' plain text, in dump order, read lazily (the dump is streamed)."""
-        if not self.dump_paths:
-            return _read_hub(self)
-        files = expand_paths(self.dump_paths, (".xml", ".xml.bz2", ".xml.gz"), "MediaWiki dump")
+        self.source.require("Wikipedia articles", "pages-articles dump files")
+        if not self.source.is_local:
+            return self.source.hub_texts(self.streaming)
+        files = expand_paths(self.source.paths, (".xml", ".xml.bz2", ".xml.gz"), "MediaWiki dump")
         texts = (text for path in files for _, text in read_wikipedia_dump(path))
         hint = "the dump holds no article text (namespace 0, not a redirect); give a pages-articles dump."
-        return _nonempty(texts, self.dump_paths, hint)
+        return _nonempty(texts, self.source.paths, hint)
 
 
 class PubMedCorpus(CorpusDataModule):
@@ -91,39 +124,22 @@ class PubMedCorpus(CorpusDataModule):
     each on its own line as ``LABEL: text``.
 
     Args:
-        paths: Local ``pubmed*.xml`` or ``.xml.gz`` files of the NLM baseline and updates
+        source: Local ``pubmed*.xml`` or ``.xml.gz`` files of the NLM baseline and updates
             (folders and globs allowed, their files sorted by name, which is NLM's release
             order), applied in order so that updates and ``DeleteCitation`` records
-            override the baseline.
+            override the baseline; or a hub dataset with a text column.
         require_abstract: Skip citations with a title but no abstract.
-        hf_dataset: A Hugging Face dataset read instead of ``paths``.
-        hf_config: Its configuration.
-        hf_split: The dataset split to read.
-        text_field: Column of the hub dataset that holds the text.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
-    def __init__(
-        self,
-        paths: str | list[str] | None = None,
-        require_abstract: bool = True,
-        hf_dataset: str | None = None,
-        hf_config: str | None = None,
-        hf_split: str = "train",
-        text_field: str = "text",
-        **kwargs: Any,
-    ):
+    def __init__(self, source: DataSource = DataSource(), require_abstract: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
-        self.paths = paths
+        self.source = source
         self.require_abstract = require_abstract
-        self.hf_dataset = hf_dataset
-        self.hf_config = hf_config
-        self.hf_split = hf_split
-        self.text_field = text_field
 
     @property
     def name(self) -> str:
-        return f"PubMed ({self.hf_dataset or self.paths})"
+        return f"PubMed ({self.source})"
 
     def load_documents(self) -> Iterator[str]:
         """Title and abstract of every citation left after updates and deletions.
@@ -131,62 +147,45 @@ class PubMedCorpus(CorpusDataModule):
         Updates and deletions can touch any earlier citation, so the citations of all the
         files are collected before the first is returned: memory grows with the corpus.
         """
-        if self.hf_dataset:
-            return _read_hub(self)
-        if self.paths is None:
-            raise UserError("No PubMed corpus given: set `data.paths` to pubmed*.xml.gz files or `data.hf_dataset`.")
-        files = expand_paths(self.paths, (".xml", ".xml.gz"), "PubMed XML")
+        self.source.require("PubMed corpus", "pubmed*.xml.gz files")
+        if not self.source.is_local:
+            return self.source.hub_texts(self.streaming)
+        files = expand_paths(self.source.paths, (".xml", ".xml.gz"), "PubMed XML")
         docs = (text for _, text in read_pubmed_xml(files, self.require_abstract))
         if self.require_abstract:
             hint = "no citation has an abstract; set `require_abstract: false` to keep titles."
         else:
             hint = "the files hold no citation; give pubmed*.xml(.gz) files from the NLM baseline."
-        return _nonempty(docs, self.paths, hint)
+        return _nonempty(docs, self.source.paths, hint)
 
 
 class BookCorpus(CorpusDataModule):
     """Books, one document each: plain-text files (Project Gutenberg licence removed) or the hub.
 
     Args:
-        paths: Local ``.txt`` or ``.txt.gz`` books (folders and globs allowed). A Project
-            Gutenberg header and footer are removed when present; the text is otherwise kept
-            as it is, with line endings normalised.
-        hf_dataset: A Hugging Face dataset read instead of ``paths``.
-        hf_config: Its configuration.
-        hf_split: The dataset split to read.
-        text_field: Column of the hub dataset that holds the text.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        source: Local ``.txt`` or ``.txt.gz`` books (folders and globs allowed), or a hub
+            dataset with a text column. A Project Gutenberg header and footer are removed
+            when present; the text is otherwise kept as it is, with line endings normalised.
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
-    def __init__(
-        self,
-        paths: str | list[str] | None = None,
-        hf_dataset: str | None = None,
-        hf_config: str | None = None,
-        hf_split: str = "train",
-        text_field: str = "text",
-        **kwargs: Any,
-    ):
+    def __init__(self, source: DataSource = DataSource(), **kwargs: Any):
         super().__init__(**kwargs)
-        self.paths = paths
-        self.hf_dataset = hf_dataset
-        self.hf_config = hf_config
-        self.hf_split = hf_split
-        self.text_field = text_field
+        self.source = source
 
     @property
     def name(self) -> str:
-        return f"books ({self.hf_dataset or self.paths})"
+        return f"books ({self.source})"
 
     def load_documents(self) -> Iterator[str]:
         """Each book's text, in sorted path order, one book at a time."""
-        if self.hf_dataset:
-            return _read_hub(self)
-        if self.paths is None:
-            raise UserError("No books given: set `data.paths` to a folder of .txt books or `data.hf_dataset`.")
-        files = expand_paths(self.paths, (".txt", ".txt.gz"), "plain-text book")
+        self.source.require("books", "a folder of .txt books")
+        if not self.source.is_local:
+            return self.source.hub_texts(self.streaming)
+        files = expand_paths(self.source.paths, (".txt", ".txt.gz"), "plain-text book")
         books = (strip_gutenberg(read_text(path)) for path in files)
-        return _nonempty((book for book in books if book), self.paths, "every book is empty; give .txt files with text.")
+        return _nonempty((book for book in books if book), self.source.paths,
+                         "every book is empty; give .txt files with text.")
 
 
 class FineWebCorpus(CorpusDataModule):
@@ -200,50 +199,39 @@ class FineWebCorpus(CorpusDataModule):
     filter needs.
 
     Args:
-        paths: Local ``.parquet`` shards with FineWeb's columns (folders and globs allowed,
-            sorted by name), read instead of the hub dataset.
-        hf_dataset: ``HuggingFaceFW/fineweb-edu`` (pages an educational-quality classifier
-            scored at least 3 of 5; the better data for a small budget) or
-            ``HuggingFaceFW/fineweb`` (all of the filtered, deduplicated crawl).
-        hf_config: A sample (``sample-10BT``, ``sample-100BT``, ``sample-350BT``), one crawl
-            (e.g. ``CC-MAIN-2024-10``) or ``default`` (everything).
-        hf_split: The dataset split to read.
+        source: Local ``.parquet`` shards with FineWeb's columns (folders and globs allowed,
+            sorted by name), or the hub dataset: ``HuggingFaceFW/fineweb-edu`` (pages an
+            educational-quality classifier scored at least 3 of 5; the better data for a small
+            budget) or ``HuggingFaceFW/fineweb`` (all of the filtered, deduplicated crawl), with
+            a configuration: a sample (``sample-10BT``, ``sample-100BT``, ``sample-350BT``), one
+            crawl (e.g. ``CC-MAIN-2024-10``) or ``default`` (everything).
         streaming: Tokenize and pack pages as they are read, no token shards (see
-            :class:`~lmforge.data.text.CorpusDataModule`); on by default, for the hub's terabytes.
+            :class:`~lmforge.data.corpus.CorpusDataModule`); on by default, for the hub's terabytes.
             The hub dataset is read as a stream either way.
-        text_field: Column that holds the text.
         min_language_score: Keep pages whose ``language_score`` (fastText's confidence that
             the page is English, 0 to 1; FineWeb kept 0.65 and above) is at least this.
         min_edu_score: Keep pages whose ``score`` (FineWeb-Edu's classifier, 0 to 5; the
             dataset already holds only 2.5 and above) is at least this, e.g. ``3.5``.
             FineWeb itself has no ``score`` column: setting this on it is an error.
-        **kwargs: Options of :class:`~lmforge.data.text.CorpusDataModule`.
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
     def __init__(
         self,
-        paths: str | list[str] | None = None,
-        hf_dataset: str = "HuggingFaceFW/fineweb-edu",
-        hf_config: str | None = "sample-10BT",
-        hf_split: str = "train",
+        source: DataSource = DataSource(hf_dataset="HuggingFaceFW/fineweb-edu", hf_config="sample-10BT"),
         streaming: bool = True,
-        text_field: str = "text",
         min_language_score: float | None = None,
         min_edu_score: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(streaming=streaming, **kwargs)
-        self.paths = paths
-        self.hf_dataset = hf_dataset
-        self.hf_config = hf_config
-        self.hf_split = hf_split
-        self.text_field = text_field
+        self.source = source
         self.min_language_score = min_language_score
         self.min_edu_score = min_edu_score
 
     @property
     def name(self) -> str:
-        return f"FineWeb ({self.paths or f'{self.hf_dataset} {self.hf_config}'})"
+        return f"FineWeb ({self.source})"
 
     def _filters(self) -> dict[str, tuple[str, float]]:
         """option -> (column, threshold), for the filters that are set."""
@@ -252,10 +240,10 @@ class FineWebCorpus(CorpusDataModule):
         return {option: (column, value) for option, (column, value) in filters.items() if value is not None}
 
     def _check_columns(self, columns: list[str], source: str) -> None:
-        if self.text_field not in columns:
+        if self.source.text_field not in columns:
             raise UserError(
-                f"Column '{self.text_field}' is not in {source} (its columns: {', '.join(columns)}): "
-                "set `text_field` to the column that holds the text."
+                f"Column '{self.source.text_field}' is not in {source} (its columns: {', '.join(columns)}): "
+                "set `source.text_field` to the column that holds the text."
             )
         for option, (column, _) in self._filters().items():
             if column not in columns:
@@ -269,7 +257,7 @@ class FineWebCorpus(CorpusDataModule):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for path in expand_paths(self.paths, (".parquet",), "FineWeb parquet"):
+        for path in expand_paths(self.source.paths, (".parquet",), "FineWeb parquet"):
             try:
                 shard = pq.ParquetFile(path)
             except (pa.ArrowException, OSError) as err:
@@ -283,15 +271,16 @@ class FineWebCorpus(CorpusDataModule):
     def _hub_rows(self, columns: list[str]) -> Iterator[dict[str, Any]]:
         import datasets
 
-        source = f"dataset '{self.hf_dataset}' (config {self.hf_config!r})"
+        hub = self.source
+        source = f"dataset '{hub.hf_dataset}' (config {hub.hf_config!r})"
         try:
             # always read as a stream: the samples are terabytes, and prepare stops at max_documents
-            ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=self.hf_split, streaming=True)
+            ds = datasets.load_dataset(hub.hf_dataset, hub.hf_config, split=hub.hf_split, streaming=True)
         except Exception as err:  # offline, unknown name, bad config ...
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise UserError(
-                f"Could not load the Hugging Face {source}, split '{self.hf_split}': {first}. "
-                "Check the name and your network, or download its parquet shards and point `paths` at them."
+                f"Could not load the Hugging Face {source}, split '{hub.hf_split}': {first}. "
+                "Check the name and your network, or download its parquet shards and point `source.paths` at them."
             ) from err
         if ds.column_names is not None:  # a stream may not know its columns before its first row
             self._check_columns(ds.column_names, source)
@@ -304,7 +293,7 @@ class FineWebCorpus(CorpusDataModule):
     def _texts(self, rows: Iterator[dict[str, Any]], dropped: Counter[str]) -> Iterator[str]:
         filters = self._filters()
         for row in rows:
-            text = row[self.text_field]
+            text = row[self.source.text_field]
             if not isinstance(text, str) or not text.strip():
                 continue
             failed = next((option for option, (column, least) in filters.items()
@@ -316,8 +305,8 @@ class FineWebCorpus(CorpusDataModule):
 
     def load_documents(self) -> Iterator[str]:
         """The pages' text that pass this corpus's filters, in shard order, read lazily."""
-        columns = [self.text_field, *(column for column, _ in self._filters().values())]
-        rows = self._parquet_rows(columns) if self.paths else self._hub_rows(columns)
+        columns = [self.source.text_field, *(column for column, _ in self._filters().values())]
+        rows = self._parquet_rows(columns) if self.source.is_local else self._hub_rows(columns)
         dropped: Counter[str] = Counter()
         count = 0
         for text in self._texts(rows, dropped):

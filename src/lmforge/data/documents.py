@@ -117,7 +117,7 @@ def iter_tabular(path: Path, fmt: str, text_field: str) -> Iterator[str]:
     if text_field not in ds.column_names:
         raise UserError(
             f"Field '{text_field}' is not in {path} (its fields: {', '.join(ds.column_names)}): "
-            "set `text_field` to the column that holds the text."
+            "set `source.text_field` to the column that holds the text."
         )
     checked = fmt != "json"
     try:
@@ -198,12 +198,12 @@ def iter_hf(name: str, config: str | None = None, split: str = "train", text_fie
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(
             f"Could not load the Hugging Face dataset '{name}' (config {config!r}, split '{split}'): {first}. "
-            "Check the name and your network, or download it and point `paths` at the local files."
+            "Check the name and your network, or download it and point `source.paths` at the local files."
         ) from err
     for row in ds:
         if text_field not in row:
             raise UserError(
-                f"Field '{text_field}' is not in dataset '{name}' (its fields: {', '.join(row)}): set `text_field`."
+                f"Field '{text_field}' is not in dataset '{name}' (its fields: {', '.join(row)}): set `source.text_field`."
             )
         text = row[text_field]
         if isinstance(text, str) and text.strip():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ import torch
 from jsonargparse.typing import Path_fr
 from torch.utils.data import DataLoader
 
+from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
@@ -76,7 +76,7 @@ def check_columns(records: list[dict[str, Any]], fields: Sequence[str], source: 
     for field in fields:
         if field not in available:
             raise UserError(f"'{source}' has no column '{field}' (columns: {', '.join(map(str, available))}): "
-                            "set the data's text_field / text_pair_field / label_field to one of them.")
+                            "set the data's source.text_field / text_pair_field / label_field to one of them.")
 
 
 def _is_number(value: Any) -> bool:
@@ -127,12 +127,13 @@ def truncate_pair(first: list[int], second: list[int] | None, budget: int) -> tu
 class LabeledText(L.LightningDataModule):
     """Sentence or sentence-pair classification/regression data for fine-tuning a pretrained model.
 
-    Sources: local files (``train_file`` plus ``validation_file``, or ``train_file`` alone with
-    ``val_fraction`` of it held out, shuffled by ``seed``; ``.tsv`` and ``.csv`` need a header
-    naming the columns; a relative path written in a config file is looked up next to that
-    file first, then in the working directory) or a Hugging Face dataset (``hf_dataset``, e.g. ``glue`` with
-    ``hf_config: sst2``). Texts are tokenized with the task's tokenizer (the pretrained
-    model's), cut to ``seq_len`` tokens and padded per batch.
+    Sources: a local file of training examples (``.tsv``, ``.csv`` or ``.jsonl``; ``.tsv`` and
+    ``.csv`` need a header naming the columns) with a ``validation`` file, or a Hugging Face
+    dataset (e.g. ``glue`` with ``hf_config: sst2``) whose ``hf_split`` trains, with a
+    ``validation`` split; without ``validation``, ``val_fraction`` of the training examples is
+    held out, shuffled by ``seed``. A relative path written in a config file is looked up next
+    to that file first, then in the working directory. Texts are tokenized with the task's
+    tokenizer (the pretrained model's), cut to ``seq_len`` tokens and padded per batch.
 
     Labels: with ``task_type: classification`` every distinct training label is a class; the
     class list (``labels``) is sorted (numerically if all are integers) unless given, and a
@@ -141,20 +142,18 @@ class LabeledText(L.LightningDataModule):
     classification otherwise.
 
     Args:
-        train_file: Training examples (``.tsv``, ``.csv`` or ``.jsonl``).
-        validation_file: Validation examples; ``None`` holds out ``val_fraction`` of ``train_file``.
-        test_file: Test examples for ``lmforge test``.
-        hf_dataset: A Hugging Face dataset instead of files (e.g. ``glue``).
-        hf_config: The dataset configuration (e.g. ``sst2``, ``mrpc``, ``stsb``).
-        train_split: The dataset's training split.
-        validation_split: The dataset's validation split.
-        test_split: The dataset's test split (GLUE test labels are hidden: leave it unset there).
-        text_field: Column of the (first) text.
+        source: The training examples: a local file (or files), or a hub dataset and its
+            training split (``hf_split``); ``text_field`` is the column of the (first) text.
+        validation: The validation examples: a file when ``source`` is local, a split name
+            (e.g. ``validation``) when it is a hub dataset; ``None`` holds out ``val_fraction``
+            of the training examples.
+        test: The test examples for ``lmforge test``, as ``validation`` (GLUE test labels are
+            hidden: leave it unset there).
         text_pair_field: Column of the second text of sentence-pair tasks; ``None`` for single texts.
         label_field: Column of the label.
         task_type: ``classification``, ``regression`` or ``auto`` (see above).
         labels: The class names in id order; ``None`` takes the sorted training labels.
-        val_fraction: Fraction of ``train_file`` held out when there is no ``validation_file``.
+        val_fraction: Fraction of the training examples held out when there is no ``validation``.
         seed: Seed of that split and of the shuffling order.
         max_documents: Use at most this many examples of each split (quick runs).
         tokenizer: Only when the task brings no tokenizer (a model trained from scratch): the
@@ -167,15 +166,9 @@ class LabeledText(L.LightningDataModule):
 
     def __init__(
         self,
-        train_file: Path_fr | str | None = None,
-        validation_file: Path_fr | str | None = None,
-        test_file: Path_fr | str | None = None,
-        hf_dataset: str | None = None,
-        hf_config: str | None = None,
-        train_split: str = "train",
-        validation_split: str = "validation",
-        test_split: str | None = None,
-        text_field: str = "text",
+        source: DataSource = DataSource(),
+        validation: Path_fr | str | None = None,
+        test: Path_fr | str | None = None,
         text_pair_field: str | None = None,
         label_field: str = "label",
         task_type: TaskType = "auto",
@@ -192,17 +185,13 @@ class LabeledText(L.LightningDataModule):
         if seq_len < 2 or batch_size < 1:
             raise UserError(f"seq_len must be at least 2 and batch_size positive, got seq_len={seq_len}, "
                             f"batch_size={batch_size}.")
-        if validation_file is None and hf_dataset is None and not 0.0 < val_fraction < 1.0:
+        if validation is None and not 0.0 < val_fraction < 1.0:
             raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
         if task_type not in ("auto", "classification", "regression"):
             raise UserError(f"task_type={task_type!r}: use classification, regression or auto.")
-        # a relative path from a config file is read next to that file when it is there (Path_fr)
-        self.train_file, self.validation_file, self.test_file = (
-            os.fspath(f) if f is not None else None for f in (train_file, validation_file, test_file)
-        )
-        self.hf_dataset, self.hf_config = hf_dataset, hf_config
-        self.splits = {"train": train_split, "val": validation_split, "test": test_split}
-        self.text_field, self.text_pair_field, self.label_field = text_field, text_pair_field, label_field
+        self.source = source
+        self.validation, self.test = (plain_path(v) if v is not None else None for v in (validation, test))
+        self.text_pair_field, self.label_field = text_pair_field, label_field
         self.requested_task_type = task_type
         self.labels: list[str] | None = list(labels) if labels is not None else None
         self.val_fraction = val_fraction
@@ -220,76 +209,77 @@ class LabeledText(L.LightningDataModule):
     # -- reading ------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return f"{self.hf_dataset}/{self.hf_config}" if self.hf_dataset else str(self.train_file)
+        if self.source.is_local:
+            return str(self.source.paths)
+        return f"{self.source.hf_dataset}/{self.source.hf_config}"
 
     def _rows(self, records: list[dict[str, Any]], source: str) -> list[tuple[str, str | None, Any]]:
-        fields = [self.text_field, self.label_field] + ([self.text_pair_field] if self.text_pair_field else [])
+        text_field = self.source.text_field
+        fields = [text_field, self.label_field] + ([self.text_pair_field] if self.text_pair_field else [])
         check_columns(records, fields, source)
         rows = []
         for number, r in enumerate(records, start=1):
-            text, label = r[self.text_field], r[self.label_field]
+            text, label = r[text_field], r[self.label_field]
             pair = str(r[self.text_pair_field] or "") if self.text_pair_field else None
             if label is None or label == "":
                 raise UserError(f"'{source}', example {number}: the label ('{self.label_field}') is empty; "
                                 "fill it or remove the example.")
             rows.append((str(text or ""), pair, label))
+        return rows
+
+    def _read(self, where: str | list[str]) -> list[tuple[str, str | None, Any]]:
+        """The examples of one split: ``where`` names files when the source is local, a split of
+        the hub dataset otherwise."""
+        if self.source.is_local:
+            files = [where] if isinstance(where, str) else where
+            rows = [row for file in files for row in self._rows(read_records(file), file)]
+        else:
+            rows = self._read_hub(where)
         return rows[: self.max_documents] if self.max_documents else rows
 
-    def _read_hf(self) -> dict[str, list[tuple[str, str | None, Any]]]:
+    def _read_hub(self, split: str) -> list[tuple[str, str | None, Any]]:
         import datasets
 
-        out = {}
-        for split, name in self.splits.items():
-            if name is None:
-                continue
-            try:
-                ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=name)
-            except Exception as err:  # datasets raises many types for a wrong name, split or no network
-                raise UserError(
-                    f"Could not load split '{name}' of the Hugging Face dataset '{self.name}': {err}"
-                ) from err
-            feature = ds.features.get(self.label_field)
-            names = getattr(feature, "names", None)  # a ClassLabel: keep the dataset's own class order
-            if names and self.labels is None:
-                self.labels = list(names)
-            records = [dict(r) for r in ds]
-            if not records:
-                raise UserError(f"Split '{name}' of '{self.name}' holds no examples: choose another split.")
-            if names:
-                # ClassLabel ids become their names; -1 marks a hidden label (GLUE test sets)
-                if any(r[self.label_field] == -1 for r in records):
-                    raise UserError(f"Split '{name}' of '{self.name}' has hidden labels (-1): evaluate on a split "
-                                    "with labels, e.g. set test_split to null.")
-                for r in records:
-                    r[self.label_field] = names[r[self.label_field]]
-            out[split] = self._rows(records, f"{self.name}:{name}")
-        return out
+        try:
+            ds = datasets.load_dataset(self.source.hf_dataset, self.source.hf_config, split=split)
+        except Exception as err:  # datasets raises many types for a wrong name, split or no network
+            raise UserError(f"Could not load split '{split}' of the Hugging Face dataset '{self.name}': {err}") from err
+        feature = ds.features.get(self.label_field)
+        names = getattr(feature, "names", None)  # a ClassLabel: keep the dataset's own class order
+        if names and self.labels is None:
+            self.labels = list(names)
+        records = [dict(r) for r in ds]
+        if not records:
+            raise UserError(f"Split '{split}' of '{self.name}' holds no examples: choose another split.")
+        if names:
+            # ClassLabel ids become their names; -1 marks a hidden label (GLUE test sets)
+            if any(r[self.label_field] == -1 for r in records):
+                raise UserError(f"Split '{split}' of '{self.name}' has hidden labels (-1): evaluate on a split "
+                                "with labels, e.g. set `test` to null.")
+            for r in records:
+                r[self.label_field] = names[r[self.label_field]]
+        return self._rows(records, f"{self.name}:{split}")
 
-    def _read_files(self) -> dict[str, list[tuple[str, str | None, Any]]]:
-        if self.train_file is None:
-            raise UserError("No labelled data given: set `data.train_file` (a .tsv, .csv or .jsonl file) or "
-                            "`data.hf_dataset`.")
-        train = self._rows(read_records(self.train_file), self.train_file)
-        if self.validation_file is not None:
-            val = self._rows(read_records(self.validation_file), self.validation_file)
-        else:
-            order = np.random.default_rng(self.seed).permutation(len(train))
-            n_val = max(1, round(len(train) * self.val_fraction))
-            if n_val >= len(train):
-                raise UserError(f"'{self.train_file}' has {len(train)} examples, too few to hold out "
-                                f"val_fraction={self.val_fraction} for validation: add examples or give a "
-                                "validation_file.")
-            val = [train[i] for i in sorted(order[:n_val])]
-            train = [train[i] for i in sorted(order[n_val:])]
-        out = {"train": train, "val": val}
-        if self.test_file is not None:
-            out["test"] = self._rows(read_records(self.test_file), self.test_file)
-        return out
+    def _hold_out(self, train: list[tuple[str, str | None, Any]]) -> tuple[list, list]:
+        """(train, validation): ``val_fraction`` of the training examples, drawn by ``seed``, held out."""
+        order = np.random.default_rng(self.seed).permutation(len(train))
+        n_val = max(1, round(len(train) * self.val_fraction))
+        if n_val >= len(train):
+            raise UserError(f"'{self.name}' has {len(train)} examples, too few to hold out "
+                            f"val_fraction={self.val_fraction} for validation: add examples or give `validation`.")
+        return [train[i] for i in sorted(order[n_val:])], [train[i] for i in sorted(order[:n_val])]
 
     def raw(self) -> dict[str, list[tuple[str, str | None, Any]]]:
         """``(text, pair text or None, label)`` of every example, by split (train, val[, test])."""
         if self._raw is None:
-            raw = self._read_hf() if self.hf_dataset else self._read_files()
+            self.source.require("labelled data", "a .tsv, .csv or .jsonl file")
+            train = self._read(self.source.paths if self.source.is_local else self.source.hf_split)
+            if self.validation is not None:
+                raw = {"train": train, "val": self._read(self.validation)}
+            else:
+                raw = dict(zip(("train", "val"), self._hold_out(train)))
+            if self.test is not None:
+                raw["test"] = self._read(self.test)
             self._settle_labels(raw["train"])
             self._raw = raw
         return self._raw
@@ -404,7 +394,8 @@ class LabeledText(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
-            raise UserError(f"No {split} examples: give `data.test_file` (or `data.test_split`) to run `test`.")
+            raise UserError(f"No {split} examples: give `data.test` (a file, or a split of the hub dataset) to run "
+                            "`test`.")
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
                           collate_fn=self.collate, num_workers=self.num_workers)

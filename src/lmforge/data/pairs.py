@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.documents import expand_paths, split_documents
-from lmforge.data.text import CorpusDataModule
+from lmforge.data.source import DataSource
+from lmforge.data.corpus import CorpusDataModule
 from lmforge.errors import UserError
 
 Row = tuple[str, str, str | None]
@@ -44,53 +45,47 @@ class SentencePairs(CorpusDataModule):
     (e.g. NLI entailment pairs with contradictions as hard negatives, as in SimCSE).
 
     Args:
-        paths: ``.tsv`` (with a header naming the fields, or columns in order) or ``.jsonl`` files.
-        hf_dataset: A Hugging Face dataset name instead of files.
-        hf_config: The dataset configuration.
-        hf_split: The dataset split.
+        source: ``.tsv`` (with a header naming the fields, or columns in order) or ``.jsonl``
+            files, or a hub dataset; the three fields below name the columns (``text_field``
+            is not read).
         anchor_field: Field of the anchor sentence.
         positive_field: Field of the positive sentence.
         negative_field: Field of the hard negative (optional in the data).
+        **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """
 
     def __init__(
         self,
-        paths: str | list[str] | None = None,
-        hf_dataset: str | None = None,
-        hf_config: str | None = None,
-        hf_split: str = "train",
+        source: DataSource = DataSource(),
         anchor_field: str = "anchor",
         positive_field: str = "positive",
         negative_field: str = "negative",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.paths = paths
-        self.hf_dataset = hf_dataset
-        self.hf_config = hf_config
-        self.hf_split = hf_split
+        self.source = source
         self.fields = (anchor_field, positive_field, negative_field)
         self._rows: list[Row] | None = None
 
     @property
     def name(self) -> str:
-        return self.hf_dataset or str(self.paths)
+        return str(self.source)
 
     def rows(self) -> list[Row]:
         if self._rows is None:
-            if self.hf_dataset:
+            self.source.require("pairs", ".tsv/.jsonl files")
+            if self.source.is_local:
+                rows = [row for path in expand_paths(self.source.paths) for row in read_pair_rows(path, self.fields)]
+            else:
                 import datasets
 
+                hub = self.source
                 try:
-                    ds = datasets.load_dataset(self.hf_dataset, self.hf_config, split=self.hf_split)
+                    ds = datasets.load_dataset(hub.hf_dataset, hub.hf_config, split=hub.hf_split)
                 except Exception as err:
-                    raise UserError(f"Could not load the Hugging Face dataset '{self.hf_dataset}': {err}") from err
+                    raise UserError(f"Could not load the Hugging Face dataset '{hub.hf_dataset}': {err}") from err
                 a, p, n = self.fields
                 rows = [(r[a], r[p], r.get(n)) for r in ds]
-            elif self.paths is not None:
-                rows = [row for path in expand_paths(self.paths) for row in read_pair_rows(path, self.fields)]
-            else:
-                raise UserError("No pairs given: set `data.paths` to .tsv/.jsonl files or `data.hf_dataset`.")
             self._rows = rows[: self.max_documents] if self.max_documents else rows
         return self._rows
 

@@ -223,7 +223,7 @@ def read_wikipedia_dump(path: str | Path) -> Iterator[tuple[str, str]]:
             f"Wikipedia dump '{path}' does not exist: download a *-pages-articles*.xml.bz2 file and give its path."
         )
     root: ET.Element | None = None
-    for event, elem in _iterparse(path, ("start", "end"), "MediaWiki", "dump_paths"):
+    for event, elem in _iterparse(path, ("start", "end"), "MediaWiki", "source.paths"):
         if root is None:
             root = elem
             if _local(root.tag) != "mediawiki":
@@ -287,7 +287,7 @@ def read_pubmed_xml(paths: str | Path | list[str | Path], require_abstract: bool
         if not path.is_file():
             raise UserError(f"PubMed file '{path}' does not exist: give pubmed*.xml(.gz) files from the NLM baseline.")
         root: ET.Element | None = None
-        for event, elem in _iterparse(path, ("start", "end"), "PubMed", "paths"):
+        for event, elem in _iterparse(path, ("start", "end"), "PubMed", "source.paths"):
             if root is None:
                 root = elem
                 if _local(root.tag) != "PubmedArticleSet":

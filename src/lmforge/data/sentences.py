@@ -12,11 +12,18 @@ The rule, in full:
 
 No model, no language data: it errs towards longer sentences, which is harmless for
 sentence-pair pretraining.
+
+:func:`sentence_examples` turns documents into a sentence objective's examples.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmforge.batching import Objective
+    from lmforge.tokenizer import Tokenizer
 
 ABBREVIATIONS = frozenset(
     "e.g i.e etc vs cf al mr mrs ms dr prof sr jr st fig figs eq eqs no vol pp ed eds approx dept inc ltd co corp".split()
@@ -50,3 +57,20 @@ def split_sentences(text: str) -> list[str]:
         if paragraph[start:].strip():
             sentences.append(paragraph[start:].strip())
     return [s for s in sentences if s]
+
+
+def sentence_examples(documents: list[str], tokenizer: Tokenizer, objective: Objective, seq_len: int,
+                      seed: int) -> list[Any]:
+    """The examples a sentence objective (NSP) builds from each document's tokenized sentences.
+
+    Args:
+        documents: The documents.
+        tokenizer: Tokenizes the sentences (all of them in one batch).
+        objective: Builds the examples (:meth:`~lmforge.batching.Objective.build_examples`).
+        seq_len: Tokens per example.
+        seed: Seed of the objective's random choices.
+    """
+    sentences = [split_sentences(doc) for doc in documents]
+    ids = iter(tokenizer.encode_batch([s for doc in sentences for s in doc]))
+    tokenized = [[next(ids) for _ in doc] for doc in sentences]
+    return objective.build_examples(tokenized, seq_len, seed)
