@@ -290,7 +290,7 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
     try:
         if argv and argv[0] == "tokenizer":
-            from lmforge.tools import tokenizer_command
+            from lmforge.tokenizer_commands import tokenizer_command
 
             tokenizer_command(argv[1:])
         elif argv and argv[0] == "compare":

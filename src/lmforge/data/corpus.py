@@ -20,9 +20,9 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+import lmforge.data.selection as selection
 from lmforge.batching import Objective
 from lmforge.cache import cache_dir
-from lmforge.data import selection
 from lmforge.data.augment import Augmentation
 from lmforge.data.fingerprint import corpus_fingerprint
 from lmforge.data.packing import PackedBlocks, concat_documents, token_dtype

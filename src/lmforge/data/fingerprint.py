@@ -13,19 +13,16 @@ import hashlib
 import inspect
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lmforge.data.corpus import CorpusDataModule
+from typing import Any
 
 
-def corpus_fingerprint(corpus: CorpusDataModule, base: type) -> str:
+def corpus_fingerprint(corpus: Any, base: type) -> str:
     """The fingerprint of ``corpus``: its class (and the source code of a class written outside
     lmforge), its own arguments (with size and modification time of the local files they
     name), the filters, the split and the augmentations.
 
     Args:
-        corpus: The corpus.
+        corpus: The corpus (a :class:`~lmforge.data.corpus.CorpusDataModule`).
         base: The class whose arguments are the shared options (filters, split, batches):
             only the arguments of the classes below it name the source.
     """
