@@ -169,7 +169,8 @@ def continued_pretraining(folder: Path, abstracts: str, work: Path, steps: int, 
     saved_real = sum(sum(1 for i in e.ids if i != saved_pad) for e in saved)
 
     fit_seconds = lmforge("fit", *args, f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
-                          "--trainer.limit_val_batches=5", "--trainer.enable_progress_bar=false", cwd=work)
+                          "--trainer.limit_val_batches=5", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+                          cwd=work)
     shards_after = [p for p in (work / "cache" / "shards").iterdir() if (p / "meta.json").is_file()]
     loss = scalars(work / "logs" / "continued" / "version_0", "train/loss")
     return {
