@@ -145,7 +145,7 @@ def continued_pretraining(folder: Path, abstracts: str, work: Path, steps: int, 
     corpus = work / "abstracts.jsonl"
     corpus.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows), encoding="utf-8")
     args = ["-c", str(ROOT / "configs" / "bert" / "tiny.yaml"), f"--model.init_from={folder}", "--model.nsp=false",
-            "--data=lmforge.data.TextCorpus", f"--data.source.paths={corpus}", f"--data.seq_len={seq_len}",
+            "--data=lmforge.data.TextCorpus", f"--data.source.paths={corpus}", "--data.max_documents=null", f"--data.seq_len={seq_len}",
             "--data.batch_size=8", "--data.val_fraction=0.05", "--trainer.logger.init_args.save_dir=logs",
             "--trainer.logger.init_args.name=continued"]
     prepare_seconds = lmforge("prepare", *args, cwd=work)
