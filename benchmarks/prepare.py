@@ -104,6 +104,7 @@ def data_wait_share(paths: list[str], tokenizer: str, steps: int) -> dict:
 
     from lmforge.data import DataSource, TextCorpus, TokenizerSpec
     from lmforge.models import GPTConfig
+    from lmforge.start import connect
     from lmforge.tasks import CausalLMTask, OptimizerConfig
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -113,6 +114,7 @@ def data_wait_share(paths: list[str], tokenizer: str, steps: int) -> dict:
         task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=64, n_layer=2, n_head=2,
                                              d_model=64, dropout=0.0),
                             optimizer=OptimizerConfig(lr=3e-3, warmup_steps=5))
+        connect(task, dm)
         profiler = SimpleProfiler(dirpath=workdir, filename="profile")  # its report to a file, not stdout
         trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

@@ -109,7 +109,8 @@ from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.elmo import Elmo, ElmoConfig
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.models.t5 import T5, T5Config
-from lmforge.objectives import BidirectionalLM, CausalLM, MaskedLM, Objective, SpanCorruption
+from lmforge.batching import Objective
+from lmforge.objectives import BidirectionalLM, CausalLM, MaskedLM, SpanCorruption
 from lmforge.objectives.masked_lm import IGNORE
 from lmforge.tasks import CausalLMTask, ElmoTask, MaskedLMTask, OptimizerConfig, PretrainingTask, SpanCorruptionTask
 from lmforge.tasks.elmo import token_char_ids
