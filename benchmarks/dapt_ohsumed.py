@@ -162,16 +162,18 @@ def main() -> None:
                   "--data.val_fraction=0.05"],
                  a.domain_steps, 5e-4, run, "domain", a.seed)
 
+    from lmforge.cli import fit_metrics
     from lmforge.evaluation import compare
 
     results = {}
     oh = finetune_recipe(run / "ohsumed.yaml", run / "ohsumed_train.jsonl", run / "ohsumed_eval.jsonl", "text", 128,
                          a.ohsumed_steps)
-    compare([str(oh)], [str(general), str(domain)], seeds=a.seeds, labels=["general", "general+domain"],
+    compare([str(oh)], [str(general), str(domain)], seeds=a.seeds, labels=["general", "general+domain"], fit=fit_metrics,
             out=str(run / "compare-ohsumed"))
     results["ohsumed"] = summary(run / "compare-ohsumed")
     sst = finetune_recipe(run / "sst2.yaml", run / "sst2_train.tsv", sst2 / "dev.tsv", "sentence", 64, a.sst2_steps)
-    compare([str(sst)], [str(general)], seeds=a.seeds, labels=["general"], out=str(run / "compare-sst2"))
+    compare([str(sst)], [str(general)], seeds=a.seeds, labels=["general"], out=str(run / "compare-sst2"),
+            fit=fit_metrics)
     results["sst2"] = summary(run / "compare-sst2")
     results.update(minutes=round((time.perf_counter() - started) / 60, 1), run=str(run), settings=vars(a))
     print(json.dumps(results))
