@@ -284,7 +284,7 @@ def main() -> None:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    from lmforge.data.sts import read_sts
+    from lmforge.evaluation.sts import read_sts
 
     gold = read_sts(sts)[2]
     simcse, mlm = rows[f"simcse_{a.pooling}"][2], rows["mlm_mean"][2]
