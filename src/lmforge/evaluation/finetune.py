@@ -109,7 +109,6 @@ class FineTuneTask(Task):
             raise UserError(f"warmup_ratio={warmup_ratio} must be in [0, 1).")
         if isinstance(config, dict):
             config = BertConfig(**config)
-        self.random_init = random_init
         if init_from:
             shape = self._start_from(init_from, None)  # any family; the weights' own dropout
             net_class = self._start.network

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from lmforge.batching import Objective
 from lmforge.errors import UserError
-from lmforge.tasks.base import OptimizerConfig, Task
+from lmforge.tasks.base import Task
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
 
 # Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
@@ -37,9 +37,6 @@ class PretrainingTask(Task):
     log_perplexity = True  # val/ppl = exp(val/<eval_loss_name>), for language-modelling losses
     eval_loss_name = "loss"  # what record_eval's loss is logged as
     eval_parts: tuple[str, ...] = ()  # parts of that loss (record_eval's ``parts``): val/loss_<name>, val/ppl_<name>
-
-    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
-        super().__init__(optimizer)
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token, for MFU."""
