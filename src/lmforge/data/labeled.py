@@ -25,6 +25,7 @@ import torch
 from jsonargparse.typing import Path_fr
 from torch.utils.data import DataLoader
 
+from lmforge.data.sampler import example_loader, run_seed
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.tokenizer import Tokenizer
@@ -154,13 +155,16 @@ class LabeledText(L.LightningDataModule):
         task_type: ``classification``, ``regression`` or ``auto`` (see above).
         labels: The class names in id order; ``None`` takes the sorted training labels.
         val_fraction: Fraction of the training examples held out when there is no ``validation``.
-        seed: Seed of that split and of the shuffling order.
+        seed: Seed of that held-out split. The training order follows the run's
+            ``seed_everything`` (so seeds vary it), or this seed when there is none.
         max_documents: Use at most this many examples of each split (quick runs).
         tokenizer: Only when the task brings no tokenizer (a model trained from scratch): the
             tokenizer to load, or how to train one on the training texts.
         seq_len: Longest input in tokens, special tokens included; longer texts are cut (the
             longer of a pair first).
         batch_size: Examples per batch on each device.
+        group_by_length: Batch training examples of similar length together (each batch is
+            padded to its longest example either way).
         num_workers: DataLoader worker processes.
     """
 
@@ -179,6 +183,7 @@ class LabeledText(L.LightningDataModule):
         tokenizer: TokenizerSpec = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=2048, lowercase=True),
         seq_len: int = 128,
         batch_size: int = 32,
+        group_by_length: bool = False,
         num_workers: int = 0,
     ):
         super().__init__()
@@ -200,6 +205,7 @@ class LabeledText(L.LightningDataModule):
         self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
         self.seq_len = seq_len
         self.batch_size = batch_size
+        self.group_by_length = group_by_length
         self.num_workers = num_workers
         self._tokenizer: Tokenizer | None = None
         self._raw: dict[str, list[tuple[str, str | None, Any]]] | None = None
@@ -396,9 +402,8 @@ class LabeledText(L.LightningDataModule):
         if split not in self.datasets:
             raise UserError(f"No {split} examples: give `data.test` (a file, or a split of the hub dataset) to run "
                             "`test`.")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+        return example_loader(self.datasets[split], self.batch_size, self.collate, shuffle, run_seed(self.seed),
+                              self.group_by_length, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
