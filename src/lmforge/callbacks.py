@@ -82,7 +82,7 @@ class ThroughputMonitor(L.Callback):
     def __init__(self, peak_flops: float | None = None, window: int = 10):
         self.peak_flops = peak_flops
         self.window = window
-        self._marks: deque[tuple[float, int]] = deque(maxlen=window + 1)  # (time, tokens of the step)
+        self._marks: deque[tuple[float, int, float]] = deque(maxlen=window + 1)  # (time, tokens, FLOPs of the step)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.peak_flops is None:
@@ -93,21 +93,24 @@ class ThroughputMonitor(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if not self._marks:
-            self._marks.append((time.perf_counter(), 0))  # the start of the first timed step
+            self._marks.append((time.perf_counter(), 0, 0.0))  # the start of the first timed step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         # no device synchronisation: over a window of steps the asynchronous lag averages out
-        self._marks.append((time.perf_counter(), batch["input_ids"].numel()))
-        (start, _), (end, _) = self._marks[0], self._marks[-1]
-        tokens = sum(n for _, n in list(self._marks)[1:])
+        ids = batch["input_ids"]
+        flops_per_token = getattr(pl_module, "flops_per_token", None)
+        flops = ids.numel() * flops_per_token(ids.shape[-1]) if flops_per_token is not None else 0.0
+        self._marks.append((time.perf_counter(), ids.numel(), flops))
+        start, end = self._marks[0][0], self._marks[-1][0]
+        tokens = sum(n for _, n, _ in list(self._marks)[1:])
         tokens_per_sec = tokens * trainer.world_size / (end - start)
         pl_module.log("perf/tokens_per_sec", tokens_per_sec, prog_bar=True, on_step=True, on_epoch=False)
-        flops = getattr(pl_module, "flops_per_token", None)
-        if self.peak_flops and flops is not None:
-            mfu = tokens_per_sec * flops() / (self.peak_flops * trainer.world_size)
-            pl_module.log("perf/mfu", mfu, on_step=True, on_epoch=False)
+        if self.peak_flops and flops_per_token is not None:
+            # each step's FLOPs at its own length: downstream batches are padded to their longest example
+            flops_per_sec = sum(f for _, _, f in list(self._marks)[1:]) / (end - start)
+            pl_module.log("perf/mfu", flops_per_sec / self.peak_flops, on_step=True, on_epoch=False)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._marks.clear()  # validation time is not training throughput

@@ -113,6 +113,21 @@ class Tokenizer:
     def eos_id(self) -> int:
         return self.require(["eos"], "packing documents", "train it with `lmforge tokenizer train`.")["eos"]
 
+    def with_special_tokens(self, tokens: Iterable[str]) -> Tokenizer:
+        """This tokenizer with ``tokens`` added as special tokens (e.g. entity markers ``<<``,
+        ``[[``): each is matched whole in the raw text and never split. Tokens it already has
+        are not added again, so adding twice changes nothing. The new ids follow the last one.
+
+        Args:
+            tokens: The tokens to add, in the order of their new ids.
+        """
+        missing = [t for t in dict.fromkeys(tokens) if self.backend.token_to_id(t) is None]
+        if not missing:
+            return self
+        backend = tokenizers.Tokenizer.from_str(self.to_str())
+        backend.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False) for t in missing])
+        return Tokenizer.from_str(backend.to_str())
+
     def special_tokens(self) -> list[str]:
         """The special tokens the tokenizer declares, in id order."""
         added = json.loads(self.to_str()).get("added_tokens", [])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,25 +32,32 @@ from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 
-TaskType = Literal["auto", "classification", "regression"]
-Example = dict[str, Any]  # input_ids, token_type_ids (np arrays) and label (int or float)
+TaskType = Literal["auto", "classification", "regression", "multilabel"]
+FileFormat = Literal["auto", "tsv", "csv", "jsonl"]
+Example = dict[str, Any]  # input_ids, token_type_ids (np arrays), label (int, float or multi-hot array)
 
 SUFFIXES = (".tsv", ".csv", ".jsonl")
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
+def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dict[str, Any]]:
     """The rows of a ``.tsv``/``.csv`` file with a header line, or the objects of a ``.jsonl`` file.
 
     Args:
         path: The file.
+        file_format: ``tsv``, ``csv`` or ``jsonl``; ``auto`` goes by the file's suffix.
     """
     path = Path(path)
-    if path.suffix not in SUFFIXES:
-        raise UserError(f"'{path}' is not a .tsv, .csv or .jsonl file: convert it to one of those.")
+    kind = path.suffix if file_format == "auto" else f".{file_format}"
+    if kind not in SUFFIXES:
+        raise UserError(f"'{path}' is not a .tsv, .csv or .jsonl file: convert it to one of those, or name its "
+                        "layout with `data.format` (tsv, csv or jsonl).")
     if not path.is_file():
         raise UserError(f"Labelled data file '{path}' does not exist: check the path.")
-    text = path.read_text(encoding="utf-8-sig")
-    if path.suffix == ".jsonl":
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"'{path}' is not UTF-8 text (byte {err.start}): convert it to UTF-8.") from err
+    if kind == ".jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -63,7 +71,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             records.append(record)
     else:
         # GLUE-style .tsv files hold quote characters inside texts: no quoting in .tsv
-        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if path.suffix == ".tsv" else {}
+        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == ".tsv" else {}
         csv.field_size_limit(2**31 - 1)
         records = [row for row in csv.DictReader(text.splitlines(), **options) if any(row.values())]
     if not records:
@@ -139,8 +147,16 @@ class LabeledText(L.LightningDataModule):
     Labels: with ``task_type: classification`` every distinct training label is a class; the
     class list (``labels``) is sorted (numerically if all are integers) unless given, and a
     validation or test label outside it is an error. With ``regression`` labels are numbers.
-    ``auto`` picks regression when every training label is a number and some is not an integer,
+    With ``multilabel`` each example has a list of labels (a JSON list, or a text split at
+    ``label_separator``), possibly empty. ``auto`` picks multilabel when the training labels
+    are lists, regression when every one is a number and some is not an integer,
     classification otherwise.
+
+    Relation classification marks the two entities in each text (``markers``, e.g.
+    ``<< subject >>`` and ``[[ object ]]``, the SciERC/ChemProt layout); the markers become
+    special tokens of the run's tokenizer (never split; the model's embeddings grow for them),
+    and each batch carries ``entity_positions``, the positions of the two opening markers,
+    for ``entity_start`` pooling.
 
     Args:
         source: The training examples: a local file (or files), or a hub dataset and its
@@ -150,9 +166,14 @@ class LabeledText(L.LightningDataModule):
             of the training examples.
         test: The test examples for ``lmforge test``, as ``validation`` (GLUE test labels are
             hidden: leave it unset there).
+        format: The files' layout: ``tsv``, ``csv`` or ``jsonl``; ``auto`` goes by the suffix
+            (SciBERT's ``.txt`` files hold JSON lines: set ``jsonl``).
         text_pair_field: Column of the second text of sentence-pair tasks; ``None`` for single texts.
         label_field: Column of the label.
-        task_type: ``classification``, ``regression`` or ``auto`` (see above).
+        task_type: ``classification``, ``regression``, ``multilabel`` or ``auto`` (see above).
+        label_separator: Multi-label: what separates the labels in a text field (``.tsv``/``.csv``).
+        markers: The entity markers ``[open 1, close 1, open 2, close 2]`` in the texts, added
+            to the tokenizer as special tokens; ``None`` for texts without them.
         labels: The class names in id order; ``None`` takes the sorted training labels.
         val_fraction: Fraction of the training examples held out when there is no ``validation``.
         seed: Seed of that held-out split. The training order follows the run's
@@ -173,9 +194,12 @@ class LabeledText(L.LightningDataModule):
         source: DataSource = DataSource(),
         validation: Path_fr | str | None = None,
         test: Path_fr | str | None = None,
+        format: FileFormat = "auto",
         text_pair_field: str | None = None,
         label_field: str = "label",
         task_type: TaskType = "auto",
+        label_separator: str = ",",
+        markers: list[str] | None = None,
         labels: list[str] | None = None,
         val_fraction: float = 0.1,
         seed: int = 1234,
@@ -192,12 +216,18 @@ class LabeledText(L.LightningDataModule):
                             f"batch_size={batch_size}.")
         if validation is None and not 0.0 < val_fraction < 1.0:
             raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
-        if task_type not in ("auto", "classification", "regression"):
-            raise UserError(f"task_type={task_type!r}: use classification, regression or auto.")
+        if task_type not in ("auto", "classification", "regression", "multilabel"):
+            raise UserError(f"task_type={task_type!r}: use classification, regression, multilabel or auto.")
+        if markers is not None and (len(markers) != 4 or len(set(markers)) != 4 or not all(m.strip() for m in markers)):
+            raise UserError(f"markers={markers}: give four distinct markers, [open 1, close 1, open 2, close 2], "
+                            "e.g. ['<<', '>>', '[[', ']]'].")
         self.source = source
         self.validation, self.test = (plain_path(v) if v is not None else None for v in (validation, test))
+        self.format = format
         self.text_pair_field, self.label_field = text_pair_field, label_field
         self.requested_task_type = task_type
+        self.label_separator = label_separator
+        self.markers = list(markers) if markers is not None else None
         self.labels: list[str] | None = list(labels) if labels is not None else None
         self.val_fraction = val_fraction
         self.seed = seed
@@ -209,7 +239,7 @@ class LabeledText(L.LightningDataModule):
         self.num_workers = num_workers
         self._tokenizer: Tokenizer | None = None
         self._raw: dict[str, list[tuple[str, str | None, Any]]] | None = None
-        self.task_type: Literal["classification", "regression"] | None = None
+        self.task_type: Literal["classification", "regression", "multilabel"] | None = None
         self.datasets: dict[str, list[Example]] = {}
 
     # -- reading ------------------------------------------------------------------------------
@@ -227,7 +257,7 @@ class LabeledText(L.LightningDataModule):
         for number, r in enumerate(records, start=1):
             text, label = r[text_field], r[self.label_field]
             pair = str(r[self.text_pair_field] or "") if self.text_pair_field else None
-            if label is None or label == "":
+            if label is None or label == "" and self.requested_task_type != "multilabel":
                 raise UserError(f"'{source}', example {number}: the label ('{self.label_field}') is empty; "
                                 "fill it or remove the example.")
             rows.append((str(text or ""), pair, label))
@@ -238,7 +268,7 @@ class LabeledText(L.LightningDataModule):
         the hub dataset otherwise."""
         if self.source.is_local:
             files = [where] if isinstance(where, str) else where
-            rows = [row for file in files for row in self._rows(read_records(file), file)]
+            rows = [row for file in files for row in self._rows(read_records(file, self.format), file)]
         else:
             rows = self._read_hub(where)
         return rows[: self.max_documents] if self.max_documents else rows
@@ -251,7 +281,8 @@ class LabeledText(L.LightningDataModule):
         except Exception as err:  # datasets raises many types for a wrong name, split or no network
             raise UserError(f"Could not load split '{split}' of the Hugging Face dataset '{self.name}': {err}") from err
         feature = ds.features.get(self.label_field)
-        names = getattr(feature, "names", None)  # a ClassLabel: keep the dataset's own class order
+        # a ClassLabel, or a list of them (multi-label): keep the dataset's own class order
+        names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
         if names and self.labels is None:
             self.labels = list(names)
         records = [dict(r) for r in ds]
@@ -259,11 +290,12 @@ class LabeledText(L.LightningDataModule):
             raise UserError(f"Split '{split}' of '{self.name}' holds no examples: choose another split.")
         if names:
             # ClassLabel ids become their names; -1 marks a hidden label (GLUE test sets)
-            if any(r[self.label_field] == -1 for r in records):
+            if any(r[self.label_field] == -1 or r[self.label_field] == [-1] for r in records):
                 raise UserError(f"Split '{split}' of '{self.name}' has hidden labels (-1): evaluate on a split "
                                 "with labels, e.g. set `test` to null.")
             for r in records:
-                r[self.label_field] = names[r[self.label_field]]
+                value = r[self.label_field]
+                r[self.label_field] = [names[v] for v in value] if isinstance(value, list) else names[value]
         return self._rows(records, f"{self.name}:{split}")
 
     def _hold_out(self, train: list[tuple[str, str | None, Any]]) -> tuple[list, list]:
@@ -295,30 +327,47 @@ class LabeledText(L.LightningDataModule):
         task_type = self.requested_task_type
         if task_type == "auto":
             numbers = self.labels is None and all(_is_number(v) for v in values)
-            task_type = "regression" if numbers and not all(_is_integer(v) for v in values) else "classification"
+            if all(isinstance(v, list) for v in values):
+                task_type = "multilabel"
+            else:
+                task_type = "regression" if numbers and not all(_is_integer(v) for v in values) else "classification"
         if task_type == "regression":
             bad = next((v for v in values if not _is_number(v)), None)
             if bad is not None:
                 raise UserError(f"Label {bad!r} of '{self.name}' is not a number, but task_type is regression: "
                                 "set task_type to classification.")
         elif self.labels is None:
+            if task_type == "multilabel":
+                values = [name for v in values for name in self._label_list(v)]
             self.labels = label_names(values)
         self.task_type = task_type
 
+    def _label_list(self, value: Any) -> list[Any]:
+        """The labels of a multi-label example: a JSON list, or a text split at ``label_separator``."""
+        if isinstance(value, list):
+            return value
+        return [part.strip() for part in str(value).split(self.label_separator) if part.strip()]
+
     @property
     def num_labels(self) -> int:
-        """Classes of a classification task; 1 (the score) for regression."""
+        """Classes of a classification or multi-label task; 1 (the score) for regression."""
         self.raw()
         return 1 if self.task_type == "regression" else len(self.labels)
 
     # -- tokenizer ----------------------------------------------------------------------------
     @property
+    def added_tokens(self) -> list[str]:
+        """Special tokens the texts are marked with (the entity markers), for the run's tokenizer."""
+        return list(self.markers or [])
+
+    @property
     def tokenizer(self) -> Tokenizer:
         """The pretrained model's tokenizer, handed over by :func:`lmforge.start.connect`; without
-        one (a model trained from scratch), the one ``tokenizer`` loads or trains."""
+        one (a model trained from scratch), the one ``tokenizer`` loads or trains, with the
+        entity markers added."""
         if self._tokenizer is None:
             texts = (t for a, b, _ in self.raw()["train"] for t in (a, b) if t) if not self.tokenizer_spec.path else ()
-            self._tokenizer = self.tokenizer_spec.load_or_train(texts)
+            self._tokenizer = self.tokenizer_spec.load_or_train(texts).with_special_tokens(self.added_tokens)
         return self._tokenizer
 
     @tokenizer.setter
@@ -354,11 +403,34 @@ class LabeledText(L.LightningDataModule):
             firsts = self.tokenizer.encode_batch([a for a, _, _ in rows])
             seconds = self.tokenizer.encode_batch([b or "" for _, b, _ in rows]) if pair else [None] * len(rows)
             inputs_ids = [self.frame(a, b) for a, b in zip(firsts, seconds)]
-        return [
+        examples = [
             {"input_ids": np.asarray(ids, dtype=np.int64), "token_type_ids": np.asarray(types, dtype=np.int64),
              "label": self._label(label, split)}
             for (ids, types), (_, _, label) in zip(inputs_ids, rows)
         ]
+        if self.markers:
+            self._locate_entities(examples, split)
+        return examples
+
+    def _locate_entities(self, examples: list[Example], split: str) -> None:
+        """Each example's ``entity_positions``: where its two opening markers are. One cut off by
+        ``seq_len`` falls back to the first token, and the number of such examples is reported."""
+        opening = [self.tokenizer.backend.token_to_id(self.markers[0]), self.tokenizer.backend.token_to_id(self.markers[2])]
+        if None in opening:
+            raise UserError(f"The tokenizer lacks the markers {self.markers}: hand the data to the task with "
+                            "`lmforge.start.connect`, which adds them.")
+        missing = 0
+        for e in examples:
+            positions = []
+            for marker in opening:
+                found = np.flatnonzero(e["input_ids"] == marker)
+                positions.append(int(found[0]) if found.size else 0)
+                missing += not found.size
+            e["entity_positions"] = np.asarray(positions, dtype=np.int64)
+        if missing:
+            warnings.warn(f"{missing} entity markers of the {split} examples of '{self.name}' were cut off at "
+                          f"seq_len={self.seq_len}; those entities are read at the first token: raise data.seq_len.",
+                          stacklevel=2)
 
     def frame(self, first: list[int], second: list[int] | None = None) -> tuple[list[int], list[int]]:
         """Ids and token types of ``<eos> a <eos> [b <eos>]``, the texts cut (longest first) to
@@ -370,14 +442,20 @@ class LabeledText(L.LightningDataModule):
         types = [0] * (len(first) + 2) + ([1] * (len(second) + 1) if pair else [])
         return ids, types
 
-    def _label(self, value: Any, split: str) -> int | float:
+    def _label(self, value: Any, split: str) -> int | float | np.ndarray:
         if self.task_type == "regression":
             return float(value)
-        key = class_key(value)
-        if key not in self._label_ids:
-            raise UserError(f"{split} label {key!r} of '{self.name}' is not among the training labels "
-                            f"{self.labels}: fix the example or list every class in `data.labels`.")
-        return self._label_ids[key]
+        ids = self._label_ids
+        keys = [class_key(v) for v in self._label_list(value)] if self.task_type == "multilabel" else [class_key(value)]
+        for key in keys:
+            if key not in ids:
+                raise UserError(f"{split} label {key!r} of '{self.name}' is not among the training labels "
+                                f"{self.labels}: fix the example or list every class in `data.labels`.")
+        if self.task_type != "multilabel":
+            return ids[keys[0]]
+        hot = np.zeros(len(ids), dtype=np.float32)
+        hot[[ids[k] for k in keys]] = 1.0
+        return hot
 
     @property
     def _label_ids(self) -> dict[str, int]:
@@ -394,9 +472,15 @@ class LabeledText(L.LightningDataModule):
             ids[row, :n] = torch.from_numpy(e["input_ids"])
             types[row, :n] = torch.from_numpy(e["token_type_ids"])
             mask[row, :n] = 1
-        dtype = torch.float32 if self.task_type == "regression" else torch.long
-        labels = torch.tensor([e["label"] for e in examples], dtype=dtype)
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+        if self.task_type == "multilabel":
+            labels = torch.from_numpy(np.stack([e["label"] for e in examples]))  # (B, num_labels), multi-hot
+        else:
+            dtype = torch.float32 if self.task_type == "regression" else torch.long
+            labels = torch.tensor([e["label"] for e in examples], dtype=dtype)
+        batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+        if "entity_positions" in examples[0]:
+            batch["entity_positions"] = torch.from_numpy(np.stack([e["entity_positions"] for e in examples]))  # (B, 2)
+        return batch
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:

@@ -370,20 +370,28 @@ def init_new_embeddings(weight: torch.Tensor, pieces: list[list[int]]) -> torch.
 
 
 def extension_pieces(old: Tokenizer, new: Tokenizer) -> list[list[int]] | None:
-    """If ``new`` is ``old`` extended by :func:`extend_tokenizer`, each new token's old pieces
-    (for :func:`init_new_embeddings`); else ``None``.
+    """If ``new`` is ``old`` extended -- by domain words (:func:`extend_tokenizer`), then by
+    special tokens such as entity markers (:meth:`Tokenizer.with_special_tokens`) -- each new
+    token's old pieces (for :func:`init_new_embeddings`); else ``None``.
 
-    Checked by rebuilding: the new tokens' words, added to ``old`` again, must give exactly
-    ``new`` (same fingerprint), so a tokenizer that merely shares a prefix of ids is not taken
-    for an extension.
+    Checked by rebuilding: the new tokens, added to ``old`` again, must give exactly ``new``
+    (same fingerprint), so a tokenizer that merely shares a prefix of ids is not taken for an
+    extension.
     """
     if new.vocab_size <= old.vocab_size:
         return None
     if any(new.backend.id_to_token(i) != old.backend.id_to_token(i) for i in range(old.vocab_size)):
         return None
-    words = [new.decode([i], skip_special_tokens=False).strip() for i in range(old.vocab_size, new.vocab_size)]
+    special = set(new.special_tokens())
+    tokens = [new.backend.id_to_token(i) for i in range(old.vocab_size, new.vocab_size)]
+    words = [new.decode([i], skip_special_tokens=False).strip()
+             for i, token in enumerate(tokens, start=old.vocab_size) if token not in special]
+    markers = [token for token in tokens if token in special]
     try:
-        rebuilt, pieces = extend_tokenizer(old, words)
+        rebuilt, pieces = extend_tokenizer(old, words) if words else (old, [])
     except (UserError, ValueError):
         return None
+    rebuilt = rebuilt.with_special_tokens(markers)
+    fallback = old.role_id("unk") or 0
+    pieces += [old.encode(marker) or [fallback] for marker in markers]  # "<<" starts as the mean of "<" and "<"
     return pieces if rebuilt.fingerprint == new.fingerprint else None

@@ -9,8 +9,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.classification import (
+    MulticlassAccuracy, MulticlassMatthewsCorrCoef, MultilabelExactMatch, MultilabelF1Score,
+)
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
 from lmforge.errors import UserError
@@ -21,8 +23,46 @@ from lmforge.start import Start, import_class
 from lmforge.tasks.base import OptimizerConfig, Task, class_path
 from lmforge.tasks.optim import param_groups
 
-Pooling = Literal["auto", "cls", "mean", "last"]
+Pooling = Literal["auto", "cls", "mean", "last", "entity_start"]
+TaskType = Literal["classification", "regression", "multilabel"]
 Batch = dict[str, torch.Tensor]
+
+
+class ClassF1(Metric):
+    """Micro- and macro-F1 over classes from a confusion matrix (summed over processes, so exact
+    under DDP), with one class optionally left out: the "no relation" class of relation
+    extraction (ChemProt's ``false``), whose correct predictions are no hits and whose
+    predictions are no guesses. Macro-F1 averages the classes seen in the gold labels or the
+    predictions (scikit-learn's convention).
+
+    Args:
+        num_classes: Number of classes.
+        ignore: The class left out, if any.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore: int | None = None):
+        super().__init__()
+        self.num_classes, self.ignore = num_classes, ignore
+        self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        n = self.num_classes
+        self.confusion += torch.bincount(target * n + preds, minlength=n * n).view(n, n)  # rows gold, columns predicted
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        c = self.confusion.double()
+        tp = c.diag()
+        fp, fn = c.sum(0) - tp, c.sum(1) - tp
+        keep = torch.ones(self.num_classes, dtype=torch.bool, device=c.device)
+        if self.ignore is not None:
+            keep[self.ignore] = False
+        micro = 2 * tp[keep].sum() / (2 * tp[keep].sum() + fp[keep].sum() + fn[keep].sum()).clamp(min=1)
+        per_class = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
+        seen = keep & ((tp + fp + fn) > 0)
+        macro = per_class[seen].mean() if seen.any() else micro.new_zeros(())
+        return {"f1_micro": micro.float(), "f1_macro": macro.float()}
 
 
 def warmup_linear(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
@@ -46,10 +86,16 @@ class FineTuneTask(Task):
     dropout) and trains the head only: a linear probe of what pretraining learned. The
     sentence vector is pooled from the token states (``pooling``); ELMo first mixes its layers
     with learned softmax-normalised weights and a scale gamma (Peters et al. 2018, eq. 1).
+    Relation classification marks the two entities in the text (``LabeledText``'s ``markers``,
+    added to the tokenizer as special tokens, the embeddings grown for them) and pools
+    ``entity_start``: the states at the two opening markers side by side.
 
     The number of classes and the task type come from the data when left unset. Metrics:
-    ``val/loss``, and ``val/acc``, ``val/f1_macro``, ``val/f1_micro``, ``val/mcc``
-    (classification) or ``val/pearson``, ``val/spearman`` (regression); ``test/...`` alike.
+    ``val/loss``, and ``val/acc``, ``val/f1_micro``, ``val/f1_macro`` (both without
+    ``ignore_label``), ``val/mcc`` (classification); ``val/f1_micro``, ``val/f1_macro``,
+    ``val/exact_match`` and ``val/f1_<label>`` per label (multi-label: a sigmoid per label,
+    binary cross-entropy, a label is predicted above ``threshold``); or ``val/pearson``,
+    ``val/spearman`` (regression); ``test/...`` alike.
     Checkpoints carry the network's class and shape, so they load without ``init_from``.
     Heads of the pretraining objective (an MLM head, ELMo's softmax) are not used: they are
     named once when the weights are loaded.
@@ -61,13 +107,17 @@ class FineTuneTask(Task):
             weights: the baseline that shows what pretraining adds.
         mode: ``full`` fine-tuning or ``probe`` (frozen network, head only).
         pooling: ``cls`` or ``mean`` (BERT/RoBERTa), ``last`` (the last real token) or ``mean``
-            (GPT), ``mean`` (T5 encoder, ELMo); ``auto`` takes the first of each.
+            (GPT), ``mean`` (T5 encoder, ELMo); ``auto`` takes the first of each;
+            ``entity_start`` (any network) the states at the two opening entity markers.
         dropout: Dropout on the pooled vector, before the head.
         mixup: Embedding mixup (training only): pooled vectors and targets of each example and
             a shuffled partner are mixed with weights drawn from Beta(mixup, mixup); 0 turns it off.
         num_labels: Classes (classification); left unset, taken from the data.
-        task_type: ``classification`` or ``regression``; left unset, taken from the data.
+        task_type: ``classification``, ``multilabel`` or ``regression``; left unset, taken from the data.
         labels: Class names in id order (from the data when unset), kept in checkpoints.
+        ignore_label: A class left out of micro- and macro-F1 (the "no relation" class, e.g.
+            ChemProt's ``false``); accuracy still counts it.
+        threshold: Multi-label: a label is predicted when its probability exceeds this.
         optimizer: AdamW settings; the schedule is linear warmup then linear decay to
             ``min_lr_ratio`` at the end of training (``decay_steps`` if set).
         warmup_ratio: Fraction of the training steps warmed up; overrides
@@ -88,8 +138,10 @@ class FineTuneTask(Task):
         dropout: float = 0.1,
         mixup: float = 0.0,
         num_labels: int | None = None,
-        task_type: Literal["classification", "regression"] | None = None,
+        task_type: TaskType | None = None,
         labels: list[str] | None = None,
+        ignore_label: str | None = None,
+        threshold: float = 0.5,
         optimizer: OptimizerConfig = OptimizerConfig(
             lr=5e-5, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8, warmup_steps=0, min_lr_ratio=0.0
         ),
@@ -119,10 +171,12 @@ class FineTuneTask(Task):
             net_class, shape = Bert, config
         if pooling == "auto":
             pooling = net_class.poolings[0]
-        if pooling not in net_class.poolings:
+        if pooling not in (*net_class.poolings, "entity_start"):
             raise UserError(f"pooling={pooling!r} does not suit a {net_class.family} network: use one of "
                             f"{', '.join(net_class.poolings)}.")
         self.pooling, self.mode, self.mixup = pooling, mode, mixup
+        self.ignore_label, self.threshold = ignore_label, threshold
+        self._flops: tuple[float, float] | None = None  # forward FLOPs per token (a, b): a + b * length
         self.warmup_ratio, self.head_lr = warmup_ratio, head_lr
         self.net = net_class(shape)
         if random_init and self._start is not None:
@@ -142,39 +196,62 @@ class FineTuneTask(Task):
         if task_type is not None and (num_labels is not None or task_type == "regression"):
             self._build_head()
 
+    @property
+    def pooled_width(self) -> int:
+        """The width of the pooled vector the head reads."""
+        return self.net.state_width * (2 if self.pooling == "entity_start" else 1)
+
     # -- head and metrics, once the labels are known --------------------------------------
     def _build_head(self) -> None:
         if self.task_type == "regression":
             self.num_labels = 1
-        elif self.num_labels is None or self.num_labels < 2:
+        elif self.num_labels is None or self.num_labels < 2 and self.task_type == "classification":
             raise UserError(f"Classification needs at least 2 classes, got num_labels={self.num_labels}: "
                             "check the data's labels or use task_type regression.")
-        self.head = nn.Linear(self.net.state_width, self.num_labels)
+        self.head = nn.Linear(self.pooled_width, self.num_labels)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
         self.hparams.update(num_labels=self.num_labels, task_type=self.task_type, labels=self.labels)
-        if self.task_type == "regression":
-            metrics = MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()})
-        else:
-            n = self.num_labels
-            metrics = MetricCollection({
-                "acc": MulticlassAccuracy(n, average="micro"),
-                "f1_macro": MulticlassF1Score(n, average="macro"),
-                "f1_micro": MulticlassF1Score(n, average="micro"),
-                "mcc": MulticlassMatthewsCorrCoef(n),
-            })
-        self.metrics = nn.ModuleDict({"val": metrics.clone(), "test": metrics.clone()})
+        self.metrics = nn.ModuleDict({stage: self._metrics() for stage in ("val", "test")})
         self.mean_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+
+    def _metrics(self) -> nn.ModuleDict:
+        """The metrics of one stage, by name; one that computes a dict logs each of its entries."""
+        n = self.num_labels
+        if self.task_type == "regression":
+            return nn.ModuleDict({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef()})
+        if self.task_type == "multilabel":
+            t = self.threshold
+            return nn.ModuleDict({
+                "f1_micro": MultilabelF1Score(n, threshold=t, average="micro"),
+                "f1_macro": MultilabelF1Score(n, threshold=t, average="macro"),
+                "f1_label": MultilabelF1Score(n, threshold=t, average="none"),
+                "exact_match": MultilabelExactMatch(n, threshold=t),
+            })
+        ignore = None
+        if self.ignore_label is not None:
+            if self.labels is None or self.ignore_label not in self.labels:
+                raise UserError(f"ignore_label={self.ignore_label!r} is not one of the classes {self.labels}: "
+                                "name one of them, or leave it unset.")
+            ignore = self.labels.index(self.ignore_label)
+        return nn.ModuleDict({
+            "acc": MulticlassAccuracy(n, average="micro"),
+            "f1": ClassF1(n, ignore),
+            "mcc": MulticlassMatthewsCorrCoef(n),
+        })
 
     def trained_heads(self) -> set[str]:
         return set()  # the network's pretraining heads: its token states feed this task's own head
 
     def _record_start(self, start: Start, config: Any) -> None:
         # this run's checkpoints must not depend on the source it started from
-        self.hparams.update(init_from=None, random_init=False, network=class_path(start.network),
-                            network_config=dataclasses.asdict(config))
+        self.hparams.update(init_from=None, random_init=False, network=class_path(start.network))
+        self._record_config(config)
 
-    def use_labels(self, task_type: Literal["classification", "regression"], labels: list[str] | None) -> None:
+    def _record_config(self, config: Any) -> None:
+        self.hparams["network_config"] = dataclasses.asdict(config)
+
+    def use_labels(self, task_type: TaskType, labels: list[str] | None) -> None:
         """Take the data's task type and classes (handed over by :func:`lmforge.start.connect`) and
         build the head for them; set ones must agree."""
         num_labels = 1 if task_type == "regression" else len(labels or [])
@@ -214,7 +291,11 @@ class FineTuneTask(Task):
             states = self.net.token_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         if self.scalar_mix is not None:
             states = self.scalar_mix(states)  # (L, B, T, C) -> (B, T, C)
-        return pool(states, batch["attention_mask"], self.pooling)
+        positions = batch.get("entity_positions")
+        if self.pooling == "entity_start" and positions is None:
+            raise UserError("pooling=entity_start needs the entities marked in the texts: set the data's `markers` "
+                            "(e.g. ['<<', '>>', '[[', ']]']).")
+        return pool(states, batch["attention_mask"], self.pooling, positions)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits ``(B, num_labels)`` (or scores ``(B,)`` for regression) of a batch."""
@@ -224,6 +305,8 @@ class FineTuneTask(Task):
         """Per-example losses."""
         if self.task_type == "regression":
             return F.mse_loss(out, targets.to(out.dtype), reduction="none")
+        if self.task_type == "multilabel":
+            return F.binary_cross_entropy_with_logits(out, targets.to(out.dtype), reduction="none").mean(-1)
         return F.cross_entropy(out, targets, reduction="none")
 
     def loss(self, batch: Batch, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,8 +321,9 @@ class FineTuneTask(Task):
         partner = torch.randperm(pooled.size(0), device=pooled.device)
         mixed = weight[:, None] * pooled + (1 - weight[:, None]) * pooled[partner]
         out = self._head(mixed)
-        if self.task_type == "regression":
-            mixed_targets = weight * targets + (1 - weight) * targets[partner]
+        if self.task_type != "classification":  # scores, or the labels' probabilities
+            w = weight.view(-1, *[1] * (targets.dim() - 1))
+            mixed_targets = w * targets + (1 - w) * targets[partner]
             return self._loss(out, mixed_targets).mean(), out
         # mixing the one-hot targets is mixing the two cross-entropies
         loss = weight * self._loss(out, targets) + (1 - weight) * self._loss(out, targets[partner])
@@ -257,9 +341,15 @@ class FineTuneTask(Task):
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         loss, out = self.loss(batch, training=False)
-        self.mean_loss[stage].update(loss, weight=batch["labels"].numel())
-        preds = out.float() if self.task_type == "regression" else out.argmax(-1)
-        self.metrics[stage].update(preds, batch["labels"])
+        self.mean_loss[stage].update(loss, weight=batch["labels"].size(0))
+        if self.task_type == "regression":
+            preds = out.float()
+        elif self.task_type == "multilabel":
+            preds = torch.sigmoid(out.float())
+        else:
+            preds = out.argmax(-1)
+        for metric in self.metrics[stage].values():
+            metric.update(preds, batch["labels"].long() if self.task_type == "multilabel" else batch["labels"])
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -267,16 +357,32 @@ class FineTuneTask(Task):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def _reset(self, stage: str) -> None:
+        self.mean_loss[stage].reset()
+        for metric in self.metrics[stage].values():
+            metric.reset()
+
     def on_validation_epoch_start(self) -> None:
-        self.mean_loss["val"].reset()
-        self.metrics["val"].reset()
+        self._reset("val")
 
     def on_test_epoch_start(self) -> None:
-        self.mean_loss["test"].reset()
-        self.metrics["test"].reset()
+        self._reset("test")
+
+    def _computed(self, stage: str) -> dict[str, torch.Tensor]:
+        """Every metric of ``stage`` by its logged name."""
+        values: dict[str, torch.Tensor] = {}
+        for name, metric in self.metrics[stage].items():
+            value = metric.compute()
+            if isinstance(value, dict):
+                values.update({f"{stage}/{k}": v for k, v in value.items()})
+            elif value.dim() == 1:  # one per label
+                values.update({f"{stage}/f1_{label}": v for label, v in zip(self.labels or [], value)})
+            else:
+                values[f"{stage}/{name}"] = value
+        return {k: v.float() for k, v in values.items()}
 
     def _log_eval(self, stage: str) -> None:
-        values = {f"{stage}/{k}": v.float() for k, v in self.metrics[stage].compute().items()}
+        values = self._computed(stage)
         values[f"{stage}/loss"] = self.mean_loss[stage].compute()
         if self.trainer.sanity_checking:
             # Lightning drops what is logged in the sanity check; keep it as the step-0 point,
@@ -307,9 +413,29 @@ class FineTuneTask(Task):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(warmup, total, o.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: forward and backward through what trains, forward only
-        through a frozen network (parameter count; attention left out)."""
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
-        return 6.0 * trainable + 2.0 * frozen
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token of a batch ``seq_len`` tokens long, for MFU: the network's
+        forward FLOPs as ``torch``'s FLOP counter counts them (what runs: no unused pretraining
+        head, no embedding lookup as a matmul), times 3 when it trains (forward and backward),
+        once when frozen (probe); the head's are negligible. Measured once at two lengths, so
+        the part that grows with the length (attention) scales with ``seq_len``."""
+        if self._flops is None:
+            self._flops = self._count_forward_flops()
+        per_token, per_token_per_length = self._flops
+        length = seq_len or getattr(self.net, "max_positions", None) or 128
+        return (3.0 if self.mode == "full" else 1.0) * (per_token + per_token_per_length * length)
+
+    def _count_forward_flops(self, lengths: tuple[int, int] = (8, 16)) -> tuple[float, float]:
+        """``(a, b)`` with forward FLOPs per token ``a + b * T`` at length ``T``."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        per_token = []
+        with torch.no_grad(), self.evaluating():
+            for length in lengths:
+                ids = torch.ones(1, length, dtype=torch.long, device=self.device)
+                with FlopCounterMode(display=False) as counter:
+                    self.net.token_states(ids, torch.ones_like(ids), None)
+                per_token.append(counter.get_total_flops() / length)
+        (t1, f1), (t2, f2) = zip(lengths, per_token)
+        slope = max(0.0, (f2 - f1) / (t2 - t1))
+        return max(0.0, f1 - slope * t1), slope

@@ -155,21 +155,28 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def pool(states: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
-    """One vector ``(B, C)`` per row of token states ``(B, T, C)``: the first token's (``cls``),
-    the last real token's (``last``, wherever the padding is) or the mean of the real ones (``mean``).
+def pool(states: torch.Tensor, attention_mask: torch.Tensor, how: str,
+         positions: torch.Tensor | None = None) -> torch.Tensor:
+    """One vector per row of token states ``(B, T, C)``: the first token's (``cls``), the last
+    real token's (``last``, wherever the padding is), the mean of the real ones (``mean``), all
+    ``(B, C)``; or the states at ``positions`` ``(B, K)`` side by side, ``(B, K * C)``
+    (``entity_start``: the two opening entity markers, Baldini Soares et al. 2019).
 
     Args:
         states: Token states.
         attention_mask: ``(B, T)``, 1 on real tokens.
-        how: ``cls``, ``last`` or ``mean``.
+        how: ``cls``, ``last``, ``mean`` or ``entity_start``.
+        positions: The token positions ``entity_start`` takes.
     """
+    rows = torch.arange(states.size(0), device=states.device)
     if how == "cls":
         return states[:, 0]
+    if how == "entity_start":
+        return states[rows[:, None], positions].flatten(1)  # (B, K, C) -> (B, K * C)
     if how == "last":
-        positions = torch.arange(states.size(1), device=states.device)
-        last = (attention_mask.long() * positions).argmax(1)  # (B,): the rightmost real token
-        return states[torch.arange(states.size(0), device=states.device), last]
+        steps = torch.arange(states.size(1), device=states.device)
+        last = (attention_mask.long() * steps).argmax(1)  # (B,): the rightmost real token
+        return states[rows, last]
     mask = attention_mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 

@@ -53,11 +53,12 @@ def connect(task: Any, data: Any, tokenizer: Tokenizer | None = None) -> Tokeniz
     if tokenizer is None and task.tokenizer is None and task.start_source is not None:
         raise UserError(f"init_from '{task.start_source}' carries no tokenizer (no tokenizer.json or vocab.txt): give "
                         "the tokenizer its weights were trained with as `data.tokenizer.path`.")
-    tokenizer = tokenizer or task.tokenizer
-    if tokenizer is not None:
-        data.tokenizer = tokenizer
-    else:
-        tokenizer = data.tokenizer  # a fresh run: the data module trains one on its corpus
+    # (a fresh run: the data module trains one on its corpus)
+    tokenizer = tokenizer or task.tokenizer or data.tokenizer
+    # tokens the data marks its texts with (entity markers) are the run's special tokens; the
+    # task's embeddings grow to match, as for domain words
+    tokenizer = tokenizer.with_special_tokens(getattr(data, "added_tokens", ()))
+    data.tokenizer = tokenizer
     task.use_tokenizer(tokenizer)
     objective = getattr(task, "objective", None)
     if objective is not None and hasattr(data, "objective"):

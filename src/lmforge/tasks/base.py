@@ -109,7 +109,12 @@ class Task(L.LightningModule):
 
     def _record_start(self, start: Start, config: Any) -> None:
         """Record the network's shape in the hyper-parameters in place of ``init_from``."""
-        self.hparams["config"], self.hparams["init_from"] = dataclasses.asdict(config), None
+        self.hparams["init_from"] = None
+        self._record_config(config)
+
+    def _record_config(self, config: Any) -> None:
+        """Record the network's shape in the hyper-parameters, so checkpoints rebuild it."""
+        self.hparams["config"] = dataclasses.asdict(config)
 
     def _load_start(self) -> None:
         """Put the ``init_from`` weights into ``self.net`` (see :meth:`lmforge.start.Start.load_into`)."""
@@ -156,7 +161,7 @@ class Task(L.LightningModule):
             raise UserError(f"Extending the vocabulary of a {type(self.net).__name__} is not supported (GPT and BERT "
                             "are): use the weights' own tokenizer.")
         self.net.grow_vocab(init_new_embeddings(self.net.wte.weight, pieces))
-        self.hparams["config"] = dataclasses.asdict(self.net.config)
+        self._record_config(self.net.config)
         rank_zero_info(f"init_from: {len(pieces)} new tokens, their embeddings the mean of their old pieces'.")
         self._start_tokenizer = tokenizer
 

@@ -175,8 +175,8 @@ class ElmoTask(PretrainingTask):
             )
         self.net.token_chars.copy_(token_char_ids(self.tokenizer, self.net.config.max_chars))
 
-    def flops_per_token(self) -> float:
-        return self.net.flops_per_token(self.sampled_softmax)
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        return self.net.flops_per_token(self.sampled_softmax)  # an LSTM's cost per token does not grow with length
 
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(input_ids)

@@ -38,8 +38,9 @@ class PretrainingTask(Task):
     eval_loss_name = "loss"  # what record_eval's loss is logged as
     eval_parts: tuple[str, ...] = ()  # parts of that loss (record_eval's ``parts``): val/loss_<name>, val/ppl_<name>
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token, for MFU."""
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token, for MFU (blocks are packed to ``max_seq_len``: ``seq_len`` is
+        the same)."""
         return self.net.flops_per_token(self.model_config.max_seq_len)
 
     def sample_text(self, prompt: str) -> str | None:

@@ -90,7 +90,7 @@ class SpanCorruptionTask(PretrainingTask):
     ) -> torch.Tensor:
         return self.net(input_ids, decoder_input_ids, attention_mask)
 
-    def flops_per_token(self) -> float:
+    def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per encoder input token, the decoder at its real (target) length."""
         seq_len = self.model_config.max_seq_len
         target = self.objective.target_length(seq_len) if self.noise == "t5" else seq_len
