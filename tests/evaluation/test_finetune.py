@@ -262,6 +262,35 @@ def test_regression_logs_pearson_and_spearman(bert_ckpt: str, tmp_path: Path) ->
     assert metrics["val/pearson"] == pytest.approx(float(expected), abs=1e-4)
 
 
+def test_pair_regression_on_an_sts_benchmark_file(bert_ckpt: str, tmp_path: Path) -> None:
+    """Sentence-pair similarity read from a file in the STS Benchmark's own layout (no header,
+    seven tab-separated fields, some lines with two more), scored by Pearson and Spearman."""
+    firsts, seconds = toy_rows(60, seed=4), toy_rows(60, seed=5)
+    lines = []
+    for i, ((a, la), (b, lb)) in enumerate(zip(firsts, seconds)):
+        score = 0.4 + 2.1 * ((la == "pos") + (lb == "pos"))  # read from both sentences
+        extra = "\tsource-a\tsource-b" if i % 7 == 0 else ""
+        lines.append(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{score:.3f}\t{a}\t{b}{extra}")
+    path = tmp_path / "sts-train.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = LabeledText(source=DataSource(paths=str(path), text_field="sentence1"), format="sts",
+                       text_pair_field="sentence2", label_field="score", val_fraction=0.25, seq_len=24, batch_size=12)
+    torch.manual_seed(0)
+    task = FineTuneTask(init_from=bert_ckpt, dropout=0.0, optimizer={"lr": 3e-3}, head_lr=3e-2)
+    connect(task, data)
+    assert task.task_type == "regression"
+    data.setup("fit")
+    assert (data.datasets["train"][0]["token_type_ids"] == 1).any()  # two segments
+    before = trainer(1).validate(task, data, verbose=False)[0]
+    trainer(60, limit_val_batches=0).fit(task, data)
+    after = trainer(1).validate(task, data, verbose=False)[0]
+    assert after["val/pearson"] > 0.8 and after["val/spearman"] > before["val/spearman"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("genre\tfile\tyear\tid\tnot-a-score\ta\tb\n")
+    with pytest.raises(UserError, match="bad.csv, line 1: expected 7 tab-separated fields"):
+        LabeledText(source=DataSource(paths=str(bad), text_field="sentence1"), format="sts").raw()
+
+
 def test_clear_errors(bert_ckpt: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         FineTuneTask(init_from=str(tmp_path / "missing.ckpt"))

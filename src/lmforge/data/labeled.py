@@ -33,22 +33,25 @@ from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 
 TaskType = Literal["auto", "classification", "regression", "multilabel"]
-FileFormat = Literal["auto", "tsv", "csv", "jsonl"]
+FileFormat = Literal["auto", "tsv", "csv", "jsonl", "sts"]
 Example = dict[str, Any]  # input_ids, token_type_ids (np arrays), label (int, float or multi-hot array)
 
 SUFFIXES = (".tsv", ".csv", ".jsonl")
 
 
 def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dict[str, Any]]:
-    """The rows of a ``.tsv``/``.csv`` file with a header line, or the objects of a ``.jsonl`` file.
+    """The rows of a ``.tsv``/``.csv`` file with a header line, the objects of a ``.jsonl`` file,
+    or the pairs of an STS-Benchmark file (``sts``: no header; tab-separated genre, file, year,
+    id, score, sentence 1, sentence 2, extra fields ignored, no quoting) as ``sentence1``,
+    ``sentence2`` and ``score``.
 
     Args:
         path: The file.
-        file_format: ``tsv``, ``csv`` or ``jsonl``; ``auto`` goes by the file's suffix.
+        file_format: ``tsv``, ``csv``, ``jsonl`` or ``sts``; ``auto`` goes by the file's suffix.
     """
     path = Path(path)
     kind = path.suffix if file_format == "auto" else f".{file_format}"
-    if kind not in SUFFIXES:
+    if kind not in (*SUFFIXES, ".sts"):
         raise UserError(f"'{path}' is not a .tsv, .csv or .jsonl file: convert it to one of those, or name its "
                         "layout with `data.format` (tsv, csv or jsonl).")
     if not path.is_file():
@@ -57,7 +60,9 @@ def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dic
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise UserError(f"'{path}' is not UTF-8 text (byte {err.start}): convert it to UTF-8.") from err
-    if kind == ".jsonl":
+    if kind == ".sts":
+        records = _sts_records(text, path)
+    elif kind == ".jsonl":
         records = []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -76,6 +81,20 @@ def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dic
         records = [row for row in csv.DictReader(text.splitlines(), **options) if any(row.values())]
     if not records:
         raise UserError(f"'{path}' holds no examples: it is empty (or has a header line only).")
+    return records
+
+
+def _sts_records(text: str, path: Path) -> list[dict[str, Any]]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            records.append({"sentence1": fields[5], "sentence2": fields[6], "score": float(fields[4])})
+        except (IndexError, ValueError) as err:
+            raise UserError(f"{path}, line {number}: expected 7 tab-separated fields with the score fifth "
+                            "(STS-Benchmark layout).") from err
     return records
 
 
@@ -166,7 +185,8 @@ class LabeledText(L.LightningDataModule):
             of the training examples.
         test: The test examples for ``lmforge test``, as ``validation`` (GLUE test labels are
             hidden: leave it unset there).
-        format: The files' layout: ``tsv``, ``csv`` or ``jsonl``; ``auto`` goes by the suffix
+        format: The files' layout: ``tsv``, ``csv``, ``jsonl`` or ``sts`` (STS Benchmark: the
+            columns are ``sentence1``, ``sentence2``, ``score``); ``auto`` goes by the suffix
             (SciBERT's ``.txt`` files hold JSON lines: set ``jsonl``).
         text_pair_field: Column of the second text of sentence-pair tasks; ``None`` for single texts.
         label_field: Column of the label.

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional import spearman_corrcoef
 
+from lmforge.data.labeled import read_records
 from lmforge.errors import UserError
 
 
@@ -23,26 +24,12 @@ def read_sts(path: str | Path) -> tuple[list[str], list[str], list[float]]:
     Args:
         path: The file.
     """
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise UserError(f"STS file '{path}' does not exist: give a file in STS-Benchmark layout.")
-    first, second, scores = [], [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        try:
-            score = float(fields[4])
-            first.append(fields[5])
-            second.append(fields[6])
-        except (IndexError, ValueError) as err:
-            raise UserError(
-                f"{path}, line {number}: expected 7 tab-separated fields with the score fifth (STS-Benchmark layout)."
-            ) from err
-        scores.append(score)
-    if len(scores) < 2:
+    records = read_records(path, "sts")
+    if len(records) < 2:
         raise UserError(f"STS file '{path}' has fewer than two scored pairs.")
-    return first, second, scores
+    return [r["sentence1"] for r in records], [r["sentence2"] for r in records], [r["score"] for r in records]
 
 
 def sts_spearman(encode: Callable[[list[str]], torch.Tensor], pairs: tuple[list[str], list[str], list[float]]) -> float:

@@ -119,7 +119,7 @@ class ContrastiveTask(PretrainingTask):
         loss, correct = self._step(batch)
         self.record_eval(loss, batch["input_ids"].size(0), correct)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Embeddings ``(N, C)`` of raw texts, with the task's tokenizer and pooling. Texts are
         batched by length (longest first), so that little of a batch is padding."""
