@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from conftest import SENTENCES
 from lmforge.data import DataSource, LabeledText, TokenizerSpec, train_tokenizer
 from lmforge.data.labeled import label_names, read_records, truncate_pair
+from lmforge.data.sampler import LengthGroupedSampler, run_seed
 from lmforge.errors import UserError
 
 WORDS = SENTENCES + ["good movie", "bad movie", "a fine day", "a poor day"]
@@ -188,3 +190,43 @@ def test_bad_inputs_are_one_sentence_user_errors(tmp_path: Path, bert_tokenizer)
         dm = attach(LabeledText(source=DataSource(paths=str(path), text_field="sentence"),
                                 validation=str(path)), bert_tokenizer)
         dm.test_dataloader()
+
+
+def test_length_grouping_keeps_every_example_once_and_pads_less(tmp_path: Path, bert_tokenizer) -> None:
+    rng = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 60, (400,), generator=rng).tolist()
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3, group_batches=10)
+    first, second = list(sampler), list(sampler)  # a loader that never calls set_epoch still reshuffles
+    assert sorted(first) == list(range(400)) and first != second
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # the order of an epoch is a function of (seed, epoch)
+
+    def padding(order: list[int]) -> int:
+        batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+        return sum(max(lengths[j] for j in b) * len(b) - sum(lengths[j] for j in b) for b in batches)
+
+    shuffled = torch.randperm(400, generator=rng).tolist()
+    assert padding(first) < 0.25 * padding(shuffled)
+    assert lengths[first[0]] == max(lengths)  # the longest batch first: out of memory shows at once
+
+
+def test_the_training_order_follows_the_run_seed(tmp_path: Path, bert_tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [(" ".join(WORDS[i % len(WORDS)].split()[: 1 + i % 5]), str(i % 2)) for i in range(40)]
+    path = write_tsv(tmp_path / "train.tsv", ["text", "label"], rows)
+
+    def order(seed: int | None, group: bool = False) -> list[list[int]]:
+        if seed is None:
+            monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+        else:
+            L.seed_everything(seed, verbose=False)
+        data = LabeledText(source=DataSource(paths=path), val_fraction=0.2, batch_size=8, group_by_length=group)
+        data.tokenizer = bert_tokenizer
+        data.setup("fit")
+        return [row for batch in data.train_dataloader() for row in batch["input_ids"].tolist()]
+
+    assert order(0) == order(0) and order(0) != order(1)
+    assert order(0, group=True) != order(1, group=True)
+    assert order(None) == order(None)  # no run seed: the data's own seed
+    assert run_seed(7) == 7
+    monkeypatch.setenv("PL_GLOBAL_SEED", "11")
+    assert run_seed(7) == 11
