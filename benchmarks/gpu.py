@@ -50,12 +50,12 @@ clips in ``on_before_optimizer_step`` instead, the same clipping.)
 MFU = tokens/s * FLOPs per token / peak FLOP/s. FLOPs per token is the network's
 ``flops_per_token(seq_len)``: nanoGPT's ``estimate_mfu`` count, 6 * parameters (position
 embeddings left out; the tied token embedding counted once, as the output projection) +
-12 * n_layer * d_model * seq_len for attention -- what ``ThroughputMonitor`` logs as
-``perf/mfu`` ("MFU (net)"). For BERT that count charges the MLM head and vocabulary
+12 * n_layer * d_model * seq_len for attention ("MFU (net)"; GPT's ``perf/mfu``). For BERT that count charges the MLM head and vocabulary
 projection to every token, and the pooler / NSP head too, while sparse prediction runs the
 head on the masked positions only and no NSP is trained here, so the table also shows
 "MFU (run)": the count of the work actually done, ``flops_per_token`` - 6 * (1 - masked
-fraction) * (MLM head + vocabulary projection parameters) - 6 * (pooler + NSP parameters).
+fraction) * (MLM head + vocabulary projection parameters) - 6 * (pooler + NSP parameters),
+which is what ``MaskedLMTask`` logs as ``perf/mfu`` (at its ``mask_prob``).
 For GPT-2 both are the same. The targets (GPT-2 small >= 50%, nanoGPT reports 37% on an A100
 and llm.c about 50% on an H100; BERT-base >= 45%) are judged on "MFU (run)", the lower one.
 The peak is the GPU's dense bf16 peak from ``lmforge.callbacks.GPU_PEAK_BF16`` by its CUDA
@@ -100,6 +100,7 @@ from lmforge.models.gpt import GPTConfig
 from lmforge.objectives.masked_lm import IGNORE
 from lmforge.tasks import CausalLMTask, MaskedLMTask, OptimizerConfig, PretrainingTask
 from lmforge.tasks.optim import param_groups, warmup_cosine
+from lmforge.tasks.masked_lm import run_flops_per_token
 
 Batch = dict[str, torch.Tensor]
 CLIP = 1.0  # configs/gpt/small.yaml and configs/bert/base.yaml: trainer.gradient_clip_val
@@ -262,15 +263,10 @@ class CycledBatches(IterableDataset):
 def flops_per_token_run(task: PretrainingTask, seq_len: int, fraction: float | None) -> float:
     """FLOPs per token of the work the step actually does: the network's count, less (BERT)
     the MLM head and vocabulary projection on the unmasked positions and the pooler / NSP head,
-    which the MLM-only step never runs."""
-    net = task.net
-    flops = net.flops_per_token(seq_len)
-    if isinstance(net, Bert):
-        head = sum(p.numel() for p in net.mlm_head.parameters()) + net.wte.weight.numel()
-        flops -= 6 * (1 - (fraction or 0.0)) * head
-        if net.config.nsp_head:
-            flops -= 6 * sum(p.numel() for m in (net.pooler, net.nsp) for p in m.parameters())
-    return flops
+    which the MLM-only step never runs (the count ``MaskedLMTask`` logs, at the measured fraction)."""
+    if isinstance(task.net, Bert):
+        return run_flops_per_token(task.net, seq_len, fraction or 0.0)
+    return task.net.flops_per_token(seq_len)
 
 
 # -- the step -------------------------------------------------------------------------------------

@@ -70,6 +70,10 @@ class MaskedLMTask(PretrainingTask):
     def trained_heads(self) -> set[str]:
         return {"mlm_head", "pooler", "nsp"} if self.objective.nsp else {"mlm_head"}
 
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token of the work the step does (:func:`run_flops_per_token`)."""
+        return run_flops_per_token(self.net, self.model_config.max_seq_len, self.objective.mask_prob)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(input_ids, attention_mask)
 
@@ -141,3 +145,22 @@ class MaskedLMTask(PretrainingTask):
 
     def predict_step(self, text: str, batch_idx: int) -> str:
         return self.fill_mask(text)
+
+
+def run_flops_per_token(net: Bert, seq_len: int, fraction: float) -> float:
+    """Training FLOPs per token of a masked-LM step: the network's count (6N + attention) less
+    what sparse prediction never runs -- the MLM head and the vocabulary projection on the
+    ``1 - fraction`` unmasked positions -- and less the pooler and NSP head, which a masked-LM
+    step does not run (with NSP they run once per sequence: negligible).
+
+    Args:
+        net: The BERT network.
+        seq_len: Tokens per sequence.
+        fraction: The fraction of positions predicted.
+    """
+    head = sum(p.numel() for p in net.mlm_head.parameters()) + net.wte.weight.numel()
+    flops = net.flops_per_token(seq_len) - 6 * (1 - fraction) * head
+    if net.config.nsp_head:
+        flops -= 6 * sum(p.numel() for m in (net.pooler, net.nsp) for p in m.parameters())
+    return flops
+
