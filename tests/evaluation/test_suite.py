@@ -181,6 +181,7 @@ def test_summary_statistics(tmp_path: Path) -> None:
     ("missing data", "Task 'sentiment-short' of suite '{suite}', data.source.paths is '{data}/toy.tsv', which does "
                      "not exist: check --data_dir"),
     ("results", "already holds runs.csv: choose another --out (nothing was run)."),
+    ("suite and recipe", "Give exactly one of --suite (a suite YAML) and --recipe (fine-tuning config files)."),
 ])
 def test_refusals_come_before_any_run(tmp_path: Path, case: str, message: str) -> None:
     suite = _suite(tmp_path)
@@ -196,6 +197,8 @@ def test_refusals_come_before_any_run(tmp_path: Path, case: str, message: str) -
         spec["tasks"]["sentiment"]["recipe"] = ["finetune/absent.yaml"]
     elif case == "missing data":
         kwargs["data_dir"] = str(tmp_path / "elsewhere")
+    elif case == "suite and recipe":
+        kwargs["recipe"] = [str(FINETUNE)]
     else:
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "runs.csv").write_text("earlier results\n")

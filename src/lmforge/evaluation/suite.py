@@ -193,10 +193,6 @@ def evaluate(
     """
     if fit is None:
         raise UserError("evaluate needs a way to run `lmforge fit`: call it through `lmforge evaluate`.")
-    if (suite is None) == (not recipe):
-        raise UserError("Give either --suite (a suite YAML) or --recipe (fine-tuning config files), not both.")
-    if suite is not None and metric is not None:
-        raise UserError("--metric is for --recipe only: a suite names each task's metric in its file.")
     if not starts:
         raise UserError("Give at least one starting point: --starts '[general.ckpt, domain.ckpt]'.")
     if seeds < 1:
@@ -209,17 +205,7 @@ def evaluate(
     existing = [p for p in (*RESULT_FILES, "tensorboard") if (out_dir / p).exists()]
     if existing:
         raise UserError(f"'{out_dir}' already holds {', '.join(existing)}: choose another --out (nothing was run).")
-    data_dir = str(Path(data_dir).resolve()) if data_dir is not None else None
-    if suite is not None:
-        chosen = read_suite(suite, data_dir, tasks)
-    else:
-        chosen = [SuiteTask(Path(recipe[0]).stem, tuple(recipe), metric)]
-        missing = next((r for r in recipe if not Path(r).is_file()), None)
-        if missing is not None:
-            raise UserError(f"Recipe file '{missing}' does not exist.")
-        if tasks and tasks != [chosen[0].name]:
-            raise UserError(f"--recipe makes the one task '{chosen[0].name}': drop --tasks {tasks}.")
-
+    chosen = _chosen_tasks(suite, recipe, metric, tasks, data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = [(RANDOM, starts[0], True)] if random_baseline else []
     plan += [(name, start, False) for name, start in zip(names, starts)]
@@ -240,6 +226,24 @@ def evaluate(
     print(f"Wrote {out_dir}/runs.csv, summary.md, summary.csv, summary.png and tensorboard/ "
           f"(tensorboard --logdir {out_dir / 'tensorboard'}).")
     return out_dir
+
+
+def _chosen_tasks(suite: str | None, recipe: list[str] | None, metric: str | None, tasks: list[str] | None,
+                  data_dir: str | None) -> list[SuiteTask]:
+    """The tasks to run: those of the suite file, or the one task of ``recipe``."""
+    if (suite is None) == (not recipe):
+        raise UserError("Give exactly one of --suite (a suite YAML) and --recipe (fine-tuning config files).")
+    if suite is not None:
+        if metric is not None:
+            raise UserError("--metric is for --recipe only: a suite names each task's metric in its file.")
+        return read_suite(suite, str(Path(data_dir).resolve()) if data_dir is not None else None, tasks)
+    task = SuiteTask(Path(recipe[0]).stem, tuple(recipe), metric)
+    missing = next((r for r in recipe if not Path(r).is_file()), None)
+    if missing is not None:
+        raise UserError(f"Recipe file '{missing}' does not exist.")
+    if tasks and tasks != [task.name]:
+        raise UserError(f"--recipe makes the one task '{task.name}': drop --tasks {tasks}.")
+    return [task]
 
 
 def _default_metric(rows: list[dict]) -> str:
