@@ -1,6 +1,6 @@
 """Real-data check: does pretraining help downstream, and does domain-adaptive pretraining help more?
 
-End to end through the real CLI (``lmforge fit`` and ``lmforge compare``, in process), on
+End to end through the real CLI (``lmforge fit`` and ``lmforge evaluate``, in process), on
 the real text of ``../shared/data``:
 
 1. General pretraining: a tiny BERT (4 layers, width 128, 4 heads, WordPiece uncased 8192
@@ -10,10 +10,10 @@ the real text of ``../shared/data``:
    the same masked LM continued on the OHSUMED abstracts (``biomed/ohsumed_train.jsonl``)
    MINUS a held-out evaluation split (20% of the abstracts, by a hash of their id): the
    pretraining never sees the evaluation text.
-3. ``lmforge compare`` on OHSUMED classification (23 MeSH disease classes; fine-tuned on the
+3. ``lmforge evaluate --recipe`` on OHSUMED classification (23 MeSH disease classes; fine-tuned on the
    non-held-out abstracts, evaluated on the held-out ones): random init vs general vs
    general+domain, 3 seeds each, full fine-tuning, mean pooling.
-4. ``lmforge compare`` on SST-2 (``labeled/sst2``; fine-tuned on a fixed sample of the
+4. ``lmforge evaluate --recipe`` on SST-2 (``labeled/sst2``; fine-tuned on a fixed sample of the
    training sentences, evaluated on dev): random init vs general, 3 seeds.
 
 It prints both tables (mean ± std over seeds) and a final JSON line with every figure.
@@ -107,9 +107,18 @@ def finetune_recipe(path: Path, train: Path, val: Path, text_field: str, seq_len
 
 
 def summary(out: Path) -> dict:
-    with open(out / "summary.csv") as f:
-        return {row["start"]: {k: float(v) for k, v in row.items() if k not in ("start", "runs")}
-                for row in csv.DictReader(f)}
+    """Mean and sample std over seeds of every val/ metric, per start (the runs of ``runs.csv``)."""
+    from lmforge.evaluation.report import mean_std
+
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    metrics = [k for k in runs[0] if k.startswith("val/")]
+    result = {}
+    for start in dict.fromkeys(r["start"] for r in runs):
+        mine = [r for r in runs if r["start"] == start]
+        result[start] = {f"{m} {part}": value for m in metrics
+                         for part, value in zip(("mean", "std"), mean_std([float(r[m]) for r in mine if r[m]]))}
+    return result
 
 
 def main() -> None:
@@ -163,18 +172,18 @@ def main() -> None:
                  a.domain_steps, 5e-4, run, "domain", a.seed)
 
     from lmforge.cli import fit_metrics
-    from lmforge.evaluation import compare
+    from lmforge.evaluation import evaluate
 
     results = {}
     oh = finetune_recipe(run / "ohsumed.yaml", run / "ohsumed_train.jsonl", run / "ohsumed_eval.jsonl", "text", 128,
                          a.ohsumed_steps)
-    compare([str(oh)], [str(general), str(domain)], seeds=a.seeds, labels=["general", "general+domain"], fit=fit_metrics,
-            out=str(run / "compare-ohsumed"))
-    results["ohsumed"] = summary(run / "compare-ohsumed")
+    evaluate([str(general), str(domain)], recipe=[str(oh)], seeds=a.seeds, labels=["general", "general+domain"],
+             out=str(run / "eval-ohsumed"), fit=fit_metrics)
+    results["ohsumed"] = summary(run / "eval-ohsumed")
     sst = finetune_recipe(run / "sst2.yaml", run / "sst2_train.tsv", sst2 / "dev.tsv", "sentence", 64, a.sst2_steps)
-    compare([str(sst)], [str(general)], seeds=a.seeds, labels=["general"], out=str(run / "compare-sst2"),
-            fit=fit_metrics)
-    results["sst2"] = summary(run / "compare-sst2")
+    evaluate([str(general)], recipe=[str(sst)], seeds=a.seeds, labels=["general"], out=str(run / "eval-sst2"),
+             fit=fit_metrics)
+    results["sst2"] = summary(run / "eval-sst2")
     results.update(minutes=round((time.perf_counter() - started) / 60, 1), run=str(run), settings=vars(a))
     print(json.dumps(results))
 

@@ -252,7 +252,7 @@ def prepare_command(argv: list[str]) -> None:
 
 
 def fit_metrics(args: list[str]) -> dict[str, float]:
-    """Run ``lmforge fit`` with ``args``; the metrics it logged last (what ``lmforge compare`` tabulates)."""
+    """Run ``lmforge fit`` with ``args``; the metrics it logged last (what ``lmforge evaluate`` tabulates)."""
     cli = LmforgeCLI(args=["fit", *args])
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
 
@@ -293,10 +293,10 @@ def main(args: list[str] | None = None) -> None:
             from lmforge.tokenizer_commands import tokenizer_command
 
             tokenizer_command(argv[1:])
-        elif argv and argv[0] == "compare":
-            from lmforge.evaluation.compare import compare_command
+        elif argv and argv[0] == "evaluate":
+            from lmforge.evaluation.suite import evaluate_command
 
-            compare_command(argv[1:], fit=fit_metrics)
+            evaluate_command(argv[1:], fit=fit_metrics)
         elif argv and argv[0] == "export":
             from lmforge.start.export import export_command
 

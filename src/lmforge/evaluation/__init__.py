@@ -1,8 +1,8 @@
 """Downstream evaluation, apart from pretraining: fine-tuning tasks, sentence similarity (STS),
-and ``lmforge compare`` (one downstream recipe from several starting points)."""
+and ``lmforge evaluate`` (a suite of downstream tasks from several starting points)."""
 
-from lmforge.evaluation.compare import compare, write_results
 from lmforge.evaluation.finetune import FineTuneTask
 from lmforge.evaluation.sts import STSEvaluation, read_sts, sts_spearman
+from lmforge.evaluation.suite import SuiteTask, evaluate, read_suite
 
-__all__ = ["FineTuneTask", "STSEvaluation", "compare", "read_sts", "sts_spearman", "write_results"]
+__all__ = ["FineTuneTask", "STSEvaluation", "SuiteTask", "evaluate", "read_sts", "read_suite", "sts_spearman"]

@@ -1,0 +1,246 @@
+"""``lmforge evaluate``: a suite of downstream tasks x starting points (lmforge checkpoints,
+transformers folders) x seeds -> runs.csv, table, PNG, TensorBoard runs; refusals before any run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+import lmforge.data.labeled as labeled
+from conftest import CONFIGS
+from lmforge.cli import main
+from lmforge.errors import UserError
+from lmforge.evaluation import evaluate, read_suite
+from lmforge.evaluation.report import write_summary
+
+FINETUNE = CONFIGS / "finetune" / "tiny.yaml"
+FAST = ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
+        "--trainer.enable_model_summary=false"]
+
+
+def _pretrained(tmp_path: Path, name: str, steps: int) -> Path:
+    main(["fit", "-c", str(CONFIGS / "bert" / "tiny.yaml"), "--data.max_documents", "40", "--trainer.max_steps",
+          str(steps), "--trainer.val_check_interval", str(steps), "--trainer.limit_val_batches", "1",
+          "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.name", name])
+    return next(tmp_path.glob(f"logs/{name}/version_0/checkpoints/last.ckpt"))
+
+
+def _suite(tmp_path: Path) -> Path:
+    """Two tasks on the toy sentiment file: one as the recipe has it, one reading it from ``{data_dir}``."""
+    (tmp_path / "data").mkdir()
+    shutil.copy(CONFIGS / "finetune" / "toy-sentiment.tsv", tmp_path / "data" / "toy.tsv")
+    suite = {"tasks": {
+        "sentiment": {"recipe": [str(FINETUNE)], "metric": "val/acc"},
+        "sentiment-short": {"recipe": str(FINETUNE), "metric": "val/f1_macro",
+                            "args": {"data.source.paths": "{data_dir}/toy.tsv", "data.seq_len": 16}},
+    }}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def first_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list]]:
+    """(seed of the order, first training batch's input ids) of every training loader built."""
+    seen: list[tuple[int, list]] = []
+    original = labeled.example_loader
+
+    def loader(examples, batch_size, collate, shuffle, seed, *args, **kwargs):
+        if not shuffle:
+            return original(examples, batch_size, collate, shuffle, seed, *args, **kwargs)
+        entry: tuple[int, list] = (seed, [])
+
+        def recording(items):
+            batch = collate(items)
+            if not entry[1]:
+                entry[1].extend(batch["input_ids"].tolist())
+            return batch
+
+        seen.append(entry)
+        return original(examples, batch_size, recording, shuffle, seed, *args, **kwargs)
+
+    monkeypatch.setattr(labeled, "example_loader", loader)
+    return seen
+
+
+def test_suite_of_two_tasks_from_two_starts_writes_runs_table_png_and_tensorboard(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        first_batches: list[tuple[int, list]]) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = _pretrained(tmp_path, "general", 2)
+    main(["export", "--ckpt_path", str(first), "--to", str(tmp_path / "hf-folder")])  # a transformers folder
+    second = f"hf:{tmp_path / 'hf-folder'}"
+    suite = _suite(tmp_path)
+    capsys.readouterr()
+    main(["evaluate", "--suite", str(suite), "--data_dir", "data", "--starts", f"[{first}, {second}]",
+          "--labels", "[general, domain]", "--seeds", "2", "--random_baseline", "false", "--out", "results",
+          "--overrides", json.dumps(FAST)])
+    out = tmp_path / "results"
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["task"], r["start"], r["seed"]) for r in runs] == [
+        (task, start, seed) for task in ("sentiment", "sentiment-short") for start in ("general", "domain")
+        for seed in ("0", "1")]
+    assert all(0.0 <= float(r["val/acc"]) <= 1.0 and 0.0 <= float(r["val/f1_macro"]) <= 1.0 for r in runs)
+    assert {r["source"] for r in runs} == {str(first), second}
+    table = (out / "summary.md").read_text().splitlines()
+    assert table[0] == "| task | metric | general | domain |" and len(table) == 4
+    assert table[2].startswith("| sentiment | val/acc | ") and table[2].count(" ± ") == 2
+    assert table[3].startswith("| sentiment-short | val/f1_macro | ")
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [(r["task"], r["metric"], r["runs"]) for r in summary] == [("sentiment", "val/acc", "2"),
+                                                                      ("sentiment-short", "val/f1_macro", "2")]
+    accs = [float(r["val/acc"]) for r in runs if r["task"] == "sentiment" and r["start"] == "domain"]
+    assert float(summary[0]["domain mean"]) == pytest.approx(sum(accs) / 2, abs=1e-5)
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tb = sorted(p.relative_to(out / "tensorboard").parent.as_posix() for p in (out / "tensorboard").rglob("events.*"))
+    assert tb == sorted(f"{task}/{start}/seed_{seed}" for task in ("sentiment", "sentiment-short")
+                        for start in ("domain", "general") for seed in (0, 1))
+    assert table[2] in capsys.readouterr().out
+
+    # the seed orders the training examples: seed 0 and seed 1 differ, the same seed repeats
+    assert [seed for seed, _ in first_batches] == [0, 1, 0, 1] * 2
+    for task in range(2):
+        general_0, general_1, domain_0, domain_1 = (batch for _, batch in first_batches[4 * task: 4 * task + 4])
+        assert general_0 == domain_0 and general_1 == domain_1
+        assert general_0 != general_1
+
+    before = {p: p.read_bytes() for p in out.glob("*.*")}
+    with pytest.raises(SystemExit):  # never overwrites results
+        main(["evaluate", "--recipe", f"[{FINETUNE}]", "--starts", f"[{first}]", "--out", "results"])
+    assert "'results' already holds runs.csv, summary.csv, summary.md, summary.png, tensorboard: choose another " \
+           "--out (nothing was run)." in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.glob("*.*")} == before and len(first_batches) == 8
+
+
+class FakeFit:
+    """Records the arguments of every run and returns made-up final metrics."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args: list[str]) -> dict[str, float]:
+        self.calls.append(args)
+        return {"val/acc": 0.5 + 0.1 * len(self.calls), "val/loss": 1.0, "train/loss": 2.0}
+
+
+def test_recipe_is_the_one_task_suite_with_the_random_baseline_first(tmp_path: Path) -> None:
+    fit = FakeFit()
+    evaluate(["a.ckpt", "hf:org/b"], recipe=[str(FINETUNE)], seeds=2, out=str(tmp_path / "out"),
+             overrides=["--trainer.max_steps=7"], fit=fit)
+    assert len(fit.calls) == 6
+    baseline = fit.calls[0]
+    assert baseline[:2] == ["-c", str(FINETUNE)] and baseline[-1] == "--trainer.max_steps=7"
+    assert {"--model.init_from=a.ckpt", "--model.random_init=true", "--seed_everything=0",
+            f"--trainer.logger.save_dir={tmp_path / 'out' / 'tensorboard' / 'tiny'}", "--trainer.logger.name=random_init",
+            "--trainer.logger.version=seed_0", "--trainer.enable_progress_bar=false"} <= set(baseline)
+    assert "--model.init_from=hf:org/b" in fit.calls[5] and "--seed_everything=1" in fit.calls[5]
+    assert not any("random_init" in a for call in fit.calls[2:] for a in call if a.startswith("--model"))
+    with open(tmp_path / "out" / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["task"], r["start"]) for r in runs[::2]] == [("tiny", "random init"), ("tiny", "a"), ("tiny", "org_b")]
+    assert set(runs[0]) == {"task", "start", "source", "seed", "val/acc", "val/loss"}  # val/* only
+    assert (tmp_path / "out" / "summary.md").read_text().splitlines()[0] == "| task | metric | random init | a | org_b |"
+
+
+def test_suite_args_follow_the_recipe_and_fill_data_dir(tmp_path: Path) -> None:
+    suite = _suite(tmp_path)
+    fit = FakeFit()
+    evaluate(["a.ckpt"], suite=str(suite), tasks=["sentiment-short"], data_dir=str(tmp_path / "data"), seeds=1,
+             random_baseline=False, out=str(tmp_path / "out"), fit=fit)
+    [call] = fit.calls
+    assert call[:4] == ["-c", str(FINETUNE), f"--data.source.paths={tmp_path / 'data' / 'toy.tsv'}",
+                        "--data.seq_len=16"]
+
+
+def test_summary_statistics(tmp_path: Path) -> None:
+    rows = [{"task": "t", "start": "a", "source": "a.ckpt", "seed": s, "val/acc": v} for s, v in enumerate([0.5, 0.7, 0.9])]
+    rows.append({"task": "t", "start": "b", "source": "b.ckpt", "seed": 0, "val/acc": 0.25})
+    rows.append({"task": "u", "start": "b", "source": "b.ckpt", "seed": 0, "val/f1": 0.5})
+    table = write_summary(rows, {"t": "val/acc", "u": "val/f1"}, tmp_path)
+    with open(tmp_path / "summary.csv") as f:
+        summary = {r["task"]: r for r in csv.DictReader(f)}
+    assert float(summary["t"]["a mean"]) == pytest.approx(0.7)
+    assert float(summary["t"]["a std"]) == pytest.approx(0.2)  # sample standard deviation
+    assert float(summary["t"]["b std"]) == 0.0 and summary["t"]["runs"] == "3"
+    assert table.splitlines()[3] == "| u | val/f1 | not logged | 0.5000 ± 0.0000 |"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown task", "has no task 'ner': its tasks are sentiment, sentiment-short."),
+    ("no data_dir", "Task 'sentiment-short' of suite '{suite}', data.source.paths is '{{data_dir}}/toy.tsv': give "
+                    "the data folder with --data_dir."),
+    ("no metric", "Task 'sentiment' of suite '{suite}' needs `recipe` (fit config files) and `metric` (e.g. val/f1)."),
+    ("missing recipe", "Task 'sentiment' of suite '{suite}': recipe file '{missing}' does not exist."),
+    ("missing data", "Task 'sentiment-short' of suite '{suite}', data.source.paths is '{data}/toy.tsv', which does "
+                     "not exist: check --data_dir"),
+    ("results", "already holds runs.csv: choose another --out (nothing was run)."),
+    ("suite and recipe", "Give exactly one of --suite (a suite YAML) and --recipe (fine-tuning config files)."),
+])
+def test_refusals_come_before_any_run(tmp_path: Path, case: str, message: str) -> None:
+    suite = _suite(tmp_path)
+    spec = yaml.safe_load(suite.read_text())
+    kwargs = {"suite": str(suite), "data_dir": str(tmp_path / "data"), "out": str(tmp_path / "out")}
+    if case == "unknown task":
+        kwargs["tasks"] = ["ner"]
+    elif case == "no data_dir":
+        kwargs["data_dir"] = None
+    elif case == "no metric":
+        del spec["tasks"]["sentiment"]["metric"]
+    elif case == "missing recipe":
+        spec["tasks"]["sentiment"]["recipe"] = ["finetune/absent.yaml"]
+    elif case == "missing data":
+        kwargs["data_dir"] = str(tmp_path / "elsewhere")
+    elif case == "suite and recipe":
+        kwargs["recipe"] = [str(FINETUNE)]
+    else:
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "runs.csv").write_text("earlier results\n")
+    suite.write_text(yaml.safe_dump(spec, sort_keys=False))
+    fit = FakeFit()
+    with pytest.raises(UserError) as refused:
+        evaluate(["a.ckpt"], fit=fit, **kwargs)
+    assert message.format(suite=suite, missing=tmp_path / "finetune" / "absent.yaml",
+                          data=tmp_path / "elsewhere") in str(refused.value)
+    assert fit.calls == []
+    if case == "results":
+        assert [p.name for p in (tmp_path / "out").iterdir()] == ["runs.csv"]
+        assert (tmp_path / "out" / "runs.csv").read_text() == "earlier results\n"
+    else:
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suite", sorted((CONFIGS / "eval").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_suites_name_existing_recipes_metrics_and_the_data_layout(suite: Path, tmp_path: Path) -> None:
+    """Every task of configs/eval/ has its recipe files and a val/ metric, and every data path
+    of the documented layout (made here as empty files) is filled from --data_dir."""
+    for relative in ("ner/jnlpba/dev.txt", "ner/jnlpba/test.txt", "classification/ohsumed/train.jsonl",
+                     *[f"{task}/{split}.txt" for task in ("ner/sciie", "relation/sciie",
+                                                           "classification/citation_intent")
+                       for split in ("train", "dev", "test")]):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).touch()
+    tasks = read_suite(suite, str(tmp_path))
+    assert tasks and all(t.metric.startswith("val/") for t in tasks)
+    for task in tasks:
+        assert all(Path(r).resolve().parent == CONFIGS / "finetune" for r in task.recipe)
+        paths = [v for k, v in task.args if k in ("data.source.paths", "data.validation")]
+        assert paths and all(v is None or v.startswith(str(tmp_path)) for v in paths)
+
+
+def test_evaluate_help_and_compare_is_gone(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--help"])
+    assert done.value.code in (0, None)
+    help_text = capsys.readouterr().out
+    assert "--suite" in help_text and "--recipe" in help_text and "--data_dir" in help_text
+    with pytest.raises(SystemExit) as done:
+        main(["compare", "--recipe", f"[{FINETUNE}]", "--starts", "[a.ckpt]"])
+    assert done.value.code == 2
+
