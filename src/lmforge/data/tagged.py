@@ -236,6 +236,10 @@ class TaggedText(SplitLoaders, L.LightningDataModule):
         self._tokenizer = value
 
     @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
     def pad_id(self) -> int:
         pad = self.tokenizer.role_id("pad")
         return pad if pad is not None else 0

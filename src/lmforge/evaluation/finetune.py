@@ -283,14 +283,19 @@ class FineTuneTask(Task):
         return self
 
     # -- forward --------------------------------------------------------------------------
-    def embed(self, batch: Batch) -> torch.Tensor:
-        """The pooled sentence vectors ``(B, C)`` of a padded batch."""
+    def states(self, batch: Batch) -> torch.Tensor:
+        """The token states ``(B, T, C)`` of a padded batch (ELMo's layers mixed)."""
         if self.mode == "probe" and self.net.training:
             self.net.eval()  # Lightning may restore recorded module modes directly, not through train()
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode == "full"):
             states = self.net.token_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         if self.scalar_mix is not None:
             states = self.scalar_mix(states)  # (L, B, T, C) -> (B, T, C)
+        return states
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """The pooled sentence vectors ``(B, C)`` of a padded batch."""
+        states = self.states(batch)
         positions = batch.get("entity_positions")
         if self.pooling == "entity_start" and positions is None:
             raise UserError("pooling=entity_start needs the entities marked in the texts: set the data's `markers` "
