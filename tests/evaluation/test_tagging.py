@@ -13,7 +13,7 @@ from conftest import CONFIGS
 from lmforge.cli import main
 from lmforge.data import DataSource, TaggedText, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
-from lmforge.evaluation import TokenClassificationTask
+from lmforge.evaluation import FineTuneTask, TokenClassificationTask
 from lmforge.models import BertConfig
 from lmforge.start import connect
 from lmforge.tasks import MaskedLMTask
@@ -75,13 +75,23 @@ def test_random_init_predicts_one_tag_column_per_line(bert_ckpt: str, tmp_path: 
         assert line.startswith(original + "\t") and line.split("\t")[1] in task.labels
 
 
-def test_sentence_classification_data_is_refused(bert_ckpt: str) -> None:
+def test_each_task_refuses_the_others_data(bert_ckpt: str) -> None:
     task = TokenClassificationTask(init_from=bert_ckpt)
-    with pytest.raises(UserError, match="TaggedText"):
+    with pytest.raises(UserError, match="not classification: use FineTuneTask"):
         task.use_labels("classification", ["neg", "pos"])
+    with pytest.raises(UserError, match="use TokenClassificationTask"):
+        FineTuneTask(init_from=bert_ckpt).use_labels("token_classification", ["O", "B-X", "I-X"])
 
 
-def test_ner_tiny_config_trains_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ner_tiny_config_trains_from_scratch_and_predict_writes_conll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["fit", "-c", str(CONFIGS / "finetune" / "ner-tiny.yaml"), "--trainer.fast_dev_run=true",
-          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    config = ["-c", str(CONFIGS / "finetune" / "ner-tiny.yaml"), "--trainer.enable_progress_bar=false"]
+    main(["fit", *config, "--trainer.max_steps=3", "--trainer.val_check_interval=3",
+          "--trainer.enable_model_summary=false"])
+    (tmp_path / "words.txt").write_text("p53 NN\nbinds NN\n\nMYC NN\n", encoding="utf-8")
+    capsys.readouterr()
+    main(["predict", *config, "--ckpt_path", "logs/ner-tiny/version_0/checkpoints/last.ckpt",
+          "--data.predict", "words.txt"])
+    blocks = capsys.readouterr().out.strip().split("\n\n")
+    assert [[line.split("\t")[0] for line in b.split("\n")] for b in blocks] == [["p53 NN", "binds NN"], ["MYC NN"]]

@@ -35,11 +35,10 @@ class TokenClassificationTask(FineTuneTask):
     def pooled_width(self) -> int:
         return self.net.state_width  # the head reads one token state
 
+    task_types = ("token_classification",)
+
     def use_labels(self, task_type: str, labels: list[str] | None) -> None:
         """Take the data's BIO tags (handed over by :func:`lmforge.start.connect`)."""
-        if task_type != "token_classification":
-            raise UserError(f"TokenClassificationTask tags words, but the data is {task_type}: use TaggedText "
-                            "data, or FineTuneTask for sentence classification.")
         if self.mixup > 0:
             raise UserError("mixup mixes pooled sentence vectors: set model.mixup to 0 for token classification.")
         super().use_labels(task_type, labels)  # type: ignore[arg-type]
