@@ -9,11 +9,12 @@ from lmforge.data.corpus import CorpusDataModule
 from lmforge.data.labeled import LabeledText
 from lmforge.data.pairs import SentencePairs
 from lmforge.data.source import DataSource
+from lmforge.data.tagged import TaggedText
 from lmforge.data.tokenizer import TokenizerSpec, train_tokenizer
 from lmforge.tokenizer import Tokenizer
 
 __all__ = [
     "Augmentation", "BackTranslation", "BookCorpus", "BundledCorpus", "CorpusDataModule", "DataSource", "FineWebCorpus",
-    "HFTranslator", "LabeledText", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TextCorpus",
-    "Tokenizer", "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
+    "HFTranslator", "LabeledText", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TaggedText",
+    "TextCorpus", "Tokenizer", "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
 ]

@@ -24,9 +24,8 @@ import numpy as np
 import tokenizers
 import torch
 from jsonargparse.typing import Path_fr
-from torch.utils.data import DataLoader
 
-from lmforge.data.sampler import example_loader, run_seed
+from lmforge.data.sampler import SplitLoaders
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.tokenizer import Tokenizer
@@ -152,7 +151,7 @@ def truncate_pair(first: list[int], second: list[int] | None, budget: int) -> tu
     return first[:a], (second[:b] if second is not None else None)
 
 
-class LabeledText(L.LightningDataModule):
+class LabeledText(SplitLoaders, L.LightningDataModule):
     """Sentence or sentence-pair classification/regression data for fine-tuning a pretrained model.
 
     Sources: a local file of training examples (``.tsv``, ``.csv`` or ``.jsonl``; ``.tsv`` and
@@ -501,20 +500,4 @@ class LabeledText(L.LightningDataModule):
         if "entity_positions" in examples[0]:
             batch["entity_positions"] = torch.from_numpy(np.stack([e["entity_positions"] for e in examples]))  # (B, 2)
         return batch
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.datasets:
-            raise UserError(f"No {split} examples: give `data.test` (a file, or a split of the hub dataset) to run "
-                            "`test`.")
-        return example_loader(self.datasets[split], self.batch_size, self.collate, shuffle, run_seed(self.seed),
-                              self.group_by_length, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 

@@ -24,7 +24,7 @@ from lmforge.tasks.base import OptimizerConfig, Task, class_path
 from lmforge.tasks.optim import param_groups
 
 Pooling = Literal["auto", "cls", "mean", "last", "entity_start"]
-TaskType = Literal["classification", "regression", "multilabel"]
+TaskType = Literal["classification", "regression", "multilabel", "token_classification"]
 Batch = dict[str, torch.Tensor]
 
 
@@ -113,7 +113,8 @@ class FineTuneTask(Task):
         mixup: Embedding mixup (training only): pooled vectors and targets of each example and
             a shuffled partner are mixed with weights drawn from Beta(mixup, mixup); 0 turns it off.
         num_labels: Classes (classification); left unset, taken from the data.
-        task_type: ``classification``, ``multilabel`` or ``regression``; left unset, taken from the data.
+        task_type: ``classification``, ``multilabel`` or ``regression`` (``token_classification`` is
+            :class:`~lmforge.evaluation.TokenClassificationTask`'s); left unset, taken from the data.
         labels: Class names in id order (from the data when unset), kept in checkpoints.
         ignore_label: A class left out of micro- and macro-F1 (the "no relation" class, e.g.
             ChemProt's ``false``); accuracy still counts it.
@@ -128,6 +129,8 @@ class FineTuneTask(Task):
         network: Set in checkpoints with ``network_config``: the class path of the fine-tuned network.
         network_config: Set in checkpoints: the fine-tuned network's config, so that it loads alone.
     """
+
+    task_types: tuple[str, ...] = ("classification", "regression", "multilabel")  # what this task's head does
 
     def __init__(
         self,
@@ -161,6 +164,8 @@ class FineTuneTask(Task):
             raise UserError(f"warmup_ratio={warmup_ratio} must be in [0, 1).")
         if isinstance(config, dict):
             config = BertConfig(**config)
+        if task_type is not None:
+            self._check_task_type(task_type)
         if init_from:
             shape = self._start_from(init_from, None)  # any family; the weights' own dropout
             net_class = self._start.network
@@ -254,6 +259,7 @@ class FineTuneTask(Task):
     def use_labels(self, task_type: TaskType, labels: list[str] | None) -> None:
         """Take the data's task type and classes (handed over by :func:`lmforge.start.connect`) and
         build the head for them; set ones must agree."""
+        self._check_task_type(task_type)
         num_labels = 1 if task_type == "regression" else len(labels or [])
         if self.task_type is not None and self.task_type != task_type:
             raise UserError(f"The model is set up for {self.task_type} but the data is {task_type}: "
@@ -270,6 +276,12 @@ class FineTuneTask(Task):
             self.metrics.to(self.device)
             self.mean_loss.to(self.device)
 
+    def _check_task_type(self, task_type: str) -> None:
+        if task_type not in self.task_types:
+            other = "TokenClassificationTask with TaggedText" if task_type == "token_classification" else \
+                "FineTuneTask with LabeledText"
+            raise UserError(f"{type(self).__name__} does {', '.join(self.task_types)}, not {task_type}: use {other}.")
+
     def setup(self, stage: str) -> None:
         if self.head is None:
             raise UserError("The task type is unknown: hand the task its data's labels with "
@@ -283,14 +295,19 @@ class FineTuneTask(Task):
         return self
 
     # -- forward --------------------------------------------------------------------------
-    def embed(self, batch: Batch) -> torch.Tensor:
-        """The pooled sentence vectors ``(B, C)`` of a padded batch."""
+    def states(self, batch: Batch) -> torch.Tensor:
+        """The token states ``(B, T, C)`` of a padded batch (ELMo's layers mixed)."""
         if self.mode == "probe" and self.net.training:
             self.net.eval()  # Lightning may restore recorded module modes directly, not through train()
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode == "full"):
             states = self.net.token_states(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         if self.scalar_mix is not None:
             states = self.scalar_mix(states)  # (L, B, T, C) -> (B, T, C)
+        return states
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """The pooled sentence vectors ``(B, C)`` of a padded batch."""
+        states = self.states(batch)
         positions = batch.get("entity_positions")
         if self.pooling == "entity_start" and positions is None:
             raise UserError("pooling=entity_start needs the entities marked in the texts: set the data's `markers` "
