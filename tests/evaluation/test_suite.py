@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import lmforge.data.sampler as sampler
+import lmforge.data.downstream as downstream
 from conftest import CONFIGS
 from lmforge.cli import main
 from lmforge.errors import UserError
@@ -48,7 +48,7 @@ def _suite(tmp_path: Path) -> Path:
 def first_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list]]:
     """(seed of the order, first training batch's input ids) of every training loader built."""
     seen: list[tuple[int, list]] = []
-    original = sampler.example_loader
+    original = downstream.example_loader
 
     def loader(examples, batch_size, collate, shuffle, seed, *args, **kwargs):
         if not shuffle:
@@ -64,7 +64,7 @@ def first_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list]]:
         seen.append(entry)
         return original(examples, batch_size, recording, shuffle, seed, *args, **kwargs)
 
-    monkeypatch.setattr(sampler, "example_loader", loader)
+    monkeypatch.setattr(downstream, "example_loader", loader)
     return seen
 
 

@@ -15,17 +15,16 @@ import csv
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import tokenizers
 import torch
 from jsonargparse.typing import Path_fr
 
-from lmforge.data.sampler import SplitLoaders
+from lmforge.data.downstream import DownstreamData
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.tokenizer import Tokenizer
@@ -151,7 +150,7 @@ def truncate_pair(first: list[int], second: list[int] | None, budget: int) -> tu
     return first[:a], (second[:b] if second is not None else None)
 
 
-class LabeledText(SplitLoaders, L.LightningDataModule):
+class LabeledText(DownstreamData):
     """Sentence or sentence-pair classification/regression data for fine-tuning a pretrained model.
 
     Sources: a local file of training examples (``.tsv``, ``.csv`` or ``.jsonl``; ``.tsv`` and
@@ -376,31 +375,11 @@ class LabeledText(SplitLoaders, L.LightningDataModule):
     # -- tokenizer ----------------------------------------------------------------------------
     @property
     def added_tokens(self) -> list[str]:
-        """Special tokens the texts are marked with (the entity markers), for the run's tokenizer."""
+        """The entity markers, special tokens of the run's tokenizer."""
         return list(self.markers or [])
 
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The pretrained model's tokenizer, handed over by :func:`lmforge.start.connect`; without
-        one (a model trained from scratch), the one ``tokenizer`` loads or trains, with the
-        entity markers added."""
-        if self._tokenizer is None:
-            texts = (t for a, b, _ in self.raw()["train"] for t in (a, b) if t) if not self.tokenizer_spec.path else ()
-            self._tokenizer = self.tokenizer_spec.load_or_train(texts).with_special_tokens(self.added_tokens)
-        return self._tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, value: Tokenizer) -> None:
-        self._tokenizer = value
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
-
-    @property
-    def pad_id(self) -> int:
-        pad = self.tokenizer.role_id("pad")
-        return pad if pad is not None else 0
+    def training_texts(self) -> Iterable[str]:
+        return (t for a, b, _ in self.raw()["train"] for t in (a, b) if t)
 
     # -- encoding -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -175,27 +175,3 @@ def example_loader(examples: Sequence[Any], batch_size: int, collate: Callable[[
         sampler = None
     return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
-
-class SplitLoaders:
-    """The DataLoaders of a downstream data module (mix in before ``LightningDataModule``): its
-    encoded splits ``datasets`` (``train``, ``val``, ``test``) through :func:`example_loader`,
-    ordered by the run's seed (or ``seed``); it has ``batch_size``, ``collate``,
-    ``group_by_length`` and ``num_workers``."""
-
-    datasets: dict[str, Sequence[Any]]
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.datasets:
-            raise UserError(f"No {split} examples: give `data.{split}` (a file, or a split of the hub dataset) to "
-                            f"run `{split}`.")
-        return example_loader(self.datasets[split], self.batch_size, self.collate, shuffle, run_seed(self.seed),
-                              self.group_by_length, self.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

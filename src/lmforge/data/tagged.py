@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import lightning as L
 import numpy as np
 import tokenizers
 import torch
 from jsonargparse.typing import Path_fr
 from torch.utils.data import DataLoader
 
-from lmforge.data.sampler import SplitLoaders
+from lmforge.data.downstream import DownstreamData
 from lmforge.data.schemes import detect_scheme, entity_types, split_tag, to_bio
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
@@ -81,7 +81,7 @@ def read_conll(path: str | Path, columns: tuple[int, int] = (0, -1), tagged: boo
     return sentences
 
 
-class TaggedText(SplitLoaders, L.LightningDataModule):
+class TaggedText(DownstreamData):
     """Token classification data (named-entity recognition) for fine-tuning a pretrained encoder.
 
     Sources: CoNLL files (``source.paths``, with a ``validation`` file), or a Hugging Face dataset
@@ -222,27 +222,8 @@ class TaggedText(SplitLoaders, L.LightningDataModule):
         return self._raw
 
     # -- tokenizer ----------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The task's tokenizer, handed over by :func:`lmforge.start.connect`; without one (from
-        scratch), the one ``tokenizer`` loads or trains on the training sentences."""
-        if self._tokenizer is None:
-            texts = (" ".join(s.words) for s in self.raw()["train"]) if not self.tokenizer_spec.path else ()
-            self._tokenizer = self.tokenizer_spec.load_or_train(texts)
-        return self._tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, value: Tokenizer) -> None:
-        self._tokenizer = value
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
-
-    @property
-    def pad_id(self) -> int:
-        pad = self.tokenizer.role_id("pad")
-        return pad if pad is not None else 0
+    def training_texts(self) -> Iterable[str]:
+        return (" ".join(s.words) for s in self.raw()["train"])
 
     # -- encoding -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -1,0 +1,79 @@
+"""What the downstream data modules (``LabeledText``, ``TaggedText``) share: the run's tokenizer,
+handed over or trained on their training texts, and the loaders of their encoded splits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from lmforge.data.sampler import example_loader, run_seed
+from lmforge.data.tokenizer import TokenizerSpec
+from lmforge.errors import UserError
+from lmforge.tokenizer import Tokenizer
+
+
+class DownstreamData(L.LightningDataModule):
+    """Base of the downstream data modules. A subclass sets ``tokenizer_spec``, ``seed``,
+    ``batch_size``, ``group_by_length`` and ``num_workers``, fills ``datasets`` (the encoded
+    ``train``, ``val``, ``test`` splits) in ``setup``, and gives its training texts
+    (:meth:`training_texts`) and ``collate``.
+
+    The tokenizer is the task's, handed over by :func:`lmforge.start.connect`; without one (a
+    network trained from scratch), the one ``tokenizer_spec`` loads or trains on the training
+    texts, with :attr:`added_tokens`. Training batches are shuffled by the run's seed
+    (``seed_everything``, else ``seed``), optionally grouped by length; all are padded to their
+    longest example.
+    """
+
+    tokenizer_spec: TokenizerSpec
+    datasets: dict[str, Sequence[Any]]
+    _tokenizer: Tokenizer | None = None
+
+    def training_texts(self) -> Iterable[str]:
+        """The texts a tokenizer trained from scratch learns from."""
+        raise NotImplementedError
+
+    @property
+    def added_tokens(self) -> list[str]:
+        """Special tokens the texts are marked with (entity markers), for the run's tokenizer."""
+        return []
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The task's tokenizer; without one, the one ``tokenizer`` loads or trains."""
+        if self._tokenizer is None:
+            texts = self.training_texts() if not self.tokenizer_spec.path else ()
+            self._tokenizer = self.tokenizer_spec.load_or_train(texts).with_special_tokens(self.added_tokens)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Tokenizer) -> None:
+        self._tokenizer = value
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.role_id("pad")
+        return pad if pad is not None else 0
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise UserError(f"No {split} examples: give `data.{split}` (a file, or a split of the hub dataset) to "
+                            f"run `{split}`.")
+        return example_loader(self.datasets[split], self.batch_size, self.collate, shuffle, run_seed(self.seed),
+                              self.group_by_length, self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
