@@ -10,6 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from lmforge.data.sampler import example_loader, run_seed
+from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.tokenizer import Tokenizer
@@ -28,9 +29,25 @@ class DownstreamData(L.LightningDataModule):
     longest example.
     """
 
-    tokenizer_spec: TokenizerSpec
-    datasets: dict[str, Sequence[Any]]
-    _tokenizer: Tokenizer | None = None
+    def __init__(self, source: DataSource, validation: str | None, test: str | None, labels: list[str] | None,
+                 val_fraction: float, seed: int, max_documents: int | None, tokenizer: TokenizerSpec | dict,
+                 seq_len: int, batch_size: int, group_by_length: bool, num_workers: int, min_seq_len: int = 2):
+        """The settings every downstream data module has, checked (see the subclasses' ``Args:``)."""
+        super().__init__()
+        if seq_len < min_seq_len or batch_size < 1:
+            raise UserError(f"seq_len must be at least {min_seq_len} and batch_size positive, got seq_len={seq_len}, "
+                            f"batch_size={batch_size}.")
+        if validation is None and not 0.0 < val_fraction < 1.0:
+            raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        self.source = source
+        self.validation, self.test = (plain_path(v) if v is not None else None for v in (validation, test))
+        self.labels: list[str] | None = list(labels) if labels is not None else None
+        self.val_fraction, self.seed, self.max_documents = val_fraction, seed, max_documents
+        self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
+        self.seq_len, self.batch_size = seq_len, batch_size
+        self.group_by_length, self.num_workers = group_by_length, num_workers
+        self._tokenizer: Tokenizer | None = None
+        self.datasets: dict[str, Sequence[Any]] = {}
 
     def training_texts(self) -> Iterable[str]:
         """The texts a tokenizer trained from scratch learns from."""

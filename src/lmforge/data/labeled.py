@@ -25,9 +25,8 @@ import torch
 from jsonargparse.typing import Path_fr
 
 from lmforge.data.downstream import DownstreamData
-from lmforge.data.source import DataSource, plain_path
+from lmforge.data.source import DataSource
 from lmforge.data.tokenizer import TokenizerSpec
-from lmforge.tokenizer import Tokenizer
 from lmforge.errors import UserError
 
 TaskType = Literal["auto", "classification", "regression", "multilabel"]
@@ -228,37 +227,20 @@ class LabeledText(DownstreamData):
         group_by_length: bool = False,
         num_workers: int = 0,
     ):
-        super().__init__()
-        if seq_len < 2 or batch_size < 1:
-            raise UserError(f"seq_len must be at least 2 and batch_size positive, got seq_len={seq_len}, "
-                            f"batch_size={batch_size}.")
-        if validation is None and not 0.0 < val_fraction < 1.0:
-            raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        super().__init__(source, validation, test, labels, val_fraction, seed, max_documents, tokenizer, seq_len,
+                         batch_size, group_by_length, num_workers)
         if task_type not in ("auto", "classification", "regression", "multilabel"):
             raise UserError(f"task_type={task_type!r}: use classification, regression, multilabel or auto.")
         if markers is not None and (len(markers) != 4 or len(set(markers)) != 4 or not all(m.strip() for m in markers)):
             raise UserError(f"markers={markers}: give four distinct markers, [open 1, close 1, open 2, close 2], "
                             "e.g. ['<<', '>>', '[[', ']]'].")
-        self.source = source
-        self.validation, self.test = (plain_path(v) if v is not None else None for v in (validation, test))
         self.format = format
         self.text_pair_field, self.label_field = text_pair_field, label_field
         self.requested_task_type = task_type
         self.label_separator = label_separator
         self.markers = list(markers) if markers is not None else None
-        self.labels: list[str] | None = list(labels) if labels is not None else None
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.max_documents = max_documents
-        self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
-        self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.group_by_length = group_by_length
-        self.num_workers = num_workers
-        self._tokenizer: Tokenizer | None = None
         self._raw: dict[str, list[tuple[str, str | None, Any]]] | None = None
         self.task_type: Literal["classification", "regression", "multilabel"] | None = None
-        self.datasets: dict[str, list[Example]] = {}
 
     # -- reading ------------------------------------------------------------------------------
     @property

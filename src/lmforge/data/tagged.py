@@ -26,7 +26,6 @@ from lmforge.data.schemes import detect_scheme, entity_types, split_tag, to_bio
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
-from lmforge.tokenizer import Tokenizer
 
 IGNORE = -100  # the label of pieces that are not a word's first (cross-entropy's ignore_index)
 Example = dict[str, Any]
@@ -140,26 +139,13 @@ class TaggedText(DownstreamData):
         num_workers: int = 0,
         predict: Path_fr | str | None = None,
     ):
-        super().__init__()
-        if seq_len < 3 or batch_size < 1:
-            raise UserError(f"seq_len must be at least 3 and batch_size positive, got seq_len={seq_len}, "
-                            f"batch_size={batch_size}.")
-        if validation is None and not 0.0 < val_fraction < 1.0:
-            raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        super().__init__(source, validation, test, labels, val_fraction, seed, max_documents, tokenizer, seq_len,
+                         batch_size, group_by_length, num_workers, min_seq_len=3)
         if scheme not in ("auto", "BIO", "IOB1", "IO"):
             raise UserError(f"scheme={scheme!r}: use BIO, IOB1, IO or auto.")
-        self.source = source
-        self.validation, self.test, self.predict = (plain_path(v) if v is not None else None
-                                                    for v in (validation, test, predict))
+        self.predict = plain_path(predict) if predict is not None else None
         self.tag_field, self.columns, self.scheme = tag_field, tuple(columns), scheme
-        self.labels: list[str] | None = list(labels) if labels is not None else None
-        self.val_fraction, self.seed, self.max_documents = val_fraction, seed, max_documents
-        self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
-        self.seq_len, self.batch_size = seq_len, batch_size
-        self.group_by_length, self.num_workers = group_by_length, num_workers
-        self._tokenizer: Tokenizer | None = None
         self._raw: dict[str, list[Sentence]] | None = None
-        self.datasets: dict[str, list[Example]] = {}
 
     @property
     def name(self) -> str:
