@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, RichProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
@@ -153,7 +153,10 @@ class SafeSaveConfigCallback(SaveConfigCallback):
     """Saves the resolved config of a ``fit`` into its run folder, never overwriting one there,
     and only once the run has started: a resume that is refused (another tokenizer, corpus,
     seed ...) writes nothing. A resumed run writes ``config.resumed-1.yaml``, ``-2`` ...
+    The data module's run files (its trained tokenizer) are written at the same moment.
     """
+
+    started = False  # set once the run has started training
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         pass  # the checkpoint to resume from is restored (and checked) after setup: wait for it
@@ -168,12 +171,20 @@ class SafeSaveConfigCallback(SaveConfigCallback):
             filename = f"{stem}.resumed-{n}.yaml"
         self.config_filename = trainer.strategy.broadcast(filename)  # rank 0 decides, before it writes
         super().setup(trainer, pl_module, "fit")
+        save_run_files = getattr(trainer.datamodule, "save_run_files", None)
+        if trainer.is_global_zero and log_dir is not None and trainer.loggers and callable(save_run_files):
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            save_run_files(Path(log_dir))
+        self.started = True
 
 
 class RunCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between validations,
     so ``--ckpt_path last`` always resumes from the final step, and that never writes into a
     folder holding another run's checkpoints (unless resuming that run)."""
+
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath: Any) -> None:
+        pass  # Lightning's warning for a non-empty folder: on_fit_start below refuses another run's
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # (the checkpoint to resume from is known from here on, and nothing has been written yet)
@@ -329,15 +340,133 @@ def _slurm_job_id() -> str | None:
 
 
 class ProgressBar(RichProgressBar):
-    """Rich progress bar showing loss and a short ``tok/s``, without Lightning's ``v_num``."""
+    """Rich progress bar counting optimizer steps towards ``max_steps`` (epochs when there is no
+    step limit), with loss and a short ``tok/s``, without Lightning's ``v_num``."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        max_steps = self.trainer.max_steps
+        return max_steps if max_steps > 0 else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_steps > 0:
+            description = "Steps"
+        else:
+            epochs = self.trainer.max_epochs
+            description = f"Epoch {current_epoch + 1}" + (f"/{epochs}" if epochs and epochs > 0 else "")
+        return f"{description:{len(self.validation_description)}}"
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()  # resumed mid-epoch
+        self._update(self.train_progress_bar_id, trainer.global_step if trainer.max_steps > 0 else batch_idx + 1)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
-        tokens_per_sec = metrics.pop("perf/tokens_per_sec", None)
-        if tokens_per_sec is not None:
-            metrics["tok/s"] = f"{float(tokens_per_sec):,.0f}"
-        return metrics
+        return progress_metrics(super().get_metrics(trainer, pl_module))
+
+
+def progress_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The progress bar's metrics as shown: no ``v_num``, tokens/s as a short ``tok/s``."""
+    metrics = dict(metrics)
+    metrics.pop("v_num", None)
+    tokens_per_sec = metrics.pop("perf/tokens_per_sec", None)
+    if tokens_per_sec is not None:
+        metrics["tok/s"] = f"{float(tokens_per_sec):,.0f}"
+    return metrics
+
+
+class ProgressLog(L.Callback):
+    """Plain progress lines for output that is not a terminal (a file, a pipe, a scheduler's
+    log) or when the progress bar is off: ``step 100/500 | loss 3.214 | val/loss 3.5 | tok/s
+    12,345 | 0:01:02 elapsed, ~0:04:08 left``, every ``every_n_steps`` optimizer steps.
+
+    Args:
+        every_n_steps: Steps between lines; 0 picks about 20 lines per run (at least every
+            ``log_every_n_steps``).
+    """
+
+    def __init__(self, every_n_steps: int = 0):
+        self.every_n_steps = every_n_steps
+        self._start = 0.0
+        self._first_step = 0
+        self._last_printed = -1
+
+    def _every(self, trainer: L.Trainer) -> int:
+        if self.every_n_steps > 0:
+            return self.every_n_steps
+        return max(trainer.log_every_n_steps, trainer.max_steps // 20 if trainer.max_steps > 0 else 0, 1)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._first_step = time.perf_counter(), trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step != self._last_printed and step % self._every(trainer) == 0:
+            self._print(trainer, step)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_printed:
+            self._print(trainer, trainer.global_step)
+
+    def _print(self, trainer: L.Trainer, step: int) -> None:
+        self._last_printed = step
+        if not trainer.is_global_zero:
+            return
+        parts = [f"step {step}/{trainer.max_steps}" if trainer.max_steps > 0 else f"step {step}"]
+        for name, value in progress_metrics(trainer.progress_bar_metrics).items():
+            parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
+        elapsed = time.perf_counter() - self._start
+        timing = f"{_clock(elapsed)} elapsed"
+        done = step - self._first_step
+        if trainer.max_steps > 0 and done > 0:
+            timing += f", ~{_clock(elapsed / done * (trainer.max_steps - step))} left"
+        print(" | ".join([*parts, timing]), flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ValidationStep(L.Callback):
+    """Validation scalars at the number of optimizer steps done, as text samples, checkpoints and
+    the untrained model's point (step 0) are: Lightning would put them one step earlier."""
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.loggers:
+            pl_module.log("step", float(trainer.global_step), on_step=False, on_epoch=True, rank_zero_only=True)
+
+
+class ModelSize(ModelSummary):
+    """One line at the start of training instead of Lightning's table: the network, its
+    parameters and model FLOPs per token (what MFU counts)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        total = sum(p.numel() for p in pl_module.parameters())
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        line = f"Model: {type(net).__name__}, {_count(total)} parameters"
+        if trainable != total:
+            line += f" ({_count(trainable)} trainable)"
+        flops_per_token = getattr(pl_module, "flops_per_token", None)
+        if flops_per_token is not None:
+            line += f", {_count(flops_per_token(None))}FLOPs per token"
+        rank_zero_info(line + ".")
+
+
+def _count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} "
 
 
 class NonFiniteGuard(L.Callback):

@@ -7,36 +7,47 @@ sequence length) are linked into the model at instantiation.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import logging
+import os
 import re
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import lazy_instance
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.callbacks import ProgressBar as LightningProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lmforge.callbacks import (
     AtomicCheckpointIO,
+    ModelSize,
     NonFiniteGuard,
     Preemption,
     ProgressBar,
+    ProgressLog,
     RunCheckpoint,
     SafeSaveConfigCallback,
     TextSampleCallback,
     ThroughputMonitor,
+    ValidationStep,
 )
 from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
 from lmforge.start import connect, open_start, run_tokenizer
+from lmforge.start.source import import_class
 from lmforge.tasks import Task
 from lmforge.tokenizer import Tokenizer
 
@@ -46,6 +57,73 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 # data attribute -> model argument, filled when both are instantiated
 LINKS = {"vocab_size": "model.init_args.config.vocab_size", "seq_len": "model.init_args.config.max_seq_len"}
+# where the linked value comes from, for messages
+LINK_SOURCES = {"vocab_size": "the tokenizer's size", "seq_len": "data.seq_len"}
+
+# Lines Lightning prints that a user cannot act on (advertisements, accelerators absent here)
+_LIGHTNING_NOISE = ("💡 Tip", "TPU available", "HPU available", "IPU available",
+                    "Trainer already configured with model summary")
+_WARNING_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own use of a deprecated torch API
+    r".*RNN module weights are not part of single contiguous chunk",
+    r".*oneDNN",
+    r".*callbacks used to create the checkpoint need to be provided",  # predict runs without training callbacks
+)
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's lines and warnings a user cannot act on; keep everything else."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.getMessage()).startswith(_LIGHTNING_NOISE)
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _Drop) for f in log.filters):
+            log.addFilter(_Drop())
+    for pattern in _WARNING_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+class LmforgeParser(LightningArgumentParser):
+    """Lightning's parser whose error for an unknown option ends with one line naming the key
+    and the nearest valid one."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        hint = unknown_key_hint(message)
+        super().error(f"{message}\n{hint}" if hint else message, ex)
+
+
+def unknown_key_hint(message: str) -> str | None:
+    """``unknown option 'model.config.n_heads': did you mean 'model.config.n_head'?`` for a
+    jsonargparse error about an option a class does not take, else None."""
+    found = (re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message)
+             or re.search(r"Option '([\w.]+)' is not accepted", message)
+             or re.search(r"nrecognized arguments: --([\w.]+)", message))
+    if found is None:
+        return None
+    bad = ".".join(found.groups())
+    top = re.search(r'Parser key "([\w.]+)"', message)
+    owner = re.search(r"Problem with given class_path '([\w.]+)'", message)
+    valid: list[str] = []
+    if owner is not None:
+        try:
+            parser = LightningArgumentParser(exit_on_error=False)
+            parser.add_class_arguments(import_class(owner.group(1)), fail_untyped=False)
+            valid = [a.dest for a in parser._actions if a.dest not in ("help", "config")]
+        except Exception:  # the hint is a courtesy: never hide the original error behind another
+            valid = []
+    prefix = f"{top.group(1)}." if top is not None and owner is not None else ""
+    nearest = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
+    where = f" of {owner.group(1)}" if owner is not None else ""
+    if nearest:
+        return f"lmforge: unknown option '{prefix}{bad}'{where}: did you mean '{prefix}{nearest[0]}'?"
+    return f"lmforge: unknown option '{prefix}{bad}'{where}: see `--help` for the options."
+
+
+# callbacks that only act while training: prediction runs without them
+TRAINING_ONLY = (ModelCheckpoint, ThroughputMonitor, TextSampleCallback, NonFiniteGuard, Preemption, STSEvaluation)
 
 
 class LmforgeCLI(LightningCLI):
@@ -63,6 +141,7 @@ class LmforgeCLI(LightningCLI):
             subclass_mode_model=True,
             datamodule_class=None,  # any LightningDataModule, and optional: predict needs none
             save_config_callback=SafeSaveConfigCallback,
+            parser_class=LmforgeParser,
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=1234,
             args=args,
@@ -79,6 +158,8 @@ class LmforgeCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best",
                 "checkpoint.auto_insert_metric_name": False,
+                # the folder is this run's alone (RunCheckpoint): best/last keep their names on resume
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(ThroughputMonitor, "throughput")
@@ -98,25 +179,76 @@ class LmforgeCLI(LightningCLI):
             if data is not None:
                 if self.run_tokenizer is not None:
                     data.tokenizer = self.run_tokenizer
-                return getattr(data, attribute)
-            node: Any = self.config[self.config.subcommand]
-            for key in target.split("."):
-                node = node[key] if node is not None else None
-            return node
+                value = getattr(data, attribute)
+                self._check_not_overridden(attribute, target, value)
+                return value
+            return self._configured(target)
 
         return compute
+
+    def _command_config(self) -> Any:
+        """The parsed config of the subcommand (the whole config without one: ``prepare``)."""
+        subcommand = self.config.get("subcommand")
+        return self.config[subcommand] if subcommand else self.config
+
+    def _configured(self, target: str) -> Any:
+        """The value at ``target`` (dotted) in this subcommand's parsed config, or None."""
+        node: Any = self._command_config()
+        for key in target.split("."):
+            node = node[key] if node is not None and key in node else None
+        return node
+
+    def _check_not_overridden(self, attribute: str, target: str, value: Any) -> None:
+        """A value the user set for a linked model argument (not the network's default) that
+        the data contradicts is refused, never overridden in silence."""
+        if self._command_config().get("ckpt_path"):
+            return  # the model's values come from the resumed checkpoint, which checks them itself
+        configured = self._configured(target)
+        model_class = self._configured("model.class_path")
+        parameter = target.split(".")[2]  # model.init_args.<parameter>.<field>
+        try:
+            default = inspect.signature(import_class(model_class)).parameters[parameter].default
+        except (UserError, KeyError, TypeError, ValueError):
+            return
+        field = target.rsplit(".", 1)[1]
+        if configured is None or configured == value or configured == getattr(default, field, configured):
+            return
+        key = target.replace(".init_args", "")
+        raise UserError(f"{key} is {configured}, but {LINK_SOURCES[attribute]} gives {value}: this value is linked "
+                        f"from the data, so drop {key} (or change {LINK_SOURCES[attribute]}).")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = self._get(self.config_init, "trainer", default={})
         callbacks = trainer.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]  # one, or several
-        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, LightningProgressBar) for c in callbacks):
-            trainer["callbacks"] = [*callbacks, ProgressBar()]  # rich bar unless the user chose otherwise
+        added: list[Any] = [ValidationStep()]
+        if trainer.get("enable_model_summary") is not False:
+            added.append(ModelSize())  # one line instead of Lightning's table
+        if not any(isinstance(c, LightningProgressBar) for c in callbacks):
+            if trainer.get("enable_progress_bar") is not False and sys.stdout.isatty():
+                added.append(ProgressBar())  # rich bar unless the user chose otherwise
+            else:
+                trainer["enable_progress_bar"] = False  # a file or a pipe gets plain lines, not a bar's last frame
+                added.append(ProgressLog())
+        trainer["callbacks"] = [*callbacks, *added]
         plugins = trainer.get("plugins")
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [] if plugins is None else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             trainer["plugins"] = [*plugins, AtomicCheckpointIO()]  # a killed save never tears last.ckpt
         return super().instantiate_trainer(**kwargs)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Trainer:
+        if self.subcommand == "predict":
+            # prediction writes no run folder: no logger, no checkpoints, no training callbacks
+            config["logger"] = False
+            config["enable_checkpointing"] = False
+            drop: tuple[type, ...] = TRAINING_ONLY
+        elif config.get("enable_checkpointing") is False:
+            drop = (ModelCheckpoint,)  # honoured: lmforge's checkpoint callback is not added
+        else:
+            drop = ()
+        config["callbacks"] = [c for c in config.get("callbacks") or [] if not isinstance(c, drop)]
+        return super()._instantiate_trainer(config, [c for c in callbacks if not isinstance(c, drop)])
 
     # -- where the run starts ---------------------------------------------------------------
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -148,10 +280,19 @@ class LmforgeCLI(LightningCLI):
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt:
             return
-        hparams = dict(open_start(ckpt).hparams)
+        start = open_start(ckpt)
+        hparams = dict(start.hparams)
         hparams.pop("_instantiator", None)
         if not hparams:
             return
+        configured = (self.config[subcommand].get("model") or {}).get("class_path")
+        stored = hparams.get("_class_path") or start.task
+        if configured and stored and import_class(configured) is not import_class(stored):
+            raise UserError(
+                f"'{ckpt}' is a {stored.rsplit('.', 1)[-1]} checkpoint (a {start.family} network), but this command "
+                f"configures {configured.rsplit('.', 1)[-1]}: use the config it was trained with, or leave out -c and "
+                "--model so the checkpoint's own task is used."
+            )
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
@@ -171,20 +312,31 @@ class LmforgeCLI(LightningCLI):
 
     @classmethod
     def _newest_checkpoint(cls, cfg: Any) -> Path:
-        """The newest complete checkpoint of the experiment, ``last.ckpt`` first: a file cut
-        short by a kill (not a whole zip archive) is passed over."""
+        """The newest complete checkpoint of the experiment, ``last.ckpt`` first. A file cut
+        short (not a whole zip archive: a kill during a write by another tool, a full disk) is
+        moved aside as ``<name>.torn``, so the resumed run writes the usual names again."""
         found = cls._runs_root(cfg)
         if found is None:
             raise UserError("`--ckpt_path last` needs a TensorBoard logger to find the runs: give the checkpoint's path.")
         root, _ = found
         candidates = [c for c in root.glob("version_*/checkpoints/*.ckpt") if re.fullmatch(r"version_\d+", c.parent.parent.name)]
         candidates.sort(key=lambda c: (c.stat().st_mtime_ns, c.name == "last.ckpt"), reverse=True)
-        for ckpt in candidates:
-            if zipfile.is_zipfile(ckpt):
-                return ckpt
-            rank_zero_info(f"Skipping '{ckpt}': it is incomplete (its write was interrupted).")
-        raise UserError(f"`--ckpt_path last` found no complete checkpoint under '{root}/version_*/checkpoints': "
-                        "start a run first.")
+        torn = [c for c in candidates if not zipfile.is_zipfile(c)]
+        complete = [c for c in candidates if c not in torn]
+        if not complete:
+            if torn:
+                raise UserError(f"`--ckpt_path last` found only damaged checkpoints under '{root}' "
+                                f"({', '.join(str(c) for c in torn)}): their writes were cut short, so nothing can "
+                                "be resumed from them; start a new run, or give another checkpoint's path.")
+            raise UserError(f"`--ckpt_path last` found no checkpoint under '{root}/version_*/checkpoints': "
+                            "start a run first.")
+        newest = complete[0]
+        for ckpt in torn:
+            if ckpt.parent == newest.parent and os.environ.get("LOCAL_RANK", "0") == "0":
+                aside = _free_name(ckpt.with_name(ckpt.name + ".torn"))
+                ckpt.rename(aside)
+                rank_zero_info(f"'{ckpt}' is incomplete (its write was cut short): moved aside to '{aside}'.")
+        return newest
 
     @classmethod
     def _continue_in_run_folder(cls, cfg: Any, ckpt: Path) -> None:
@@ -199,6 +351,20 @@ class LmforgeCLI(LightningCLI):
         if match and run.parent.resolve() == root.resolve() and init.get("version") is None:
             init.version = int(match.group(1))
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; a run refused before training started takes back what it wrote into its
+        run folder (the logger's event file, an empty version folder)."""
+        logger = self.trainer.logger
+        folder = Path(logger.log_dir) if subcommand == "fit" and getattr(logger, "log_dir", None) else None
+        before = _Snapshot(folder)
+        try:
+            super()._run_subcommand(subcommand)
+        except Exception as err:
+            started = any(getattr(c, "started", False) for c in self.trainer.callbacks)
+            if _user_error(err) is not None and not started and self.trainer.is_global_zero:
+                before.undo()
+            raise
+
     # -- messages -------------------------------------------------------------------------
     def before_fit(self) -> None:
         logger = self.trainer.logger
@@ -208,15 +374,40 @@ class LmforgeCLI(LightningCLI):
             )
 
     def after_fit(self) -> None:
-        best = self.trainer.checkpoint_callback
-        if best is not None and best.last_model_path:
-            rank_zero_info(f"Last checkpoint: {best.last_model_path}; best ({best.monitor}): {best.best_model_path}")
+        saved = self.trainer.checkpoint_callback
+        if saved is None or not saved.last_model_path:
+            return
+        best = (f"best ({saved.monitor}): {saved.best_model_path}" if saved.best_model_path else
+                f"no best checkpoint ({saved.monitor} was never computed: no validation ran)")
+        rank_zero_info(f"Last checkpoint: {saved.last_model_path}; {best}")
 
     def after_predict(self) -> None:
         for output in self.trainer.predict_loop.predictions or []:
             for text in output if isinstance(output, list) else [output]:
                 if isinstance(text, str) and text:
                     print(text, end="\n\n", flush=True)
+
+
+class _Snapshot:
+    """The paths under a folder before a run, to remove what a refused run added (only that)."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.existed = folder is not None and folder.exists()
+        self.paths = set(folder.rglob("*")) if folder is not None and self.existed else set()
+
+    def undo(self) -> None:
+        if self.folder is None or not self.folder.exists():
+            return
+        for path in sorted(self.folder.rglob("*"), reverse=True):  # a folder's files before the folder
+            if path in self.paths:
+                continue
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not self.existed and not any(self.folder.iterdir()):
+            self.folder.rmdir()
 
 
 class PrepareCLI(LmforgeCLI):
@@ -257,6 +448,15 @@ def fit_metrics(args: list[str]) -> dict[str, float]:
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
 
 
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2`` ... : the first that does not exist."""
+    n, free = 0, path
+    while free.exists():
+        n += 1
+        free = path.with_name(f"{path.name}.{n}")
+    return free
+
+
 def _checkpoint_model_class(argv: list[str]) -> str | None:
     """The task class stored in the checkpoint given by ``--ckpt_path``, unless ``--model`` is given."""
     if not argv or argv[0] not in ("fit", "validate", "test", "predict"):
@@ -274,20 +474,10 @@ def _checkpoint_model_class(argv: list[str]) -> str | None:
     return open_start(ckpt).task
 
 
-def _user_error(err: BaseException) -> UserError | None:
-    """The UserError behind ``err`` (jsonargparse and Lightning wrap exceptions), if any."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, UserError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lmforge`` console script."""
     argv = sys.argv[1:] if args is None else args
+    quiet_lightning()
     try:
         if argv and argv[0] == "tokenizer":
             from lmforge.tokenizer_commands import tokenizer_command
@@ -315,3 +505,16 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"lmforge: error: {user_error}", file=sys.stderr)
         sys.exit(2)
+
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The mistake of the user's behind ``err`` (jsonargparse and Lightning wrap exceptions): a
+    UserError, or Lightning's refusal of a trainer setting; None for anything else (a bug)."""
+    seen: set[int] = set()
+    chain: BaseException | None = err
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, (UserError, MisconfigurationException)):
+            return chain
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    return None

@@ -208,7 +208,7 @@ def test_tokenizers_of_checkpoints_and_their_errors(folder: Path, clean: Tokeniz
     with pytest.raises(UserError, match="carries no tokenizer"):
         load_tokenizer(str(tmp_path / "bare.ckpt"))
     (tmp_path / "torn.ckpt").write_bytes(ckpt.read_bytes()[:1000])
-    with pytest.raises(UserError, match="torn.ckpt' is not a readable checkpoint"):
+    with pytest.raises(UserError, match="torn.ckpt' is not a complete checkpoint"):
         load_tokenizer(str(tmp_path / "torn.ckpt"))
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(UserError, match="is not an lmforge checkpoint"):

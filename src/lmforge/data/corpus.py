@@ -270,11 +270,12 @@ class CorpusDataModule(L.LightningDataModule):
                 )
         sizes = f"{len(self.val_set):,} val" if self.streaming else f"{len(self.train_set):,} / {len(self.val_set):,}"
         rank_zero_info(f"{self.name}: {counts}{sizes} {unit}.")
-        # the run folder, if the run has one (without a logger, log_dir would be the working folder)
-        log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.loggers else None
-        if log_dir and self.trainer.is_global_zero and not self.tokenizer_spec.path:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            tok.save(Path(log_dir) / "tokenizer.json")
+
+    def save_run_files(self, log_dir: Path) -> None:
+        """Write the tokenizer trained for the run into its folder (once training starts: a
+        refused run writes nothing); a tokenizer given by path stays where it is."""
+        if not self.tokenizer_spec.path:
+            self.tokenizer.save(log_dir / "tokenizer.json")
 
     def _stream_documents(self, start: int) -> Iterator[str]:
         return self.train_documents(start) if not self.augment else itertools.islice(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lmforge.errors import UserError
 from lmforge.tokenizer import Tokenizer
 
 
@@ -18,7 +19,17 @@ class CausalLM:
     sentences = False
 
     def bind(self, tokenizer: Tokenizer) -> None:
-        pass  # next-token prediction needs nothing of the tokenizer
+        """Refuse an encoder's tokenizer: a mask token or T5 sentinels mean it was made for
+        another family, whose end-of-document token (if any) a decoder should not learn."""
+        foreign = [t for t in ("[MASK]", "<mask>", "<extra_id_0>") if tokenizer.backend.token_to_id(t) is not None]
+        if foreign:
+            raise UserError(
+                f"The tokenizer is an encoder's (special tokens {' '.join(tokenizer.special_tokens()[:8])}; "
+                f"{foreign[0]} has no use in a decoder): give a decoder's tokenizer (GPT-2, Llama ...), or train "
+                "one with `family: gpt` (`lmforge tokenizer train --family gpt`)."
+            )
+        tokenizer.require(["eos"], "next-token prediction (it ends every document with it)",
+                          "train one with `family: gpt`.")
 
     def block_length(self, seq_len: int) -> int:
         return seq_len + 1

@@ -62,7 +62,12 @@ def connect(task: Any, data: Any, tokenizer: Tokenizer | None = None) -> Tokeniz
     task.use_tokenizer(tokenizer)
     objective = getattr(task, "objective", None)
     if objective is not None and hasattr(data, "objective"):
-        objective.bind(tokenizer)
+        try:
+            objective.bind(tokenizer)
+        except UserError as err:
+            if not spec_path:
+                raise
+            raise UserError(f"data.tokenizer.path '{spec_path}': {err}") from err
         data.objective = objective
     if getattr(data, "seq_len", None) is not None:
         task.check_positions(data.seq_len)

@@ -147,7 +147,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise UserError(f"'{path}' is not a readable checkpoint ({type(err).__name__}): check the file.") from err
+        raise UserError(f"'{path}' is not a complete checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
+                        "its write was cut short or damaged; use another checkpoint (the run's best.ckpt, or "
+                        "`--ckpt_path last` to find the newest complete one).") from err
     meta = ckpt.get("lmforge") if isinstance(ckpt, dict) else None
     if not meta or "model_config" not in meta:
         raise UserError(f"'{path}' is not an lmforge checkpoint (no model config inside): give a .ckpt written by "
