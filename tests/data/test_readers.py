@@ -50,6 +50,46 @@ History
 First item with bold italic text
 Second item & more"""
 
+# the lead of the real article (IPA and Greek templates, a caption with brackets), then appendices
+ARISTOTLE = """{{Short description|Ancient Greek philosopher and polymath (384–322 BC)}}
+{{Infobox philosopher
+| name = Aristotle
+| native_name = {{lang|grc|Ἀριστοτέλης}}
+}}
+'''Aristotle''' ({{IPAc-en|ˈ|ær|ɪ|s|t|ɒ|t|əl}};<ref>{{cite book|title=Dictionary}}</ref> {{lang-grc|Ἀριστοτέλης}}, ''Aristotélēs'', {{IPA-el|aristotélɛːs|pron}}; 384–322&nbsp;BC) was an [[Ancient Greece|Ancient Greek]] [[philosopher]].
+[[File:Aristotle Altemps Inv8575.jpg|thumb|upright|Roman copy [after a bronze by [[Lysippos]]] of a bust; see [https://example.org/bust the catalogue]]]
+
+== Name ==
+The name comes from the Greek {{lang|grc|ἄριστος}}, i.e. "the best".
+
+== See also ==
+* [[Aristotelianism]]
+* {{Portal|Philosophy}}
+
+== Notes ==
+{{notelist}}
+
+== References ==
+{{Reflist}}
+=== Sources ===
+* {{cite book |last=Barnes |first=Jonathan |title=Aristotle |year=1982}}
+
+== Further reading ==
+* Ross, W. D. (1995). ''Aristotle''.
+
+== External links ==
+* [https://plato.stanford.edu/entries/aristotle/ Aristotle] at the ''Stanford Encyclopedia of Philosophy''
+
+{{Authority control}}
+[[Category:Aristotle| ]]
+[[Category:384 BC births]]
+"""
+
+ARISTOTLE_TEXT = """Aristotle (Aristotélēs; 384–322 BC) was an Ancient Greek philosopher.
+
+Name
+The name comes from the Greek, i.e. "the best"."""
+
 ZETA = "'''Zeta''' is the sixth letter of the [[Greek alphabet]].{{citation needed|date=May 2024}} See [[:Category:Greek letters]]."
 ZETA_TEXT = "Zeta is the sixth letter of the Greek alphabet. See Category:Greek letters."
 
@@ -89,6 +129,7 @@ DUMP = mediawiki(
     page("Anarchy (philosophy)", 0, "#redirect [[Anarchism]] {{R from move}}"),
     page("Talk:Anarchism", 1, "This is a '''talk''' page, not an article."),
     page("Zeta", 0, ZETA),
+    page("Aristotle", 0, ARISTOTLE),
 )
 
 
@@ -125,11 +166,84 @@ def test_wikitext_rules(markup: str, text: str) -> None:
     assert wikitext_to_text(markup) == text
 
 
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        (
+            "Lead.\n[[File:X.jpg|thumb|A map [of something] with a [[link]] and [http://x.org label]]]\nNext.",
+            "Lead.\nNext.",
+        ),
+        ("Text [[ image :Y.png|left|cap [1] by [[a|b]]]] more", "Text more"),
+        ("[[File:Z.png|thumb|the range [0, 1) of [[x]]]] after", "after"),  # an unbalanced "[" in the caption
+        ("Body.\n[[Category:Philosophers|Aristotle]]\n[[category: 384 BC births]]", "Body."),
+        ("[[File:broken.png|thumb|no end", "[[File:broken.png|thumb|no end"),  # unclosed: kept as written
+    ],
+    ids=["single-brackets-nested-external", "inline-spaced-lowercase", "unbalanced-single", "categories", "unclosed"],
+)
+def test_wiki_file_and_category_links_go_with_their_captions(markup: str, text: str) -> None:
+    assert wikitext_to_text(markup) == text
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        (
+            "'''Aristotle''' ({{IPAc-en|ˈ|ær|ɪ|s|t|ɒ|t|əl}}; {{lang-grc|Ἀριστοτέλης}}, ''Aristotélēs''; 384–322 BC)"
+            " was a philosopher.",
+            "Aristotle (Aristotélēs; 384–322 BC) was a philosopher.",
+        ),
+        ("from the Greek {{lang|grc|φιλοσοφία}}, i.e. love of wisdom.", "from the Greek, i.e. love of wisdom."),
+        ("Smith (born 1950; {{d}}) and Jones {{ill|x}}, {{ill|y}}; Brown {{cn}}.", "Smith (born 1950) and Jones; Brown."),
+        ("A word ({{lang|la|verbum}}) and {{IPA|x}} ( {{audio|y}} ).", "A word and."),
+    ],
+    ids=["aristotle", "greek-comma", "trailing-and-repeated", "empty-parens"],
+)
+def test_wiki_template_residue_is_tidied(markup: str, text: str) -> None:
+    assert wikitext_to_text(markup) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Smith (born 1950) wrote (a, b) and f(x, y); see (i).",
+        "It costs 0.5 or .5 units: the .NET runtime, a .22 rifle.",
+        "He paused . . . then left... A wink ;) stays.",
+    ],
+)
+def test_wiki_plain_parentheses_and_punctuation_survive(text: str) -> None:
+    assert wikitext_to_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        (
+            "Lead.\n\n== History ==\nKept [[link]].\n\n== See also ==\n* [[Plato]]\n* [[Stoicism|Stoics]]\n\n"
+            "== References ==\n{{Reflist}}\n* {{cite book|title=X}}\n=== Sources ===\n* Barnes, ''Aristotle''\n\n"
+            "==External links==\n* [http://x.org Official site]\n\n==  further   READING ==\n* Someone, ''A book''",
+            "Lead.\n\nHistory\nKept link.",
+        ),
+        (
+            "Lead.\n== Notes and references ==\n* a note\n=== Works cited ===\n* a work\n== Legacy ==\nStill here.\n"
+            "=== Footnotes ===\n* dropped\n=== Influence ===\nKept too.",
+            "Lead.\nLegacy\nStill here.\nInfluence\nKept too.",
+        ),
+    ],
+    ids=["trailing-appendices", "body-after-appendix"],
+)
+def test_wiki_appendix_sections_are_dropped(markup: str, text: str) -> None:
+    assert wikitext_to_text(markup) == text
+
+
 @pytest.mark.parametrize("name", ["enwiki-20240101-pages-articles1.xml", "enwiki-20240101-pages-articles1.xml.bz2"])
 def test_dump_yields_articles_only_plain_or_bz2(name: str, tmp_path: Path) -> None:
     """Redirects (element or #REDIRECT text) and the Talk namespace are skipped; bz2 reads the same."""
     path = write_dump(tmp_path, name=name)
-    assert list(read_wikipedia_dump(path)) == [("Anarchism", ARTICLE_TEXT), ("Zeta", ZETA_TEXT)]
+    assert list(read_wikipedia_dump(path)) == [
+        ("Anarchism", ARTICLE_TEXT),
+        ("Zeta", ZETA_TEXT),
+        ("Aristotle", ARISTOTLE_TEXT),
+    ]
 
 
 def test_missing_dump(tmp_path: Path) -> None:
