@@ -12,6 +12,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lmforge.data.documents import PLAIN_TEXT
 from lmforge.data.fingerprint import file_stats
 from lmforge.data.shards import PreparedCorpus, write_prepared
 from lmforge.errors import UserError
@@ -69,8 +70,9 @@ def wait_for_rank_zero(folder: Path, timeout: float) -> None:
 
 
 def size_hint(paths: str | list[str] | None, max_documents: int | None) -> int | None:
-    """Bytes of text a prepare reads, when known: all of uncompressed local ``.txt``, ``.jsonl``
-    or ``.csv`` files; ``None`` otherwise (a hub dataset, other formats, a ``max_documents`` cut).
+    """Bytes of text a prepare reads, when known: all of uncompressed local plain-text (``.txt``,
+    ``.raw``, ``.tokens``), ``.jsonl`` or ``.csv`` files; ``None`` otherwise (a hub dataset, other
+    formats, a ``max_documents`` cut).
 
     Args:
         paths: The local files the corpus reads, if it reads local files.
@@ -79,7 +81,7 @@ def size_hint(paths: str | list[str] | None, max_documents: int | None) -> int |
     if not paths or max_documents is not None:
         return None
     stats = file_stats(paths)
-    if not stats or any(not name.lower().endswith((".txt", ".jsonl", ".csv")) for name, _, _ in stats):
+    if not stats or any(not name.lower().endswith((*PLAIN_TEXT, ".jsonl", ".csv")) for name, _, _ in stats):
         return None
     return sum(size for _, size, _ in stats)
 
