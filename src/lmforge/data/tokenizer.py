@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -18,7 +19,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from lmforge.cache import atomic_write_text, cache_dir
-from lmforge.errors import UserError
+from lmforge.errors import UserError, UserInputWarning
 from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 TokenizerKind = Literal["bpe", "byte_level_bpe", "wordpiece", "unigram"]
@@ -139,6 +140,10 @@ def _add_post_processor(tok: tokenizers.Tokenizer, family: str) -> None:
 def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
     """Train a tokenizer on ``texts`` as ``spec`` says.
 
+    A corpus too small for ``spec.vocab_size`` tokens gives fewer: a :class:`UserInputWarning`
+    then names both sizes and what to do (every trained tokenizer comes through here: the
+    ``lmforge tokenizer train`` command's and a run's).
+
     Args:
         texts: The training documents.
         spec: Kind, vocabulary size and family of special tokens.
@@ -163,7 +168,25 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
     _add_post_processor(tok, spec.family)
     # a round trip through JSON, so the tokenizer equals its saved form bit for bit
     # (Unigram scores otherwise change in the last digit on the first save/load)
-    return Tokenizer.from_str(tok.to_str())
+    tokenizer = Tokenizer.from_str(tok.to_str())
+    if tokenizer.vocab_size < spec.vocab_size:
+        warnings.warn(_shortfall(spec, tokenizer.vocab_size), UserInputWarning, stacklevel=2)
+    return tokenizer
+
+
+def _shortfall(spec: TokenizerSpec, obtained: int) -> str:
+    """The sentence for a trained vocabulary smaller than asked for.
+
+    Args:
+        spec: What was asked for.
+        obtained: The trained tokenizer's vocabulary size.
+    """
+    why, remedy = "", "add text"
+    if spec.kind != "unigram" and spec.min_frequency > 1:  # Unigram training has no min_frequency
+        why = f" (a merge must occur min_frequency={spec.min_frequency} times or more)"
+        remedy = "add text, lower min_frequency"
+    return (f"The {spec.kind} tokenizer has {obtained} tokens, not the vocab_size={spec.vocab_size} asked for: the "
+            f"corpus is too small for that many{why}; {remedy}, or ask for vocab_size={obtained}.")
 
 
 def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool = False, timeout: float = 3600,
