@@ -234,12 +234,6 @@ class LabeledText(DownstreamData):
         self.task_type: Literal["classification", "regression", "multilabel"] | None = None
 
     # -- reading ------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        if self.source.is_local:
-            return str(self.source.paths)
-        return f"{self.source.hf_dataset}/{self.source.hf_config}"
-
     def _rows(self, records: list[dict[str, Any]], source: str) -> list[tuple[str, str | None, Any]]:
         text_field = self.source.text_field
         fields = [text_field, self.label_field] + ([self.text_pair_field] if self.text_pair_field else [])

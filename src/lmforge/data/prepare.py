@@ -37,7 +37,9 @@ def prepare_shards(folder: Path, documents: Iterable[tuple[str, str]], tokenizer
     if not (folder / "meta.json").is_file() and rank_zero_only.rank != 0:
         wait_for_rank_zero(folder, timeout)
     if (folder / "meta.json").is_file():
-        return PreparedCorpus.open(folder, tokenizer.fingerprint)
+        prepared = PreparedCorpus.open(folder, tokenizer.fingerprint)
+        rank_zero_info(f"Reusing the token shards of {name} prepared before at {folder}: nothing to redo.")
+        return prepared
     rank_zero_info(f"Preparing {name} into token shards at {folder} ...")
     meta = {"corpus": name, "fingerprint": folder.name.split("-")[0]}
     with PrepareProgress(size_hint, enabled=progress and rank_zero_only.rank == 0) as bar:

@@ -57,19 +57,20 @@ class TokenizerSpec:
     min_frequency: int = 2
     lowercase: bool = False
 
-    def load_or_train(self, texts: Iterable[str], corpus_key: str | None = None) -> Tokenizer:
+    def load_or_train(self, texts: Iterable[str], corpus_key: str | None = None, name: str = "the corpus") -> Tokenizer:
         """The tokenizer ``path`` names, or one trained on ``texts`` (read only then) and cached,
         see :func:`train_tokenizer_cached`: ranks other than 0 load what rank 0 trained.
 
         Args:
             texts: The training documents.
             corpus_key: What identifies ``texts`` (a corpus fingerprint), if anything.
+            name: The corpus, for messages.
         """
         if self.path:
             return Tokenizer.from_file(self.path)
         from lightning.pytorch.utilities import rank_zero_only
 
-        return train_tokenizer_cached(texts, self, wait=rank_zero_only.rank != 0, corpus_key=corpus_key)
+        return train_tokenizer_cached(texts, self, wait=rank_zero_only.rank != 0, corpus_key=corpus_key, name=name)
 
 
 def _build_backend(spec: TokenizerSpec) -> tuple[tokenizers.Tokenizer, trainers.Trainer]:
@@ -190,7 +191,7 @@ def _shortfall(spec: TokenizerSpec, obtained: int) -> str:
 
 
 def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool = False, timeout: float = 3600,
-                           corpus_key: str | None = None) -> Tokenizer:
+                           corpus_key: str | None = None, name: str = "the corpus") -> Tokenizer:
     """Train a tokenizer, or reuse the one trained before on the same texts with the same spec.
 
     WordPiece and Unigram training in ``tokenizers`` is not deterministic, so every process
@@ -204,7 +205,10 @@ def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool
         timeout: Seconds to wait.
         corpus_key: What identifies ``texts`` (a corpus fingerprint): then ``texts`` is read
             once, lazily, and only to train. Without it the cache key hashes every text.
+        name: The corpus, for the message that says whether the tokenizer is trained now or reused.
     """
+    from lightning.pytorch.utilities import rank_zero_info
+
     key = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
     if corpus_key is not None:
         key.update(corpus_key.encode())
@@ -223,9 +227,14 @@ def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool
         time.sleep(1)
     if path.is_file():
         try:
-            return Tokenizer(tokenizers.Tokenizer.from_file(str(path)))
+            tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(path)))
         except Exception:  # a damaged cache entry is retrained below
             pass
+        else:
+            rank_zero_info(f"Reusing the {spec.kind} tokenizer ({tokenizer.vocab_size} tokens) trained on {name} "
+                           f"before: {path}")
+            return tokenizer
+    rank_zero_info(f"Training a {spec.kind} tokenizer ({spec.vocab_size} tokens) on {name} ...")
     tokenizer = train_tokenizer(texts, spec)
     atomic_write_text(path, tokenizer.to_str())
     return tokenizer
