@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,26 @@ def test_tokenizer_train_command_never_overwrites(tiny_corpus: Path, tmp_path: P
     assert exit_info.value.code == 2
     assert "already exists" in capsys.readouterr().err
     assert out.read_text() == written
+
+
+def test_tokenizer_train_warns_in_one_line_when_the_corpus_gives_fewer_tokens(tiny_corpus: Path, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "tokenizer.json"
+    with warnings.catch_warnings():  # shown as outside pytest: on stderr, through warnings.formatwarning
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno, line))
+        run_cli("tokenizer", "train", "--out", str(out), "--source.paths", str(tiny_corpus), "--kind", "wordpiece",
+                "--family", "bert", "--vocab_size", "30522")
+    obtained = Tokenizer.from_file(str(out)).vocab_size
+    assert obtained < 30522
+    printed = capsys.readouterr()
+    assert [line for line in printed.err.splitlines() if "vocab_size" in line] == [
+        f"lmforge: warning: The wordpiece tokenizer has {obtained} tokens, not the vocab_size=30522 asked for: the "
+        "corpus is too small for that many (a merge must occur min_frequency=2 times or more); add text, lower "
+        f"min_frequency, or ask for vocab_size={obtained}."
+    ]
+    assert f"Wrote {out}: wordpiece, {obtained} tokens" in printed.out  # a warning: the tokenizer is written
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["shards", "streaming"])

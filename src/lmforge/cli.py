@@ -15,7 +15,8 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,7 +45,7 @@ from lmforge.callbacks import (
     ThroughputMonitor,
     ValidationStep,
 )
-from lmforge.errors import UserError
+from lmforge.errors import UserError, UserInputWarning
 from lmforge.evaluation.sts import STSEvaluation
 from lmforge.start import connect, open_start, run_tokenizer
 from lmforge.start.source import import_class
@@ -474,6 +475,27 @@ def _checkpoint_model_class(argv: list[str]) -> str | None:
     return open_start(ckpt).task
 
 
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show a :class:`~lmforge.errors.UserInputWarning` as ``lmforge: warning: ...`` on one line
+    (the counterpart of ``lmforge: error: ...``); other warnings keep their format."""
+    previous = warnings.formatwarning
+
+    def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                       line: str | None = None) -> str:
+        if issubclass(category, UserInputWarning):
+            return f"lmforge: warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
+
+
+@_one_line_warnings()
+@_one_line_warnings()
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lmforge`` console script."""
     argv = sys.argv[1:] if args is None else args

@@ -40,9 +40,9 @@ def train(
 
     Args:
         out: Where to write the tokenizer.json.
-        source: Local text files, folders or globs (.txt, .jsonl, .json, .parquet, .csv, .gz),
-            or a hub dataset.
-        txt_split: A .txt file is one document (``file``) or one per blank-line block.
+        source: Local files, folders or globs (.jsonl, .json, .parquet, .csv, or plain UTF-8 text
+            of any other extension such as .txt or WikiText's .raw; .gz allowed), or a hub dataset.
+        txt_split: A plain-text file is one document (``file``) or one per blank-line block.
         max_documents: Train on at most this many documents.
         kind: byte_level_bpe, bpe, wordpiece or unigram.
         vocab_size: Vocabulary size, special tokens included.
@@ -89,9 +89,9 @@ def coverage(
 
     Args:
         tokenizer: The tokenizer.json, or an lmforge .ckpt that carries its tokenizer.
-        source: Local text files, folders or globs (.txt, .jsonl, .json, .parquet, .csv, .gz),
-            or a hub dataset.
-        txt_split: A .txt file is one document (``file``) or one per blank-line block.
+        source: Local files, folders or globs (.jsonl, .json, .parquet, .csv, or plain UTF-8 text
+            of any other extension such as .txt or WikiText's .raw; .gz allowed), or a hub dataset.
+        txt_split: A plain-text file is one document (``file``) or one per blank-line block.
         max_documents: Read at most this many documents.
         top: How many of the most fragmented words to list.
         min_count: Occurrences a word needs to be listed (and added).

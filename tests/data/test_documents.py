@@ -240,12 +240,53 @@ def test_folder_without_supported_files(tmp_path: Path) -> None:
         read_local(str(folder))
 
 
-@pytest.mark.parametrize("name", ["notes.md", "data.tar.gz", "README"])
-def test_unsupported_extension(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("name", ["wiki.train.raw", "wiki.test.tokens", "wiki.valid.raw.gz", "notes.md", "README"])
+def test_a_named_plain_text_file_of_any_extension_is_read_as_text(tmp_path: Path, name: str) -> None:
+    # WikiText ships wiki.{train,valid,test}.{raw,tokens}: plain text under other extensions
     path = tmp_path / name
-    path.write_text("some text", encoding="utf-8")
-    with pytest.raises(UserError, match=names(path) + ".*unsupported extension"):
+    data = " = Valkyria Chronicles = \n\n Senjō no Valkyria is a game . \n\n = = Gameplay = = \n"
+    path.write_bytes(gzip.compress(data.encode("utf-8")) if name.endswith(".gz") else data.encode("utf-8"))
+    assert read_local(str(path), txt_split="blank_line") == [
+        "= Valkyria Chronicles =", "Senjō no Valkyria is a game .", "= = Gameplay = ="]
+    assert read_local(str(tmp_path / "*")) == [data.strip()]  # a glob's files are named too
+
+
+def test_a_folder_is_searched_for_the_plain_text_suffixes_only(tmp_path: Path) -> None:
+    for name in ("wiki.train.raw", "wiki.train.tokens", "a.txt", "README.md", ".DS_Store", "model.bin"):
+        (tmp_path / name).write_text(f"text of {name}", encoding="utf-8")
+    assert [p.name for p in expand_paths(str(tmp_path))] == ["a.txt", "wiki.train.raw", "wiki.train.tokens"]
+
+
+@pytest.mark.parametrize(("name", "sentence"), [
+    ("pairs.tsv", "holds tab-separated columns: convert it to .csv or .jsonl with a text column"),
+    ("enwiki-pages-articles.xml", "is XML: read a MediaWiki dump with lmforge.data.WikipediaCorpus"),
+    ("data.tar.gz", "is an archive or compressed with something other than gzip: extract or decompress it"),
+    ("wiki.raw.bz2", "is an archive or compressed with something other than gzip: extract or decompress it"),
+])
+def test_formats_that_are_not_plain_text_are_refused_by_name(tmp_path: Path, name: str, sentence: str) -> None:
+    path = tmp_path / name
+    path.write_text("a\tb\n", encoding="utf-8")
+    before = path.read_bytes()
+    with pytest.raises(UserError) as info:
         read_local(str(path))
+    assert str(info.value).startswith(f"'{path}' {sentence}")
+    assert str(info.value).endswith("(a corpus is read from plain UTF-8 text files of any extension, or .jsonl, "
+                                    ".json, .parquet or .csv files, each optionally .gz).")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["model.bin", "wiki.train.raw"])
+def test_a_binary_file_of_any_extension_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"\x7fELF\x02\x01\x00\x00 binary")
+    with pytest.raises(UserError, match=re.escape(f"'{path}' looks binary (it contains NUL bytes): give plain "
+                                                  "UTF-8 text files.")):
+        read_local(str(path))
+    latin1 = tmp_path / f"latin1-{name}"
+    latin1.write_bytes("first line\ncafé".encode("latin-1"))
+    with pytest.raises(UserError, match=re.escape(f"'{latin1}' is not valid UTF-8 (line 2, column 4: byte 0xe9): "
+                                                  "convert it, e.g. `iconv -t utf-8`.")):
+        read_local(str(latin1))
 
 
 @pytest.mark.parametrize("name", ["bin.txt", "bin.txt.gz"])
@@ -282,16 +323,40 @@ def test_invalid_utf8_csv(tmp_path: Path) -> None:
 
 def test_invalid_utf8_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "latin1.jsonl"
-    path.write_bytes(b'{"text": "caf\xe9 au lait"}\n{"text": "fine"}\n')
-    with pytest.raises(UserError, match=names(path)):
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9 au lait"}\n')
+    with pytest.raises(UserError, match=re.escape(f"'{path}' is not valid UTF-8 (line 2, column 14: byte 0xe9)")):
         read_local(str(path))
 
 
-def test_malformed_jsonl(tmp_path: Path) -> None:
-    path = tmp_path / "broken.jsonl"
-    path.write_text('{"text": "ok"}\n{"text": "unterminated\n', encoding="utf-8")
-    with pytest.raises(UserError, match=names(path)):
+BROKEN = b'{"text": "ok"}\n\n{"text": "fine"}\n{"text": "unterminated\n{"text": "after"}\n'
+
+
+@pytest.mark.parametrize("name", ["broken.jsonl", "broken.jsonl.gz", "broken.json"])
+def test_a_broken_json_line_is_named_by_file_and_line(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(BROKEN) if name.endswith(".gz") else BROKEN)
+    before = path.read_bytes()
+    with pytest.raises(UserError) as info:
         read_local(str(path))
+    assert str(info.value) == (f"'{path}' line 4 is not valid JSON (Unterminated string starting at column 10): "
+                               "fix or remove that line.")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(("name", "content", "sentence"), [
+    ("list.jsonl", '{"text": "ok"}\n["a", "list"]\n',
+     "line 2 is an array, not a JSON object with named fields: write one object per line, or remove that line."),
+    ("doc.json", '[\n  {"text": "ok"},\n  {"text": oops}\n]\n',
+     "is not valid JSON (line 3, column 12: Expecting value): fix it, or write one JSON object per line (.jsonl)."),
+])
+def test_json_that_is_not_a_list_of_objects_is_named_by_file_and_line(tmp_path: Path, name: str, content: str,
+                                                                     sentence: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError) as info:
+        read_local(str(path))
+    assert str(info.value) == f"'{path}' {sentence}"
+    assert path.read_text(encoding="utf-8") == content
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
@@ -340,3 +405,41 @@ def test_jsonl_record_without_the_text_field_names_its_line(tmp_path: Path, comp
         read_local(str(path))
     ok = write_jsonl(tmp_path / "ok.jsonl", [rows[0], rows[1], rows[3]])
     assert read_local(str(ok)) == ["one", "four"]
+
+
+# -- through the command line ----------------------------------------------------------------
+def _tokenizer_train(*args: str) -> None:
+    from lmforge.cli import main
+
+    main(["tokenizer", "train", "--vocab_size", "260", *args])
+
+
+def test_tokenizer_train_names_the_broken_json_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    corpus = tmp_path / "x.jsonl"
+    corpus.write_bytes(b'{"text": "a b c"}\n{"text": "d e f"}\n{"text": "broken\n{"text": "g h"}\n')
+    before = corpus.read_bytes()
+    out = tmp_path / "tokenizer.json"
+    with pytest.raises(SystemExit) as exit_info:
+        _tokenizer_train("--source.paths", str(corpus), "--out", str(out))
+    assert exit_info.value.code == 2
+    assert (f"lmforge: error: '{corpus}' line 3 is not valid JSON (Unterminated string starting at column 10): "
+            "fix or remove that line.\n") in capsys.readouterr().err
+    assert not out.exists() and corpus.read_bytes() == before
+
+
+def test_tokenizer_train_reads_wikitext_raw_files_and_refuses_binary_ones(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    raw = tmp_path / "wiki.train.raw"
+    raw.write_text(" = Robert Boulter = \n\n Robert Boulter is an English actor . \n\n" * 20, encoding="utf-8")
+    out = tmp_path / "tokenizer.json"
+    _tokenizer_train("--source.paths", str(raw), "--out", str(out), "--txt_split", "blank_line")
+    assert out.is_file() and f"trained on 40 documents of {raw}" in capsys.readouterr().out
+    binary = tmp_path / "wiki.train.bin"
+    binary.write_bytes(b"\x00\x01\x02 weights, not text")
+    written = out.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        _tokenizer_train("--source.paths", str(binary), "--out", str(tmp_path / "other.json"))
+    assert exit_info.value.code == 2
+    assert (f"lmforge: error: '{binary}' looks binary (it contains NUL bytes): give plain UTF-8 text files.\n"
+            in capsys.readouterr().err)
+    assert not (tmp_path / "other.json").exists() and out.read_bytes() == written

@@ -178,9 +178,20 @@ def test_bad_inputs_are_one_sentence_user_errors(tmp_path: Path, bert_tokenizer)
         LabeledText(source=DataSource(paths=str(path), text_field="sentence"), text_pair_field="pair").raw()
     with pytest.raises(UserError, match=r"\.tsv, \.csv or \.jsonl"):
         LabeledText(source=DataSource(paths=str(tmp_path / "data.txt"))).raw()
-    (tmp_path / "broken.jsonl").write_text('{"text": "a", "label": 1}\n{oops\n', encoding="utf-8")
-    with pytest.raises(UserError, match="line 2"):
-        LabeledText(source=DataSource(paths=str(tmp_path / "broken.jsonl"))).raw()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a", "label": 1}\n{oops\n', encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        LabeledText(source=DataSource(paths=str(broken))).raw()
+    assert str(err.value) == (f"'{broken}' line 2 is not valid JSON (Expecting property name enclosed in double "
+                              "quotes at column 2): fix or remove that line.")
+    # SciBERT's .txt files of JSON lines, read as jsonl: the same sentence, and a line that is no object
+    scibert = tmp_path / "train.txt"
+    scibert.write_text('{"text": "a", "label": 1}\n\n"just a string"\n', encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        LabeledText(source=DataSource(paths=str(scibert)), format="jsonl").raw()
+    assert str(err.value) == (f"'{scibert}' line 3 is a string, not a JSON object with named fields: write one "
+                              "object per line, or remove that line.")
+    assert broken.read_text(encoding="utf-8") == '{"text": "a", "label": 1}\n{oops\n'  # nothing written
     with pytest.raises(UserError, match="No labelled data"):
         LabeledText().raw()
     with pytest.raises(UserError, match="label .* is empty"):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import CONFIGS
 from lmforge.cli import main
 from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.data.shards import PreparedCorpus, ShardBlocks, ShardWriter, open_shard, write_prepared
 from lmforge.errors import UserError
+from lmforge.tokenizer import Tokenizer
 
 
 def _corpus(folder: Path, tmp_path: Path, **kwargs) -> TextCorpus:
@@ -138,3 +141,38 @@ def test_prepare_command_writes_what_fit_reads(tiny_corpus: Path, tmp_path: Path
     with pytest.raises(SystemExit):
         main(["prepare", "-c", str(config), "--data.max_documentz", "3"])
     assert "max_documentz" in capsys.readouterr().err
+
+
+def test_a_second_prepare_and_the_fit_after_it_reuse_the_cached_tokenizer_and_shards(
+        tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import lmforge.data.tokenizer as tokenizer_module
+
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # the fit's run folder
+    trained: list[TokenizerSpec] = []
+    train = tokenizer_module.train_tokenizer
+    monkeypatch.setattr(tokenizer_module, "train_tokenizer",
+                        lambda texts, spec: trained.append(spec) or train(texts, spec))
+    caplog.set_level(logging.INFO)
+    args = ["-c", str(CONFIGS / "gpt" / "tiny.yaml"), "--data=lmforge.data.TextCorpus",
+            f"--data.source.paths={tiny_corpus}", "--data.seq_len=16", "--data.tokenizer.vocab_size=300"]
+    main(["prepare", *args])
+    assert len(trained) == 1 and f"Training a byte_level_bpe tokenizer (300 tokens) on {tiny_corpus} ..." in caplog.text
+    cached = {p: p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+    [tokenizer_file] = [p for p in cached if p.parent.name == "tokenizers"]
+    [folder] = {p.parent for p in cached if p.name == "meta.json"}
+    mtimes = {p: p.stat().st_mtime_ns for p in cached}
+
+    for command in (["prepare"], ["fit", "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
+                                  "--trainer.enable_model_summary=false"]):
+        caplog.clear()
+        main([*command, *args])
+        assert len(trained) == 1, command  # the tokenizer was not trained again
+        assert "Training a" not in caplog.text
+        assert (f"Reusing the byte_level_bpe tokenizer ({Tokenizer.from_file(str(tokenizer_file)).vocab_size} tokens) "
+                f"trained on {tiny_corpus} before: {tokenizer_file}") in caplog.text
+        assert caplog.text.count(f"Reusing the token shards of {tiny_corpus} prepared before at {folder}: nothing to "
+                                 "redo.") == 1
+        assert "Preparing" not in caplog.text
+        assert {p: p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file()} == cached
+        assert {p: p.stat().st_mtime_ns for p in cached} == mtimes  # nothing rewritten either

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from lmforge.data.tokenizer import SPECIAL_TOKENS, TokenizerSpec, train_tokenizer, train_tokenizer_cached
-from lmforge.errors import UserError
+from lmforge.errors import UserError, UserInputWarning
 from lmforge.tokenizer import Tokenizer
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old farmer", "our teacher", "the little bird", "a young girl",
@@ -186,6 +187,41 @@ def test_cached_training_gives_every_process_the_same_tokenizer(
     other = train_tokenizer_cached(CORPUS[:-1], spec)  # other texts: another cache entry
     assert len(list((tmp_path / "tokenizers").glob("*.json"))) == 2
     assert other.vocab_size > 0
+
+
+@pytest.mark.parametrize(("kind", "family", "hint"), [
+    ("byte_level_bpe", "gpt", " (a merge must occur min_frequency=2 times or more); add text, lower min_frequency,"),
+    ("wordpiece", "bert", " (a merge must occur min_frequency=2 times or more); add text, lower min_frequency,"),
+    ("unigram", "t5", "; add text,"),  # Unigram training has no min_frequency
+])
+def test_a_vocabulary_smaller_than_asked_for_is_one_warning(kind: str, family: str, hint: str) -> None:
+    with pytest.warns(UserInputWarning) as record:
+        tok = train_tokenizer(CORPUS, TokenizerSpec(kind=kind, family=family, vocab_size=30522))
+    obtained = tok.vocab_size
+    assert VOCAB < obtained < 30522
+    assert [str(w.message) for w in record if w.category is UserInputWarning] == [
+        f"The {kind} tokenizer has {obtained} tokens, not the vocab_size=30522 asked for: the corpus is too small "
+        f"for that many{hint} or ask for vocab_size={obtained}."
+    ]
+    with warnings.catch_warnings():  # a vocabulary of the size asked for: no warning
+        warnings.simplefilter("error", UserInputWarning)
+        assert train_tokenizer(CORPUS, TokenizerSpec(kind=kind, family=family, vocab_size=VOCAB)).vocab_size == VOCAB
+
+
+def test_a_run_s_tokenizer_warns_when_trained_and_not_when_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  tiny_corpus: Path) -> None:
+    from lmforge.data import DataSource, TextCorpus
+
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path))
+    def corpus() -> TextCorpus:
+        return TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=TokenizerSpec(vocab_size=30522))
+
+    asked = r"^The byte_level_bpe tokenizer has \d+ tokens, not the vocab_size=30522 asked for"
+    with pytest.warns(UserInputWarning, match=asked):
+        trained = corpus().tokenizer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserInputWarning)
+        assert corpus().tokenizer.fingerprint == trained.fingerprint  # from the cache: warned once, when trained
 
 
 def test_waiting_for_a_tokenizer_nobody_trains_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

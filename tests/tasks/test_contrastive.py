@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import math
+import re
 from pathlib import Path
 
 import lightning as L
@@ -193,8 +194,21 @@ def test_supervised_pairs_from_tsv_and_jsonl(tmp_path: Path) -> None:
     assert read_pair_rows(plain, ("anchor", "positive", "negative")) == [("A dog runs.", "An animal runs.", None)]
     jsonl = tmp_path / "pairs.jsonl"
     jsonl.write_text('{"q": "Where is Paris?", "a": "Paris is in France."}\n{"q": "", "a": "x"}\n', encoding="utf-8")
-    with pytest.raises(UserError, match="row 2"):
+    with pytest.raises(UserError, match=re.escape(f"'{jsonl}' line 2 needs non-empty 'q' and 'a' fields: fill them "
+                                                  "or remove that line.")):
         read_pair_rows(jsonl, ("q", "a", "negative"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"q": "Where?", "a": "Here."}\n{"q": "When?", "a": "Now.}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=re.escape(f"'{broken}' line 2 is not valid JSON (Unterminated string "
+                                                  "starting at column 21): fix or remove that line.")):
+        read_pair_rows(broken, ("q", "a", "negative"))
+    with pytest.raises(UserError, match=re.escape(f"'{broken}' line 2 is not valid JSON")):
+        SentencePairs(source=DataSource(paths=str(tmp_path / "*.jsonl"))).rows()
+    assert broken.read_text(encoding="utf-8").count("\n") == 2  # nothing written
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    (folder / "a.tsv").write_text("A cat sleeps.\tA pet rests.\n", encoding="utf-8")
+    assert SentencePairs(source=DataSource(paths=str(folder))).rows() == [("A cat sleeps.", "A pet rests.", None)]
 
     rows = [f"Sentence number {i} is here.\tThe {i}th sentence is here.\tNothing about {i}." for i in range(40)]
     (tmp_path / "many.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")

@@ -40,9 +40,11 @@ class TextCorpus(CorpusDataModule):
     """Documents from local files or a Hugging Face dataset.
 
     Args:
-        source: Local files, folders or glob patterns (``.txt``, ``.jsonl``, ``.json``,
-            ``.parquet`` or ``.csv``, each optionally ``.gz``), or a hub dataset.
-        txt_split: A ``.txt`` file is one document (``file``) or one per blank-line block
+        source: Local files, folders or glob patterns (``.jsonl``, ``.json``, ``.parquet`` or
+            ``.csv``, or plain UTF-8 text of any other extension, e.g. ``.txt`` or WikiText's
+            ``.raw`` and ``.tokens``; each optionally ``.gz``; a folder is searched for those
+            formats and ``.txt``, ``.raw``, ``.tokens``), or a hub dataset.
+        txt_split: A plain-text file is one document (``file``) or one per blank-line block
             (``blank_line``).
         **kwargs: Options of :class:`~lmforge.data.corpus.CorpusDataModule`.
     """

@@ -122,6 +122,7 @@ class CorpusDataModule(L.LightningDataModule):
         self.objective: Objective | None = None
         self._splits: tuple[list[str], list[str]] | None = None
         self._tokenizer: Tokenizer | None = None
+        self._prepared: PreparedCorpus | None = None  # what prepare() gave, for setup() after prepare_data()
         self.train_set: Dataset | None = None  # blocks (shards, a stream) or an objective's own examples
         self.val_set: Dataset | None = None
         self.position = DataPosition()
@@ -172,10 +173,8 @@ class CorpusDataModule(L.LightningDataModule):
             spec = self.tokenizer_spec
             # the training documents, read lazily and only to train (the first ones only when streaming)
             limit = self.stream_tokenizer_documents if self.streaming else None
-            if not spec.path:
-                rank_zero_info(f"Training a {spec.kind} tokenizer ({spec.vocab_size} tokens) on {self.name} ...")
             key = None if spec.path else f"{self.fingerprint()}:{limit}"
-            self._tokenizer = spec.load_or_train(self._tokenizer_texts(limit), corpus_key=key)
+            self._tokenizer = spec.load_or_train(self._tokenizer_texts(limit), corpus_key=key, name=self.name)
         return self._tokenizer
 
     def _tokenizer_texts(self, limit: int | None) -> Iterator[str]:
@@ -208,12 +207,16 @@ class CorpusDataModule(L.LightningDataModule):
         return root / f"{self.fingerprint()}-{self.tokenizer.fingerprint}"
 
     def prepare(self, progress: bool = True, timeout: float = 24 * 3600) -> PreparedCorpus:
-        """The corpus as token shards: tokenized now, or reused from an earlier prepare. Rank 0
-        writes; other ranks wait for it (:func:`~lmforge.data.prepare.prepare_shards`)."""
+        """The corpus as token shards: tokenized now, or reused from an earlier prepare (of this
+        module: opened once). Rank 0 writes; other ranks wait for it
+        (:func:`~lmforge.data.prepare.prepare_shards`)."""
         tok = self.tokenizer
-        local = self.source.paths if self.source is not None and self.source.is_local else None
-        return prepare_shards(self.prepared_folder(), self._augmented(self.labelled_documents()), tok, self.name,
-                              size_hint(local, self.max_documents), progress, timeout)
+        folder = self.prepared_folder()
+        if self._prepared is None or self._prepared.folder != folder or not (folder / "meta.json").is_file():
+            local = self.source.paths if self.source is not None and self.source.is_local else None
+            self._prepared = prepare_shards(folder, self._augmented(self.labelled_documents()), tok, self.name,
+                                            size_hint(local, self.max_documents), progress, timeout)
+        return self._prepared
 
     # -- Lightning hooks --------------------------------------------------------------------
     def _require_objective(self) -> Objective:

@@ -1,9 +1,11 @@
 """Read documents (strings) from local files or a Hugging Face dataset.
 
-Local formats, chosen by suffix (``.gz`` allowed on top): ``.txt`` (one document per file,
-or per blank-line-separated block), ``.jsonl``/``.json``/``.parquet``/``.csv`` (a text
-column, read with ``datasets``). Every problem a user can cause becomes a one-sentence
-:class:`~lmforge.errors.UserError` naming the file and what to do.
+Local formats, chosen by suffix (``.gz`` allowed on top): ``.jsonl``/``.json``/``.parquet``/``.csv``
+(a text column, read with ``datasets``); any other file named (or matched by a glob) is plain
+text, one document per file or per blank-line-separated block, when it is UTF-8 (WikiText ships
+``.raw`` and ``.tokens`` files). A folder is searched for the tabular formats and the plain-text
+suffixes ``.txt``, ``.raw`` and ``.tokens``. Every problem a user can cause becomes a
+one-sentence :class:`~lmforge.errors.UserError` naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -12,16 +14,30 @@ import glob
 import gzip
 import hashlib
 import itertools
+import json
 import numbers
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lmforge.errors import UserError
 
 TxtSplit = Literal["file", "blank_line"]
 TABULAR = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+# plain text a folder is searched for (WikiText ships .raw and .tokens); a file named
+# explicitly is plain text whatever its suffix, unless it is one of the formats below
+PLAIN_TEXT = (".txt", ".raw", ".tokens")
+# formats that are not plain text (nor read as such), and what to do with each
+NOT_TEXT = {
+    ".tsv": "holds tab-separated columns: convert it to .csv or .jsonl with a text column",
+    ".xml": "is XML: read a MediaWiki dump with lmforge.data.WikipediaCorpus or PubMed XML with "
+            "lmforge.data.PubMedCorpus, or extract the text first",
+    **dict.fromkeys((".bz2", ".xz", ".zst", ".lz4", ".zip", ".7z", ".tar"),
+                    "is an archive or compressed with something other than gzip: extract or decompress it "
+                    "(or re-compress it with gzip, .gz)"),
+}
+READ = "plain UTF-8 text files of any extension, or .jsonl, .json, .parquet or .csv files, each optionally .gz"
 
 
 def expand_paths(paths: str | list[str], suffixes: tuple[str, ...] | None = None, what: str | None = None) -> list[Path]:
@@ -36,8 +52,8 @@ def expand_paths(paths: str | list[str], suffixes: tuple[str, ...] | None = None
     if isinstance(paths, str):
         paths = [paths]
     if suffixes is None:
-        accept = lambda q: _format_of(q) is not None  # noqa: E731
-        nothing = "holds no .txt/.jsonl/.json/.parquet/.csv file: point at your text files."
+        accept = lambda q: _last_suffix(q) in (*TABULAR, *PLAIN_TEXT)  # noqa: E731
+        nothing = f"holds no {'/'.join(PLAIN_TEXT)}/.jsonl/.json/.parquet/.csv file: point at your text files."
     else:
         accept = lambda q: q.name.lower().endswith(suffixes)  # noqa: E731
         nothing = f"holds no {what or 'matching'} file ({', '.join(suffixes)}): point at your files."
@@ -58,15 +74,21 @@ def expand_paths(paths: str | list[str], suffixes: tuple[str, ...] | None = None
     return found
 
 
-def _format_of(path: Path) -> str | None:
+def _last_suffix(path: Path) -> str:
+    """The file's format suffix, lowercase: its last one, under a ``.gz`` (``''`` if none)."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
-    if not suffixes:
+    return suffixes[-1] if suffixes else ""
+
+
+def _format_of(path: Path) -> str | None:
+    """How a named file is read: ``json``, ``parquet`` or ``csv`` (by ``datasets``), ``txt``
+    (plain text: any suffix but the tabular ones and those of :data:`NOT_TEXT`), or ``None``."""
+    suffix = _last_suffix(path)
+    if suffix in NOT_TEXT:
         return None
-    if suffixes[-1] == ".txt":
-        return "txt"
-    return TABULAR.get(suffixes[-1])
+    return TABULAR.get(suffix, "txt")
 
 
 def read_text(path: Path) -> str:
@@ -77,7 +99,7 @@ def read_text(path: Path) -> str:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
-            raise UserError(f"'{path}' is not a readable gzip file ({err}): re-compress or remove it.") from err
+            raise _unreadable_gzip(path, err) from err
     if b"\x00" in raw[:8192]:
         raise UserError(f"'{path}' looks binary (it contains NUL bytes): give plain UTF-8 text files.")
     try:
@@ -85,10 +107,93 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1  # in bytes, from 1
-        raise UserError(
-            f"'{path}' is not valid UTF-8 (line {line}, column {column}: byte 0x{raw[err.start]:02x}): "
-            "convert it, e.g. `iconv -t utf-8`."
-        ) from err
+        raise _not_utf8(path, line, column, raw[err.start]) from err
+
+
+def _unreadable_gzip(path: Path, err: Exception) -> UserError:
+    return UserError(f"'{path}' is not a readable gzip file ({err}): re-compress or remove it.")
+
+
+def _not_utf8(path: Path, line: int, column: int, byte: int) -> UserError:
+    return UserError(f"'{path}' is not valid UTF-8 (line {line}, column {column}: byte 0x{byte:02x}): "
+                     "convert it, e.g. `iconv -t utf-8`.")
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file (``.gz`` decompressed) as bytes, split at ``\\n`` only, read one at a time."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            yield from f
+    except (OSError, EOFError) as err:
+        if opener is open:
+            raise
+        raise _unreadable_gzip(path, err) from err
+
+
+_JSON_TYPES = {"list": "an array", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean",
+               "NoneType": "null"}
+
+
+def json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each non-blank line of a JSON Lines file (``.gz`` decompressed),
+    read one line at a time; numbers count from 1.
+
+    The first line that is not UTF-8, not valid JSON or not a JSON object is refused with a
+    sentence naming the file and the line: the one reader of JSON Lines for corpora, labelled
+    data and sentence pairs.
+
+    Args:
+        path: The file.
+    """
+    path = Path(path)
+    for number, raw in enumerate(_raw_lines(path), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _not_utf8(path, number, err.start + 1, raw[err.start]) from err
+        if number == 1:
+            line = line.lstrip("\ufeff")  # a byte-order mark
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.rstrip("\r\n"))
+        except json.JSONDecodeError as err:
+            raise UserError(f"'{path}' line {number} is not valid JSON ({err.msg.removesuffix(' at')} at column "
+                            f"{err.colno}): fix or remove that line.") from err
+        if not isinstance(record, dict):
+            raise UserError(f"'{path}' line {number} is {_JSON_TYPES.get(type(record).__name__, 'not an object')}, "
+                            "not a JSON object with named fields: write one object per line, or remove that line.")
+        yield number, record
+
+
+def _is_json_lines(path: Path) -> bool:
+    """Whether a ``.json``/``.jsonl`` file is JSON Lines: a ``.jsonl`` one is; a ``.json`` one is
+    when its first non-blank line is a JSON object by itself (else it is one JSON document)."""
+    if _last_suffix(path) == ".jsonl":
+        return True
+    for raw in _raw_lines(path):
+        if raw.strip():
+            try:
+                return isinstance(json.loads(raw), dict)
+            except ValueError:  # not JSON, or not UTF-8
+                return False
+    return False
+
+
+def _check_json(path: Path) -> None:
+    """Refuse a ``.json``/``.jsonl`` file that is not valid JSON with a sentence naming the line at
+    fault; return if the JSON is valid (``datasets`` failed for another reason)."""
+    if _is_json_lines(path):
+        for _ in json_lines(path):
+            pass
+        return
+    text = read_text(path)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"'{path}' is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}): fix it, "
+                        "or write one JSON object per line (.jsonl).") from err
 
 
 def read_txt(path: Path, split: TxtSplit = "file") -> list[str]:
@@ -113,6 +218,8 @@ def iter_tabular(path: Path, fmt: str, text_field: str) -> Iterator[str]:
     try:
         ds = datasets.load_dataset(fmt, data_files=[str(path)], split="train")
     except Exception as err:  # datasets wraps parse errors in several exception types
+        if fmt == "json":
+            _check_json(path)  # the line at fault, which datasets' message does not name
         raise UserError(f"Could not read {fmt} file {path}: {str(err).splitlines()[0]}") from err
     if text_field not in ds.column_names:
         raise UserError(
@@ -129,33 +236,28 @@ def iter_tabular(path: Path, fmt: str, text_field: str) -> Iterator[str]:
                 if isinstance(text, str) and text.strip():
                     yield text
     except UnicodeDecodeError as err:  # pyarrow's JSON reader passes invalid UTF-8 through
+        if fmt == "json":
+            _check_json(path)  # names the line
         raise UserError(f"'{path}': text is not valid UTF-8 ({err.reason}): convert the file to UTF-8.") from err
 
 
 def _check_json_lines(path: Path, text_field: str) -> None:
-    """Refuse a JSON Lines file with a record that lacks ``text_field``, naming the line."""
-    import json
-
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                return  # not JSON Lines (one JSON document): datasets read it whole
-            if isinstance(record, dict) and text_field not in record:
-                raise UserError(f"'{path}' line {number} has no '{text_field}' field: add it or remove the line.")
+    """Refuse a JSON Lines file with a record that lacks ``text_field``, naming the line (a
+    single JSON document has no lines to name: nothing is checked)."""
+    if not _is_json_lines(path):
+        return
+    for number, record in json_lines(path):
+        if text_field not in record:
+            raise UserError(f"'{path}' line {number} has no '{text_field}' field: add it or remove the line.")
 
 
 def read_local(paths: str | list[str], text_field: str = "text", txt_split: TxtSplit = "file") -> list[str]:
-    """All documents of local files: the .txt files', then the tabular files', each in sorted path order.
+    """All documents of local files: the plain-text files', then the tabular files', each in sorted path order.
 
     Args:
         paths: Files, folders or glob patterns.
         text_field: Column holding the text in json/jsonl/parquet/csv files.
-        txt_split: ``file`` (a .txt file is one document) or ``blank_line`` (each paragraph block).
+        txt_split: ``file`` (a plain-text file is one document) or ``blank_line`` (each paragraph block).
     """
     return list(iter_local(paths, text_field, txt_split))
 
@@ -166,7 +268,7 @@ def iter_local(paths: str | list[str], text_field: str = "text", txt_split: TxtS
     files = expand_paths(paths)
     for f in files:
         if _format_of(f) is None:
-            raise UserError(f"'{f}' has an unsupported extension: use .txt, .jsonl, .json, .parquet or .csv (optionally .gz).")
+            raise UserError(f"'{f}' {NOT_TEXT[_last_suffix(f)]} (a corpus is read from {READ}).")
     tabular = [f for f in files if _format_of(f) != "txt"]
     for f in files:
         if _format_of(f) == "txt":

@@ -49,6 +49,11 @@ class DownstreamData(L.LightningDataModule):
         self._tokenizer: Tokenizer | None = None
         self.datasets: dict[str, Sequence[Any]] = {}
 
+    @property
+    def name(self) -> str:
+        """How messages refer to the data: its local files, or the hub dataset and configuration."""
+        return str(self.source.paths) if self.source.is_local else f"{self.source.hf_dataset}/{self.source.hf_config}"
+
     def training_texts(self) -> Iterable[str]:
         """The texts a tokenizer trained from scratch learns from."""
         raise NotImplementedError
@@ -63,7 +68,8 @@ class DownstreamData(L.LightningDataModule):
         """The task's tokenizer; without one, the one ``tokenizer`` loads or trains."""
         if self._tokenizer is None:
             texts = self.training_texts() if not self.tokenizer_spec.path else ()
-            self._tokenizer = self.tokenizer_spec.load_or_train(texts).with_special_tokens(self.added_tokens)
+            tokenizer = self.tokenizer_spec.load_or_train(texts, name=self.name)
+            self._tokenizer = tokenizer.with_special_tokens(self.added_tokens)
         return self._tokenizer
 
     @tokenizer.setter

@@ -12,7 +12,6 @@ pretraining stream, so a causal model's last token has read everything.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ import tokenizers
 import torch
 from jsonargparse.typing import Path_fr
 
+from lmforge.data.documents import json_lines
 from lmforge.data.downstream import DownstreamData
 from lmforge.data.source import DataSource
 from lmforge.data.tokenizer import TokenizerSpec
@@ -53,29 +53,20 @@ def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dic
                         "layout with `data.format` (tsv, csv or jsonl).")
     if not path.is_file():
         raise UserError(f"Labelled data file '{path}' does not exist: check the path.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise UserError(f"'{path}' is not UTF-8 text (byte {err.start}): convert it to UTF-8.") from err
-    if kind == ".sts":
-        records = _sts_records(text, path)
-    elif kind == ".jsonl":
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}, line {number}: not valid JSON ({err.msg}).") from err
-            if not isinstance(record, dict):
-                raise UserError(f"{path}, line {number}: expected a JSON object with named fields.")
-            records.append(record)
+    if kind == ".jsonl":
+        records = [record for _, record in json_lines(path)]
     else:
-        # GLUE-style .tsv files hold quote characters inside texts: no quoting in .tsv
-        options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == ".tsv" else {}
-        csv.field_size_limit(2**31 - 1)
-        records = [row for row in csv.DictReader(text.splitlines(), **options) if any(row.values())]
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise UserError(f"'{path}' is not UTF-8 text (byte {err.start}): convert it to UTF-8.") from err
+        if kind == ".sts":
+            records = _sts_records(text, path)
+        else:
+            # GLUE-style .tsv files hold quote characters inside texts: no quoting in .tsv
+            options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == ".tsv" else {}
+            csv.field_size_limit(2**31 - 1)
+            records = [row for row in csv.DictReader(text.splitlines(), **options) if any(row.values())]
     if not records:
         raise UserError(f"'{path}' holds no examples: it is empty (or has a header line only).")
     return records
@@ -243,12 +234,6 @@ class LabeledText(DownstreamData):
         self.task_type: Literal["classification", "regression", "multilabel"] | None = None
 
     # -- reading ------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        if self.source.is_local:
-            return str(self.source.paths)
-        return f"{self.source.hf_dataset}/{self.source.hf_config}"
-
     def _rows(self, records: list[dict[str, Any]], source: str) -> list[tuple[str, str | None, Any]]:
         text_field = self.source.text_field
         fields = [text_field, self.label_field] + ([self.text_pair_field] if self.text_pair_field else [])

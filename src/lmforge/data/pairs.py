@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.data.documents import expand_paths, split_documents
+from lmforge.data.documents import expand_paths, json_lines, read_text, split_documents
 from lmforge.data.source import DataSource
 from lmforge.data.corpus import CorpusDataModule
 from lmforge.errors import UserError
@@ -17,25 +17,30 @@ Row = tuple[str, str, str | None]
 
 
 def read_pair_rows(path: Path, fields: tuple[str, str, str]) -> list[Row]:
-    """Rows of a ``.tsv`` (a header naming the fields, or none: columns in order) or ``.jsonl`` file."""
+    """Rows of a ``.tsv`` (a header naming the fields, or none: columns in order) or ``.jsonl`` file.
+
+    Args:
+        path: The file.
+        fields: The names of the anchor, positive and hard-negative fields.
+    """
     anchor, positive, negative = fields
     if path.suffix == ".jsonl":
-        import json
-
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = list(json_lines(path))
     elif path.suffix == ".tsv":
-        lines = list(csv.reader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
+        lines = list(csv.reader(read_text(path).splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
+        first = 1
         if lines and anchor in lines[0] and positive in lines[0]:
-            header, lines = lines[0], lines[1:]
+            header, lines, first = lines[0], lines[1:], 2
         else:
             header = [anchor, positive, negative][: max(len(r) for r in lines)] if lines else []
-        records = [dict(zip(header, row)) for row in lines if row]
+        records = [(number, dict(zip(header, row))) for number, row in enumerate(lines, start=first) if row]
     else:
         raise UserError(f"'{path}' is not a .tsv or .jsonl file of sentence pairs.")
     rows = []
-    for number, record in enumerate(records, start=1):
+    for number, record in records:
         if not record.get(anchor) or not record.get(positive):
-            raise UserError(f"{path}, row {number}: needs non-empty '{anchor}' and '{positive}' fields.")
+            raise UserError(f"'{path}' line {number} needs non-empty '{anchor}' and '{positive}' fields: fill them "
+                            "or remove that line.")
         rows.append((record[anchor], record[positive], record.get(negative) or None))
     return rows
 
@@ -75,7 +80,8 @@ class SentencePairs(CorpusDataModule):
         if self._rows is None:
             self.source.require("pairs", ".tsv/.jsonl files")
             if self.source.is_local:
-                rows = [row for path in expand_paths(self.source.paths) for row in read_pair_rows(path, self.fields)]
+                files = expand_paths(self.source.paths, (".tsv", ".jsonl"), "sentence-pair")
+                rows = [row for path in files for row in read_pair_rows(path, self.fields)]
             else:
                 import datasets
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lmforge.data.documents import PLAIN_TEXT
 from lmforge.data.fingerprint import file_stats
 from lmforge.data.shards import PreparedCorpus, write_prepared
 from lmforge.errors import UserError
@@ -36,7 +37,9 @@ def prepare_shards(folder: Path, documents: Iterable[tuple[str, str]], tokenizer
     if not (folder / "meta.json").is_file() and rank_zero_only.rank != 0:
         wait_for_rank_zero(folder, timeout)
     if (folder / "meta.json").is_file():
-        return PreparedCorpus.open(folder, tokenizer.fingerprint)
+        prepared = PreparedCorpus.open(folder, tokenizer.fingerprint)
+        rank_zero_info(f"Reusing the token shards of {name} prepared before at {folder}: nothing to redo.")
+        return prepared
     rank_zero_info(f"Preparing {name} into token shards at {folder} ...")
     meta = {"corpus": name, "fingerprint": folder.name.split("-")[0]}
     with PrepareProgress(size_hint, enabled=progress and rank_zero_only.rank == 0) as bar:
@@ -69,8 +72,9 @@ def wait_for_rank_zero(folder: Path, timeout: float) -> None:
 
 
 def size_hint(paths: str | list[str] | None, max_documents: int | None) -> int | None:
-    """Bytes of text a prepare reads, when known: all of uncompressed local ``.txt``, ``.jsonl``
-    or ``.csv`` files; ``None`` otherwise (a hub dataset, other formats, a ``max_documents`` cut).
+    """Bytes of text a prepare reads, when known: all of uncompressed local plain-text (``.txt``,
+    ``.raw``, ``.tokens``), ``.jsonl`` or ``.csv`` files; ``None`` otherwise (a hub dataset, other
+    formats, a ``max_documents`` cut).
 
     Args:
         paths: The local files the corpus reads, if it reads local files.
@@ -79,7 +83,7 @@ def size_hint(paths: str | list[str] | None, max_documents: int | None) -> int |
     if not paths or max_documents is not None:
         return None
     stats = file_stats(paths)
-    if not stats or any(not name.lower().endswith((".txt", ".jsonl", ".csv")) for name, _, _ in stats):
+    if not stats or any(not name.lower().endswith((*PLAIN_TEXT, ".jsonl", ".csv")) for name, _, _ in stats):
         return None
     return sum(size for _, size, _ in stats)
 

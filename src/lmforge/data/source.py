@@ -94,7 +94,7 @@ class DataSource:
         :func:`~lmforge.data.documents.iter_local`), else from the hub dataset.
 
         Args:
-            txt_split: A local ``.txt`` file is one document (``file``) or one per blank-line block.
+            txt_split: A local plain-text file is one document (``file``) or one per blank-line block.
             streaming: Stream the hub dataset instead of downloading it whole first.
         """
         if self.is_local:

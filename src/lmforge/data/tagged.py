@@ -147,10 +147,6 @@ class TaggedText(DownstreamData):
         self.tag_field, self.columns, self.scheme = tag_field, tuple(columns), scheme
         self._raw: dict[str, list[Sentence]] | None = None
 
-    @property
-    def name(self) -> str:
-        return str(self.source.paths) if self.source.is_local else f"{self.source.hf_dataset}/{self.source.hf_config}"
-
     # -- reading ------------------------------------------------------------------------------
     def _read(self, where: str | list[str]) -> list[Sentence]:
         if self.source.is_local:

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -18,7 +19,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from lmforge.cache import atomic_write_text, cache_dir
-from lmforge.errors import UserError
+from lmforge.errors import UserError, UserInputWarning
 from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 TokenizerKind = Literal["bpe", "byte_level_bpe", "wordpiece", "unigram"]
@@ -56,19 +57,20 @@ class TokenizerSpec:
     min_frequency: int = 2
     lowercase: bool = False
 
-    def load_or_train(self, texts: Iterable[str], corpus_key: str | None = None) -> Tokenizer:
+    def load_or_train(self, texts: Iterable[str], corpus_key: str | None = None, name: str = "the corpus") -> Tokenizer:
         """The tokenizer ``path`` names, or one trained on ``texts`` (read only then) and cached,
         see :func:`train_tokenizer_cached`: ranks other than 0 load what rank 0 trained.
 
         Args:
             texts: The training documents.
             corpus_key: What identifies ``texts`` (a corpus fingerprint), if anything.
+            name: The corpus, for messages.
         """
         if self.path:
             return Tokenizer.from_file(self.path)
         from lightning.pytorch.utilities import rank_zero_only
 
-        return train_tokenizer_cached(texts, self, wait=rank_zero_only.rank != 0, corpus_key=corpus_key)
+        return train_tokenizer_cached(texts, self, wait=rank_zero_only.rank != 0, corpus_key=corpus_key, name=name)
 
 
 def _build_backend(spec: TokenizerSpec) -> tuple[tokenizers.Tokenizer, trainers.Trainer]:
@@ -139,6 +141,10 @@ def _add_post_processor(tok: tokenizers.Tokenizer, family: str) -> None:
 def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
     """Train a tokenizer on ``texts`` as ``spec`` says.
 
+    A corpus too small for ``spec.vocab_size`` tokens gives fewer: a :class:`UserInputWarning`
+    then names both sizes and what to do (every trained tokenizer comes through here: the
+    ``lmforge tokenizer train`` command's and a run's).
+
     Args:
         texts: The training documents.
         spec: Kind, vocabulary size and family of special tokens.
@@ -163,11 +169,29 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
     _add_post_processor(tok, spec.family)
     # a round trip through JSON, so the tokenizer equals its saved form bit for bit
     # (Unigram scores otherwise change in the last digit on the first save/load)
-    return Tokenizer.from_str(tok.to_str())
+    tokenizer = Tokenizer.from_str(tok.to_str())
+    if tokenizer.vocab_size < spec.vocab_size:
+        warnings.warn(_shortfall(spec, tokenizer.vocab_size), UserInputWarning, stacklevel=2)
+    return tokenizer
+
+
+def _shortfall(spec: TokenizerSpec, obtained: int) -> str:
+    """The sentence for a trained vocabulary smaller than asked for.
+
+    Args:
+        spec: What was asked for.
+        obtained: The trained tokenizer's vocabulary size.
+    """
+    why, remedy = "", "add text"
+    if spec.kind != "unigram" and spec.min_frequency > 1:  # Unigram training has no min_frequency
+        why = f" (a merge must occur min_frequency={spec.min_frequency} times or more)"
+        remedy = "add text, lower min_frequency"
+    return (f"The {spec.kind} tokenizer has {obtained} tokens, not the vocab_size={spec.vocab_size} asked for: the "
+            f"corpus is too small for that many{why}; {remedy}, or ask for vocab_size={obtained}.")
 
 
 def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool = False, timeout: float = 3600,
-                           corpus_key: str | None = None) -> Tokenizer:
+                           corpus_key: str | None = None, name: str = "the corpus") -> Tokenizer:
     """Train a tokenizer, or reuse the one trained before on the same texts with the same spec.
 
     WordPiece and Unigram training in ``tokenizers`` is not deterministic, so every process
@@ -181,7 +205,10 @@ def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool
         timeout: Seconds to wait.
         corpus_key: What identifies ``texts`` (a corpus fingerprint): then ``texts`` is read
             once, lazily, and only to train. Without it the cache key hashes every text.
+        name: The corpus, for the message that says whether the tokenizer is trained now or reused.
     """
+    from lightning.pytorch.utilities import rank_zero_info
+
     key = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
     if corpus_key is not None:
         key.update(corpus_key.encode())
@@ -200,9 +227,14 @@ def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool
         time.sleep(1)
     if path.is_file():
         try:
-            return Tokenizer(tokenizers.Tokenizer.from_file(str(path)))
+            tokenizer = Tokenizer(tokenizers.Tokenizer.from_file(str(path)))
         except Exception:  # a damaged cache entry is retrained below
             pass
+        else:
+            rank_zero_info(f"Reusing the {spec.kind} tokenizer ({tokenizer.vocab_size} tokens) trained on {name} "
+                           f"before: {path}")
+            return tokenizer
+    rank_zero_info(f"Training a {spec.kind} tokenizer ({spec.vocab_size} tokens) on {name} ...")
     tokenizer = train_tokenizer(texts, spec)
     atomic_write_text(path, tokenizer.to_str())
     return tokenizer
