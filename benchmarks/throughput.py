@@ -70,6 +70,12 @@ with a section per family)::
     python benchmarks/throughput.py --family elmo      # ELMo only
     python benchmarks/throughput.py --family bert      # one family, ~2 minutes (longer under load)
     python benchmarks/throughput.py --rounds 1 --warmup 2 --steps 3   # quick check
+    python benchmarks/throughput.py --smoke            # the plumbing only, seconds: see below
+
+``--smoke`` runs every variant of every family through the same functions at a tiny shape
+(``SMOKE``: vocab 512, 1 layer, width 32, sequence 32, batch 2, the first 80 documents of the
+bundled corpus) for 1 round of 1 warmup + 2 timed steps, and judges no target: it checks that
+the benchmark runs (the CI test does), and its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -116,23 +122,51 @@ from lmforge.tasks import CausalLMTask, ElmoTask, MaskedLMTask, OptimizerConfig,
 from lmforge.tasks.elmo import token_char_ids
 from lmforge.tasks.optim import build_optimizer, warmup_cosine
 
-VOCAB_SIZE = 8192
-SEQ_LEN = 256
-BATCH_SIZE = 8
-N_LAYER = 4
-N_HEAD = 4
-D_MODEL = 256
 SEED = 1234  # the CLI's seed_everything default, also used to initialise (b) and (c)
 CLIP = 1.0
-TOKENS_PER_STEP = BATCH_SIZE * SEQ_LEN
-SHAPE = {"n_layer": N_LAYER, "n_head": N_HEAD, "d_model": D_MODEL}
-T5_SHAPE = {**SHAPE, "d_kv": D_MODEL // N_HEAD, "d_ff": 4 * D_MODEL}  # 4 + 4 layers
-ELMO_SHAPE = {"n_layer": 2, "hidden_size": 1024, "projection_size": 128, "char_dim": 16, "max_chars": 50,
-              "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "n_highway": 2}
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[Batch], torch.Tensor]
 LoopModel = tuple[nn.Module, torch.optim.Optimizer, LossFn]  # what a hand-written loop trains
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The measured shape: the networks (GPT, BERT, T5 share one; ELMo has its own), the
+    sequence, the batch and how much of the bundled corpus is read."""
+
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    n_layer: int
+    n_head: int
+    d_model: int
+    elmo: dict[str, Any]  # ElmoConfig's shape arguments
+    max_documents: int | None = None  # of the bundled corpus; None: all of it
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def core(self) -> dict[str, int]:
+        """The shape arguments GPT and BERT take."""
+        return {"n_layer": self.n_layer, "n_head": self.n_head, "d_model": self.d_model}
+
+    @property
+    def t5(self) -> dict[str, int]:
+        """T5's: the core ones (n_layer encoder + n_layer decoder layers), d_kv and d_ff."""
+        return {**self.core, "d_kv": self.d_model // self.n_head, "d_ff": 4 * self.d_model}
+
+
+REAL = Shape(vocab_size=8192, seq_len=256, batch_size=8, n_layer=4, n_head=4, d_model=256,
+             elmo={"n_layer": 2, "hidden_size": 1024, "projection_size": 128, "char_dim": 16, "max_chars": 50,
+                   "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "n_highway": 2})
+# --smoke: the same code at a shape that trains in a blink; its figures mean nothing
+SMOKE = Shape(vocab_size=512, seq_len=32, batch_size=2, n_layer=1, n_head=2, d_model=32,
+              elmo={"n_layer": 1, "hidden_size": 64, "projection_size": 16, "char_dim": 4, "max_chars": 12,
+                    "filters": [[1, 8], [2, 8]], "n_highway": 1},
+              max_documents=80)
 
 
 @dataclass
@@ -159,10 +193,10 @@ class Family:
     title: str
     task: type[PretrainingTask]
     objective: Callable[[], Objective]  # a fresh one as the task builds it (fresh masking stream)
-    tokenizer: TokenizerSpec
+    tokenizer: TokenizerSpec  # its kind and family (the vocabulary size is the shape's)
     variants: dict[str, Variant]  # keyed "a", "b", "c"
     targets: dict[str, float]  # ratio name ("a_over_c") -> minimum
-    model_args: dict[str, Any] = field(default_factory=lambda: dict(SHAPE))  # --model.config.* of (a)
+    model_args: Callable[[Shape], dict[str, Any]] = lambda shape: shape.core  # --model.config.* of (a)
 
     @property
     def optim(self) -> OptimizerConfig:
@@ -175,7 +209,8 @@ class Setup:
     """What one family's runs share, prepared once and untimed."""
 
     family: Family
-    tokenizer_path: str
+    shape: Shape
+    tokenizer: TokenizerSpec  # the family's, at the shape's vocabulary size, trained and saved to its path
     data: BundledCorpus
     log_dir: str
 
@@ -212,21 +247,24 @@ def timed_step_seconds(ends: list[float], warmup: int) -> list[float]:
 
 
 # -- setup (untimed) ------------------------------------------------------------------------
-def data_module(spec: TokenizerSpec) -> BundledCorpus:
+def data_module(spec: TokenizerSpec, shape: Shape) -> BundledCorpus:
     """The corpus every variant reads, as ``--data lmforge.data.BundledCorpus`` builds it."""
-    return BundledCorpus(tokenizer=spec, seq_len=SEQ_LEN, batch_size=BATCH_SIZE)
+    return BundledCorpus(tokenizer=spec, seq_len=shape.seq_len, batch_size=shape.batch_size,
+                         max_documents=shape.max_documents)
 
 
-def prepare(family: Family, folder: Path) -> Setup:
+def prepare(family: Family, shape: Shape, folder: Path) -> Setup:
     """Train the family's tokenizer once (so no timed run repeats it) and prepare its data."""
     path = folder / f"{family.name}-tokenizer.json"
-    data_module(family.tokenizer).tokenizer.save(path)
-    data = data_module(dataclasses.replace(family.tokenizer, path=str(path)))
-    if data.vocab_size != VOCAB_SIZE:
-        raise RuntimeError(f"The {family.name} tokenizer has {data.vocab_size} tokens, expected {VOCAB_SIZE}.")
+    spec = dataclasses.replace(family.tokenizer, vocab_size=shape.vocab_size)
+    data_module(spec, shape).tokenizer.save(path)
+    spec = dataclasses.replace(spec, path=str(path))
+    data = data_module(spec, shape)
+    if data.vocab_size != shape.vocab_size:
+        raise RuntimeError(f"The {family.name} tokenizer has {data.vocab_size} tokens, expected {shape.vocab_size}.")
     data.objective = family.objective()
     data.setup("fit")
-    return Setup(family, str(path), data, str(folder / "logs"))
+    return Setup(family, shape, spec, data, str(folder / "logs"))
 
 
 def train_batches(setup: Setup) -> DataLoader:
@@ -244,12 +282,13 @@ def _cli_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
 
 
-def run_lmforge_fit(setup: Setup, total_steps: int, model_args: dict[str, Any] | None = None) -> Run:
-    """(a): ``lmforge fit`` in-process with the family's task (and its model_args, or these)."""
+def run_lmforge_fit(setup: Setup, total_steps: int, extra_args: dict[str, Any] | None = None) -> Run:
+    """(a): ``lmforge fit`` in-process with the family's task and model_args (updated by ``extra_args``)."""
     timer_path = f"{StepTimer.__module__}.{StepTimer.__qualname__}"
     task = setup.family.task
-    spec = setup.family.tokenizer
-    config = setup.family.model_args if model_args is None else model_args
+    spec, shape = setup.tokenizer, setup.shape
+    config = {**setup.family.model_args(shape), **(extra_args or {})}
+    corpus = [] if shape.max_documents is None else ["--data.max_documents", str(shape.max_documents)]
     args = [
         "fit",
         "--seed_everything", str(SEED),
@@ -257,12 +296,13 @@ def run_lmforge_fit(setup: Setup, total_steps: int, model_args: dict[str, Any] |
         *(arg for key, value in config.items() for arg in (f"--model.config.{key}", _cli_value(value))),
         "--model.config.dropout", "0.0",
         "--data", "lmforge.data.BundledCorpus",
-        "--data.tokenizer.path", setup.tokenizer_path,
+        *corpus,
+        "--data.tokenizer.path", spec.path,
         "--data.tokenizer.kind", spec.kind,
         "--data.tokenizer.family", spec.family,
         "--data.tokenizer.vocab_size", str(spec.vocab_size),
-        "--data.seq_len", str(SEQ_LEN),
-        "--data.batch_size", str(BATCH_SIZE),
+        "--data.seq_len", str(shape.seq_len),
+        "--data.batch_size", str(shape.batch_size),
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "1",
         "--trainer.precision", "32-true",
@@ -284,11 +324,11 @@ def run_lmforge_fit(setup: Setup, total_steps: int, model_args: dict[str, Any] |
 
 
 # -- (b) and (c): a hand-written loop around a model ----------------------------------------
-def run_loop(build: Callable[[OptimizerConfig], LoopModel], setup: Setup, total_steps: int) -> Run:
+def run_loop(build: Callable[[Setup, OptimizerConfig], LoopModel], setup: Setup, total_steps: int) -> Run:
     """(b) and (c): seed, build the model, then a plain training loop with the task's schedule."""
     o = setup.family.optim
     torch.manual_seed(SEED)
-    model, optimizer, loss_fn = build(o)
+    model, optimizer, loss_fn = build(setup, o)
     decay_steps = o.decay_steps or total_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio))
     model.train()
@@ -315,9 +355,10 @@ def plain_adamw(model: nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
 
 
-def gpt_loop(o: OptimizerConfig) -> LoopModel:
+def gpt_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
     """(b) GPT: lmforge's GPT and next-token cross-entropy."""
-    net = GPT(GPTConfig(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **SHAPE))
+    s = setup.shape
+    net = GPT(GPTConfig(vocab_size=s.vocab_size, max_seq_len=s.seq_len, dropout=0.0, **s.core))
 
     def loss_fn(batch: Batch) -> torch.Tensor:
         return F.cross_entropy(net(batch["input_ids"]).flatten(0, 1), batch["targets"].flatten())
@@ -325,14 +366,15 @@ def gpt_loop(o: OptimizerConfig) -> LoopModel:
     return net, lmforge_adamw(net, o), loss_fn
 
 
-def hf_gpt2(o: OptimizerConfig) -> LoopModel:
+def hf_gpt2(setup: Setup, o: OptimizerConfig) -> LoopModel:
     """(c) GPT: Hugging Face GPT-2 of the same shape on the same input tensors."""
+    s = setup.shape
     config = GPT2Config(
-        vocab_size=VOCAB_SIZE,
-        n_positions=SEQ_LEN,
-        n_embd=D_MODEL,
-        n_layer=N_LAYER,
-        n_head=N_HEAD,
+        vocab_size=s.vocab_size,
+        n_positions=s.seq_len,
+        n_embd=s.d_model,
+        n_layer=s.n_layer,
+        n_head=s.n_head,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
@@ -350,27 +392,30 @@ def hf_gpt2(o: OptimizerConfig) -> LoopModel:
     return model, plain_adamw(model, o), loss_fn
 
 
-def bert_loop(o: OptimizerConfig) -> LoopModel:
+def bert_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
     """(b) BERT: lmforge's Bert with sparse prediction, as ``MaskedLMTask`` computes its loss."""
-    net = Bert(BertConfig(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **SHAPE))
+    s = setup.shape
+    net = Bert(BertConfig(vocab_size=s.vocab_size, max_seq_len=s.seq_len, dropout=0.0, **s.core))
 
     def loss_fn(batch: Batch) -> torch.Tensor:
-        hidden = net.encode(batch["input_ids"], batch["attention_mask"])
+        # packed MLM blocks have no padding, so no attention mask (None): as MaskedLMTask._step
+        hidden = net.encode(batch["input_ids"], batch.get("attention_mask"))
         selected = batch["labels"] != IGNORE  # (B, T)
         return F.cross_entropy(net.mlm_logits(hidden[selected]), batch["labels"][selected])
 
     return net, lmforge_adamw(net, o), loss_fn
 
 
-def hf_bert(o: OptimizerConfig) -> LoopModel:
+def hf_bert(setup: Setup, o: OptimizerConfig) -> LoopModel:
     """(c) BERT: Hugging Face BertForMaskedLM of the same shape; it projects every position."""
+    s = setup.shape
     config = HFBertConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=D_MODEL,
-        num_hidden_layers=N_LAYER,
-        num_attention_heads=N_HEAD,
-        intermediate_size=4 * D_MODEL,
-        max_position_embeddings=SEQ_LEN,
+        vocab_size=s.vocab_size,
+        hidden_size=s.d_model,
+        num_hidden_layers=s.n_layer,
+        num_attention_heads=s.n_head,
+        intermediate_size=4 * s.d_model,
+        max_position_embeddings=s.seq_len,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         attn_implementation="sdpa",
@@ -378,14 +423,17 @@ def hf_bert(o: OptimizerConfig) -> LoopModel:
     model = BertForMaskedLM(config)
 
     def loss_fn(batch: Batch) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        # no mask on packed blocks: HF attends to every position, as lmforge does
+        return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                     labels=batch["labels"]).loss
 
     return model, plain_adamw(model, o), loss_fn
 
 
-def t5_loop(o: OptimizerConfig) -> LoopModel:
+def t5_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
     """(b) T5: lmforge's T5 and the cross-entropy of every target token."""
-    net = T5(T5Config(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **T5_SHAPE))
+    s = setup.shape
+    net = T5(T5Config(vocab_size=s.vocab_size, max_seq_len=s.seq_len, dropout=0.0, **s.t5))
 
     def loss_fn(batch: Batch) -> torch.Tensor:
         logits = net(batch["input_ids"], batch["decoder_input_ids"])
@@ -394,15 +442,16 @@ def t5_loop(o: OptimizerConfig) -> LoopModel:
     return net, lmforge_adamw(net, o), loss_fn
 
 
-def hf_t5(o: OptimizerConfig) -> LoopModel:
+def hf_t5(setup: Setup, o: OptimizerConfig) -> LoopModel:
     """(c) T5: Hugging Face T5ForConditionalGeneration (v1.0: ReLU, tied) of the same shape."""
+    s = setup.shape
     config = HFT5Config(
-        vocab_size=VOCAB_SIZE,
-        d_model=D_MODEL,
-        d_kv=T5_SHAPE["d_kv"],
-        d_ff=T5_SHAPE["d_ff"],
-        num_layers=N_LAYER,
-        num_heads=N_HEAD,
+        vocab_size=s.vocab_size,
+        d_model=s.d_model,
+        d_kv=s.t5["d_kv"],
+        d_ff=s.t5["d_ff"],
+        num_layers=s.n_layer,
+        num_heads=s.n_head,
         dropout_rate=0.0,
         feed_forward_proj="relu",
         use_cache=False,
@@ -419,7 +468,8 @@ def hf_t5(o: OptimizerConfig) -> LoopModel:
 
 def elmo_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
     """(b) ELMo: lmforge's Elmo with the task's spelling table and loss (mean of both directions)."""
-    net = Elmo(ElmoConfig(vocab_size=VOCAB_SIZE, max_seq_len=SEQ_LEN, dropout=0.0, **ELMO_SHAPE))
+    s = setup.shape
+    net = Elmo(ElmoConfig(vocab_size=s.vocab_size, max_seq_len=s.seq_len, dropout=0.0, **s.elmo))
     with torch.no_grad():
         net.token_chars.copy_(token_char_ids(setup.data.tokenizer, net.config.max_chars))
 
@@ -429,11 +479,6 @@ def elmo_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
                 + F.cross_entropy(backward.flatten(0, 1), batch["backward_targets"].flatten())) / 2
 
     return net, lmforge_adamw(net, o), loss_fn
-
-
-def run_elmo_loop(setup: Setup, total_steps: int) -> Run:
-    """(b) ELMo: the hand-written loop; the model needs the tokenizer for its char CNN."""
-    return run_loop(functools.partial(elmo_loop, setup), setup, total_steps)
 
 
 def variants(hf_label: str, hf_name: str, loop: Callable, hf: Callable) -> dict[str, Variant]:
@@ -450,7 +495,7 @@ FAMILIES = {
         title="GPT causal LM",
         task=CausalLMTask,
         objective=CausalLM,
-        tokenizer=TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=VOCAB_SIZE),
+        tokenizer=TokenizerSpec(kind="byte_level_bpe", family="gpt"),
         variants=variants("(c) HF GPT2LMHeadModel (sdpa)", "c_hf_gpt2_sdpa", gpt_loop, hf_gpt2),
         targets={"a_over_b": 0.97, "a_over_c": 2.0},
     ),
@@ -459,7 +504,7 @@ FAMILIES = {
         title="BERT masked LM",
         task=MaskedLMTask,
         objective=MaskedLM,  # MaskedLMTask's defaults: mask_prob 0.15, single pieces, seed 0
-        tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=VOCAB_SIZE),
+        tokenizer=TokenizerSpec(kind="wordpiece", family="bert"),
         variants=variants("(c) HF BertForMaskedLM (sdpa)", "c_hf_bert_sdpa", bert_loop, hf_bert),
         targets={"a_over_c": 1.5},
     ),
@@ -468,25 +513,25 @@ FAMILIES = {
         title="T5 span corruption",
         task=SpanCorruptionTask,
         objective=SpanCorruption,  # SpanCorruptionTask's defaults: density 0.15, mean span 3, seed 0
-        tokenizer=TokenizerSpec(kind="unigram", family="t5", vocab_size=VOCAB_SIZE),
+        tokenizer=TokenizerSpec(kind="unigram", family="t5"),
         variants=variants("(c) HF T5ForConditionalGeneration (sdpa)", "c_hf_t5_sdpa", t5_loop, hf_t5),
         targets={"a_over_c": 1.2},
-        model_args=T5_SHAPE,
+        model_args=lambda shape: shape.t5,
     ),
     "elmo": Family(
         name="elmo",
         title="ELMo bidirectional LM (char CNN; (c): subword embeddings)",
         task=ElmoTask,
         objective=BidirectionalLM,
-        tokenizer=TokenizerSpec(kind="bpe", family="elmo", vocab_size=VOCAB_SIZE),
+        tokenizer=TokenizerSpec(kind="bpe", family="elmo"),
         variants={
             "a": Variant("(a) lmforge fit, char CNN", "a_lmforge_fit", run_lmforge_fit),
-            "b": Variant("(b) hand-written loop, char CNN", "b_pytorch_loop", run_elmo_loop),
+            "b": Variant("(b) hand-written loop, char CNN", "b_pytorch_loop", functools.partial(run_loop, elmo_loop)),
             "c": Variant("(c) lmforge fit, subword embeddings", "c_lmforge_fit_embedding", functools.partial(
-                run_lmforge_fit, model_args={**ELMO_SHAPE, "token_repr": "embedding"})),
+                run_lmforge_fit, extra_args={"token_repr": "embedding"})),
         },
         targets={},
-        model_args=ELMO_SHAPE,
+        model_args=lambda shape: shape.elmo,
     ),
 }
 
@@ -508,7 +553,7 @@ def run_round(setup: Setup, meas: Measurements, r: int, args: argparse.Namespace
             meas.lightning_threads.add(run.threads)
         seconds = timed_step_seconds(run.ends, args.warmup)
         meas.step_seconds.setdefault(key, []).extend(seconds)
-        meas.tps.setdefault(key, []).append(len(seconds) * TOKENS_PER_STEP / sum(seconds))
+        meas.tps.setdefault(key, []).append(len(seconds) * setup.shape.tokens_per_step / sum(seconds))
         losses[key] = run.losses
         print(f"{setup.family.name} round {r + 1}/{args.rounds} {variant.label:<34} "
               f"{meas.tps[key][-1]:8.0f} tokens/s", flush=True)
@@ -520,20 +565,23 @@ def ratio_report(per_variant: dict[str, float]) -> dict[str, float]:
     return {f"a_over_{key}": per_variant["a"] / value for key, value in per_variant.items() if key != "a"}
 
 
-def report(family: Family, meas: Measurements, args: argparse.Namespace) -> dict[str, Any]:
+def report(family: Family, shape: Shape, meas: Measurements, args: argparse.Namespace) -> dict[str, Any]:
     """Print the family's table and ratios; return its section of the JSON line."""
+    tokens_per_step = shape.tokens_per_step
     median = {key: statistics.median(values) for key, values in meas.tps.items()}
-    typical = {key: TOKENS_PER_STEP / statistics.median(values) for key, values in meas.step_seconds.items()}
+    typical = {key: tokens_per_step / statistics.median(values) for key, values in meas.step_seconds.items()}
     ratios, typical_ratios = ratio_report(median), ratio_report(typical)
-    met = {name: ratios[name] >= target for name, target in family.targets.items()}
+    # a smoke run judges nothing: its shape is not the one the targets are for
+    met = {name: None if args.smoke else ratios[name] >= target for name, target in family.targets.items()}
 
     print()
-    print(f"{family.title}: training tokens/s at {TOKENS_PER_STEP} tokens/step, {torch.get_num_threads()} threads; "
-          f"{args.rounds} round(s) of {args.steps} timed steps after {args.warmup} warmup")
+    print(f"{family.title}: training tokens/s at {tokens_per_step} tokens/step, {torch.get_num_threads()} threads; "
+          f"{args.rounds} round(s) of {args.steps} timed steps after {args.warmup} warmup"
+          f"{'; SMOKE RUN (tiny shape): the figures are not meaningful' if args.smoke else ''}")
     print(f"{'variant':<34} {'median':>8} {'ms/step':>8} {'typical':>8}  per round")
     for key, variant in family.variants.items():
         rounds = " ".join(f"{v:.0f}" for v in meas.tps[key])
-        print(f"{variant.label:<34} {median[key]:8.0f} {1000 * TOKENS_PER_STEP / median[key]:8.1f} "
+        print(f"{variant.label:<34} {median[key]:8.0f} {1000 * tokens_per_step / median[key]:8.1f} "
               f"{typical[key]:8.0f}  {rounds}")
     print("median: median over rounds of each round's timed tokens / timed seconds (the figure judged);")
     print("typical: tokens / median step time over all rounds (robust to load bursts, blind to periodic overhead)")
@@ -541,7 +589,8 @@ def report(family: Family, meas: Measurements, args: argparse.Namespace) -> dict
         label = "(" + name.replace("_over_", ")/(") + ")"
         verdict = ""
         if name in family.targets:
-            verdict = f"   target >= {family.targets[name]}: {'MET' if met[name] else 'NOT MET'}"
+            judged = "not judged (smoke)" if met[name] is None else "MET" if met[name] else "NOT MET"
+            verdict = f"   target >= {family.targets[name]}: {judged}"
         print(f"{label} = {ratio:.3f} (typical {typical_ratios[name]:.3f}){verdict}")
     print(f"max |loss(a) - loss(b)| over all steps: {max(meas.loss_diffs):.2e} (same weights, batches and updates)")
 
@@ -549,10 +598,11 @@ def report(family: Family, meas: Measurements, args: argparse.Namespace) -> dict
     spec = family.tokenizer
     return {
         "task": f"lmforge.tasks.{family.task.__qualname__}",
-        "tokenizer": {"kind": spec.kind, "family": spec.family, "vocab_size": spec.vocab_size},
-        "shape": {"vocab_size": VOCAB_SIZE, **family.model_args, "seq_len": SEQ_LEN, "batch_size": BATCH_SIZE,
-                  "dropout": 0.0, "precision": "fp32"},
-        "tokens_per_step": TOKENS_PER_STEP,
+        "tokenizer": {"kind": spec.kind, "family": spec.family, "vocab_size": shape.vocab_size},
+        "shape": {"vocab_size": shape.vocab_size, **family.model_args(shape), "seq_len": shape.seq_len,
+                  "batch_size": shape.batch_size, "max_documents": shape.max_documents, "dropout": 0.0,
+                  "precision": "fp32"},
+        "tokens_per_step": tokens_per_step,
         "tokens_per_sec": {names[key]: {"median": median[key], "rounds": meas.tps[key]} for key in names},
         "ratios": ratios,
         "targets": {name: {"min": target, "met": met[name]} for name, target in family.targets.items()},
@@ -563,13 +613,19 @@ def report(family: Family, meas: Measurements, args: argparse.Namespace) -> dict
     }
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all", help="which family to measure")
-    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per variant and round")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps before them (at least 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (a), (b), (c)")
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps per variant and round (default 10; smoke 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps before them, at least 1 (default 2; smoke 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of (a), (b), (c) (default 3; smoke 1)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shape, 1 round of 1 + 2 steps, no target judged: the plumbing only (seconds)")
+    args = parser.parse_args(argv)
+    steps, warmup, rounds = (2, 1, 1) if args.smoke else (10, 2, 3)
+    args.steps = steps if args.steps is None else args.steps
+    args.warmup = warmup if args.warmup is None else args.warmup
+    args.rounds = rounds if args.rounds is None else args.rounds
     if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
         parser.error("--steps, --warmup and --rounds must be at least 1")
     return args
@@ -583,20 +639,25 @@ def quiet() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     quiet()
+    shape = SMOKE if args.smoke else REAL
+    if args.smoke:
+        print("SMOKE RUN: tiny shape, a few steps -- checks that every variant runs; the figures are not meaningful",
+              flush=True)
     families = list(FAMILIES.values()) if args.family == "all" else [FAMILIES[args.family]]
     meas = {family.name: Measurements() for family in families}
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
-        setups = [prepare(family, Path(tmp)) for family in families]
+        setups = [prepare(family, shape, Path(tmp)) for family in families]
         for r in range(args.rounds):
             for setup in setups:
                 run_round(setup, meas[setup.family.name], r, args)
-    sections = {family.name: report(family, meas[family.name], args) for family in families}
+    sections = {family.name: report(family, shape, meas[family.name], args) for family in families}
 
     summary = {
         "benchmark": "training_throughput_cpu",
+        "smoke": args.smoke,
         "families": list(sections),
         "rounds": args.rounds,
         "warmup_steps": args.warmup,

@@ -49,14 +49,15 @@ def test_help_lists_the_flags(capsys: pytest.CaptureFixture, monkeypatch: pytest
         gpu.parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--dry_run", "--models", "--steps", "--warmup", "--batch_size", "--grad_accum", "--compile",
+    for flag in ("--dry_run", "--smoke", "--models", "--steps", "--warmup", "--batch_size", "--grad_accum", "--compile",
                  "--lightning", "--peak_flops", "--json", "--sdpa"):
         assert flag in text
     with pytest.raises(SystemExit) as exit_info:
         gpu.parse_args(["--models", "gpt2,t9", "--dry_run"])
     assert exit_info.value.code == 2
-    _, settings = gpu.parse_args(["--dry_run"])
-    assert (settings.device, settings.precision, settings.compile) == ("cpu", "fp32", False)
+    for flag in ("--dry_run", "--smoke"):  # --smoke: the name of every benchmark's smoke run
+        _, settings = gpu.parse_args([flag])
+        assert (settings.device, settings.precision, settings.compile, settings.dry_run) == ("cpu", "fp32", False, True)
 
 
 def test_dry_run_reports_both_models(dry_run: dict) -> None:
