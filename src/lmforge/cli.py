@@ -495,7 +495,6 @@ def _one_line_warnings() -> Iterator[None]:
 
 
 @_one_line_warnings()
-@_one_line_warnings()
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lmforge`` console script."""
     argv = sys.argv[1:] if args is None else args
