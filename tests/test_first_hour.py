@@ -104,13 +104,15 @@ def test_a_run_that_never_validated_says_so(workdir: Path, caplog: pytest.LogCap
 
 
 def test_validation_scalars_and_text_samples_share_one_step_axis(gpt_run: Path) -> None:
+    """Lightning's convention, for every tag: a point after N optimizer steps sits at N - 1 (the
+    index of the last step), the untrained model's validation at 0."""
     events = EventAccumulator(str(gpt_run), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     val = [e.step for e in events.Scalars("val/loss")]
     samples = [e.step for e in events.Tensors("samples/text_summary")]
-    assert val == [0, 2, 4]  # the untrained model, then after 2 and 4 optimizer steps
-    assert samples == [2, 4]
-    assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3]  # the loss of the model after N steps
+    assert val == [0, 1, 3]  # the untrained model, then after 2 and 4 optimizer steps
+    assert samples == [1, 3]  # generated right after those two validations
+    assert [e.step for e in events.Scalars("train/loss")] == [0, 1, 2, 3]
 
 
 def test_predict_writes_no_run_folder(gpt_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture,
@@ -273,3 +275,14 @@ def test_a_corpus_config_does_not_inherit_a_tiny_configs_document_limit(capsys: 
         data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
         assert data["max_documents"] != 120, corpus.name  # gpt/tiny.yaml's limit
         assert data["seq_len"] == 64, corpus.name  # the tiny shape does carry over
+
+
+def test_a_batch_larger_than_the_training_split_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training drops an incomplete last batch: with fewer examples than one batch there would be
+    no step at all, and the run used to end with status 0 and no checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    line = refused(capsys, "fit", "-c", TINY, "--data.batch_size=4096", *SMALL)
+    assert re.fullmatch(r"lmforge: error: The train split of the bundled corpus has \d+ examples, fewer than one "
+                        r"batch of 4096: lower `data.batch_size` or add text\.", line), line
+    assert not (tmp_path / "logs").exists()

@@ -146,14 +146,15 @@ class TextSampleCallback(L.Callback):
         for logger in trainer.loggers:
             add_text = getattr(logger.experiment, "add_text", None)
             if add_text is not None:
-                add_text("samples", text, global_step=trainer.global_step)
+                # at the step of the validation scalars beside it (Lightning's: the index of the last
+                # optimizer step), not one later, so a resumed run's restart point keeps it too
+                add_text("samples", text, global_step=max(trainer.global_step - 1, 0))
 
 
 class SafeSaveConfigCallback(SaveConfigCallback):
     """Saves the resolved config of a ``fit`` into its run folder, never overwriting one there,
     and only once the run has started: a resume that is refused (another tokenizer, corpus,
     seed ...) writes nothing. A resumed run writes ``config.resumed-1.yaml``, ``-2`` ...
-    The data module's run files (its trained tokenizer) are written at the same moment.
     """
 
     started = False  # set once the run has started training
@@ -171,10 +172,6 @@ class SafeSaveConfigCallback(SaveConfigCallback):
             filename = f"{stem}.resumed-{n}.yaml"
         self.config_filename = trainer.strategy.broadcast(filename)  # rank 0 decides, before it writes
         super().setup(trainer, pl_module, "fit")
-        save_run_files = getattr(trainer.datamodule, "save_run_files", None)
-        if trainer.is_global_zero and log_dir is not None and trainer.loggers and callable(save_run_files):
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            save_run_files(Path(log_dir))
         self.started = True
 
 
@@ -432,15 +429,6 @@ class ProgressLog(L.Callback):
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-class ValidationStep(L.Callback):
-    """Validation scalars at the number of optimizer steps done, as text samples, checkpoints and
-    the untrained model's point (step 0) are: Lightning would put them one step earlier."""
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and trainer.loggers:
-            pl_module.log("step", float(trainer.global_step), on_step=False, on_epoch=True, rank_zero_only=True)
 
 
 class ModelSize(ModelSummary):

@@ -7,16 +7,12 @@ sequence length) are linked into the model at instantiation.
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import logging
 import os
 import re
 import sys
-import warnings
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,7 +26,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning.fabric.plugins import CheckpointIO
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lmforge.callbacks import (
     AtomicCheckpointIO,
@@ -43,10 +38,10 @@ from lmforge.callbacks import (
     SafeSaveConfigCallback,
     TextSampleCallback,
     ThroughputMonitor,
-    ValidationStep,
 )
-from lmforge.errors import UserError, UserInputWarning
+from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
+from lmforge.messages import find_user_error, one_line_warnings, quiet_lightning, unknown_key_hint
 from lmforge.start import connect, open_start, run_tokenizer
 from lmforge.start.source import import_class
 from lmforge.tasks import Task
@@ -61,32 +56,6 @@ LINKS = {"vocab_size": "model.init_args.config.vocab_size", "seq_len": "model.in
 # where the linked value comes from, for messages
 LINK_SOURCES = {"vocab_size": "the tokenizer's size", "seq_len": "data.seq_len"}
 
-# Lines Lightning prints that a user cannot act on (advertisements, accelerators absent here)
-_LIGHTNING_NOISE = ("💡 Tip", "TPU available", "HPU available", "IPU available",
-                    "Trainer already configured with model summary")
-_WARNING_NOISE = (
-    r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own use of a deprecated torch API
-    r".*RNN module weights are not part of single contiguous chunk",
-    r".*oneDNN",
-    r".*callbacks used to create the checkpoint need to be provided",  # predict runs without training callbacks
-)
-
-
-def quiet_lightning() -> None:
-    """Drop Lightning's lines and warnings a user cannot act on; keep everything else."""
-
-    class _Drop(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not str(record.getMessage()).startswith(_LIGHTNING_NOISE)
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _Drop) for f in log.filters):
-            log.addFilter(_Drop())
-    for pattern in _WARNING_NOISE:
-        warnings.filterwarnings("ignore", message=pattern)
-
-
 class LmforgeParser(LightningArgumentParser):
     """Lightning's parser whose error for an unknown option ends with one line naming the key
     and the nearest valid one."""
@@ -94,33 +63,6 @@ class LmforgeParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         hint = unknown_key_hint(message)
         super().error(f"{message}\n{hint}" if hint else message, ex)
-
-
-def unknown_key_hint(message: str) -> str | None:
-    """``unknown option 'model.config.n_heads': did you mean 'model.config.n_head'?`` for a
-    jsonargparse error about an option a class does not take, else None."""
-    found = (re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message)
-             or re.search(r"Option '([\w.]+)' is not accepted", message)
-             or re.search(r"nrecognized arguments: --([\w.]+)", message))
-    if found is None:
-        return None
-    bad = ".".join(found.groups())
-    top = re.search(r'Parser key "([\w.]+)"', message)
-    owner = re.search(r"Problem with given class_path '([\w.]+)'", message)
-    valid: list[str] = []
-    if owner is not None:
-        try:
-            parser = LightningArgumentParser(exit_on_error=False)
-            parser.add_class_arguments(import_class(owner.group(1)), fail_untyped=False)
-            valid = [a.dest for a in parser._actions if a.dest not in ("help", "config")]
-        except Exception:  # the hint is a courtesy: never hide the original error behind another
-            valid = []
-    prefix = f"{top.group(1)}." if top is not None and owner is not None else ""
-    nearest = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
-    where = f" of {owner.group(1)}" if owner is not None else ""
-    if nearest:
-        return f"lmforge: unknown option '{prefix}{bad}'{where}: did you mean '{prefix}{nearest[0]}'?"
-    return f"lmforge: unknown option '{prefix}{bad}'{where}: see `--help` for the options."
 
 
 # callbacks that only act while training: prediction runs without them
@@ -222,7 +164,7 @@ class LmforgeCLI(LightningCLI):
         trainer = self._get(self.config_init, "trainer", default={})
         callbacks = trainer.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]  # one, or several
-        added: list[Any] = [ValidationStep()]
+        added: list[Any] = []
         if trainer.get("enable_model_summary") is not False:
             added.append(ModelSize())  # one line instead of Lightning's table
         if not any(isinstance(c, LightningProgressBar) for c in callbacks):
@@ -362,7 +304,7 @@ class LmforgeCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except Exception as err:
             started = any(getattr(c, "started", False) for c in self.trainer.callbacks)
-            if _user_error(err) is not None and not started and self.trainer.is_global_zero:
+            if find_user_error(err) is not None and not started and self.trainer.is_global_zero:
                 before.undo()
             raise
 
@@ -390,12 +332,14 @@ class LmforgeCLI(LightningCLI):
 
 
 class _Snapshot:
-    """The paths under a folder before a run, to remove what a refused run added (only that)."""
+    """The paths under a run folder before a run, to remove what a refused run added (only that:
+    its new files, and the folders it created, such as ``logs/`` itself, once empty)."""
 
     def __init__(self, folder: Path | None):
         self.folder = folder
-        self.existed = folder is not None and folder.exists()
-        self.paths = set(folder.rglob("*")) if folder is not None and self.existed else set()
+        self.paths = set(folder.rglob("*")) if folder is not None and folder.exists() else set()
+        # the folder and those of its parents the run will create
+        self.new_folders = [] if folder is None else [d for d in (folder, *folder.parents) if not d.exists()]
 
     def undo(self) -> None:
         if self.folder is None or not self.folder.exists():
@@ -407,8 +351,9 @@ class _Snapshot:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-        if not self.existed and not any(self.folder.iterdir()):
-            self.folder.rmdir()
+        for folder in self.new_folders:  # innermost first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 class PrepareCLI(LmforgeCLI):
@@ -475,26 +420,7 @@ def _checkpoint_model_class(argv: list[str]) -> str | None:
     return open_start(ckpt).task
 
 
-@contextmanager
-def _one_line_warnings() -> Iterator[None]:
-    """Show a :class:`~lmforge.errors.UserInputWarning` as ``lmforge: warning: ...`` on one line
-    (the counterpart of ``lmforge: error: ...``); other warnings keep their format."""
-    previous = warnings.formatwarning
-
-    def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                       line: str | None = None) -> str:
-        if issubclass(category, UserInputWarning):
-            return f"lmforge: warning: {message}\n"
-        return previous(message, category, filename, lineno, line)
-
-    warnings.formatwarning = format_warning
-    try:
-        yield
-    finally:
-        warnings.formatwarning = previous
-
-
-@_one_line_warnings()
+@one_line_warnings()
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lmforge`` console script."""
     argv = sys.argv[1:] if args is None else args
@@ -521,21 +447,8 @@ def main(args: list[str] | None = None) -> None:
         else:
             LmforgeCLI(args=args)
     except Exception as err:
-        user_error = _user_error(err)
+        user_error = find_user_error(err)
         if user_error is None:
             raise
         print(f"lmforge: error: {user_error}", file=sys.stderr)
         sys.exit(2)
-
-
-def _user_error(err: BaseException) -> BaseException | None:
-    """The mistake of the user's behind ``err`` (jsonargparse and Lightning wrap exceptions): a
-    UserError, or Lightning's refusal of a trainer setting; None for anything else (a bug)."""
-    seen: set[int] = set()
-    chain: BaseException | None = err
-    while chain is not None and id(chain) not in seen:
-        if isinstance(chain, (UserError, MisconfigurationException)):
-            return chain
-        seen.add(id(chain))
-        chain = chain.__cause__ or chain.__context__
-    return None

@@ -13,7 +13,7 @@ from lmforge.cli import main
 from lmforge.data import BookCorpus, DataSource, PubMedCorpus, WikipediaCorpus
 from lmforge.errors import UserError
 from test_readers import (
-    ARTICLE_TEXT, BASELINE, BOOK_BODY, DOC_100, GUTENBERG, UPDATE, ZETA_TEXT, mediawiki, page, write_dump,
+    ARISTOTLE_TEXT, ARTICLE_TEXT, BASELINE, BOOK_BODY, DOC_100, GUTENBERG, UPDATE, ZETA_TEXT, mediawiki, page, write_dump,
     write_pubmed,
 )
 
@@ -23,7 +23,8 @@ def test_wikipedia_dump_documents(tmp_path: Path) -> None:
     write_dump(tmp_path, mediawiki(page("Zeta", 0, "Only '''one''' line.")), name="enwiki-20240101-pages-articles2.xml")
     (tmp_path / "notes.txt").write_text("not a dump", encoding="utf-8")
     dump = DataSource(paths=str(tmp_path))
-    assert list(WikipediaCorpus(source=dump).documents()) == [ARTICLE_TEXT, ZETA_TEXT, "Only one line."]
+    assert list(WikipediaCorpus(source=dump).documents()) == [ARTICLE_TEXT, ZETA_TEXT, ARISTOTLE_TEXT,
+                                                                  "Only one line."]
     assert list(WikipediaCorpus(source=dump, max_documents=1).documents()) == [ARTICLE_TEXT]
 
 

@@ -271,14 +271,24 @@ class CorpusDataModule(L.LightningDataModule):
                     f"The {split} split of {self.name} is too short for one example of {self.seq_len} tokens: "
                     "add text or lower `seq_len`."
                 )
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if stage == "fit" and not isinstance(self.train_set, StreamingBlocks) and len(self.train_set) < self.batch_size * world:
+            # (training drops an incomplete last batch: there would be no step at all)
+            raise UserError(
+                f"The train split of {self.name} has {len(self.train_set)} examples, fewer than one batch of "
+                f"{self.batch_size}{f' on each of {world} processes' if world > 1 else ''}: lower `data.batch_size` "
+                "or add text."
+            )
         sizes = f"{len(self.val_set):,} val" if self.streaming else f"{len(self.train_set):,} / {len(self.val_set):,}"
         rank_zero_info(f"{self.name}: {counts}{sizes} {unit}.")
 
-    def save_run_files(self, log_dir: Path) -> None:
-        """Write the tokenizer trained for the run into its folder (once training starts: a
-        refused run writes nothing); a tokenizer given by path stays where it is."""
-        if not self.tokenizer_spec.path:
-            self.tokenizer.save(log_dir / "tokenizer.json")
+        # the run folder, if the run has one (without a logger, log_dir would be the working folder);
+        # a resumed run's is already there (another tokenizer is refused: never overwrite it)
+        log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.loggers else None
+        if log_dir and self.trainer.is_global_zero and not self.tokenizer_spec.path:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            if not (Path(log_dir) / "tokenizer.json").exists():
+                tok.save(Path(log_dir) / "tokenizer.json")
 
     def _stream_documents(self, start: int) -> Iterator[str]:
         return self.train_documents(start) if not self.augment else itertools.islice(
