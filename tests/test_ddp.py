@@ -7,7 +7,8 @@ step's loss, sample ids and input ids, and the weights at the start and the end 
 * GPT: 2 ranks x batch b and 1 process x batch 2b (same seed, same data) take the same steps:
   the mean of the ranks' losses is the one process's loss, the ranks read disjoint halves of the
   one process's batches, and the weights end equal (DDP averages the gradients).
-* BERT: 2 ranks train; each reads its own samples.
+* BERT through configs/trainer/ddp.yaml (static graph, ``nsp: false`` leaves heads unused): 2
+  ranks train; each reads its own samples.
 * A checkpoint written under 2-rank DDP continues on 1 process (batch 2b), and a 1-process
   checkpoint continues under 2-rank DDP (batch b), each exactly as the uninterrupted run.
 
@@ -79,7 +80,8 @@ def fit(workdir: Path, config: str, *args: str, ddp: bool, name: str = "gpt-tiny
     if ddp:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
                "OMP_NUM_THREADS": "1"}  # as this process runs (conftest): 2 ranks on a small machine
-        cmd = [sys.executable, "-m", "lmforge", *argv, "--trainer.strategy=ddp", "--trainer.devices=2"]
+        strategy = [] if any(a.endswith("ddp.yaml") for a in args) else ["--trainer.strategy=ddp"]  # the config's
+        cmd = [sys.executable, "-m", "lmforge", *argv, *strategy, "--trainer.devices=2"]
         result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-4000:]
     else:
@@ -153,6 +155,9 @@ def test_gpt_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(gpt_ru
     assert not torch.equal(ddp.weights[0]["end"]["net.wte.weight"], ddp.weights[0]["start"]["net.wte.weight"])
     # one run folder, rank 0's checkpoint, at the last step
     assert ddp.checkpoint("last.ckpt")["global_step"] == STEPS
+    # STEPS batches of B per rank, in epoch 0, with 2 ranks: the first 2 * STEPS * B items of the epoch's order
+    sampler = ddp.checkpoint("last.ckpt")["BundledCorpus"]["sampler"]
+    assert sampler == {**sampler, "epoch": 0, "position": 2 * STEPS * B, "num_replicas": 2}
     assert not (ddp.workdir / "logs" / "gpt-tiny" / "version_1").exists()
     assert_same_weights(ddp.checkpoint("last.ckpt")["state_dict"], ddp.weights[0]["end"], "last.ckpt")
 
@@ -166,11 +171,17 @@ def test_gpt_ranks_read_disjoint_data_through_the_epoch(gpt_runs: dict[str, Run]
     assert set(seen[0]) | set(seen[1]) == {i for s in single.ranks[0]["steps"] for i in s["sample_ids"]}
 
 
-def test_bert_trains_under_ddp_each_rank_on_its_own_samples(tmp_path: Path, isolated_cache: Path) -> None:
+def test_bert_trains_under_the_ddp_config_each_rank_on_its_own_samples(tmp_path: Path, isolated_cache: Path) -> None:
+    """configs/trainer/ddp.yaml's strategy, unchanged, on two CPU processes. BERT with ``nsp: false``
+    never uses its pooler and NSP head: DDP without unused-parameter search must still train
+    (static_graph)."""
     steps = 3
-    run = fit(tmp_path, BERT_TINY, f"--data.init_args.batch_size={B}", f"--trainer.max_steps={steps}",
-              f"--trainer.val_check_interval={steps}", ddp=True, name="bert-tiny")
+    run = fit(tmp_path, BERT_TINY, "-c", str(CONFIGS / "trainer" / "ddp.yaml"), "--trainer.accelerator=cpu",
+              "--trainer.precision=32-true", "--model.init_args.nsp=false", f"--data.init_args.batch_size={B}",
+              f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}", ddp=True, name="bert-tiny")
     assert run.checkpoint("last.ckpt")["global_step"] == steps
+    assert "net.pooler.weight" in run.checkpoint("last.ckpt")["state_dict"]  # the unused head is kept
+    assert not (tmp_path / "logs" / "bert-tiny" / "version_1").exists()  # one run, not one per rank
     records = [run.steps(r) for r in range(2)]
     assert [sorted(r) for r in records] == [list(range(1, steps + 1))] * 2
     for step in range(1, steps + 1):

@@ -60,6 +60,7 @@ def test_help_lists_the_flags(capsys: pytest.CaptureFixture, monkeypatch: pytest
         assert (settings.device, settings.precision, settings.compile, settings.dry_run) == ("cpu", "fp32", False, True)
 
 
+@pytest.mark.slow
 def test_dry_run_reports_both_models(dry_run: dict) -> None:
     assert dry_run["dry_run"] is True
     assert set(dry_run["models"]) == {"gpt2", "bert"}
