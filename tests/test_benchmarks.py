@@ -1,40 +1,68 @@
 """Every benchmark script's ``--smoke`` run, end to end, so a change that breaks a benchmark fails here.
 
-Each script runs as a user runs it -- ``python benchmarks/<script>.py --smoke`` in a subprocess
-from the repository root -- at tiny shapes on the stand-ins of ``benchmarks/standins.py``: no
-network, no GPU, no ``../shared`` data. The speeds and scores they print mean nothing at that size
-and are not checked; that the run finishes, prints its report, and keeps the invariants a real run
-shows whatever the model (same losses, same embeddings, no padding in the shards) is.
+Each script's ``main`` runs with ``--smoke`` (what ``python benchmarks/<script>.py --smoke`` runs),
+in this process to spare each one the seconds of importing torch and Lightning again, at tiny
+shapes on the stand-ins of ``benchmarks/standins.py``: no network, no GPU, no ``../shared`` data.
+(``prepare.py`` and ``real_weights.py`` still start their own subprocesses, as they measure
+them.) The speeds and scores they print mean nothing at that size and are not checked; that the
+run finishes, prints its report, and keeps the invariants a real run shows whatever the model
+(same losses, same embeddings, no padding in the shards) is.
 ``benchmarks/gpu.py``'s smoke run (``--dry_run``) is tested in ``test_gpu_benchmark.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow  # each one is a subprocess of tens of seconds on 2 CPU cores
+pytestmark = pytest.mark.slow  # each one trains and evaluates tiny models for seconds
+
+Smoke = Callable[..., tuple[str, dict[str, Any]]]
 
 
-def smoke(script: str, *args: str) -> tuple[str, dict[str, Any]]:
-    """Run ``benchmarks/<script> [args] --smoke``; its stdout and the JSON object of its last line."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args, "--smoke"]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(cmd[1:])} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-    assert "SMOKE RUN" in result.stdout  # says its figures are not meaningful
-    lines = result.stdout.strip().splitlines()
-    return result.stdout, json.loads(lines[-1]) if lines[-1].startswith("{") else {}
+@pytest.fixture
+def smoke(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Smoke:
+    """``smoke(script, *args)``: run ``benchmarks/<script>``'s main with ``args --smoke``; its
+    stdout and the JSON object of its last line. The environment variables and torch's thread
+    count the script sets are put back afterwards."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src"))  # the subprocesses the scripts start
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(ROOT)
+
+    def run(script: str, *args: str) -> tuple[str, dict[str, Any]]:
+        name = f"lmforge_benchmark_{script.removesuffix('.py')}"
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / script)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)  # (its dataclasses look their module up)
+        environ, threads = dict(os.environ), torch.get_num_threads()
+        try:
+            spec.loader.exec_module(module)
+            module.main([*args, "--smoke"])
+        except SystemExit as exit_info:  # a script that ends with its verdict's exit status
+            assert exit_info.code in (0, None), f"{script} --smoke exited with {exit_info.code}"
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
+            torch.set_num_threads(threads)
+        out = capsys.readouterr().out
+        assert "SMOKE RUN" in out  # says its figures are not meaningful
+        lines = out.strip().splitlines()
+        return out, json.loads(lines[-1]) if lines[-1].startswith("{") else {}
+
+    return run
 
 
-def test_throughput() -> None:
+def test_throughput(smoke: Smoke) -> None:
     out, summary = smoke("throughput.py")
     assert summary["smoke"] is True and summary["families"] == ["gpt", "bert", "t5", "elmo"]
     for name in summary["families"]:
@@ -48,15 +76,14 @@ def test_throughput() -> None:
         assert title in out
 
 
-def test_prepare() -> None:
+def test_prepare(smoke: Smoke) -> None:
     out, _ = smoke("prepare.py")
     for line in ("1. speed: lmforge prepare", "2. peak memory", "3. data wait, tiny GPT"):
         assert line in out
     assert out.count("not judged (smoke)") == 3
 
 
-def test_real_weights() -> None:
-    pytest.importorskip("sentence_transformers")  # the reference it compares against (not in the test extra)
+def test_real_weights(smoke: Smoke) -> None:
     _, summary = smoke("real_weights.py")
     embeddings, cpt = summary["embeddings"], summary["continued_pretraining"]
     assert embeddings["sentences"] == 80
@@ -66,7 +93,7 @@ def test_real_weights() -> None:
     assert cpt["fit_prepared_again"] is False and cpt["train_loss_last"] is not None
 
 
-def test_simcse_sts() -> None:
+def test_simcse_sts(smoke: Smoke) -> None:
     out, summary = smoke("simcse_sts.py")
     assert summary["passed"] is None  # not judged
     assert set(summary["sts_spearman_x100"]) == {"random_init_mean", "mlm_mean", "mlm_cls", "simcse_mean"}
@@ -74,15 +101,14 @@ def test_simcse_sts() -> None:
     assert "| encoder" in out
 
 
-def test_dapt_ohsumed() -> None:
+def test_dapt_ohsumed(smoke: Smoke) -> None:
     _, summary = smoke("dapt_ohsumed.py")
     assert set(summary["ohsumed"]) == {"random init", "general", "general+domain"}
     assert set(summary["sst2"]) == {"random init", "general"}
     assert "val/acc mean" in summary["sst2"]["general"]
 
 
-def test_downstream_parity() -> None:
-    pytest.importorskip("seqeval")  # the reference's entity F1 (not in the test extra)
+def test_downstream_parity(smoke: Smoke) -> None:
     out, summary = smoke("downstream.py", "parity")
     tasks = ("jnlpba", "sciie-ner", "sciie-rel", "citation", "ohsumed")
     for task in tasks:
@@ -91,7 +117,7 @@ def test_downstream_parity() -> None:
         assert summary["results"][task]["reference"][0]["order"] == "lmforge"  # the same batches on both sides
 
 
-def test_downstream_helps() -> None:
+def test_downstream_helps(smoke: Smoke) -> None:
     # an entity task and the relation task (entity_start pooling): the starts, and continued pretraining
     out, summary = smoke("downstream.py", "helps", "--tasks", "jnlpba,sciie-rel")
     assert "| task | metric | MiniLM | random init | MiniLM + MLM on OHSUMED |" in out
