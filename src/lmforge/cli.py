@@ -79,6 +79,7 @@ class LmforgeCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any):
         self.run_tokenizer: Tokenizer | None = None
+        quiet_lightning()  # also when used from Python (benchmarks, notebooks), not only through main()
         super().__init__(
             model_class=Task,
             subclass_mode_model=True,
