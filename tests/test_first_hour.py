@@ -286,3 +286,19 @@ def test_a_batch_larger_than_the_training_split_is_refused(tmp_path: Path, capsy
     assert re.fullmatch(r"lmforge: error: The train split of the bundled corpus has \d+ examples, fewer than one "
                         r"batch of 4096: lower `data.batch_size` or add text\.", line), line
     assert not (tmp_path / "logs").exists()
+
+
+def test_the_terminal_progress_bar_counts_optimizer_steps_of_max_steps(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a terminal the rich bar shows ``Steps 3/3`` (not ``Epoch 0/-2`` over an epoch's batches)."""
+    from lmforge.callbacks import ProgressBar
+    from lmforge.cli import LmforgeCLI
+
+    monkeypatch.chdir(tmp_path)
+    cli = LmforgeCLI(args=["fit", "-c", TINY, "--trainer.max_steps=3", "--trainer.accumulate_grad_batches=2",
+                           "--trainer.callbacks+=lmforge.callbacks.ProgressBar", *SMALL])
+    bar = cli.trainer.progress_bar_callback
+    assert isinstance(bar, ProgressBar)
+    assert bar.total_train_batches == 3 and bar._get_train_description(0).strip() == "Steps"
+    task = next(t for t in bar.progress.tasks if t.id == bar.train_progress_bar_id)
+    assert (task.description.strip(), task.completed, task.total) == ("Steps", 3, 3)  # 6 batches, 3 steps
