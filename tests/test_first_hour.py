@@ -7,6 +7,7 @@ does; pytest's captured output is not a terminal, so progress comes as plain lin
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import warnings
@@ -49,6 +50,14 @@ def files(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder``: (size, modification time), to see that nothing changed."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def lightning_logs_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning stops its loggers' records at ``lightning.pytorch`` when the root logger had no
+    handler at its import (which depends on the tests run before): let them through to caplog."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
 
 
 @pytest.fixture(scope="module")
