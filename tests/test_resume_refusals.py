@@ -20,8 +20,10 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
          "--data.max_documents=60", "--trainer.limit_val_batches=2"]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +42,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def refused(run: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
     monkeypatch.chdir(run)
     folder = run / "logs" / "gpt-tiny" / "version_0"
-    before = {k: v for k, v in snapshot(folder).items() if not k.startswith("events.")}
+    before = snapshot(folder)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "-c", TINY, "--trainer.max_steps=6", *QUIET, *args])
     assert exit_info.value.code == 2
-    after = {k: v for k, v in snapshot(folder).items() if not k.startswith("events.")}
-    assert after == before  # nothing written or changed (no config.resumed-N.yaml, no checkpoint)
+    # nothing written or changed: no config.resumed-N.yaml, no checkpoint, no event file, the
+    # run's tokenizer.json not rewritten
+    assert snapshot(folder) == before
     assert not (run / "logs" / "gpt-tiny" / "version_1").exists()
     err = capsys.readouterr().err
     assert err.count("lmforge: error:") == 1
