@@ -246,11 +246,16 @@ def test_an_unknown_key_is_named_with_the_nearest_valid_one(where: str, tmp_path
                     "did you mean 'model.config.n_head'?")
 
 
-def test_an_unknown_data_key_names_the_nearest(capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("option, nearest", [("--data.max_document=4", "data.max_documents"),
+                                             ("--trainer.max_stepz=5", "trainer.max_steps"),
+                                             ("--checkpoint.monitr=x", "checkpoint.monitor")])
+def test_an_unknown_data_trainer_or_callback_key_names_the_nearest(option: str, nearest: str,
+                                                                   capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
-        main(["fit", "-c", TINY, "--data.max_document=4"])
+        main(["fit", "-c", TINY, option])
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.endswith("did you mean 'data.max_documents'?"), last
+    assert last.startswith(f"lmforge: unknown option '{option[2:].split('=')[0]}'")
+    assert last.endswith(f"did you mean '{nearest}'?"), last
 
 
 def test_a_refused_resume_leaves_the_run_folder_as_it_was(gpt_run: Path, workdir: Path, tmp_path: Path,

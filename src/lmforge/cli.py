@@ -61,7 +61,8 @@ class LmforgeParser(LightningArgumentParser):
     and the nearest valid one."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        hint = unknown_key_hint(message)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        hint = unknown_key_hint(message, [a.dest for a in parser._actions if a.dest not in ("help", "config")])
         super().error(f"{message}\n{hint}" if hint else message, ex)
 
 

@@ -46,9 +46,15 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def unknown_key_hint(message: str) -> str | None:
+def unknown_key_hint(message: str, options: list[str] | tuple[str, ...] = ()) -> str | None:
     """``unknown option 'model.config.n_heads': did you mean 'model.config.n_head'?`` for a
-    jsonargparse error about an option a class does not take, else None."""
+    jsonargparse error about an option a class does not take, else None.
+
+    Args:
+        message: jsonargparse's error message.
+        options: The parser's own option names (``trainer.max_steps`` ...), for an unknown
+            option outside a class chosen by ``class_path``.
+    """
     found = (re.search(r"Group '([\w.]+)' does not accept option '([\w.]+)'", message)
              or re.search(r"Option '([\w.]+)' is not accepted", message)
              or re.search(r"nrecognized arguments: --([\w.]+)", message))
@@ -57,7 +63,7 @@ def unknown_key_hint(message: str) -> str | None:
     bad = ".".join(found.groups())
     top = re.search(r'Parser key "([\w.]+)"', message)
     owner = re.search(r"Problem with given class_path '([\w.]+)'", message)
-    valid: list[str] = []
+    valid: list[str] = [] if owner is not None else list(options)
     if owner is not None:
         try:
             parser = LightningArgumentParser(exit_on_error=False)
