@@ -56,6 +56,7 @@ LINKS = {"vocab_size": "model.init_args.config.vocab_size", "seq_len": "model.in
 # where the linked value comes from, for messages
 LINK_SOURCES = {"vocab_size": "the tokenizer's size", "seq_len": "data.seq_len"}
 
+
 class LmforgeParser(LightningArgumentParser):
     """Lightning's parser whose error for an unknown option ends with one line naming the key
     and the nearest valid one."""
