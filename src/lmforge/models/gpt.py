@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmforge.models.layers import PreNormBlock, init_weights, pick_next
+from lmforge.models.layers import KVCache, PreNormBlock, init_weights, pick_next
 
 
 @dataclass
@@ -88,20 +88,30 @@ class GPT(nn.Module):
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(self.hidden_states(input_ids))  # (B, T, V)
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(input_ids, cache))  # (B, T, V)
 
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The final-LayerNorm states ``(B, T, C)`` that the output projection reads; position
-        ``t`` has seen tokens ``0..t`` only (padding on the right leaves real positions unchanged)."""
+        ``t`` has seen tokens ``0..t`` only (padding on the right leaves real positions unchanged).
+
+        Args:
+            input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
+            cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
+        """
         B, T = input_ids.shape
-        if T > self.config.max_seq_len:
-            raise ValueError(f"Sequence of {T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
-        pos = torch.arange(T, device=input_ids.device)
+        start = len(cache) if cache is not None else 0
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"Sequence of {start + T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
+        pos = torch.arange(start, start + T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache=cache, layer=layer)
         return self.ln_f(x)
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for :meth:`forward` (one per sequence being generated)."""
+        return KVCache(len(self.blocks))
 
     def token_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
@@ -143,8 +153,11 @@ class GPT(nn.Module):
         top_k: int | None = None,
         eos_id: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        """Continue ``input_ids`` ``(1, T)`` by sampling; ``temperature=0`` is greedy.
+        """Continue ``input_ids`` ``(1, T)`` by sampling; ``temperature=0`` is greedy. With a
+        key/value cache the prompt is run once and each new token alone (the same tokens as
+        recomputing the whole prefix for every token, which ``use_cache=False`` does).
 
         Args:
             input_ids: The prompt, shape ``(1, T)``.
@@ -153,10 +166,16 @@ class GPT(nn.Module):
             top_k: Sample only among the k most likely tokens.
             eos_id: Stop once this token is produced.
             generator: Random generator for reproducible samples.
+            use_cache: Keep the keys/values of earlier positions instead of recomputing them.
         """
+        cache = self.new_cache() if use_cache else None
         for _ in range(max_new_tokens):
-            context = input_ids[:, -self.config.max_seq_len :]
-            logits = self(context)[:, -1, :]  # (1, V)
+            if cache is not None and input_ids.size(1) <= self.config.max_seq_len:
+                # the prompt once, then only the newest token: the cache holds the others
+                logits = self(input_ids[:, len(cache):], cache)[:, -1, :]  # (1, V)
+            else:
+                # a window sliding past max_seq_len moves every position: recompute it whole
+                logits = self(input_ids[:, -self.config.max_seq_len :])[:, -1, :]
             next_id = pick_next(logits, temperature, top_k, generator)[:, None]  # (1, 1)
             input_ids = torch.cat([input_ids, next_id], dim=1)
             if eos_id is not None and next_id.item() == eos_id:

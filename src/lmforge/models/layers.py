@@ -15,6 +15,46 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+class KVCache:
+    """Keys and values of the positions already seen, per self-attention layer, kept between
+    calls while generating: pass an empty cache with the whole prompt, then only the new
+    positions; each layer's keys/values grow by those positions.
+
+    Args:
+        n_layer: Number of self-attention layers.
+    """
+
+    def __init__(self, n_layer: int):
+        # per layer: (keys, values), each (B, n_head, positions, head_dim)
+        self.self_attn: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+
+    def __len__(self) -> int:
+        """Number of positions already cached (by the last layer: all layers, between calls)."""
+        return self.cached(len(self.self_attn) - 1)
+
+    def cached(self, layer: int) -> int:
+        """Number of positions cached for ``layer``."""
+        kv = self.self_attn[layer]
+        return 0 if kv is None else kv[0].size(2)
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append the new positions' keys/values of ``layer``; return all of them."""
+        past = self.self_attn[layer]
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        self.self_attn[layer] = (k, v)
+        return k, v
+
+
+def causal_mask_after(past: int, new: int, device: torch.device) -> torch.Tensor | None:
+    """The boolean mask ``(new, past + new)`` letting each of ``new`` positions that follow
+    ``past`` cached ones attend to the cache and to itself and earlier new ones; None when one
+    position is new (it may attend to everything)."""
+    if new == 1:
+        return None
+    return torch.ones(new, past + new, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``.
 
@@ -37,11 +77,20 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """Attend over ``x`` ``(B, T, C)``; with a ``cache`` (causal only), ``x`` holds the new
+        positions and also attends to the cached ones of ``layer``, which it extends."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)
         # (B, T, C) -> (B, n_head, T, head_dim)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        is_causal = self.causal and attn_mask is None
+        if cache is not None:
+            past = cache.cached(layer)
+            k, v = cache.extend(layer, k, v)
+            if past:
+                attn_mask, is_causal = causal_mask_after(past, T, x.device), False
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -49,7 +98,7 @@ class SelfAttention(nn.Module):
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
             # is_causal lets SDPA pick its fused causal kernels instead of materialising a mask
-            is_causal=self.causal and attn_mask is None,
+            is_causal=is_causal,
         )
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
@@ -106,8 +155,9 @@ class PreNormBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(d_model, eps=eps, bias=bias)
         self.mlp = FeedForward(d_model, d_ff, dropout, bias)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), attn_mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.layers import RMSNorm, pick_next
+from lmforge.models.layers import KVCache, RMSNorm, pick_next
 
 
 @dataclass
@@ -217,35 +217,19 @@ class T5FeedForward(nn.Module):
         return self.proj(self.dropout(h))
 
 
-class T5Cache:
-    """Decoder keys and values kept between calls of :meth:`T5.decode` while generating.
-
-    Pass an empty cache to the first ``decode`` call with the whole decoder prefix, then feed
-    only the new positions: the self-attention keys/values grow by those positions, the
-    cross-attention ones are projected from the encoder output on the first call and reused
-    (so one cache belongs to one encoder output).
+class T5Cache(KVCache):
+    """Decoder keys and values kept between calls of :meth:`T5.decode` while generating: the
+    self-attention ones of :class:`~lmforge.models.layers.KVCache`, and the cross-attention
+    ones, projected from the encoder output on the first call and reused (so one cache
+    belongs to one encoder output).
 
     Args:
         n_layer: Number of decoder blocks.
     """
 
     def __init__(self, n_layer: int):
-        # per block: (keys, values), each (B, n_head, positions, d_kv)
-        self.self_attn: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        super().__init__(n_layer)
         self.cross_attn: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
-
-    def __len__(self) -> int:
-        """Number of decoder positions already cached."""
-        first = self.self_attn[0]
-        return 0 if first is None else first[0].size(2)
-
-    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append the new positions' keys/values of block ``layer``; return all of them."""
-        past = self.self_attn[layer]
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        self.self_attn[layer] = (k, v)
-        return k, v
 
 
 class T5Block(nn.Module):

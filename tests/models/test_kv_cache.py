@@ -1,0 +1,52 @@
+"""Generation with a key/value cache: the prompt once, then each new token alone, with the same
+logits and tokens as recomputing the whole prefix for every token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmforge.models import GPT, GPTConfig
+from lmforge.models.layers import KVCache
+
+
+@pytest.fixture(scope="module")
+def gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=97, max_seq_len=24, n_layer=3, n_head=4, d_model=32, dropout=0.0)).eval()
+
+
+@torch.no_grad()
+def test_positions_fed_in_pieces_equal_the_full_pass(gpt: GPT) -> None:
+    ids = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
+    full = gpt(ids)
+    cache = gpt.new_cache()
+    pieces = [gpt(ids[:, a:b], cache) for a, b in ((0, 7), (7, 8), (8, 13), (13, 20))]  # prompt, 1, then 5 at once
+    assert len(cache) == 20
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature, top_k", [(0.0, None), (0.8, 10)], ids=["greedy", "sampled"])
+def test_cached_generation_gives_the_uncached_tokens(gpt: GPT, temperature: float, top_k: int | None) -> None:
+    prompt = torch.tensor([[5, 17, 3, 42]])
+    # 30 new tokens: past max_seq_len=24, where the window starts to slide and is recomputed whole
+    outputs = [gpt.generate(prompt, 30, temperature=temperature, top_k=top_k, use_cache=use_cache,
+                            generator=torch.Generator().manual_seed(7)) for use_cache in (True, False)]
+    assert outputs[0].shape == (1, 34)
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_a_cache_beyond_max_seq_len_is_refused(gpt: GPT) -> None:
+    cache = gpt.new_cache()
+    gpt(torch.zeros(1, 24, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match="25 tokens is longer than max_seq_len=24"):
+        gpt(torch.zeros(1, 1, dtype=torch.long), cache)
+
+
+def test_each_layer_counts_its_own_positions() -> None:
+    cache = KVCache(2)
+    k = torch.zeros(1, 2, 3, 4)
+    cache.extend(0, k, k)
+    assert cache.cached(0) == 3 and cache.cached(1) == 0 and len(cache) == 0  # layer 1 not yet extended
+    cache.extend(1, k, k)
+    assert len(cache) == 3
