@@ -280,7 +280,10 @@ class LmforgeCLI(LightningCLI):
         for ckpt in torn:
             if ckpt.parent == newest.parent and os.environ.get("LOCAL_RANK", "0") == "0":
                 aside = _free_name(ckpt.with_name(ckpt.name + ".torn"))
-                ckpt.rename(aside)
+                try:
+                    ckpt.rename(aside)
+                except FileNotFoundError:
+                    continue  # another node's first process moved it (a shared file system)
                 rank_zero_info(f"'{ckpt}' is incomplete (its write was cut short): moved aside to '{aside}'.")
         return newest
 
