@@ -13,16 +13,12 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
-from conftest import CONFIGS
-from lmforge.cli import main
+from conftest import fit_tiny_gpt
 from lmforge.errors import UserError
 from lmforge.models import GPT, T5, Bert, BertConfig, Elmo, ElmoConfig, GPTConfig, T5Config
 from lmforge.tasks import CausalLMTask
 from lmforge.tasks.optim import MuonAdamW, OptimizerConfig, build_optimizer, hidden_matrices
 
-TINY = str(CONFIGS / "gpt" / "tiny.yaml")
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--sample.enabled=false",
-         "--data.max_documents=60", "--trainer.limit_val_batches=1"]
 NETWORKS = {
     "gpt": lambda: GPT(GPTConfig(vocab_size=64, max_seq_len=16, n_layer=2, n_head=2, d_model=32)),
     "bert": lambda: Bert(BertConfig(vocab_size=64, max_seq_len=16, n_layer=2, n_head=2, d_model=32)),
@@ -93,25 +89,13 @@ def test_state_dict_round_trips_both_optimizers() -> None:
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), twin.parameters()))
 
 
-def _fit(folder: Path, monkeypatch: pytest.MonkeyPatch, steps: int, *args: str) -> dict[str, torch.Tensor]:
-    monkeypatch.chdir(folder)
-    main(["fit", "-c", TINY, f"--trainer.max_steps={steps}", "--trainer.val_check_interval=3",
-          "--trainer.log_every_n_steps=1", "--model.optimizer.name", "muon", *QUIET, *args])
-    ckpt = torch.load(folder / "logs" / "gpt-tiny" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == steps
-    return ckpt
-
-
-def test_muon_from_the_command_line_trains_and_resumes_bit_for_bit(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "split").mkdir()
-    whole = _fit(tmp_path / "whole", monkeypatch, 6)
+def test_muon_from_the_command_line_trains_and_resumes_bit_for_bit(tmp_path: Path) -> None:
+    whole = fit_tiny_gpt(tmp_path / "whole", 6, "--model.optimizer.name", "muon")
     assert len(whole["optimizer_states"][0]["param_groups"]) == 2  # AdamW's (no decay) and Muon's
     assert whole["hyper_parameters"]["optimizer"]["name"] == "muon"
     assert all(math.isfinite(v.float().sum()) for v in whole["state_dict"].values())
-    _fit(tmp_path / "split", monkeypatch, 3)
-    split = _fit(tmp_path / "split", monkeypatch, 6, "--ckpt_path", "last")
+    fit_tiny_gpt(tmp_path / "split", 3, "--model.optimizer.name", "muon")
+    split = fit_tiny_gpt(tmp_path / "split", 6, "--model.optimizer.name", "muon", "--ckpt_path", "last")
     for key, value in whole["state_dict"].items():
         assert torch.equal(value, split["state_dict"][key]), key
 

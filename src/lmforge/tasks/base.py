@@ -25,6 +25,22 @@ from lmforge.tasks.rng import TrainingRNG
 from lmforge.tokenizer import Tokenizer
 
 
+# torch.compile's backend: inductor generates fused kernels (a C++ compiler on CPU); tests that
+# check the wiring only may set a faster one ("aot_eager")
+COMPILE_BACKEND = "inductor"
+
+
+def compile_network(net: nn.Module) -> None:
+    """Compile ``net`` in place with :meth:`torch.nn.Module.compile`, so the module tree and the
+    parameter names (checkpoints, export, ``init_from``) stay as they are: each module of the
+    network's ``blocks`` lists (identical blocks share one compiled graph), or the whole network
+    when it has none (ELMo)."""
+    blocks = [block for name, module in net.named_modules() if name.rsplit(".", 1)[-1] == "blocks"
+              for block in module.children()]
+    for module in blocks or [net]:
+        module.compile(backend=COMPILE_BACKEND)
+
+
 def class_path(cls: type) -> str:
     """``module.Name`` of a class, as checkpoints record tasks and networks."""
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -40,13 +56,15 @@ class Task(L.LightningModule):
 
     Args:
         optimizer: Optimizer and learning-rate schedule.
+        compile: Compile the network with ``torch.compile`` when training starts.
     """
 
     network: ClassVar[type[nn.Module] | None] = None  # None: the network comes from the weights (fine-tuning)
     net: nn.Module
 
-    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
+    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig(), compile: bool = False):
         super().__init__()
+        self.compile_network = compile  # not self.compile: that is nn.Module's method
         self.optim = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         self.tokenizer: Tokenizer | None = None
         self._start: Start | None = None  # the init_from weights, until the network has them
@@ -164,6 +182,10 @@ class Task(L.LightningModule):
             yield
         finally:
             self.train(was_training)
+
+    def on_fit_start(self) -> None:
+        if self.compile_network:
+            compile_network(self.net)
 
     # -- the training steps' random stream (see lmforge.tasks.rng) ------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -26,6 +26,7 @@ class PretrainingTask(Task):
 
     Args:
         optimizer: Optimizer and learning-rate schedule.
+        compile: Compile the network with ``torch.compile`` when training starts.
     """
 
     objective: Objective
