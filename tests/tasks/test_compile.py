@@ -1,5 +1,5 @@
-"""``--model.compile true``: the network's blocks run compiled, while checkpoints, resume and
-``predict`` see the plain parameter names."""
+"""``--model.compile true``: the network's blocks run compiled, while checkpoints, resume,
+``predict`` and ``export`` see the plain parameter names."""
 
 from __future__ import annotations
 
@@ -51,3 +51,5 @@ def test_compiled_fit_resumes_bit_for_bit_and_predicts_from_its_checkpoint(
     main(["predict", "--ckpt_path", str(ckpt), "--model.prompts=The value", "--model.max_new_tokens=4",
           "--model.temperature=0", "--trainer.enable_progress_bar=false"])
     assert "The value" in capsys.readouterr().out
+    main(["export", "--ckpt_path", str(ckpt), "--to", str(tmp_path / "exported")])
+    assert (tmp_path / "exported" / "config.json").is_file()
