@@ -347,7 +347,7 @@ def run_loop(build: Callable[[Setup, OptimizerConfig], LoopModel], setup: Setup,
 
 def lmforge_adamw(model: nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:
     """lmforge's AdamW param groups (no decay on norms, biases, embeddings)."""
-    return build_optimizer(model, o.lr, o.weight_decay, tuple(o.betas), o.eps)
+    return build_optimizer(model, o)
 
 
 def plain_adamw(model: nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:

@@ -46,3 +46,23 @@ def tiny_corpus(tmp_path: Path) -> Path:
         text = " ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(4))
         (folder / f"doc{i:02d}.txt").write_text(f"Document {i}. {text}\n", encoding="utf-8")
     return folder
+
+
+def fit_tiny_gpt(folder: Path, steps: int, *args: str) -> dict:
+    """Run ``lmforge fit`` in-process on configs/gpt/tiny.yaml for ``steps`` steps (a few documents,
+    validation every 3 steps) in ``folder`` (made if missing); returns its last checkpoint."""
+    from lmforge.cli import main
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        main(["fit", "-c", str(CONFIGS / "gpt" / "tiny.yaml"), f"--trainer.max_steps={steps}",
+              "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1",
+              "--data.max_documents=60", "--sample.enabled=false", "--trainer.enable_progress_bar=false",
+              "--trainer.enable_model_summary=false", *args])
+    finally:
+        os.chdir(cwd)
+    ckpt = torch.load(folder / "logs" / "gpt-tiny" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == steps
+    return ckpt

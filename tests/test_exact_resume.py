@@ -30,6 +30,8 @@ STEPS = 10
 CASES = {
     # family: (config, extra arguments)
     "gpt-dropout": ("gpt/tiny.yaml", ["--model.config.dropout=0.1"]),
+    # Muon for the blocks' matrices, AdamW for the rest: both optimizers' states in one checkpoint
+    "gpt-muon": ("gpt/tiny.yaml", ["--model.config.dropout=0.1", "--model.optimizer.name=muon"]),
     # random masks, 2 DataLoader workers and gradient accumulation in one case (T5's spans draw
     # from the same per-step random stream as BERT's masks: lmforge.tasks.rng)
     "bert-wwm-2-workers-accumulate": ("bert/tiny.yaml", ["--model.nsp=false", "--model.whole_word=true",
@@ -103,6 +105,16 @@ def test_signal_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path: Path,
     fit(tmp_path, config, extra, "--ckpt_path", "last")
     assert not (tmp_path / "logs" / "run" / "version_1").exists()  # continued in its own folder
     assert_same_run(uninterrupted[case], run)
+
+
+def test_muon_signal_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path: Path,
+                                                                      uninterrupted: dict[str, Path]) -> None:
+    config, extra = CASES["gpt-muon"]
+    fit(tmp_path, config, extra, *signal_at(5, "SIGUSR1"))
+    run = tmp_path / "logs" / "run" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] < STEPS
+    fit(tmp_path, config, extra, "--ckpt_path", "last")
+    assert_same_run(uninterrupted["gpt-muon"], run)
 
 
 def test_sigterm_from_outside_then_resume_equals_the_uninterrupted_run(tmp_path: Path,

@@ -16,6 +16,7 @@ from lmforge.models import BertConfig, ElmoConfig, GPTConfig, T5Config
 from lmforge.models.layers import pool
 from lmforge.start import connect
 from lmforge.tasks import CausalLMTask, ElmoTask, MaskedLMTask, SpanCorruptionTask
+from lmforge.tasks.optim import MuonAdamW, hidden_matrices
 
 GOOD = ["good", "great", "fine", "nice"]
 BAD = ["bad", "awful", "poor", "dull"]
@@ -129,6 +130,20 @@ def test_probe_leaves_the_encoder_bit_identical_and_trains_the_head(bert_ckpt: s
     assert all(not p.requires_grad for p in task.net.parameters())
     optimizer = task.configure_optimizers()["optimizer"]
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in task.head.parameters()}
+
+
+def test_full_fine_tuning_with_muon_trains_the_blocks_with_muon_and_the_head_with_adamw(bert_ckpt: str,
+                                                                                      tmp_path: Path) -> None:
+    task = FineTuneTask(init_from=bert_ckpt, optimizer={"name": "muon", "lr": 1e-3}, head_lr=1e-2)
+    data = toy_data(tmp_path)
+    connect(task, data)
+    trainer(2, limit_val_batches=0).fit(task, data)
+    optimizer = task.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, MuonAdamW)
+    muon = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
+    assert muon == {id(p) for p in hidden_matrices(task.net)}
+    head_groups = [g for g in optimizer.adamw.param_groups if any(p is task.head.weight for p in g["params"])]
+    assert [g["initial_lr"] for g in head_groups] == [1e-2]
 
 
 def test_random_init_keeps_shape_and_tokenizer_but_not_weights(bert_ckpt: str) -> None:

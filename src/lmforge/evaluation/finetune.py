@@ -119,8 +119,9 @@ class FineTuneTask(Task):
         ignore_label: A class left out of micro- and macro-F1 (the "no relation" class, e.g.
             ChemProt's ``false``); accuracy still counts it.
         threshold: Multi-label: a label is predicted when its probability exceeds this.
-        optimizer: AdamW settings; the schedule is linear warmup then linear decay to
-            ``min_lr_ratio`` at the end of training (``decay_steps`` if set).
+        optimizer: AdamW (or Muon for the network's hidden matrices) settings; the schedule is
+            linear warmup then linear decay to ``min_lr_ratio`` at the end of training
+            (``decay_steps`` if set).
         warmup_ratio: Fraction of the training steps warmed up; overrides
             ``optimizer.warmup_steps`` when set.
         head_lr: Learning rate of the head (and ELMo's scalar mix); ``None`` uses ``optimizer.lr``.
@@ -128,6 +129,8 @@ class FineTuneTask(Task):
             encoder; ``vocab_size`` and ``max_seq_len`` come from the data). Unused otherwise.
         network: Set in checkpoints with ``network_config``: the class path of the fine-tuned network.
         network_config: Set in checkpoints: the fine-tuned network's config, so that it loads alone.
+        compile: Compile the network with ``torch.compile`` when training starts (each transformer block
+            once); checkpoints keep the plain parameter names.
     """
 
     task_types: tuple[str, ...] = ("classification", "regression", "multilabel")  # what this task's head does
@@ -153,8 +156,9 @@ class FineTuneTask(Task):
         config: BertConfig = BertConfig(),
         network: str | None = None,
         network_config: dict[str, Any] | None = None,
+        compile: bool = False,
     ):
-        super().__init__(optimizer)
+        super().__init__(optimizer, compile)
         self._store_hparams()
         if mode not in ("full", "probe"):
             raise UserError(f"mode={mode!r}: use full (fine-tune everything) or probe (frozen network, head only).")
@@ -420,11 +424,8 @@ class FineTuneTask(Task):
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optim
         head = nn.ModuleList([m for m in (self.head, self.scalar_mix) if m is not None])
-        groups = param_groups(self.net, o.weight_decay) if self.mode == "full" else []
-        for group in param_groups(head, o.weight_decay):
-            groups.append({**group, "lr": self.head_lr or o.lr})
-        groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        head_groups = [{**group, "lr": self.head_lr or o.lr} for group in param_groups(head, o.weight_decay)]
+        optimizer = self.build_optimizer(self.net if self.mode == "full" else None, head_groups)
         total = o.decay_steps or int(self.trainer.estimated_stepping_batches)
         warmup = round(self.warmup_ratio * total) if self.warmup_ratio is not None else o.warmup_steps
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(warmup, total, o.min_lr_ratio))

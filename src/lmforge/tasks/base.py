@@ -20,31 +20,25 @@ from torch import nn
 from lmforge.distributed import gather_objects
 from lmforge.errors import UserError
 from lmforge.start import Start, open_start
+from lmforge.tasks.optim import MuonAdamW, OptimizerConfig, build_optimizer
 from lmforge.tasks.rng import TrainingRNG
 from lmforge.tokenizer import Tokenizer
 
 
-@dataclasses.dataclass
-class OptimizerConfig:
-    """AdamW with linear warmup then decay to a floor (cosine when pretraining, linear when fine-tuning).
+# torch.compile's backend: inductor generates fused kernels (a C++ compiler on CPU); tests that
+# check the wiring only may set a faster one ("aot_eager")
+COMPILE_BACKEND = "inductor"
 
-    Args:
-        lr: Peak learning rate.
-        weight_decay: Decoupled weight decay of matrices (never norms, biases, embeddings).
-        betas: AdamW betas.
-        eps: AdamW epsilon.
-        warmup_steps: Steps of linear warmup.
-        decay_steps: Step where the decay reaches its floor; ``None`` means the end of training.
-        min_lr_ratio: The floor, as a fraction of ``lr``.
-    """
 
-    lr: float = 6e-4
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    warmup_steps: int = 100
-    decay_steps: int | None = None
-    min_lr_ratio: float = 0.1
+def compile_network(net: nn.Module) -> None:
+    """Compile ``net`` in place with :meth:`torch.nn.Module.compile`, so the module tree and the
+    parameter names (checkpoints, export, ``init_from``) stay as they are: each module of the
+    network's ``blocks`` lists (identical blocks share one compiled graph), or the whole network
+    when it has none (ELMo)."""
+    blocks = [block for name, module in net.named_modules() if name.rsplit(".", 1)[-1] == "blocks"
+              for block in module.children()]
+    for module in blocks or [net]:
+        module.compile(backend=COMPILE_BACKEND)
 
 
 def class_path(cls: type) -> str:
@@ -62,13 +56,15 @@ class Task(L.LightningModule):
 
     Args:
         optimizer: Optimizer and learning-rate schedule.
+        compile: Compile the network with ``torch.compile`` when training starts.
     """
 
     network: ClassVar[type[nn.Module] | None] = None  # None: the network comes from the weights (fine-tuning)
     net: nn.Module
 
-    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig()):
+    def __init__(self, optimizer: OptimizerConfig = OptimizerConfig(), compile: bool = False):
         super().__init__()
+        self.compile_network = compile  # not self.compile: that is nn.Module's method
         self.optim = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         self.tokenizer: Tokenizer | None = None
         self._start: Start | None = None  # the init_from weights, until the network has them
@@ -187,6 +183,10 @@ class Task(L.LightningModule):
         finally:
             self.train(was_training)
 
+    def on_fit_start(self) -> None:
+        if self.compile_network:
+            compile_network(self.net)
+
     # -- the training steps' random stream (see lmforge.tasks.rng) ------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._train_rng.batch_start()
@@ -245,6 +245,16 @@ class Task(L.LightningModule):
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def build_optimizer(self, net: nn.Module | None, extra_groups: list[dict[str, Any]] = ()) -> torch.optim.Optimizer:
+        """The optimizer of ``optimizer.name`` over ``net`` (``None``: frozen) and ``extra_groups``."""
+        if self.optim.name == "muon" and isinstance(self.trainer.strategy, FSDPStrategy):
+            raise UserError("optimizer.name=muon orthogonalizes whole matrices, which FSDP shards: train with the "
+                            "ddp strategy, or use optimizer.name=adamw.")
+        return build_optimizer(net, self.optim, extra_groups)
+
     def log_train(self, loss: torch.Tensor) -> None:
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
+        schedule = self.lr_schedulers()
+        self.log("lr", schedule.get_last_lr()[0], on_step=True, on_epoch=False)
+        if isinstance(schedule.optimizer, MuonAdamW):
+            self.log("lr_muon", schedule.optimizer.muon.param_groups[0]["lr"], on_step=True, on_epoch=False)

@@ -27,6 +27,8 @@ class CausalLMTask(PretrainingTask):
         temperature: Sampling temperature; 0 decodes greedily.
         top_k: Sample among the k most likely tokens only; ``None`` for all.
         generation_seed: Seed of the sampler, for reproducible generations.
+        compile: Compile the network with ``torch.compile`` when training starts (each transformer block
+            once); checkpoints keep the plain parameter names.
     """
 
     network = GPT
@@ -43,8 +45,9 @@ class CausalLMTask(PretrainingTask):
         temperature: float = 0.8,
         top_k: int | None = 50,
         generation_seed: int = 0,
+        compile: bool = False,
     ):
-        super().__init__(optimizer)
+        super().__init__(optimizer, compile)
         self._store_hparams(ignore=GENERATION_ARGS)
         self._set_prompts(prompts, prompt_file)
         self.max_new_tokens = max_new_tokens

@@ -59,6 +59,8 @@ class ContrastiveTask(PretrainingTask):
         prompts: Sentences to embed in ``predict``.
         prompt_file: A text file of sentences to embed in ``predict``, one per line.
         embeddings_out: Where ``predict`` writes the embeddings (``.npy`` or ``.safetensors``).
+        compile: Compile the network with ``torch.compile`` when training starts (each transformer block
+            once); checkpoints keep the plain parameter names.
     """
 
     network = Bert
@@ -77,8 +79,9 @@ class ContrastiveTask(PretrainingTask):
         prompts: str | list[str] | None = None,
         prompt_file: str | None = None,
         embeddings_out: str = "embeddings.npy",
+        compile: bool = False,
     ):
-        super().__init__(optimizer)
+        super().__init__(optimizer, compile)
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = BertConfig(**config)

@@ -117,6 +117,8 @@ class ElmoTask(PretrainingTask):
         mix_weights: Unnormalised scalar-mix weights, one per layer (L + 1), e.g. learned by a
             downstream model; ``None`` averages the layers uniformly.
         mix_gamma: Scale of the scalar mix.
+        compile: Compile the network with ``torch.compile`` when training starts (each transformer block
+            once); checkpoints keep the plain parameter names.
     """
 
     network = Elmo
@@ -134,8 +136,9 @@ class ElmoTask(PretrainingTask):
         embeddings_out: str = "elmo_embeddings.safetensors",
         mix_weights: list[float] | None = None,
         mix_gamma: float = 1.0,
+        compile: bool = False,
     ):
-        super().__init__(optimizer)
+        super().__init__(optimizer, compile)
         # what predict writes is per call, not part of the model
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out", "mix_weights", "mix_gamma"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters

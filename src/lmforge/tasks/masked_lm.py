@@ -34,6 +34,8 @@ class MaskedLMTask(PretrainingTask):
         prompts: Texts with mask tokens (``[MASK]`` or ``<mask>``) to fill in ``predict``.
         prompt_file: A text file of such texts for ``predict``, one per line.
         top_k: Candidates to show for each mask.
+        compile: Compile the network with ``torch.compile`` when training starts (each transformer block
+            once); checkpoints keep the plain parameter names.
     """
 
     network = Bert
@@ -53,8 +55,9 @@ class MaskedLMTask(PretrainingTask):
         prompts: str | list[str] | None = None,
         prompt_file: str | None = None,
         top_k: int = 5,
+        compile: bool = False,
     ):
-        super().__init__(optimizer)
+        super().__init__(optimizer, compile)
         self._store_hparams(ignore=["prompts", "prompt_file", "top_k"])
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = BertConfig(**config)

@@ -1,19 +1,79 @@
-"""AdamW with decoupled weight decay on matrices only, and warmup + cosine decay."""
+"""The optimizers a task trains with (AdamW, or Muon for the hidden matrices with AdamW for the
+rest), chosen by :class:`OptimizerConfig`, and the warmup + cosine schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from lmforge.errors import UserError
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay the weights of linear layers; never norms, biases or embeddings."""
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """AdamW, or Muon with AdamW, with linear warmup then decay to a floor (cosine when
+    pretraining, linear when fine-tuning).
+
+    Args:
+        name: ``adamw`` for every parameter; ``muon``: Muon for the hidden matrices (the linear
+            weights inside the transformer blocks), AdamW for embeddings, output heads, norms and biases.
+        lr: Peak learning rate (of AdamW).
+        weight_decay: AdamW's decoupled weight decay of matrices (never norms, biases, embeddings).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        warmup_steps: Steps of linear warmup.
+        decay_steps: Step where the decay reaches its floor; ``None`` means the end of training.
+        min_lr_ratio: The floor, as a fraction of the peak learning rates.
+        muon_lr: Peak learning rate of Muon (with ``name: muon``).
+        muon_momentum: Muon's momentum.
+        muon_nesterov: Nesterov momentum in Muon.
+        muon_weight_decay: Muon's decoupled weight decay of the hidden matrices.
+    """
+
+    name: Literal["adamw", "muon"] = "adamw"
+    lr: float = 6e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    decay_steps: int | None = None
+    min_lr_ratio: float = 0.1
+    # Muon's lr and momentum as in Keller Jordan's Muon (github.com/KellerJordan/Muon, README:
+    # lr=0.02, momentum=0.95, Nesterov), the recipe modded-nanogpt's train_gpt.py trains with,
+    # where the hidden matrices get no weight decay
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_weight_decay: float = 0.0
+
+
+def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The weights of the linear layers inside the network's transformer blocks (every network
+    keeps them in a ``blocks`` list): what Muon trains. Embeddings, output heads (tied or not)
+    and everything outside the blocks are not hidden matrices."""
+    found: dict[int, nn.Parameter] = {}
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] != "blocks":
+            continue
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear) and layer.weight.requires_grad:
+                found[id(layer.weight)] = layer.weight
+    embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    return [p for key, p in found.items() if key not in embeddings]
+
+
+def param_groups(model: nn.Module, weight_decay: float, exclude: list[nn.Parameter] = ()) -> list[dict]:
+    """AdamW's groups: decay the weights of linear layers; never norms, biases or embeddings.
+    Parameters in ``exclude`` (another optimizer's) are left out."""
     embedding_params = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    skip = {id(p) for p in exclude}
     decay, no_decay = [], []
     for p in model.parameters():  # parameters() yields a tied weight once
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in skip:
             continue
         (decay if p.ndim >= 2 and id(p) not in embedding_params else no_decay).append(p)
     return [
@@ -42,7 +102,59 @@ def warmup_cosine(warmup_steps: int, decay_steps: int, min_lr_ratio: float):
     return factor
 
 
-def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float
-) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+class MuonAdamW(torch.optim.Optimizer):
+    """One optimizer for Lightning and the schedule: Muon steps its groups, AdamW the others.
+
+    Its ``param_groups`` are the two optimizers' groups (the same dicts: a schedule that sets
+    ``lr`` sets theirs) and both keep their state in its ``state``, so ``state_dict`` and
+    ``load_state_dict`` are the standard ones and round-trip both.
+
+    Args:
+        muon_groups: Parameter groups of 2-D matrices, with Muon's settings.
+        adamw_groups: Parameter groups of everything else, with AdamW's settings.
+    """
+
+    def __init__(self, muon_groups: list[dict[str, Any]], adamw_groups: list[dict[str, Any]]):
+        self.muon = torch.optim.Muon(muon_groups)
+        self.adamw = torch.optim.AdamW(adamw_groups)
+        super().__init__(self.adamw.param_groups + self.muon.param_groups, {})  # AdamW's first: its lr is "lr"
+        self._share()
+
+    def _share(self) -> None:
+        """Point both optimizers at this one's groups and state (again after loading a state)."""
+        n = len(self.adamw.param_groups)
+        self.adamw.param_groups, self.muon.param_groups = self.param_groups[:n], self.param_groups[n:]
+        self.muon.state = self.adamw.state = self.state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._share()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.muon.step()
+        self.adamw.step()
+        return loss
+
+
+def build_optimizer(model: nn.Module | None, config: OptimizerConfig,
+                    extra_groups: list[dict[str, Any]] = ()) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names over ``model``'s parameters and ``extra_groups`` (AdamW
+    groups, e.g. a fine-tuning head with its own ``lr``); empty groups are dropped."""
+    o = config
+    muon = hidden_matrices(model) if model is not None and o.name == "muon" else []
+    groups = param_groups(model, o.weight_decay, exclude=muon) if model is not None else []
+    groups = [g for g in [*groups, *extra_groups] if g["params"]]
+    adamw = [{"lr": o.lr, "betas": tuple(o.betas), "eps": o.eps, **g} for g in groups]
+    if model is not None and o.name == "muon" and not muon:
+        raise UserError(f"optimizer.name=muon: the {type(model).__name__} network has no transformer blocks whose "
+                        "matrices Muon could train; use optimizer.name=adamw.")
+    if not muon:  # adamw, or a frozen network (a probe): Muon has nothing to train
+        return torch.optim.AdamW(adamw, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    muon_group = {"params": muon, "lr": o.muon_lr, "momentum": o.muon_momentum, "nesterov": o.muon_nesterov,
+                  "weight_decay": o.muon_weight_decay}
+    return MuonAdamW([muon_group], adamw)

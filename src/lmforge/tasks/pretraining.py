@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from lmforge.batching import Objective
 from lmforge.errors import UserError
 from lmforge.tasks.base import Task
-from lmforge.tasks.optim import build_optimizer, warmup_cosine
+from lmforge.tasks.optim import warmup_cosine
 
 # Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
 # predict's command line always wins over what the training run had.
@@ -26,6 +26,7 @@ class PretrainingTask(Task):
 
     Args:
         optimizer: Optimizer and learning-rate schedule.
+        compile: Compile the network with ``torch.compile`` when training starts.
     """
 
     objective: Objective
@@ -72,7 +73,7 @@ class PretrainingTask(Task):
     # -- optimization ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optim
-        optimizer = build_optimizer(self.net, o.lr, o.weight_decay, tuple(o.betas), o.eps)
+        optimizer = self.build_optimizer(self.net)
         decay_steps = o.decay_steps or int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio)

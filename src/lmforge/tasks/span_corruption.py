@@ -43,6 +43,8 @@ class SpanCorruptionTask(PretrainingTask):
         temperature: Sampling temperature; 0 decodes greedily.
         top_k: Sample among the k most likely tokens only; ``None`` for all.
         generation_seed: Seed of the sampler, for reproducible outputs.
+        compile: Compile the network with ``torch.compile`` when training starts (each transformer block
+            once); checkpoints keep the plain parameter names.
     """
 
     accuracy_name = "acc"  # token accuracy of the decoder's predictions
@@ -64,8 +66,9 @@ class SpanCorruptionTask(PretrainingTask):
         temperature: float = 0.0,
         top_k: int | None = 50,
         generation_seed: int = 0,
+        compile: bool = False,
     ):
-        super().__init__(optimizer)
+        super().__init__(optimizer, compile)
         self._store_hparams(ignore=GENERATION_ARGS)
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
             config = T5Config(**config)
