@@ -155,6 +155,94 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding tables (Su et al. 2021) as Hugging Face builds them: frequency
+    ``base ** (-2i / dim)`` for pair ``i``, each repeated for both halves of a head (``rotate_half``).
+
+    Args:
+        dim: Width of one attention head.
+        max_len: Longest sequence the tables cover.
+        base: The base period theta.
+    """
+
+    def __init__(self, dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))  # (D/2,)
+        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, D)
+        # not saved in checkpoints: recomputed from the config, as HF does
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[:seq_len], self.sin[:seq_len]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``(x1, x2) -> (-x2, x1)`` on the two halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys ``(B, H, T, D)`` by their positions' angles (``cos``/``sin``: ``(T, D)``)."""
+    return (x * cos.to(x.dtype)) + (rotate_half(x) * sin.to(x.dtype))
+
+
+class DecoderLM:
+    """What every decoder-only language model does once it has ``hidden_states`` (ids to final
+    states), an ``lm_head``, ``num_params`` and a ``config`` with ``n_layer``, ``d_model`` and
+    ``max_seq_len``: next-token logits, token states for a downstream head, training FLOPs, and
+    sampling text."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(input_ids))  # (B, T, V)
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token states ``(B, T, C)`` for a downstream head (causal: right padding changes no real position)."""
+        return self.hidden_states(input_ids)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), counted as nanoGPT's ``estimate_mfu``.
+
+        Args:
+            seq_len: Context length the model is trained at.
+        """
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.d_model * seq_len
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ``input_ids`` ``(1, T)`` by sampling; ``temperature=0`` is greedy.
+
+        Args:
+            input_ids: The prompt, shape ``(1, T)``.
+            max_new_tokens: How many tokens to add at most.
+            temperature: Softmax temperature; 0 picks the most likely token.
+            top_k: Sample only among the k most likely tokens.
+            eos_id: Stop once this token is produced.
+            generator: Random generator for reproducible samples.
+        """
+        for _ in range(max_new_tokens):
+            context = input_ids[:, -self.config.max_seq_len :]
+            logits = self(context)[:, -1, :]  # (1, V)
+            next_id = pick_next(logits, temperature, top_k, generator)[:, None]  # (1, 1)
+            input_ids = torch.cat([input_ids, next_id], dim=1)
+            if eos_id is not None and next_id.item() == eos_id:
+                break
+        return input_ids
+
+
 def pool(states: torch.Tensor, attention_mask: torch.Tensor, how: str,
          positions: torch.Tensor | None = None) -> torch.Tensor:
     """One vector per row of token states ``(B, T, C)``: the first token's (``cls``), the last

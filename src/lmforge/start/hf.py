@@ -9,7 +9,8 @@ our fused query/key/value projection is HF's three stacked along the output dime
 same table reads and writes, so import and export cannot drift apart.
 
 Architectures: BERT (``bert``: BERT, BioBERT, MiniLM, ...), RoBERTa (``roberta``), GPT-2
-(``gpt2``) and T5 (``t5``: v1.0 ReLU and v1.1 gated-GELU).
+(``gpt2``), T5 (``t5``: v1.0 ReLU and v1.1 gated-GELU), and the Llama family (``llama``:
+Llama 2/3, SmolLM2, ...; ``mistral``; ``qwen2``, with query/key/value biases).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError
-from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, T5Config
+from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, Llama, LlamaConfig, T5Config
 from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 Table = list[tuple[str, "str | tuple[str, ...]", str]]  # (ours, hf name(s), how)
@@ -74,7 +75,45 @@ def config_from_hf(hf: dict[str, Any], source: str) -> tuple[type[nn.Module], An
             dropout=hf.get("dropout_rate", 0.1), layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
             feed_forward=proj, tie_word_embeddings=hf.get("tie_word_embeddings", True))
         return T5, config, kind
-    raise UserError(f"'{source}' is a {kind!r} model; lmforge reads bert, roberta, gpt2 and t5 models.")
+    if kind in LLAMA_KINDS:
+        return Llama, _llama_config_from_hf(hf, kind, source), kind
+    raise UserError(f"'{source}' is a {kind!r} model; lmforge reads bert, roberta, gpt2, t5, llama, mistral and "
+                    "qwen2 models.")
+
+
+LLAMA_KINDS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+def _refuse_llama_options(hf: dict[str, Any], kind: str, source: str) -> None:
+    """One sentence for each option of a Llama-family config.json that our Llama does not implement."""
+    n_pos = hf.get("max_position_embeddings")
+    window = hf.get("sliding_window") if kind == "mistral" or hf.get("use_sliding_window") else None
+    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}  # transformers 5 writes rope_parameters
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    refused = {
+        "rope_scaling": rope_type if rope_type != "default" else None,
+        "sliding_window": window if window is not None and (n_pos is None or window < n_pos) else None,
+        "attention_bias": hf.get("attention_bias") or None,
+        "mlp_bias": hf.get("mlp_bias") or None,
+        "hidden_act": hf.get("hidden_act") if hf.get("hidden_act", "silu") != "silu" else None,
+        "head_dim": hf.get("head_dim") if hf.get("head_dim") not in (None, hf["hidden_size"] // hf["num_attention_heads"])
+        else None,
+    }
+    for key, value in refused.items():
+        if value is not None:
+            raise UserError(f"'{source}' has {key}={value!r} in its config.json, which lmforge's Llama does not "
+                            f"implement: start from a {kind} model without it.")
+
+
+def _llama_config_from_hf(hf: dict[str, Any], kind: str, source: str) -> LlamaConfig:
+    _refuse_llama_options(hf, kind, source)
+    rope = hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    return LlamaConfig(
+        vocab_size=hf["vocab_size"], max_seq_len=hf["max_position_embeddings"], n_layer=hf["num_hidden_layers"],
+        n_head=hf["num_attention_heads"], n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+        d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], rope_base=float(rope),
+        norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=kind == "qwen2",
+        tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0))
 
 
 def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[str, Any]:
@@ -103,6 +142,8 @@ def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[st
                 "n_inner": g.hidden_size, "activation_function": "gelu_new", "resid_pdrop": g.dropout,
                 "embd_pdrop": g.dropout, "attn_pdrop": g.dropout, "layer_norm_epsilon": g.layer_norm_eps,
                 "tie_word_embeddings": True, **ids}
+    if kind in LLAMA_KINDS:
+        return _llama_config_to_hf(config, kind, ids)
     t: T5Config = config
     return {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": t.vocab_size,
             "d_model": t.d_model, "d_kv": t.d_kv, "d_ff": t.d_ff, "num_layers": t.n_layer,
@@ -113,6 +154,21 @@ def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[st
             "is_gated_act": t.feed_forward == "gated-gelu", "dense_act_fn": "gelu_new" if t.feed_forward != "relu"
             else "relu", "tie_word_embeddings": t.tie_word_embeddings, "decoder_start_token_id": ids.get(
                 "pad_token_id", 0), "is_encoder_decoder": True, **ids}
+
+
+def _llama_config_to_hf(c: LlamaConfig, kind: str, ids: dict[str, int]) -> dict[str, Any]:
+    if c.qk_norm:
+        raise UserError(f"A Llama with qk_norm: true has no {kind} equivalent in transformers: export needs qk_norm: false.")
+    if c.qkv_bias != (kind == "qwen2"):
+        raise UserError(f"A Llama with qkv_bias: {str(c.qkv_bias).lower()} exports as "
+                        f"{'qwen2' if c.qkv_bias else 'llama or mistral'}, not {kind}: give --kind accordingly.")
+    extra = {"sliding_window": None} if kind == "mistral" else {"use_sliding_window": False} if kind == "qwen2" else \
+        {"attention_bias": False, "mlp_bias": False}
+    return {"model_type": kind, "architectures": [LLAMA_KINDS[kind]], "vocab_size": c.vocab_size,
+            "max_position_embeddings": c.max_seq_len, "num_hidden_layers": c.n_layer,
+            "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "hidden_size": c.d_model,
+            "intermediate_size": c.d_ff, "hidden_act": "silu", "rope_theta": c.rope_base, "rms_norm_eps": c.norm_eps,
+            "tie_word_embeddings": c.tie_embeddings, "attention_dropout": c.dropout, **extra, **ids}
 
 
 # -- weight tables --------------------------------------------------------------------------
@@ -188,6 +244,22 @@ def _t5_table(c: T5Config) -> Table:
     return table
 
 
+def _llama_table(c: LlamaConfig) -> Table:
+    p = "model."
+    table: Table = [("wte.weight", p + "embed_tokens.weight", "copy"), ("ln_f.weight", p + "norm.weight", "copy"),
+                    ("lm_head.weight", p + "embed_tokens.weight" if c.tie_embeddings else "lm_head.weight",
+                     "tied" if c.tie_embeddings else "copy")]
+    linear = {"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
+              "attn.o": "self_attn.o_proj", "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj",
+              "mlp.down": "mlp.down_proj", "ln_1": "input_layernorm", "ln_2": "post_attention_layernorm"}
+    for i in range(c.n_layer):
+        src, dst = f"{p}layers.{i}.", f"blocks.{i}."
+        table += [(f"{dst}{ours}.weight", f"{src}{hf}.weight", "copy") for ours, hf in linear.items()]
+        if c.qkv_bias:
+            table += [(f"{dst}attn.{x}.bias", f"{src}self_attn.{x}_proj.bias", "copy") for x in "qkv"]
+    return table
+
+
 def weight_table(config: Any, kind: str, hf_keys: set[str] | None = None) -> Table:
     """Our parameter names and their HF tensors for HF architecture ``kind``; ``hf_keys`` (when
     importing) decides the BERT/RoBERTa prefix and whether the checkpoint has the heads."""
@@ -195,6 +267,8 @@ def weight_table(config: Any, kind: str, hf_keys: set[str] | None = None) -> Tab
         return _gpt2_table(config)
     if kind == "t5":
         return _t5_table(config)
+    if kind in LLAMA_KINDS:
+        return _llama_table(config)
     base = "roberta." if kind == "roberta" else "bert."
     if hf_keys is None:
         return _bert_table(config, kind, base, heads=True)
@@ -350,6 +424,8 @@ def read_hf_folder(folder: Path, source: str) -> tuple[type[nn.Module], Any, str
     names = tensor_names(folder)
     if kind == "t5" and "lm_head.weight" not in names:
         config = dataclasses.replace(config, tie_word_embeddings=True)
+    if kind in LLAMA_KINDS and "lm_head.weight" not in names:  # a tied head is saved once, as the embedding
+        config = dataclasses.replace(config, tie_embeddings=True)
     table = weight_table(config, kind, names)
     if network is Bert and not ("cls.seq_relationship.weight" in names and any(r[0].startswith("nsp.") for r in table)):
         # a masked-LM checkpoint (RoBERTa, most BERTs on the hub) or a bare encoder: no NSP head
@@ -363,19 +439,22 @@ def export_hf(network: type[nn.Module], config: Any, state: dict[str, torch.Tens
     """Write our network as a ``transformers`` folder: config.json, model.safetensors, tokenizer files.
 
     Args:
-        network: Our network class (GPT, Bert or T5).
+        network: Our network class (GPT, Bert, T5 or Llama).
         config: Its config.
         state: Our network's state dict.
         tokenizer: Written as tokenizer.json with a tokenizer_config.json naming its special tokens.
         out: The folder to create (it must not exist, or be empty).
         kind: HF architecture: ``bert`` or ``roberta`` for the BERT family (default: ``roberta``
-            when positions are offset by 2, else ``bert``).
+            when positions are offset by 2, else ``bert``); ``llama``, ``mistral`` or ``qwen2`` for
+            a Llama (default: ``qwen2`` with q/k/v biases, else ``llama``).
     """
     from safetensors.torch import save_file
 
-    if network not in (GPT, Bert, T5):
+    if network not in (GPT, Bert, T5, Llama):
         raise UserError(f"A {network.family} network has no transformers equivalent to export to "
-                        "(bert, roberta, gpt2, t5 have).")
+                        "(bert, roberta, gpt2, t5, llama have).")
+    if network is Llama:
+        kind = kind or ("qwen2" if config.qkv_bias else "llama")
     kind = kind or {GPT: "gpt2", T5: "t5"}.get(network) or ("roberta" if config.position_offset == 2 else "bert")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"'{out}' already exists and is not empty: choose another --to folder.")
