@@ -25,8 +25,8 @@ from lmforge.errors import UserError
 
 # Role -> spellings, most specific first. "eos" ends a document when documents are packed.
 ROLE_SPELLINGS: dict[str, tuple[str, ...]] = {
-    "eos": ("<|endoftext|>", "</s>", "[SEP]"),
-    "bos": ("<s>", "[CLS]", "<|endoftext|>"),
+    "eos": ("<|endoftext|>", "</s>", "<|end_of_text|>", "[SEP]"),  # <|end_of_text|>: Llama 3
+    "bos": ("<s>", "[CLS]", "<|begin_of_text|>", "<|endoftext|>"),
     "pad": ("<pad>", "[PAD]", "<|endoftext|>"),
     "unk": ("<unk>", "[UNK]"),
     "mask": ("<mask>", "[MASK]"),

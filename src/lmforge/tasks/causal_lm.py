@@ -1,12 +1,15 @@
-"""GPT pretraining: next-token prediction, perplexity, and text generation."""
+"""Decoder pretraining (GPT, Llama): next-token prediction, perplexity, and text generation."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.models.llama import Llama, LlamaConfig
 from lmforge.objectives import CausalLM
 from lmforge.tasks.base import OptimizerConfig
 from lmforge.tasks.pretraining import GENERATION_ARGS, PretrainingTask
@@ -52,7 +55,7 @@ class CausalLMTask(PretrainingTask):
         self.top_k = top_k
         self.generation_seed = generation_seed
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = GPTConfig(**config)
+            config = self.network.config_class(**config)
         config = self._start_from(init_from, config)
         self.net = self.network(config)
         self._load_start()
@@ -101,3 +104,21 @@ class CausalLMTask(PretrainingTask):
 
     def predict_step(self, prompt: str, batch_idx: int) -> str:
         return self.generate(prompt)
+
+
+class LlamaCausalLMTask(CausalLMTask):
+    """Pretrain a Llama (grouped-query attention, RoPE, SwiGLU; also Mistral, Qwen2 and SmolLM2
+    shapes) on next-token prediction: :class:`CausalLMTask` with the :class:`~lmforge.models.Llama`
+    network. The network is chosen by the task class (``class_path``), as every other family's,
+    so a config and a checkpoint's hyper-parameters always name one config class.
+
+    Args:
+        config: The network's shape (``vocab_size`` and ``max_seq_len`` come from the data).
+        kwargs: Every other argument of :class:`CausalLMTask` (``init_from`` also takes a Hugging
+            Face Llama, Mistral or Qwen2 folder or ``hf:<model id>``).
+    """
+
+    network = Llama
+
+    def __init__(self, config: LlamaConfig = LlamaConfig(), **kwargs: Any):
+        super().__init__(config, **kwargs)
