@@ -105,3 +105,33 @@ def test_unsupported_options_are_refused_by_name(arch: str, extra: dict, key: st
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match=f"has {key}=.* which lmforge's Llama does not implement"):
         open_start(str(tmp_path))
+
+
+@pytest.mark.parametrize(("arch", "bos", "eos"), [("qwen2", None, "<|endoftext|>"),
+                                                  ("llama", "<|begin_of_text|>", "<|end_of_text|>")])
+def test_the_folders_byte_level_bpe_comes_with_the_weights(arch: str, bos: str | None, eos: str,
+                                                            tmp_path: Path) -> None:
+    """Qwen2 and Llama 3 (and SmolLM2) ship byte-level BPE; their end-of-text token ends documents."""
+    from tokenizers import Tokenizer as Backend, decoders, models, pre_tokenizers, trainers
+
+    from lmforge.objectives import CausalLM
+
+    specials = [t for t in (bos, eos) if t]
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(["the cell divides and the protein binds"] * 20, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    model = transformers.AutoModelForCausalLM.from_config(hf_config(arch, vocab_size=backend.get_vocab_size()))
+    model.save_pretrained(tmp_path)
+    backend.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, **({"bos_token": bos} if bos else {}),
+                                                                "tokenizer_class": "PreTrainedTokenizerFast"}))
+    tokenizer = open_start(str(tmp_path)).tokenizer
+    assert tokenizer.role_id("eos") == backend.token_to_id(eos)
+    if bos:
+        assert tokenizer.role_id("bos") == backend.token_to_id(bos)
+    CausalLM().bind(tokenizer)  # a decoder's tokenizer: accepted for next-token prediction
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    text = "the proteins divide, naïvely"
+    assert tokenizer.encode(text) == hf_tok(text, add_special_tokens=False)["input_ids"]

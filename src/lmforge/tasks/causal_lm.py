@@ -18,12 +18,17 @@ from lmforge.tasks.pretraining import GENERATION_ARGS, PretrainingTask
 class CausalLMTask(PretrainingTask):
     """Pretrain a GPT on next-token prediction; ``predict`` generates text from prompts.
 
+    The task class declares its network (``network``; its config class comes with it), so
+    :class:`LlamaCausalLMTask` is this task with a Llama, and a config's ``class_path`` or a
+    checkpoint's task names exactly one network and config class.
+
     Args:
         config: The network's shape (``vocab_size`` and ``max_seq_len`` come from the data).
         optimizer: Optimizer and learning-rate schedule.
         init_from: Start from pretrained weights (weights only: a fresh optimizer, schedule and
             data position): an lmforge ``.ckpt``, a Hugging Face model folder, or ``hf:<model id>``
-            (GPT-2 or an lmforge GPT). The network's shape and the tokenizer come with the weights.
+            (GPT-2 or an lmforge GPT; a Llama for :class:`LlamaCausalLMTask`). The network's shape
+            and the tokenizer come with the weights.
         prompts: Prompts to continue in ``predict`` (``--model.prompts "Once upon"``).
         prompt_file: A text file of prompts for ``predict``, one per line.
         max_new_tokens: Tokens to generate per prompt.
