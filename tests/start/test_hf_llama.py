@@ -38,9 +38,9 @@ def hf_config(arch: str, **extra):
     return getattr(transformers, ARCHS[arch])(**{**shape, **extra})
 
 
-def hf_model(arch: str, tied: bool = False) -> torch.nn.Module:
+def hf_model(arch: str, tied: bool = False, **extra) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(hf_config(arch, tie_word_embeddings=tied))
+    model = transformers.AutoModelForCausalLM.from_config(hf_config(arch, tie_word_embeddings=tied, **extra))
     perturb_(model)
     return model.eval()
 
@@ -56,14 +56,20 @@ def build(loaded) -> torch.nn.Module:
     return net.eval()
 
 
-@pytest.mark.parametrize(("arch", "tied"), [("llama", False), ("llama", True), ("mistral", False), ("qwen2", True)])
-def test_hf_folder_loads_with_identical_logits(arch: str, tied: bool, tmp_path: Path) -> None:
-    model = hf_model(arch, tied)
+# Llama 3.1/3.2's frequency scaling, its wavelengths thresholds within this tiny model's range
+LLAMA3 = {"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+
+
+@pytest.mark.parametrize(("arch", "tied", "scaling"), [("llama", False, None), ("llama", True, LLAMA3),
+                                                       ("mistral", False, None), ("qwen2", True, None)])
+def test_hf_folder_loads_with_identical_logits(arch: str, tied: bool, scaling: dict | None, tmp_path: Path) -> None:
+    model = hf_model(arch, tied, **({"rope_scaling": {"rope_type": "llama3", **scaling}} if scaling else {}))
     model.save_pretrained(tmp_path / "hf")
     loaded = open_start(str(tmp_path / "hf"))
     assert loaded.network is Llama and loaded.hf_model_type == arch
     assert loaded.config.n_kv_head == KV and loaded.config.rope_base == 500000.0
     assert loaded.config.tie_embeddings == tied and loaded.config.qkv_bias == (arch == "qwen2")
+    assert loaded.config.rope_scaling == scaling
     net = build(loaded)
     ids = inputs()
     with torch.no_grad():
@@ -71,13 +77,14 @@ def test_hf_folder_loads_with_identical_logits(arch: str, tied: bool, tmp_path: 
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("kind", "qkv_bias", "tied"), [("llama", False, True), ("llama", False, False),
-                                                        ("mistral", False, True), ("qwen2", True, False)])
-def test_export_loads_in_transformers_with_identical_logits_and_round_trips(kind: str, qkv_bias: bool, tied: bool,
-                                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kind", "qkv_bias", "tied", "scaling"), [
+    ("llama", False, True, None), ("llama", False, False, LLAMA3), ("mistral", False, True, None),
+    ("qwen2", True, False, None)])
+def test_export_loads_in_transformers_with_identical_logits_and_round_trips(
+        kind: str, qkv_bias: bool, tied: bool, scaling: dict | None, tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = Llama(LlamaConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, n_kv_head=KV, d_model=C, d_ff=3 * C,
-                            rope_base=100000.0, qkv_bias=qkv_bias, tie_embeddings=tied))
+                            rope_base=100000.0, rope_scaling=scaling, qkv_bias=qkv_bias, tie_embeddings=tied))
     perturb_(net)
     net.eval()
     out = export_hf(Llama, net.config, net.state_dict(), None, tmp_path / "export", kind)
@@ -93,8 +100,8 @@ def test_export_loads_in_transformers_with_identical_logits_and_round_trips(kind
 
 
 @pytest.mark.parametrize(("arch", "extra", "key"), [
-    ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}, "rope_scaling"),
+    ("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}},
+     "rope_scaling"),
     ("llama", {"attention_bias": True}, "attention_bias"),
     ("mistral", {"sliding_window": 8}, "sliding_window"),
 ])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -163,11 +165,15 @@ class RotaryEmbedding(nn.Module):
         dim: Width of one attention head.
         max_len: Longest sequence the tables cover.
         base: The base period theta.
+        llama3_scaling: Llama 3.1's frequency scaling (``factor``, ``low_freq_factor``,
+            ``high_freq_factor``, ``original_max_position_embeddings``); ``None`` for plain RoPE.
     """
 
-    def __init__(self, dim: int, max_len: int, base: float = 10000.0):
+    def __init__(self, dim: int, max_len: int, base: float = 10000.0, llama3_scaling: dict[str, float] | None = None):
         super().__init__()
         inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))  # (D/2,)
+        if llama3_scaling:
+            inv_freq = llama3_frequencies(inv_freq, **llama3_scaling)
         angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, D/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, D)
         # not saved in checkpoints: recomputed from the config, as HF does
@@ -176,6 +182,19 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cos[:seq_len], self.sin[:seq_len]
+
+
+def llama3_frequencies(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
+                       original_max_position_embeddings: float) -> torch.Tensor:
+    """Llama 3.1's RoPE frequencies: wavelengths longer than ``original / low_freq_factor`` slowed
+    by ``factor``, shorter than ``original / high_freq_factor`` kept, those between interpolated."""
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen = original_max_position_embeddings / low_freq_factor
+    high_wavelen = original_max_position_embeddings / high_freq_factor
+    smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    slowed = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    between = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(between, (1 - smooth) * slowed / factor + smooth * slowed, slowed)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

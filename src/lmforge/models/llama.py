@@ -31,6 +31,9 @@ class LlamaConfig:
         d_model: Width of the residual stream.
         d_ff: Hidden width of the SwiGLU MLP.
         rope_base: RoPE's base period theta (Llama 2: 10000, Llama 3: 500000).
+        rope_scaling: Llama 3.1/3.2's ``llama3`` RoPE frequency scaling, as its config.json
+            spells it: ``factor``, ``low_freq_factor``, ``high_freq_factor``,
+            ``original_max_position_embeddings``; ``None`` for plain RoPE.
         norm_eps: RMSNorm epsilon.
         qk_norm: RMSNorm on each head's queries and keys before RoPE (Qwen3, OLMo 2).
         qkv_bias: Bias terms on the query/key/value projections (Qwen2); no other layer has them.
@@ -46,6 +49,7 @@ class LlamaConfig:
     d_model: int = 768
     d_ff: int = 2048
     rope_base: float = 10000.0
+    rope_scaling: dict[str, float] | None = None
     norm_eps: float = 1e-5
     qk_norm: bool = False
     qkv_bias: bool = False
@@ -149,7 +153,7 @@ class Llama(DecoderLM, nn.Module):
         self.state_width, self.max_positions = config.d_model, config.max_seq_len
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.rotary = RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_base)
+        self.rotary = RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_base, config.rope_scaling)
         self.blocks = nn.ModuleList(LlamaBlock(config) for _ in range(config.n_layer))
         self.ln_f = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)

@@ -88,10 +88,10 @@ def _refuse_llama_options(hf: dict[str, Any], kind: str, source: str) -> None:
     """One sentence for each option of a Llama-family config.json that our Llama does not implement."""
     n_pos = hf.get("max_position_embeddings")
     window = hf.get("sliding_window") if kind == "mistral" or hf.get("use_sliding_window") else None
-    scaling = hf.get("rope_scaling") or hf.get("rope_parameters") or {}  # transformers 5 writes rope_parameters
+    scaling = _rope_scaling(hf)
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     refused = {
-        "rope_scaling": rope_type if rope_type != "default" else None,
+        "rope_scaling": rope_type if rope_type not in ("default", "llama3") else None,
         "sliding_window": window if window is not None and (n_pos is None or window < n_pos) else None,
         "attention_bias": hf.get("attention_bias") or None,
         "mlp_bias": hf.get("mlp_bias") or None,
@@ -105,13 +105,23 @@ def _refuse_llama_options(hf: dict[str, Any], kind: str, source: str) -> None:
                             f"implement: start from a {kind} model without it.")
 
 
+LLAMA3_SCALING = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def _rope_scaling(hf: dict[str, Any]) -> dict[str, Any]:
+    """The RoPE settings of a config.json (transformers 5 writes ``rope_parameters``, 4 ``rope_scaling``)."""
+    return hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+
+
 def _llama_config_from_hf(hf: dict[str, Any], kind: str, source: str) -> LlamaConfig:
     _refuse_llama_options(hf, kind, source)
-    rope = hf.get("rope_theta", (hf.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    scaling = _rope_scaling(hf)
+    llama3 = {k: scaling[k] for k in LLAMA3_SCALING} if scaling.get("rope_type") == "llama3" else None
+    rope = hf.get("rope_theta", scaling.get("rope_theta", 10000.0))
     return LlamaConfig(
         vocab_size=hf["vocab_size"], max_seq_len=hf["max_position_embeddings"], n_layer=hf["num_hidden_layers"],
         n_head=hf["num_attention_heads"], n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], rope_base=float(rope),
+        d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], rope_base=float(rope), rope_scaling=llama3,
         norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=kind == "qwen2",
         tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0))
 
@@ -167,7 +177,9 @@ def _llama_config_to_hf(c: LlamaConfig, kind: str, ids: dict[str, int]) -> dict[
     return {"model_type": kind, "architectures": [LLAMA_KINDS[kind]], "vocab_size": c.vocab_size,
             "max_position_embeddings": c.max_seq_len, "num_hidden_layers": c.n_layer,
             "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "hidden_size": c.d_model,
-            "intermediate_size": c.d_ff, "hidden_act": "silu", "rope_theta": c.rope_base, "rms_norm_eps": c.norm_eps,
+            "intermediate_size": c.d_ff, "hidden_act": "silu", "rope_theta": c.rope_base,
+            "rope_scaling": {"rope_type": "llama3", **c.rope_scaling} if c.rope_scaling else None,
+            "rms_norm_eps": c.norm_eps,
             "tie_word_embeddings": c.tie_embeddings, "attention_dropout": c.dropout, **extra, **ids}
 
 
