@@ -129,12 +129,14 @@ def test_the_folders_byte_level_bpe_comes_with_the_weights(arch: str, bos: str |
     backend.decoder = decoders.ByteLevel()
     backend.train_from_iterator(["the cell divides and the protein binds"] * 20, trainers.BpeTrainer(
         vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    backend.add_tokens(["<s>", "</s>"])  # another role's spellings as ordinary tokens: they play no role here
     model = transformers.AutoModelForCausalLM.from_config(hf_config(arch, vocab_size=backend.get_vocab_size()))
     model.save_pretrained(tmp_path)
     backend.save(str(tmp_path / "tokenizer.json"))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, **({"bos_token": bos} if bos else {}),
                                                                 "tokenizer_class": "PreTrainedTokenizerFast"}))
     tokenizer = open_start(str(tmp_path)).tokenizer
+    assert backend.token_to_id("</s>") is not None and backend.token_to_id("<s>") is not None
     assert tokenizer.role_id("eos") == backend.token_to_id(eos)
     if bos:
         assert tokenizer.role_id("bos") == backend.token_to_id(bos)
