@@ -47,6 +47,17 @@ def test_rope_preserves_norms_and_scores_depend_on_relative_position_only() -> N
     assert not torch.allclose(at(q, 9) @ at(k, 3), at(q, 4) @ at(k, 0))
 
 
+def test_sliding_window_sees_only_the_last_window_tokens() -> None:
+    torch.manual_seed(0)
+    net = Llama(LlamaConfig(**{**TINY, "n_layer": 1}, sliding_window=4)).eval()
+    ids = torch.randint(0, 64, (1, 12))
+    other = ids.clone()
+    other[0, 0] = (ids[0, 0] + 1) % 64
+    with torch.no_grad():
+        changed = (net(ids) - net(other)).abs().amax(-1)[0]  # (T,)
+    assert (changed[:4] > 0).all() and (changed[4:] == 0).all()  # position 4 and on no longer see token 0
+
+
 def test_tiny_llama_overfits_a_tiny_batch() -> None:
     torch.manual_seed(0)
     net = Llama(LlamaConfig(**TINY))

@@ -60,16 +60,18 @@ def build(loaded) -> torch.nn.Module:
 LLAMA3 = {"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
 
 
-@pytest.mark.parametrize(("arch", "tied", "scaling"), [("llama", False, None), ("llama", True, LLAMA3),
-                                                       ("mistral", False, None), ("qwen2", True, None)])
-def test_hf_folder_loads_with_identical_logits(arch: str, tied: bool, scaling: dict | None, tmp_path: Path) -> None:
-    model = hf_model(arch, tied, **({"rope_scaling": {"rope_type": "llama3", **scaling}} if scaling else {}))
+@pytest.mark.parametrize(("arch", "tied", "extra"), [
+    ("llama", False, {}), ("llama", True, {"rope_scaling": {"rope_type": "llama3", **LLAMA3}}), ("mistral", False, {}),
+    ("mistral", False, {"sliding_window": 8}), ("qwen2", True, {})])
+def test_hf_folder_loads_with_identical_logits(arch: str, tied: bool, extra: dict, tmp_path: Path) -> None:
+    model = hf_model(arch, tied, **extra)
     model.save_pretrained(tmp_path / "hf")
     loaded = open_start(str(tmp_path / "hf"))
     assert loaded.network is Llama and loaded.hf_model_type == arch
     assert loaded.config.n_kv_head == KV and loaded.config.rope_base == 500000.0
     assert loaded.config.tie_embeddings == tied and loaded.config.qkv_bias == (arch == "qwen2")
-    assert loaded.config.rope_scaling == scaling
+    assert loaded.config.rope_scaling == (LLAMA3 if "rope_scaling" in extra else None)
+    assert loaded.config.sliding_window == extra.get("sliding_window")
     net = build(loaded)
     ids = inputs()
     with torch.no_grad():
@@ -77,14 +79,14 @@ def test_hf_folder_loads_with_identical_logits(arch: str, tied: bool, scaling: d
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("kind", "qkv_bias", "tied", "scaling"), [
-    ("llama", False, True, None), ("llama", False, False, LLAMA3), ("mistral", False, True, None),
-    ("qwen2", True, False, None)])
-def test_export_loads_in_transformers_with_identical_logits_and_round_trips(
-        kind: str, qkv_bias: bool, tied: bool, scaling: dict | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kind", "shape"), [
+    ("llama", {}), ("llama", {"tie_embeddings": False, "rope_scaling": LLAMA3}), ("mistral", {}),
+    ("mistral", {"sliding_window": 8}), ("qwen2", {"qkv_bias": True, "tie_embeddings": False})])
+def test_export_loads_in_transformers_with_identical_logits_and_round_trips(kind: str, shape: dict,
+                                                                            tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = Llama(LlamaConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, n_kv_head=KV, d_model=C, d_ff=3 * C,
-                            rope_base=100000.0, rope_scaling=scaling, qkv_bias=qkv_bias, tie_embeddings=tied))
+                            rope_base=100000.0, **shape))
     perturb_(net)
     net.eval()
     out = export_hf(Llama, net.config, net.state_dict(), None, tmp_path / "export", kind)
@@ -103,7 +105,7 @@ def test_export_loads_in_transformers_with_identical_logits_and_round_trips(
     ("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}},
      "rope_scaling"),
     ("llama", {"attention_bias": True}, "attention_bias"),
-    ("mistral", {"sliding_window": 8}, "sliding_window"),
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 8}, "sliding_window"),
 ])
 def test_unsupported_options_are_refused_by_name(arch: str, extra: dict, key: str, tmp_path: Path) -> None:
     hf_model(arch).save_pretrained(tmp_path)

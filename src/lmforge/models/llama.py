@@ -35,6 +35,8 @@ class LlamaConfig:
             spells it: ``factor``, ``low_freq_factor``, ``high_freq_factor``,
             ``original_max_position_embeddings``; ``None`` for plain RoPE.
         norm_eps: RMSNorm epsilon.
+        sliding_window: Each position attends to itself and the ``sliding_window - 1`` before it
+            only (Mistral 7B v0.1); ``None`` for full causal attention.
         qk_norm: RMSNorm on each head's queries and keys before RoPE (Qwen3, OLMo 2).
         qkv_bias: Bias terms on the query/key/value projections (Qwen2); no other layer has them.
         tie_embeddings: Whether the output head is the token embedding.
@@ -51,6 +53,7 @@ class LlamaConfig:
     rope_base: float = 10000.0
     rope_scaling: dict[str, float] | None = None
     norm_eps: float = 1e-5
+    sliding_window: int | None = None
     qk_norm: bool = False
     qkv_bias: bool = False
     tie_embeddings: bool = True
@@ -82,6 +85,7 @@ class GroupedQueryAttention(nn.Module):
         self.q_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else nn.Identity()
         self.dropout = config.dropout
+        self.window = config.sliding_window
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -92,7 +96,13 @@ class GroupedQueryAttention(nn.Module):
         groups = self.n_head // self.n_kv_head
         # each kv head serves `groups` consecutive query heads, as HF's repeat_kv
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, T, D)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        mask = None
+        if self.window is not None and T > self.window:  # a band: causal, and no further back than the window
+            steps = torch.arange(T, device=x.device)
+            back = steps[:, None] - steps[None, :]  # (T, T): how far back each key is from each query
+            mask = (back >= 0) & (back < self.window)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=mask is None)
         return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 

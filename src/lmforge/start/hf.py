@@ -86,8 +86,9 @@ LLAMA_KINDS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qw
 
 def _refuse_llama_options(hf: dict[str, Any], kind: str, source: str) -> None:
     """One sentence for each option of a Llama-family config.json that our Llama does not implement."""
+    # Mistral's window is one band for every layer (implemented); Qwen2's is per layer (max_window_layers)
     n_pos = hf.get("max_position_embeddings")
-    window = hf.get("sliding_window") if kind == "mistral" or hf.get("use_sliding_window") else None
+    window = hf.get("sliding_window") if kind == "qwen2" and hf.get("use_sliding_window") else None
     scaling = _rope_scaling(hf)
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     refused = {
@@ -118,11 +119,13 @@ def _llama_config_from_hf(hf: dict[str, Any], kind: str, source: str) -> LlamaCo
     scaling = _rope_scaling(hf)
     llama3 = {k: scaling[k] for k in LLAMA3_SCALING} if scaling.get("rope_type") == "llama3" else None
     rope = hf.get("rope_theta", scaling.get("rope_theta", 10000.0))
+    window = hf.get("sliding_window") if kind == "mistral" else None
     return LlamaConfig(
         vocab_size=hf["vocab_size"], max_seq_len=hf["max_position_embeddings"], n_layer=hf["num_hidden_layers"],
         n_head=hf["num_attention_heads"], n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
         d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], rope_base=float(rope), rope_scaling=llama3,
         norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=kind == "qwen2",
+        sliding_window=window if window is not None and window < hf["max_position_embeddings"] else None,
         tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0))
 
 
@@ -172,8 +175,11 @@ def _llama_config_to_hf(c: LlamaConfig, kind: str, ids: dict[str, int]) -> dict[
     if c.qkv_bias != (kind == "qwen2"):
         raise UserError(f"A Llama with qkv_bias: {str(c.qkv_bias).lower()} exports as "
                         f"{'qwen2' if c.qkv_bias else 'llama or mistral'}, not {kind}: give --kind accordingly.")
-    extra = {"sliding_window": None} if kind == "mistral" else {"use_sliding_window": False} if kind == "qwen2" else \
-        {"attention_bias": False, "mlp_bias": False}
+    if c.sliding_window is not None and kind != "mistral":
+        raise UserError(f"A Llama with sliding_window: {c.sliding_window} exports as mistral, not {kind}: give "
+                        "--kind mistral.")
+    extra = {"sliding_window": c.sliding_window} if kind == "mistral" else {"use_sliding_window": False} \
+        if kind == "qwen2" else {"attention_bias": False, "mlp_bias": False}
     return {"model_type": kind, "architectures": [LLAMA_KINDS[kind]], "vocab_size": c.vocab_size,
             "max_position_embeddings": c.max_seq_len, "num_hidden_layers": c.n_layer,
             "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "hidden_size": c.d_model,
@@ -466,7 +472,7 @@ def export_hf(network: type[nn.Module], config: Any, state: dict[str, torch.Tens
         raise UserError(f"A {network.family} network has no transformers equivalent to export to "
                         "(bert, roberta, gpt2, t5, llama have).")
     if network is Llama:
-        kind = kind or ("qwen2" if config.qkv_bias else "llama")
+        kind = kind or ("qwen2" if config.qkv_bias else "mistral" if config.sliding_window else "llama")
     kind = kind or {GPT: "gpt2", T5: "t5"}.get(network) or ("roberta" if config.position_offset == 2 else "bert")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"'{out}' already exists and is not empty: choose another --to folder.")
