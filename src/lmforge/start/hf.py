@@ -10,7 +10,8 @@ same table reads and writes, so import and export cannot drift apart.
 
 Architectures: BERT (``bert``: BERT, BioBERT, MiniLM, ...), RoBERTa (``roberta``), GPT-2
 (``gpt2``), T5 (``t5``: v1.0 ReLU and v1.1 gated-GELU), and the Llama family (``llama``:
-Llama 2/3, SmolLM2, ...; ``mistral``; ``qwen2``, with query/key/value biases).
+Llama 2/3, SmolLM2, ...; ``mistral``; ``qwen2``, with query/key/value biases), whose config and
+table live in :mod:`lmforge.start.hf_llama`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError
-from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, Llama, LlamaConfig, T5Config
+from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, Llama, T5Config
+from lmforge.start.hf_llama import LLAMA_KINDS, llama_config_from_hf, llama_config_to_hf, llama_table
 from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 Table = list[tuple[str, "str | tuple[str, ...]", str]]  # (ours, hf name(s), how)
@@ -76,57 +78,9 @@ def config_from_hf(hf: dict[str, Any], source: str) -> tuple[type[nn.Module], An
             feed_forward=proj, tie_word_embeddings=hf.get("tie_word_embeddings", True))
         return T5, config, kind
     if kind in LLAMA_KINDS:
-        return Llama, _llama_config_from_hf(hf, kind, source), kind
+        return Llama, llama_config_from_hf(hf, kind, source), kind
     raise UserError(f"'{source}' is a {kind!r} model; lmforge reads bert, roberta, gpt2, t5, llama, mistral and "
                     "qwen2 models.")
-
-
-LLAMA_KINDS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-
-
-def _refuse_llama_options(hf: dict[str, Any], kind: str, source: str) -> None:
-    """One sentence for each option of a Llama-family config.json that our Llama does not implement."""
-    # Mistral's window is one band for every layer (implemented); Qwen2's is per layer (max_window_layers)
-    n_pos = hf.get("max_position_embeddings")
-    window = hf.get("sliding_window") if kind == "qwen2" and hf.get("use_sliding_window") else None
-    scaling = _rope_scaling(hf)
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-    refused = {
-        "rope_scaling": rope_type if rope_type not in ("default", "llama3") else None,
-        "sliding_window": window if window is not None and (n_pos is None or window < n_pos) else None,
-        "attention_bias": hf.get("attention_bias") or None,
-        "mlp_bias": hf.get("mlp_bias") or None,
-        "hidden_act": hf.get("hidden_act") if hf.get("hidden_act", "silu") != "silu" else None,
-        "head_dim": hf.get("head_dim") if hf.get("head_dim") not in (None, hf["hidden_size"] // hf["num_attention_heads"])
-        else None,
-    }
-    for key, value in refused.items():
-        if value is not None:
-            raise UserError(f"'{source}' has {key}={value!r} in its config.json, which lmforge's Llama does not "
-                            f"implement: start from a {kind} model without it.")
-
-
-LLAMA3_SCALING = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
-
-
-def _rope_scaling(hf: dict[str, Any]) -> dict[str, Any]:
-    """The RoPE settings of a config.json (transformers 5 writes ``rope_parameters``, 4 ``rope_scaling``)."""
-    return hf.get("rope_scaling") or hf.get("rope_parameters") or {}
-
-
-def _llama_config_from_hf(hf: dict[str, Any], kind: str, source: str) -> LlamaConfig:
-    _refuse_llama_options(hf, kind, source)
-    scaling = _rope_scaling(hf)
-    llama3 = {k: scaling[k] for k in LLAMA3_SCALING} if scaling.get("rope_type") == "llama3" else None
-    rope = hf.get("rope_theta", scaling.get("rope_theta", 10000.0))
-    window = hf.get("sliding_window") if kind == "mistral" else None
-    return LlamaConfig(
-        vocab_size=hf["vocab_size"], max_seq_len=hf["max_position_embeddings"], n_layer=hf["num_hidden_layers"],
-        n_head=hf["num_attention_heads"], n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-        d_model=hf["hidden_size"], d_ff=hf["intermediate_size"], rope_base=float(rope), rope_scaling=llama3,
-        norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=kind == "qwen2",
-        sliding_window=window if window is not None and window < hf["max_position_embeddings"] else None,
-        tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0))
 
 
 def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[str, Any]:
@@ -156,7 +110,7 @@ def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[st
                 "embd_pdrop": g.dropout, "attn_pdrop": g.dropout, "layer_norm_epsilon": g.layer_norm_eps,
                 "tie_word_embeddings": True, **ids}
     if kind in LLAMA_KINDS:
-        return _llama_config_to_hf(config, kind, ids)
+        return llama_config_to_hf(config, kind, ids)
     t: T5Config = config
     return {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": t.vocab_size,
             "d_model": t.d_model, "d_kv": t.d_kv, "d_ff": t.d_ff, "num_layers": t.n_layer,
@@ -167,26 +121,6 @@ def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[st
             "is_gated_act": t.feed_forward == "gated-gelu", "dense_act_fn": "gelu_new" if t.feed_forward != "relu"
             else "relu", "tie_word_embeddings": t.tie_word_embeddings, "decoder_start_token_id": ids.get(
                 "pad_token_id", 0), "is_encoder_decoder": True, **ids}
-
-
-def _llama_config_to_hf(c: LlamaConfig, kind: str, ids: dict[str, int]) -> dict[str, Any]:
-    if c.qk_norm:
-        raise UserError(f"A Llama with qk_norm: true has no {kind} equivalent in transformers: export needs qk_norm: false.")
-    if c.qkv_bias != (kind == "qwen2"):
-        raise UserError(f"A Llama with qkv_bias: {str(c.qkv_bias).lower()} exports as "
-                        f"{'qwen2' if c.qkv_bias else 'llama or mistral'}, not {kind}: give --kind accordingly.")
-    if c.sliding_window is not None and kind != "mistral":
-        raise UserError(f"A Llama with sliding_window: {c.sliding_window} exports as mistral, not {kind}: give "
-                        "--kind mistral.")
-    extra = {"sliding_window": c.sliding_window} if kind == "mistral" else {"use_sliding_window": False} \
-        if kind == "qwen2" else {"attention_bias": False, "mlp_bias": False}
-    return {"model_type": kind, "architectures": [LLAMA_KINDS[kind]], "vocab_size": c.vocab_size,
-            "max_position_embeddings": c.max_seq_len, "num_hidden_layers": c.n_layer,
-            "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "hidden_size": c.d_model,
-            "intermediate_size": c.d_ff, "hidden_act": "silu", "rope_theta": c.rope_base,
-            "rope_scaling": {"rope_type": "llama3", **c.rope_scaling} if c.rope_scaling else None,
-            "rms_norm_eps": c.norm_eps,
-            "tie_word_embeddings": c.tie_embeddings, "attention_dropout": c.dropout, **extra, **ids}
 
 
 # -- weight tables --------------------------------------------------------------------------
@@ -262,22 +196,6 @@ def _t5_table(c: T5Config) -> Table:
     return table
 
 
-def _llama_table(c: LlamaConfig) -> Table:
-    p = "model."
-    table: Table = [("wte.weight", p + "embed_tokens.weight", "copy"), ("ln_f.weight", p + "norm.weight", "copy"),
-                    ("lm_head.weight", p + "embed_tokens.weight" if c.tie_embeddings else "lm_head.weight",
-                     "tied" if c.tie_embeddings else "copy")]
-    linear = {"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
-              "attn.o": "self_attn.o_proj", "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj",
-              "mlp.down": "mlp.down_proj", "ln_1": "input_layernorm", "ln_2": "post_attention_layernorm"}
-    for i in range(c.n_layer):
-        src, dst = f"{p}layers.{i}.", f"blocks.{i}."
-        table += [(f"{dst}{ours}.weight", f"{src}{hf}.weight", "copy") for ours, hf in linear.items()]
-        if c.qkv_bias:
-            table += [(f"{dst}attn.{x}.bias", f"{src}self_attn.{x}_proj.bias", "copy") for x in "qkv"]
-    return table
-
-
 def weight_table(config: Any, kind: str, hf_keys: set[str] | None = None) -> Table:
     """Our parameter names and their HF tensors for HF architecture ``kind``; ``hf_keys`` (when
     importing) decides the BERT/RoBERTa prefix and whether the checkpoint has the heads."""
@@ -286,7 +204,7 @@ def weight_table(config: Any, kind: str, hf_keys: set[str] | None = None) -> Tab
     if kind == "t5":
         return _t5_table(config)
     if kind in LLAMA_KINDS:
-        return _llama_table(config)
+        return llama_table(config)
     base = "roberta." if kind == "roberta" else "bert."
     if hf_keys is None:
         return _bert_table(config, kind, base, heads=True)
