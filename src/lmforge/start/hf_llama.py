@@ -45,6 +45,7 @@ def _rope_scaling(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def llama_config_from_hf(hf: dict[str, Any], kind: str, source: str) -> LlamaConfig:
+    """Our config of a ``llama``, ``mistral`` or ``qwen2`` config.json (``source`` names it in errors)."""
     refuse_llama_options(hf, kind, source)
     scaling = _rope_scaling(hf)
     llama3 = {k: scaling[k] for k in LLAMA3_SCALING} if scaling.get("rope_type") == "llama3" else None
@@ -60,6 +61,7 @@ def llama_config_from_hf(hf: dict[str, Any], kind: str, source: str) -> LlamaCon
 
 
 def llama_config_to_hf(c: LlamaConfig, kind: str, ids: dict[str, int]) -> dict[str, Any]:
+    """The config.json of our Llama as HF architecture ``kind``, with the tokenizer's special ids ``ids``."""
     if c.qk_norm:
         raise UserError(f"A Llama with qk_norm: true has no {kind} equivalent in transformers: export needs qk_norm: false.")
     if c.qkv_bias != (kind == "qwen2"):
@@ -83,8 +85,8 @@ def llama_table(c: LlamaConfig) -> list[tuple[str, str, str]]:
     """Our parameter names and their HF tensors (a row of :data:`lmforge.start.hf.Table`, one HF name each)."""
     p = "model."
     table = [("wte.weight", p + "embed_tokens.weight", "copy"), ("ln_f.weight", p + "norm.weight", "copy"),
-                    ("lm_head.weight", p + "embed_tokens.weight" if c.tie_embeddings else "lm_head.weight",
-                     "tied" if c.tie_embeddings else "copy")]
+             ("lm_head.weight", p + "embed_tokens.weight" if c.tie_embeddings else "lm_head.weight",
+              "tied" if c.tie_embeddings else "copy")]
     linear = {"attn.q": "self_attn.q_proj", "attn.k": "self_attn.k_proj", "attn.v": "self_attn.v_proj",
               "attn.o": "self_attn.o_proj", "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj",
               "mlp.down": "mlp.down_proj", "ln_1": "input_layernorm", "ln_2": "post_attention_layernorm"}
