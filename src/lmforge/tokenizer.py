@@ -90,10 +90,11 @@ class Tokenizer:
         """Id of the special token playing ``role`` (eos, bos, pad, unk, mask, cls, sep), if any: a
         spelling the tokenizer declares special first, as a large byte-level vocabulary (Llama 3's)
         may also hold another role's spelling (``</s>``) as ordinary text."""
-        special = {t.content for t in self.backend.get_added_tokens_decoder().values() if t.special}
         present = [s for s in ROLE_SPELLINGS[role] if self.backend.token_to_id(s) is not None]
-        chosen = next((s for s in present if s in special), present[0] if present else None)
-        return None if chosen is None else self.backend.token_to_id(chosen)
+        if len(present) > 1:  # the usual case has one; only a choice needs the (slower) list of special tokens
+            special = {t.content for t in self.backend.get_added_tokens_decoder().values() if t.special}
+            present = [s for s in present if s in special] or present
+        return self.backend.token_to_id(present[0]) if present else None
 
     def require(self, roles: Iterable[str], user: str, hint: str) -> dict[str, int]:
         """The ids of ``roles``; one clear error naming the missing ones and their spellings if any is absent.
