@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import CONFIGS, ROOT
 from lmforge.cli import main
 from lmforge.data import Tokenizer
-from lmforge.models import GPT, Bert, BertConfig, GPTConfig, T5, T5Config
+from lmforge.models import GPT, Bert, BertConfig, GPTConfig, Llama, LlamaConfig, T5, T5Config
 
 TINY = str(CONFIGS / "gpt" / "tiny.yaml")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -51,6 +51,9 @@ PRESETS = {  # preset -> (network, parameters as in the paper's reference implem
     "roberta/base.yaml": (Bert, BertConfig, 124_697_433),
     "t5/small.yaml": (T5, T5Config, 60_506_624),
     "t5/base.yaml": (T5, T5Config, 222_903_552),
+    # Hugging Face's counts of the published checkpoints (tied embeddings counted once)
+    "llama/smollm2-135m.yaml": (Llama, LlamaConfig, 134_515_008),  # HuggingFaceTB/SmolLM2-135M: 134.5M
+    "llama/llama-3.2-1b.yaml": (Llama, LlamaConfig, 1_235_814_400),  # meta-llama/Llama-3.2-1B: 1.24B
 }
 
 

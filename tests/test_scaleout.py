@@ -21,13 +21,14 @@ from torch import nn
 
 from conftest import CONFIGS, ROOT
 from lmforge.cli import main
-from lmforge.models import GPT, Bert, BertConfig, Elmo, ElmoConfig, GPTConfig, T5, T5Config
+from lmforge.models import GPT, Bert, BertConfig, Elmo, ElmoConfig, GPTConfig, Llama, LlamaConfig, T5, T5Config
 from lmforge.models.layers import PostNormBlock, PreNormBlock
+from lmforge.models.llama import LlamaBlock
 from lmforge.models.t5 import T5Block
 
 DDP = CONFIGS / "trainer" / "ddp.yaml"
 FSDP = CONFIGS / "trainer" / "fsdp.yaml"
-BLOCKS = {PreNormBlock, PostNormBlock, T5Block}
+BLOCKS = {PreNormBlock, PostNormBlock, T5Block, LlamaBlock}
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 ON_CPU = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.precision=32-true"]
 
@@ -40,7 +41,7 @@ def printed_config(*files: Path, capsys: pytest.CaptureFixture) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("family", ["gpt", "bert", "roberta", "t5", "elmo"])
+@pytest.mark.parametrize("family", ["gpt", "bert", "roberta", "t5", "elmo", "llama"])
 def test_both_configs_parse_with_every_family(family: str, capsys: pytest.CaptureFixture) -> None:
     tiny = CONFIGS / family / "tiny.yaml"
     ddp = printed_config(tiny, DDP, capsys=capsys)["trainer"]
@@ -77,6 +78,7 @@ def tiny_networks() -> dict[str, nn.Module]:
         "bert": Bert(BertConfig(**small)),
         "t5": T5(T5Config(**small, d_kv=8, d_ff=32)),
         "elmo": Elmo(ElmoConfig(vocab_size=64)),
+        "llama": Llama(LlamaConfig(**small, n_kv_head=1, d_ff=32)),
     }
 
 
@@ -96,7 +98,7 @@ def test_fsdp_wrap_and_checkpoint_policies_select_exactly_the_transformer_blocks
     checkpoint = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]
     for family, net in tiny_networks().items():
         blocks = [m for m in net.modules() if type(m) in BLOCKS]
-        expected = {"gpt": 2, "bert": 2, "t5": 4, "elmo": 0}[family]  # T5: encoder and decoder blocks
+        expected = {"gpt": 2, "bert": 2, "t5": 4, "elmo": 0, "llama": 2}[family]  # T5: encoder and decoder blocks
         assert len(blocks) == expected, family
         for policy in (wrap, checkpoint):
             # torch's policy: the modules that become their own FSDP unit (the root always is one)

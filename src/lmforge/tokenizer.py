@@ -25,8 +25,8 @@ from lmforge.errors import UserError
 
 # Role -> spellings, most specific first. "eos" ends a document when documents are packed.
 ROLE_SPELLINGS: dict[str, tuple[str, ...]] = {
-    "eos": ("<|endoftext|>", "</s>", "[SEP]"),
-    "bos": ("<s>", "[CLS]", "<|endoftext|>"),
+    "eos": ("<|endoftext|>", "</s>", "<|end_of_text|>", "[SEP]"),  # <|end_of_text|>: Llama 3
+    "bos": ("<s>", "[CLS]", "<|begin_of_text|>", "<|endoftext|>"),
     "pad": ("<pad>", "[PAD]", "<|endoftext|>"),
     "unk": ("<unk>", "[UNK]"),
     "mask": ("<mask>", "[MASK]"),
@@ -87,12 +87,14 @@ class Tokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     def role_id(self, role: str) -> int | None:
-        """Id of the special token playing ``role`` (eos, bos, pad, unk, mask, cls, sep), if any."""
-        for spelling in ROLE_SPELLINGS[role]:
-            token_id = self.backend.token_to_id(spelling)
-            if token_id is not None:
-                return token_id
-        return None
+        """Id of the special token playing ``role`` (eos, bos, pad, unk, mask, cls, sep), if any: a
+        spelling the tokenizer declares special first, as a large byte-level vocabulary (Llama 3's)
+        may also hold another role's spelling (``</s>``) as ordinary text."""
+        present = [s for s in ROLE_SPELLINGS[role] if self.backend.token_to_id(s) is not None]
+        if len(present) > 1:  # the usual case has one; only a choice needs the (slower) list of special tokens
+            special = {t.content for t in self.backend.get_added_tokens_decoder().values() if t.special}
+            present = [s for s in present if s in special] or present
+        return self.backend.token_to_id(present[0]) if present else None
 
     def require(self, roles: Iterable[str], user: str, hint: str) -> dict[str, int]:
         """The ids of ``roles``; one clear error naming the missing ones and their spellings if any is absent.

@@ -1,12 +1,12 @@
-"""Generation with a key/value cache: the prompt once, then each new token alone, with the same
-logits and tokens as recomputing the whole prefix for every token."""
+"""Generation with a key/value cache, GPT and Llama: the prompt once, then each new token alone,
+with the same logits and tokens as recomputing the whole prefix for every token."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lmforge.models import GPT, GPTConfig
+from lmforge.models import GPT, GPTConfig, Llama, LlamaConfig
 from lmforge.models.layers import KVCache
 
 
@@ -50,3 +50,29 @@ def test_each_layer_counts_its_own_positions() -> None:
     assert cache.cached(0) == 3 and cache.cached(1) == 0 and len(cache) == 0  # layer 1 not yet extended
     cache.extend(1, k, k)
     assert len(cache) == 3
+
+
+@pytest.fixture(scope="module", params=[None, 6], ids=["llama", "mistral-window-6"])
+def llama(request: pytest.FixtureRequest) -> Llama:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, max_seq_len=24, n_layer=2, n_head=4, n_kv_head=2, d_model=32, d_ff=64,
+                         sliding_window=request.param)
+    return Llama(config).eval()
+
+
+@torch.no_grad()
+def test_llama_rope_at_position_offsets_equals_the_full_pass(llama: Llama) -> None:
+    """Keys are cached rotated; new positions are rotated at their offsets (and, with a sliding
+    window, see no further back than it)."""
+    ids = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(1))
+    full = llama(ids)
+    cache = llama.new_cache()
+    pieces = [llama(ids[:, a:b], cache) for a, b in ((0, 7), (7, 8), (8, 13), (13, 20))]
+    assert cache.self_attn[0][0].shape == (2, 2, 20, 8)  # the n_kv_head heads are cached, not their repeats
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_llama_cached_generation_gives_the_uncached_tokens(llama: Llama) -> None:
+    prompt = torch.tensor([[5, 17, 3, 42]])
+    outputs = [llama.generate(prompt, 30, temperature=0.0, use_cache=use_cache) for use_cache in (True, False)]
+    assert torch.equal(outputs[0], outputs[1])

@@ -156,8 +156,8 @@ def test_bert_vocab_txt_folder_gives_a_wordpiece_tokenizer(tmp_path: Path) -> No
 def test_bad_sources_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="has no config.json"):
         open_start(str(tmp_path))
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(UserError, match="'llama' model; lmforge reads bert, roberta, gpt2 and t5"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "falcon"}))
+    with pytest.raises(UserError, match="'falcon' model; lmforge reads bert, roberta, gpt2, t5, llama, mistral and qwen2"):
         open_start(str(tmp_path))
     hf_model("gpt2").save_pretrained(tmp_path / "g")
     (tmp_path / "g" / "model.safetensors").unlink()

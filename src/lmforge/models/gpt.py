@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lmforge.models.layers import KVCache, PreNormBlock, init_weights, pick_next
+from lmforge.models.layers import DecoderLM, KVCache, PreNormBlock, init_weights
 
 
 @dataclass
@@ -46,7 +46,7 @@ class GPTConfig:
         return self.d_ff or 4 * self.d_model
 
 
-class GPT(nn.Module):
+class GPT(DecoderLM, nn.Module):
     """The GPT network: token ids ``(B, T)`` to next-token logits ``(B, T, vocab_size)``.
 
     Args:
@@ -88,9 +88,6 @@ class GPT(nn.Module):
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.lm_head(self.hidden_states(input_ids, cache))  # (B, T, V)
-
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """The final-LayerNorm states ``(B, T, C)`` that the output projection reads; position
         ``t`` has seen tokens ``0..t`` only (padding on the right leaves real positions unchanged).
@@ -109,16 +106,6 @@ class GPT(nn.Module):
             x = block(x, cache=cache, layer=layer)
         return self.ln_f(x)
 
-    def new_cache(self) -> KVCache:
-        """An empty key/value cache for :meth:`forward` (one per sequence being generated)."""
-        return KVCache(len(self.blocks))
-
-    def token_states(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Token states ``(B, T, C)`` for a downstream head (causal: right padding changes no real position)."""
-        return self.hidden_states(input_ids)
-
     def grow_vocab(self, embeddings: torch.Tensor) -> None:
         """Replace the (tied) token embedding by ``embeddings``, which has more rows: new tokens."""
         self.wte = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=False)
@@ -134,50 +121,3 @@ class GPT(nn.Module):
         """
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
-
-    def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward), counted as nanoGPT's ``estimate_mfu``.
-
-        Args:
-            seq_len: Context length the model is trained at.
-        """
-        c = self.config
-        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.d_model * seq_len
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        eos_id: int | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-    ) -> torch.Tensor:
-        """Continue ``input_ids`` ``(1, T)`` by sampling; ``temperature=0`` is greedy. With a
-        key/value cache the prompt is run once and each new token alone (the same tokens as
-        recomputing the whole prefix for every token, which ``use_cache=False`` does).
-
-        Args:
-            input_ids: The prompt, shape ``(1, T)``.
-            max_new_tokens: How many tokens to add at most.
-            temperature: Softmax temperature; 0 picks the most likely token.
-            top_k: Sample only among the k most likely tokens.
-            eos_id: Stop once this token is produced.
-            generator: Random generator for reproducible samples.
-            use_cache: Keep the keys/values of earlier positions instead of recomputing them.
-        """
-        cache = self.new_cache() if use_cache else None
-        for _ in range(max_new_tokens):
-            if cache is not None and input_ids.size(1) <= self.config.max_seq_len:
-                # the prompt once, then only the newest token: the cache holds the others
-                logits = self(input_ids[:, len(cache):], cache)[:, -1, :]  # (1, V)
-            else:
-                # a window sliding past max_seq_len moves every position: recompute it whole
-                logits = self(input_ids[:, -self.config.max_seq_len :])[:, -1, :]
-            next_id = pick_next(logits, temperature, top_k, generator)[:, None]  # (1, 1)
-            input_ids = torch.cat([input_ids, next_id], dim=1)
-            if eos_id is not None and next_id.item() == eos_id:
-                break
-        return input_ids

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -203,6 +205,125 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding tables (Su et al. 2021) as Hugging Face builds them: frequency
+    ``base ** (-2i / dim)`` for pair ``i``, each repeated for both halves of a head (``rotate_half``).
+
+    Args:
+        dim: Width of one attention head.
+        max_len: Longest sequence the tables cover.
+        base: The base period theta.
+        llama3_scaling: Llama 3.1's frequency scaling (``factor``, ``low_freq_factor``,
+            ``high_freq_factor``, ``original_max_position_embeddings``); ``None`` for plain RoPE.
+    """
+
+    def __init__(self, dim: int, max_len: int, base: float = 10000.0, llama3_scaling: dict[str, float] | None = None):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))  # (D/2,)
+        if llama3_scaling:
+            inv_freq = llama3_frequencies(inv_freq, **llama3_scaling)
+        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, D)
+        # not saved in checkpoints: recomputed from the config, as HF does
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, seq_len: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tables of positions ``start .. start + seq_len - 1`` (after ``start`` cached ones)."""
+        return self.cos[start : start + seq_len], self.sin[start : start + seq_len]
+
+
+def llama3_frequencies(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
+                       original_max_position_embeddings: float) -> torch.Tensor:
+    """Llama 3.1's RoPE frequencies: wavelengths longer than ``original / low_freq_factor`` slowed
+    by ``factor``, shorter than ``original / high_freq_factor`` kept, those between interpolated."""
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen = original_max_position_embeddings / low_freq_factor
+    high_wavelen = original_max_position_embeddings / high_freq_factor
+    smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    slowed = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    between = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(between, (1 - smooth) * slowed / factor + smooth * slowed, slowed)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``(x1, x2) -> (-x2, x1)`` on the two halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys ``(B, H, T, D)`` by their positions' angles (``cos``/``sin``: ``(T, D)``)."""
+    return (x * cos.to(x.dtype)) + (rotate_half(x) * sin.to(x.dtype))
+
+
+class DecoderLM:
+    """What every decoder-only language model does once it has ``hidden_states`` (ids to final
+    states, taking a :class:`KVCache`), ``blocks``, an ``lm_head``, ``num_params`` and a
+    ``config`` with ``n_layer``, ``d_model`` and ``max_seq_len``: next-token logits, token
+    states for a downstream head, training FLOPs, and sampling text with a key/value cache."""
+
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(input_ids, cache))  # (B, T, V)
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for :meth:`forward` (one per sequence being generated)."""
+        return KVCache(len(self.blocks))
+
+    def token_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token states ``(B, T, C)`` for a downstream head (causal: right padding changes no real position)."""
+        return self.hidden_states(input_ids)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), counted as nanoGPT's ``estimate_mfu``.
+
+        Args:
+            seq_len: Context length the model is trained at.
+        """
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.d_model * seq_len
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Continue ``input_ids`` ``(1, T)`` by sampling; ``temperature=0`` is greedy. With a
+        key/value cache the prompt is run once and each new token alone (the same tokens as
+        recomputing the whole prefix for every token, which ``use_cache=False`` does).
+
+        Args:
+            input_ids: The prompt, shape ``(1, T)``.
+            max_new_tokens: How many tokens to add at most.
+            temperature: Softmax temperature; 0 picks the most likely token.
+            top_k: Sample only among the k most likely tokens.
+            eos_id: Stop once this token is produced.
+            generator: Random generator for reproducible samples.
+            use_cache: Keep the keys/values of earlier positions instead of recomputing them.
+        """
+        cache = self.new_cache() if use_cache else None
+        for _ in range(max_new_tokens):
+            if cache is not None and input_ids.size(1) <= self.config.max_seq_len:
+                # the prompt once, then only the newest token: the cache holds the others
+                logits = self(input_ids[:, len(cache):], cache)[:, -1, :]  # (1, V)
+            else:
+                # a window sliding past max_seq_len moves every position: recompute it whole
+                logits = self(input_ids[:, -self.config.max_seq_len :])[:, -1, :]
+            next_id = pick_next(logits, temperature, top_k, generator)[:, None]  # (1, 1)
+            input_ids = torch.cat([input_ids, next_id], dim=1)
+            if eos_id is not None and next_id.item() == eos_id:
+                break
+        return input_ids
 
 
 def pool(states: torch.Tensor, attention_mask: torch.Tensor, how: str,

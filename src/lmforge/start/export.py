@@ -10,16 +10,20 @@ from lmforge.start.hf import export_hf
 from lmforge.start.source import open_start
 
 
-def export(ckpt_path: str, to: str, kind: Literal["bert", "roberta"] | None = None) -> None:
+Kind = Literal["bert", "roberta", "llama", "mistral", "qwen2"]
+
+
+def export(ckpt_path: str, to: str, kind: Kind | None = None) -> None:
     """Write a checkpoint's network, config and tokenizer as a folder that ``transformers`` loads
-    (``AutoModelForMaskedLM`` for BERT/RoBERTa, ``AutoModelForCausalLM`` for GPT,
+    (``AutoModelForMaskedLM`` for BERT/RoBERTa, ``AutoModelForCausalLM`` for GPT and Llama,
     ``AutoModelForSeq2SeqLM`` for T5; ``AutoTokenizer`` for the tokenizer), with identical logits.
 
     Args:
         ckpt_path: The lmforge ``.ckpt`` to export.
         to: The folder to write; it must not exist yet (or be empty).
-        kind: For a BERT-family network, the transformers architecture: ``bert`` or ``roberta``
-            (default: ``roberta`` when positions are offset by 2 as RoBERTa's, else ``bert``).
+        kind: The transformers architecture. For a BERT-family network ``bert`` or ``roberta``
+            (default: ``roberta`` when positions are offset by 2 as RoBERTa's, else ``bert``); for
+            a Llama ``llama``, ``mistral`` or ``qwen2`` (default: ``qwen2`` with q/k/v biases, else ``llama``).
     """
     if Path(ckpt_path).suffix != ".ckpt":
         raise UserError(f"'{ckpt_path}' is not an lmforge .ckpt: export writes lmforge checkpoints as "

@@ -9,7 +9,9 @@ our fused query/key/value projection is HF's three stacked along the output dime
 same table reads and writes, so import and export cannot drift apart.
 
 Architectures: BERT (``bert``: BERT, BioBERT, MiniLM, ...), RoBERTa (``roberta``), GPT-2
-(``gpt2``) and T5 (``t5``: v1.0 ReLU and v1.1 gated-GELU).
+(``gpt2``), T5 (``t5``: v1.0 ReLU and v1.1 gated-GELU), and the Llama family (``llama``:
+Llama 2/3, SmolLM2, ...; ``mistral``; ``qwen2``, with query/key/value biases), whose config and
+table live in :mod:`lmforge.start.hf_llama`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError
-from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, T5Config
+from lmforge.models import GPT, T5, Bert, BertConfig, GPTConfig, Llama, T5Config
+from lmforge.start.hf_llama import LLAMA_KINDS, llama_config_from_hf, llama_config_to_hf, llama_table
 from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 Table = list[tuple[str, "str | tuple[str, ...]", str]]  # (ours, hf name(s), how)
@@ -74,7 +77,10 @@ def config_from_hf(hf: dict[str, Any], source: str) -> tuple[type[nn.Module], An
             dropout=hf.get("dropout_rate", 0.1), layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
             feed_forward=proj, tie_word_embeddings=hf.get("tie_word_embeddings", True))
         return T5, config, kind
-    raise UserError(f"'{source}' is a {kind!r} model; lmforge reads bert, roberta, gpt2 and t5 models.")
+    if kind in LLAMA_KINDS:
+        return Llama, llama_config_from_hf(hf, kind, source), kind
+    raise UserError(f"'{source}' is a {kind!r} model; lmforge reads bert, roberta, gpt2, t5, llama, mistral and "
+                    "qwen2 models.")
 
 
 def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[str, Any]:
@@ -103,6 +109,8 @@ def config_to_hf(config: Any, kind: str, tokenizer: Tokenizer | None) -> dict[st
                 "n_inner": g.hidden_size, "activation_function": "gelu_new", "resid_pdrop": g.dropout,
                 "embd_pdrop": g.dropout, "attn_pdrop": g.dropout, "layer_norm_epsilon": g.layer_norm_eps,
                 "tie_word_embeddings": True, **ids}
+    if kind in LLAMA_KINDS:
+        return llama_config_to_hf(config, kind, ids)
     t: T5Config = config
     return {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": t.vocab_size,
             "d_model": t.d_model, "d_kv": t.d_kv, "d_ff": t.d_ff, "num_layers": t.n_layer,
@@ -195,6 +203,8 @@ def weight_table(config: Any, kind: str, hf_keys: set[str] | None = None) -> Tab
         return _gpt2_table(config)
     if kind == "t5":
         return _t5_table(config)
+    if kind in LLAMA_KINDS:
+        return llama_table(config)
     base = "roberta." if kind == "roberta" else "bert."
     if hf_keys is None:
         return _bert_table(config, kind, base, heads=True)
@@ -350,6 +360,8 @@ def read_hf_folder(folder: Path, source: str) -> tuple[type[nn.Module], Any, str
     names = tensor_names(folder)
     if kind == "t5" and "lm_head.weight" not in names:
         config = dataclasses.replace(config, tie_word_embeddings=True)
+    if kind in LLAMA_KINDS and "lm_head.weight" not in names:  # a tied head is saved once, as the embedding
+        config = dataclasses.replace(config, tie_embeddings=True)
     table = weight_table(config, kind, names)
     if network is Bert and not ("cls.seq_relationship.weight" in names and any(r[0].startswith("nsp.") for r in table)):
         # a masked-LM checkpoint (RoBERTa, most BERTs on the hub) or a bare encoder: no NSP head
@@ -363,19 +375,22 @@ def export_hf(network: type[nn.Module], config: Any, state: dict[str, torch.Tens
     """Write our network as a ``transformers`` folder: config.json, model.safetensors, tokenizer files.
 
     Args:
-        network: Our network class (GPT, Bert or T5).
+        network: Our network class (GPT, Bert, T5 or Llama).
         config: Its config.
         state: Our network's state dict.
         tokenizer: Written as tokenizer.json with a tokenizer_config.json naming its special tokens.
         out: The folder to create (it must not exist, or be empty).
         kind: HF architecture: ``bert`` or ``roberta`` for the BERT family (default: ``roberta``
-            when positions are offset by 2, else ``bert``).
+            when positions are offset by 2, else ``bert``); ``llama``, ``mistral`` or ``qwen2`` for
+            a Llama (default: ``qwen2`` with q/k/v biases, else ``llama``).
     """
     from safetensors.torch import save_file
 
-    if network not in (GPT, Bert, T5):
+    if network not in (GPT, Bert, T5, Llama):
         raise UserError(f"A {network.family} network has no transformers equivalent to export to "
-                        "(bert, roberta, gpt2, t5 have).")
+                        "(bert, roberta, gpt2, t5, llama have).")
+    if network is Llama:
+        kind = kind or ("qwen2" if config.qkv_bias else "mistral" if config.sliding_window else "llama")
     kind = kind or {GPT: "gpt2", T5: "t5"}.get(network) or ("roberta" if config.position_offset == 2 else "bert")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"'{out}' already exists and is not empty: choose another --to folder.")

@@ -154,8 +154,8 @@ class Task(L.LightningModule):
                 "tokenizer is used, or extend it with `lmforge tokenizer coverage --add`."
             )
         if not hasattr(self.net, "grow_vocab"):
-            raise UserError(f"Extending the vocabulary of a {type(self.net).__name__} is not supported (GPT and BERT "
-                            "are): use the weights' own tokenizer.")
+            raise UserError(f"Extending the vocabulary of a {type(self.net).__name__} is not supported (GPT, Llama "
+                            "and BERT are): use the weights' own tokenizer.")
         self.net.grow_vocab(init_new_embeddings(self.net.wte.weight, pieces))
         self._record_config(self.net.config)
         rank_zero_info(f"init_from: {len(pieces)} new tokens, their embeddings the mean of their old pieces'.")

@@ -1,12 +1,15 @@
-"""GPT pretraining: next-token prediction, perplexity, and text generation."""
+"""Decoder pretraining (GPT, Llama): next-token prediction, perplexity, and text generation."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from lmforge.errors import UserError
 from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.models.llama import Llama, LlamaConfig
 from lmforge.objectives import CausalLM
 from lmforge.tasks.base import OptimizerConfig
 from lmforge.tasks.pretraining import GENERATION_ARGS, PretrainingTask
@@ -15,12 +18,17 @@ from lmforge.tasks.pretraining import GENERATION_ARGS, PretrainingTask
 class CausalLMTask(PretrainingTask):
     """Pretrain a GPT on next-token prediction; ``predict`` generates text from prompts.
 
+    The task class declares its network (``network``; its config class comes with it), so
+    :class:`LlamaCausalLMTask` is this task with a Llama, and a config's ``class_path`` or a
+    checkpoint's task names exactly one network and config class.
+
     Args:
         config: The network's shape (``vocab_size`` and ``max_seq_len`` come from the data).
         optimizer: Optimizer and learning-rate schedule.
         init_from: Start from pretrained weights (weights only: a fresh optimizer, schedule and
             data position): an lmforge ``.ckpt``, a Hugging Face model folder, or ``hf:<model id>``
-            (GPT-2 or an lmforge GPT). The network's shape and the tokenizer come with the weights.
+            (GPT-2 or an lmforge GPT; a Llama for :class:`LlamaCausalLMTask`). The network's shape
+            and the tokenizer come with the weights.
         prompts: Prompts to continue in ``predict`` (``--model.prompts "Once upon"``).
         prompt_file: A text file of prompts for ``predict``, one per line.
         max_new_tokens: Tokens to generate per prompt.
@@ -55,7 +63,7 @@ class CausalLMTask(PretrainingTask):
         self.top_k = top_k
         self.generation_seed = generation_seed
         if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = GPTConfig(**config)
+            config = self.network.config_class(**config)
         config = self._start_from(init_from, config)
         self.net = self.network(config)
         self._load_start()
@@ -104,3 +112,21 @@ class CausalLMTask(PretrainingTask):
 
     def predict_step(self, prompt: str, batch_idx: int) -> str:
         return self.generate(prompt)
+
+
+class LlamaCausalLMTask(CausalLMTask):
+    """Pretrain a Llama (grouped-query attention, RoPE, SwiGLU; also Mistral, Qwen2 and SmolLM2
+    shapes) on next-token prediction: :class:`CausalLMTask` with the :class:`~lmforge.models.Llama`
+    network. The network is chosen by the task class (``class_path``), as every other family's,
+    so a config and a checkpoint's hyper-parameters always name one config class.
+
+    Args:
+        config: The network's shape (``vocab_size`` and ``max_seq_len`` come from the data).
+        kwargs: Every other argument of :class:`CausalLMTask` (``init_from`` also takes a Hugging
+            Face Llama, Mistral or Qwen2 folder or ``hf:<model id>``).
+    """
+
+    network = Llama
+
+    def __init__(self, config: LlamaConfig = LlamaConfig(), **kwargs: Any):
+        super().__init__(config, **kwargs)

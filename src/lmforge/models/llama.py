@@ -1,0 +1,224 @@
+"""Llama: the modern decoder-only Transformer (Touvron et al. 2023), also the shape of Mistral,
+Qwen2 and SmolLM2.
+
+Pre-RMSNorm blocks, grouped-query attention with rotary position embeddings (RoPE, applied in
+Hugging Face's ``rotate_half`` convention so weights map one to one), a SwiGLU MLP without
+biases, and an output head tied to the token embedding or not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.models.layers import DecoderLM, KVCache, RMSNorm, RotaryEmbedding, apply_rotary, init_weights
+
+
+@dataclass
+class LlamaConfig:
+    """Shape of a Llama network.
+
+    Args:
+        vocab_size: Number of token ids (linked from the tokenizer by the CLI).
+        max_seq_len: Longest context (linked from the data); RoPE tables are built this long.
+        n_layer: Number of Transformer blocks.
+        n_head: Number of query heads.
+        n_kv_head: Number of key/value heads (grouped-query attention); must divide ``n_head``.
+        d_model: Width of the residual stream.
+        d_ff: Hidden width of the SwiGLU MLP.
+        rope_base: RoPE's base period theta (Llama 2: 10000, Llama 3: 500000).
+        rope_scaling: Llama 3.1/3.2's ``llama3`` RoPE frequency scaling, as its config.json
+            spells it: ``factor``, ``low_freq_factor``, ``high_freq_factor``,
+            ``original_max_position_embeddings``; ``None`` for plain RoPE.
+        norm_eps: RMSNorm epsilon.
+        sliding_window: Each position attends to itself and the ``sliding_window - 1`` before it
+            only (Mistral 7B v0.1); ``None`` for full causal attention.
+        qk_norm: RMSNorm on each head's queries and keys before RoPE (Qwen3, OLMo 2).
+        qkv_bias: Bias terms on the query/key/value projections (Qwen2); no other layer has them.
+        tie_embeddings: Whether the output head is the token embedding.
+        dropout: Dropout on attention probabilities and residual branches.
+    """
+
+    vocab_size: int = 32000
+    max_seq_len: int = 2048
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int = 4
+    d_model: int = 768
+    d_ff: int = 2048
+    rope_base: float = 10000.0
+    rope_scaling: dict[str, float] | None = None
+    norm_eps: float = 1e-5
+    sliding_window: int | None = None
+    qk_norm: bool = False
+    qkv_bias: bool = False
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+
+class GroupedQueryAttention(nn.Module):
+    """Causal self-attention where ``n_head / n_kv_head`` query heads share each key/value head.
+
+    Args:
+        config: The network's shape.
+    """
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        if config.d_model % config.n_head or config.n_head % config.n_kv_head:
+            raise ValueError(f"n_head={config.n_head} must divide d_model={config.d_model} and be a multiple of "
+                             f"n_kv_head={config.n_kv_head}.")
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        kv_width = config.n_kv_head * config.head_dim
+        self.q = nn.Linear(config.d_model, config.d_model, bias=config.qkv_bias)
+        self.k = nn.Linear(config.d_model, kv_width, bias=config.qkv_bias)
+        self.v = nn.Linear(config.d_model, kv_width, bias=config.qkv_bias)
+        self.o = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.q_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(config.head_dim, config.norm_eps) if config.qk_norm else nn.Identity()
+        self.dropout = config.dropout
+        self.window = config.sliding_window
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """Attend over ``x`` ``(B, T, C)`` rotated by ``cos``/``sin`` (its positions' tables); with
+        a ``cache``, ``x`` holds the new positions and also attends to the cached ones of
+        ``layer`` (keys already rotated, ``n_kv_head`` heads), which it extends."""
+        B, T, C = x.shape
+        q = self.q_norm(self.q(x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_norm(self.k(x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.cached(layer)
+            k, v = cache.extend(layer, k, v)  # (B, Hkv, past + T, D)
+        groups = self.n_head // self.n_kv_head
+        # each kv head serves `groups` consecutive query heads, as HF's repeat_kv
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, past + T, D)
+        mask = None
+        if (self.window is not None and past + T > self.window) or (past and T > 1):
+            # causal after the cached positions, and (a band) no further back than the window
+            back = torch.arange(past, past + T, device=x.device)[:, None] - torch.arange(past + T, device=x.device)
+            mask = (back >= 0) & (back < self.window) if self.window is not None else back >= 0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=mask is None and not past)
+        return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP ``down(silu(gate(x)) * up(x))`` (Shazeer 2020), no biases.
+
+    Args:
+        d_model: Width of the residual stream.
+        d_ff: Hidden width.
+    """
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_ff, bias=False)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class LlamaBlock(nn.Module):
+    """Pre-RMSNorm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``.
+
+    Args:
+        config: The network's shape.
+    """
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.ln_1 = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = GroupedQueryAttention(config)
+        self.ln_2 = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = SwiGLU(config.d_model, config.d_ff)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, cache, layer))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class Llama(DecoderLM, nn.Module):
+    """The Llama network: token ids ``(B, T)`` to next-token logits ``(B, T, vocab_size)``.
+
+    Args:
+        config: The network's shape.
+    """
+
+    family = "llama"
+    config_class = LlamaConfig
+    heads: tuple[str, ...] = ()  # the output head is part of the language model, never fresh
+    poolings = ("last", "mean")
+    state_layers = None
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.state_width, self.max_positions = config.d_model, config.max_seq_len
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.rotary = RotaryEmbedding(config.head_dim, config.max_seq_len, config.rope_base, config.rope_scaling)
+        self.blocks = nn.ModuleList(LlamaBlock(config) for _ in range(config.n_layer))
+        self.ln_f = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.apply(init_weights)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        # as GPT-2: residual projections scaled by 1/sqrt(2 * n_layer), the stream's variance flat in depth
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.o.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final-RMSNorm states ``(B, T, C)`` that the output head reads (causal).
+
+        Args:
+            input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
+            cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
+        """
+        B, T = input_ids.shape
+        start = len(cache) if cache is not None else 0
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"Sequence of {start + T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
+        cos, sin = self.rotary(T, start)  # (T, D) each: the angles of positions start .. start + T - 1
+        x = self.drop(self.wte(input_ids))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, layer)
+        return self.ln_f(x)
+
+    def grow_vocab(self, embeddings: torch.Tensor) -> None:
+        """Replace the token embedding by ``embeddings``, which has more rows: new tokens (an
+        untied head grows too, its new rows the new embeddings)."""
+        old_head = self.lm_head.weight.detach()
+        self.wte = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=False)
+        self.lm_head = nn.Linear(self.config.d_model, embeddings.shape[0], bias=False)
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        else:
+            with torch.no_grad():
+                self.lm_head.weight.copy_(torch.cat([old_head, embeddings[old_head.shape[0]:]], 0))
+        self.config.vocab_size = embeddings.shape[0]
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Number of parameters, a tied embedding counted once.
+
+        Args:
+            non_embedding: Leave out the token embedding (kept when it is the output head too).
+        """
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wte.weight.numel() if non_embedding and not self.config.tie_embeddings else n
