@@ -96,10 +96,7 @@ class GPT(DecoderLM, nn.Module):
             input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
             cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
         """
-        B, T = input_ids.shape
-        start = len(cache) if cache is not None else 0
-        if start + T > self.config.max_seq_len:
-            raise ValueError(f"Sequence of {start + T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
+        start, T = self.span(input_ids, cache)
         pos = torch.arange(start, start + T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.blocks):

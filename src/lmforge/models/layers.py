@@ -272,6 +272,14 @@ class DecoderLM:
         """An empty key/value cache for :meth:`forward` (one per sequence being generated)."""
         return KVCache(len(self.blocks))
 
+    def span(self, input_ids: torch.Tensor, cache: KVCache | None) -> tuple[int, int]:
+        """``(start, T)``: the positions of ``input_ids`` ``(B, T)`` after the cached ones, checked
+        against ``max_seq_len``."""
+        start, T = (len(cache) if cache is not None else 0), input_ids.size(1)
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"Sequence of {start + T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
+        return start, T
+
     def token_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:

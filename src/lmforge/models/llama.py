@@ -191,10 +191,7 @@ class Llama(DecoderLM, nn.Module):
             input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
             cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
         """
-        B, T = input_ids.shape
-        start = len(cache) if cache is not None else 0
-        if start + T > self.config.max_seq_len:
-            raise ValueError(f"Sequence of {start + T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
+        start, T = self.span(input_ids, cache)
         cos, sin = self.rotary(T, start)  # (T, D) each: the angles of positions start .. start + T - 1
         x = self.drop(self.wte(input_ids))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
