@@ -1,8 +1,8 @@
-"""Training throughput and MFU of GPT-2 small and BERT-base on one CUDA GPU.
+"""Training throughput and MFU of GPT-2 small, BERT-base and a Llama block (SmolLM2-135M) on one CUDA GPU.
 
 A compute benchmark, prepared to run as it is on a CUDA machine::
 
-    python benchmarks/gpu.py                          # both models, ~2-4 minutes with compilation
+    python benchmarks/gpu.py                          # the three models, ~3-6 minutes with compilation
     python benchmarks/gpu.py --models gpt2 --batch_size 16 --grad_accum 4
     python benchmarks/gpu.py --lightning --json gpu.json   # also through lightning.Trainer
     python benchmarks/gpu.py --dry_run                # CPU, tiny shapes, seconds (what the test runs)
@@ -12,7 +12,9 @@ What is measured: training tokens/s of optimizer steps of lmforge's own modules 
 ``CausalLMTask`` (GPT-2 small: 12 layers, 12 heads, width 768, 1024 positions, vocabulary
 50304, nanoGPT's 50257 padded to a multiple of 64, dropout 0 as ``configs/gpt/small.yaml``)
 and a ``MaskedLMTask`` (BERT-base: 12 layers, 12 heads, width 768, 512 positions, vocabulary
-30528, BERT's 30522 padded to a multiple of 64, dropout 0.1 as ``configs/bert/base.yaml``).
+30528, BERT's 30522 padded to a multiple of 64, dropout 0.1 as ``configs/bert/base.yaml``)
+and a ``LlamaCausalLMTask`` (SmolLM2-135M as ``configs/llama/smollm2-135m.yaml``: 30 layers,
+9 query and 3 key/value heads, width 576, SwiGLU 1536, 2048 positions, vocabulary 49152).
 The loss is the tasks' own: ``CausalLMTask._loss`` (logits of every position, cross-entropy)
 and ``Bert.encode`` + ``MaskedLMTask._mlm`` (sparse prediction: the vocabulary projection of
 the masked positions only). Packed BERT blocks, as the MLM objective builds them without
@@ -99,7 +101,7 @@ from lmforge.callbacks import gpu_peak_flops, measure_cpu_peak_flops
 from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.gpt import GPTConfig
 from lmforge.objectives.masked_lm import IGNORE
-from lmforge.tasks import CausalLMTask, MaskedLMTask, OptimizerConfig, PretrainingTask
+from lmforge.tasks import CausalLMTask, LlamaCausalLMTask, MaskedLMTask, OptimizerConfig, PretrainingTask
 from lmforge.tasks.optim import param_groups, warmup_cosine
 from lmforge.tasks.masked_lm import run_flops_per_token
 
@@ -124,17 +126,19 @@ class ModelSpec:
     batch_size: int  # default micro-batch
     optimizer: OptimizerConfig
     target_mfu: float
+    extra: tuple[tuple[str, Any], ...] = ()  # the family's other config fields (Llama: kv heads, SwiGLU width ...)
+    dry_run_extra: tuple[tuple[str, Any], ...] = ()  # those fields at the dry run's tiny shape
 
-    def config(self, dropout: float | None) -> GPTConfig | BertConfig:
+    def config(self, dropout: float | None) -> Any:
         """The network's config; ``dropout`` overrides the model's own when not None."""
-        cls = GPTConfig if self.task is CausalLMTask else BertConfig
-        return cls(
+        return self.task.network.config_class(
             vocab_size=self.vocab_size,
             max_seq_len=self.seq_len,
             n_layer=self.n_layer,
             n_head=self.n_head,
             d_model=self.d_model,
             dropout=self.dropout if dropout is None else dropout,
+            **dict(self.extra),
         )
 
 
@@ -167,6 +171,24 @@ MODELS: dict[str, ModelSpec] = {
         batch_size=64,
         optimizer=OptimizerConfig(lr=1e-4, weight_decay=0.01, betas=(0.9, 0.999), warmup_steps=10000),
         target_mfu=0.45,
+    ),
+    # configs/llama/smollm2-135m.yaml: the Llama block (GQA, RoPE, SwiGLU, RMSNorm) at SmolLM2-135M's shape
+    "smollm2": ModelSpec(
+        name="smollm2",
+        title="SmolLM2-135M (Llama)",
+        task=LlamaCausalLMTask,
+        vocab_size=49152,
+        seq_len=2048,
+        n_layer=30,
+        n_head=9,
+        d_model=576,
+        dropout=0.0,
+        batch_size=16,
+        optimizer=OptimizerConfig(lr=3e-3, weight_decay=0.1, betas=(0.9, 0.95), warmup_steps=2000, min_lr_ratio=0.1),
+        # no published figure: our own target, below GPT-2 small's (width 576 gives smaller matmuls)
+        target_mfu=0.40,
+        extra=(("n_kv_head", 3), ("d_ff", 1536), ("rope_base", 100000.0), ("tie_embeddings", True)),
+        dry_run_extra=(("n_kv_head", 1), ("d_ff", 128), ("rope_base", 100000.0), ("tie_embeddings", True)),
     ),
 }
 DRY_RUN_SHAPE = {"vocab_size": 512, "seq_len": 64, "n_layer": 2, "n_head": 2, "d_model": 64, "batch_size": 2}
@@ -234,7 +256,7 @@ def make_batch(spec: ModelSpec, batch_size: int, generator: torch.Generator) -> 
     """A synthetic batch as the task's data would give it (on the CPU)."""
     shape = (batch_size, spec.seq_len)
     ids = torch.randint(spec.vocab_size, shape, generator=generator)
-    if spec.task is CausalLMTask:
+    if issubclass(spec.task, CausalLMTask):
         return {"input_ids": ids, "targets": torch.randint(spec.vocab_size, shape, generator=generator)}
     selected = torch.rand(shape, generator=generator) < MASK_PROB
     selected[:, 0] = selected[:, -1] = False  # [CLS] and [SEP] are never predicted
@@ -453,7 +475,7 @@ def build_spec(name: str, settings: Settings) -> ModelSpec:
     spec = MODELS[name]
     if settings.dry_run:
         spec = ModelSpec(**{**asdict(spec), **DRY_RUN_SHAPE, "title": f"{spec.title} (tiny)",
-                            "optimizer": spec.optimizer, "task": spec.task})
+                            "optimizer": spec.optimizer, "task": spec.task, "extra": spec.dry_run_extra})
     return spec
 
 
@@ -597,7 +619,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--models", default="gpt2,bert", help=f"comma-separated, of: {', '.join(MODELS)}")
+    parser.add_argument("--models", default="gpt2,bert,smollm2", help=f"comma-separated, of: {', '.join(MODELS)}")
     parser.add_argument("--dry_run", "--smoke", action="store_true",
                         help="CPU, tiny shapes, a few steps: checks the script (its figures are not meaningful)")
     parser.add_argument("--device", default=None, help="default: cuda, or cpu with --dry_run")

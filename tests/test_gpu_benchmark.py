@@ -38,7 +38,7 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cmd = [sys.executable, str(SCRIPT), "--dry_run", "--lightning", "--json", str(out)]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("GPT-2 small", "BERT-base", "MFU (net)", "MFU (run)", "dry run"):
+    for name in ("GPT-2 small", "BERT-base", "SmolLM2-135M (Llama)", "MFU (net)", "MFU (run)", "dry run"):
         assert name in result.stdout  # the table was printed
     return json.loads(out.read_text())
 
@@ -61,9 +61,9 @@ def test_help_lists_the_flags(capsys: pytest.CaptureFixture, monkeypatch: pytest
 
 
 @pytest.mark.slow
-def test_dry_run_reports_both_models(dry_run: dict) -> None:
+def test_dry_run_reports_every_model(dry_run: dict) -> None:
     assert dry_run["dry_run"] is True
-    assert set(dry_run["models"]) == {"gpt2", "bert"}
+    assert set(dry_run["models"]) == {"gpt2", "bert", "smollm2"}
     peak = dry_run["peak_flops"]
     assert peak is not None and math.isfinite(peak) and peak > 0  # the CPU's measured matmul rate
     settings = dry_run["settings"]
@@ -119,3 +119,17 @@ def test_bert_flops_are_the_networks_less_the_unrun_heads(dry_run: dict) -> None
     expected = flops - 6 * (1 - fraction) * (mlm_head + v * d) - 6 * pooler_nsp
     assert math.isclose(model["flops_per_token_run"], expected, rel_tol=1e-12)
     assert model["flops_per_token_run"] < flops
+
+
+def test_llama_flops_are_the_networks_and_it_trains(dry_run: dict) -> None:
+    from lmforge.models import Llama, LlamaConfig
+
+    model = dry_run["models"]["smollm2"]
+    shape = shape_of(model)
+    assert (shape["n_kv_head"], shape["d_ff"], shape["tie_embeddings"]) == (1, 128, True)  # the dry run's GQA shape
+    net = Llama(LlamaConfig(**shape))
+    assert model["flops_per_token"] == net.flops_per_token(TINY["seq_len"]) == model["flops_per_token_run"]
+    assert model["num_params"] == net.num_params()
+    raw, lightning = model["runs"]["raw"], model["runs"]["lightning"]
+    assert math.isclose(raw["loss_first"], lightning["loss_first"], rel_tol=1e-6)
+    assert raw["loss_last"] != raw["loss_first"]
