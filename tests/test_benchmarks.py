@@ -124,3 +124,12 @@ def test_downstream_helps(smoke: Smoke) -> None:
     for task in ("jnlpba", "sciie-rel"):
         assert len(summary["results"][task]["MiniLM + MLM on OHSUMED"]) == 1
     assert summary["results"]["mlm_checkpoint"].endswith("last.ckpt")
+
+
+def test_time_to_loss(smoke: Smoke) -> None:
+    # the GPT-2 recipe and the Llama block with Muon (compile: tests/tasks/test_compile.py)
+    out, summary = smoke("time_to_loss.py", "--recipes", "a,c")
+    assert set(summary["recipes"]) == {"a", "c"} and summary["seeds"] == 1
+    for recipe in summary["recipes"].values():
+        assert recipe["tokens"][0] > 0 and recipe["final_loss"][0] < 7.0  # trained: below a uniform guess over 2048
+    assert "to (a) final" in out and "(c) Llama block, Muon" in out  # the verdict's table
