@@ -91,6 +91,10 @@ def test_a_run_prints_progress_lines_and_none_of_the_noise(workdir: Path, capfd:
     # not a terminal: plain lines, steps of max_steps, loss and tokens/s
     lines = [line for line in out.splitlines() if line.startswith("step ")]
     assert lines and lines[-1].startswith("step 4/4 | train/loss ") and "tok/s" in lines[-1], out
+    # the line of a step comes after the validation due at it: the last one shows the final val/loss
+    events = EventAccumulator(str(workdir / "logs" / "noise" / "version_0"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert f"val/loss {events.Scalars('val/loss')[-1].value:.4g} |" in lines[-1], lines[-1]
     assert "Model: GPT, " in err and "FLOPs per token" in err
     assert re.search(r"best \(val/loss\): \S+best\.ckpt", err)
 

@@ -379,7 +379,8 @@ def progress_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 class ProgressLog(L.Callback):
     """Plain progress lines for output that is not a terminal (a file, a pipe, a scheduler's
     log) or when the progress bar is off: ``step 100/500 | loss 3.214 | val/loss 3.5 | tok/s
-    12,345 | 0:01:02 elapsed, ~0:04:08 left``, every ``every_n_steps`` optimizer steps.
+    12,345 | 0:01:02 elapsed, ~0:04:08 left``, every ``every_n_steps`` optimizer steps (after a
+    validation due at that step, so its loss is in the line).
 
     Args:
         every_n_steps: Steps between lines; 0 picks about 20 lines per run (at least every
@@ -391,6 +392,7 @@ class ProgressLog(L.Callback):
         self._start = 0.0
         self._first_step = 0
         self._last_printed = -1
+        self._due: int | None = None  # a step whose line waits for the validation due after it
 
     def _every(self, trainer: L.Trainer) -> int:
         if self.every_n_steps > 0:
@@ -405,14 +407,19 @@ class ProgressLog(L.Callback):
     ) -> None:
         step = trainer.global_step
         if step != self._last_printed and step % self._every(trainer) == 0:
-            self._print(trainer, step)
+            self._due = step  # printed when the next batch starts: after a validation due at this step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._due is not None:
+            self._print(trainer, self._due)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last_printed:
-            self._print(trainer, trainer.global_step)
+        step = self._due if self._due is not None else trainer.global_step
+        if step != self._last_printed:
+            self._print(trainer, step)
 
     def _print(self, trainer: L.Trainer, step: int) -> None:
-        self._last_printed = step
+        self._last_printed, self._due = step, None
         if not trainer.is_global_zero:
             return
         parts = [f"step {step}/{trainer.max_steps}" if trainer.max_steps > 0 else f"step {step}"]
