@@ -31,7 +31,10 @@ class SignalAtStep(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.progress_file:
-            Path(self.progress_file).write_text(str(trainer.global_step))
+            # written beside and renamed into place: a reader never sees the file empty
+            partial = Path(f"{self.progress_file}.partial")
+            partial.write_text(str(trainer.global_step))
+            os.replace(partial, self.progress_file)
         self.seen += 1
         if self.seen == self.batch and trainer.is_global_zero:
             os.kill(os.getpid(), getattr(signal, self.signal_name))

@@ -107,6 +107,12 @@ def test_signal_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path: Path,
     assert_same_run(uninterrupted[case], run)
 
 
+def step_reached(progress: Path) -> int:
+    """The step the run wrote to ``progress``, read once (-1 before the first write)."""
+    text = progress.read_text() if progress.exists() else ""
+    return int(text) if text.strip() else -1
+
+
 def test_sigterm_from_outside_then_resume_equals_the_uninterrupted_run(tmp_path: Path,
                                                                        uninterrupted: dict[str, Path]) -> None:
     """The test sends SIGTERM to the running ``lmforge fit`` once it has trained a few steps."""
@@ -115,7 +121,7 @@ def test_sigterm_from_outside_then_resume_equals_the_uninterrupted_run(tmp_path:
     process = fit(tmp_path, config, extra, "--trainer.callbacks+=signal_at_step.SignalAtStep",
                   f"--trainer.callbacks.progress_file={progress}", wait=False)
     deadline = time.monotonic() + 300
-    while not (progress.exists() and progress.read_text() and int(progress.read_text()) >= 2):
+    while step_reached(progress) < 2:
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
