@@ -2,7 +2,7 @@
 
 Each script's ``main`` runs with ``--smoke`` (what ``python benchmarks/<script>.py --smoke`` runs),
 in this process to spare each one the seconds of importing torch and Lightning again, at tiny
-shapes on the stand-ins of ``benchmarks/standins.py``: no network, no GPU, no ``../shared`` data.
+shapes on the stand-ins of ``benchmarks/standins.py``: no network, no GPU, no data outside the repository.
 (``prepare.py`` and ``real_weights.py`` still start their own subprocesses, as they measure
 them.) The speeds and scores they print mean nothing at that size and are not checked; that the
 run finishes, prints its report, and keeps the invariants a real run shows whatever the model
