@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                   "--data.val_fraction=0.05"],
                  a.domain_steps, 5e-4, run, "domain", a.seed, shape)
 
-    from lmforge.cli import fit_metrics
+    from lmforge.commands.lightning import fit_metrics
     from lmforge.evaluation import evaluate
 
     results = {}

@@ -520,7 +520,7 @@ def run_reference(split: Split, folder: Path, encoded: tuple, tok, order: list[l
 
 def continued_pretraining(folder: Path, corpus: Path, work: Path, a: argparse.Namespace) -> Path:
     """``lmforge fit`` of a ``MaskedLMTask`` from ``folder`` on ``corpus`` for ``--mlm-steps`` steps; its last.ckpt."""
-    from lmforge.cli import fit_metrics
+    from lmforge.commands.lightning import fit_metrics
 
     logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
               "init_args": {"save_dir": str(work), "name": "mlm", "default_hp_metric": False}}

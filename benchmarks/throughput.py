@@ -109,7 +109,7 @@ from transformers import BertConfig as HFBertConfig
 from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel, T5ForConditionalGeneration
 from transformers import T5Config as HFT5Config
 
-from lmforge.cli import LmforgeCLI
+from lmforge.commands.lightning import LmforgeCLI
 from lmforge.data import BundledCorpus, TokenizerSpec
 from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.elmo import Elmo, ElmoConfig

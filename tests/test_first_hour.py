@@ -310,7 +310,7 @@ def test_the_terminal_progress_bar_counts_optimizer_steps_of_max_steps(tmp_path:
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """In a terminal the rich bar shows ``Steps 3/3`` (not ``Epoch 0/-2`` over an epoch's batches)."""
     from lmforge.callbacks import ProgressBar
-    from lmforge.cli import LmforgeCLI
+    from lmforge.commands.lightning import LmforgeCLI
 
     monkeypatch.chdir(tmp_path)
     cli = LmforgeCLI(args=["fit", "-c", TINY, "--trainer.max_steps=3", "--trainer.accumulate_grad_batches=2",

@@ -85,7 +85,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walk_sees_the_imports_it_must() -> None:
     graph = internal(GRAPH)
-    assert "lmforge.start" in graph["lmforge.tasks.base"] and "lmforge.start.hf" in graph["lmforge.start.source"]
+    assert "lmforge.start" in graph["lmforge.tasks.base"] and "lmforge.start.hf" in graph["lmforge.start.starting_point"]
     assert "lmforge.tokenizer" in graph["lmforge.data.tokenizer"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

@@ -18,7 +18,7 @@ from lmforge.cli import main
 from lmforge.data import DataSource, LabeledText, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.evaluation import FineTuneTask
-from lmforge.start import connect, load_tokenizer, open_start
+from lmforge.start import RunStart, connect, load_tokenizer, open_start
 from lmforge.tasks import ContrastiveTask, MaskedLMTask
 from lmforge.tokenizer import Tokenizer
 
@@ -151,7 +151,8 @@ def save(task: L.LightningModule, path: Path) -> Path:
 
 
 def test_hf_prefix_and_plain_folder_are_the_same_source(folder: Path) -> None:
-    assert open_start(f"hf:{folder}") is open_start(str(folder))  # resolved and read once
+    run = RunStart()
+    assert run.open(f"hf:{folder}") is run.open(str(folder))  # one source: a run reads it once
     plain, prefixed = MaskedLMTask(init_from=str(folder)), MaskedLMTask(init_from=f"hf:{folder}")
     weights = prefixed.net.state_dict()
     assert all(torch.equal(v, weights[k]) for k, v in plain.net.state_dict().items() if not k.startswith("mlm_head"))

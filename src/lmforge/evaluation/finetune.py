@@ -166,18 +166,14 @@ class FineTuneTask(Task):
             raise UserError(f"mixup={mixup}: give the Beta distribution's alpha (> 0), or 0 to turn mixup off.")
         if warmup_ratio is not None and not 0.0 <= warmup_ratio < 1.0:
             raise UserError(f"warmup_ratio={warmup_ratio} must be in [0, 1).")
-        if isinstance(config, dict):
-            config = BertConfig(**config)
         if task_type is not None:
             self._check_task_type(task_type)
-        if init_from:
-            shape = self._start_from(init_from, None)  # any family; the weights' own dropout
-            net_class = self._start.network
-        elif network is not None:
-            net_class = import_class(network)
-            shape = net_class.config_class(**(network_config or {}))
-        else:
-            net_class, shape = Bert, config
+        # from scratch a BERT of `config`; a checkpoint names its network; init_from brings its own
+        # (any family, with the weights' own dropout)
+        net_class = import_class(network) if network is not None and not init_from else Bert
+        shape = net_class.config_class(**(network_config or {})) if network is not None else config
+        self.build_network(None if init_from else shape, init_from, net_class, weights=not random_init)
+        net_class = type(self.net)
         if pooling == "auto":
             pooling = net_class.poolings[0]
         if pooling not in (*net_class.poolings, "entity_start"):
@@ -187,13 +183,6 @@ class FineTuneTask(Task):
         self.ignore_label, self.threshold = ignore_label, threshold
         self._flops: tuple[float, float] | None = None  # forward FLOPs per token (a, b): a + b * length
         self.warmup_ratio, self.head_lr = warmup_ratio, head_lr
-        self.net = net_class(shape)
-        if random_init and self._start is not None:
-            # the baseline keeps the weights' non-learned buffers (ELMo's spelling table) only
-            start, self._start = self._start, None
-            learned = dict(self.net.named_parameters())
-            self.net.load_state_dict({k: v for k, v in start.state_dict().items() if k not in learned}, strict=False)
-        self._load_start()
         n_mix = self.net.state_layers
         self.scalar_mix = ScalarMix(n_mix) if n_mix else None
         if mode == "probe":

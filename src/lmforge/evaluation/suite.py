@@ -249,12 +249,3 @@ def _chosen_tasks(suite: str | None, recipe: list[str] | None, metric: str | Non
 def _default_metric(rows: list[dict]) -> str:
     logged = sorted({k for r in rows for k in r if k.startswith("val/")})
     return next((m for m in ("val/acc", "val/spearman") if m in logged), logged[0])
-
-
-def evaluate_command(argv: list[str], fit: Fit) -> None:
-    """``lmforge evaluate --suite configs/eval/x.yaml --starts '[a.ckpt, b.ckpt]' ...``; every run goes through ``fit``."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(prog="lmforge evaluate", description=evaluate.__doc__.splitlines()[0])
-    parser.add_function_arguments(evaluate, as_positional=False, skip={"fit"})
-    evaluate(**parser.parse_args(argv).as_dict(), fit=fit)

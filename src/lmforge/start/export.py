@@ -7,7 +7,7 @@ from typing import Literal
 
 from lmforge.errors import UserError
 from lmforge.start.hf import export_hf
-from lmforge.start.source import open_start
+from lmforge.start.starting_point import open_start
 
 
 Kind = Literal["bert", "roberta", "llama", "mistral", "qwen2"]
@@ -32,10 +32,3 @@ def export(ckpt_path: str, to: str, kind: Kind | None = None) -> None:
     out = export_hf(start.network, start.config, start.state_dict(), start.tokenizer, Path(to), kind)
     print(f"Exported {start.family} weights of {ckpt_path} to {out} (config.json, model.safetensors"
           f"{', tokenizer.json' if start.tokenizer is not None else ''}).")
-
-
-def export_command(argv: list[str]) -> None:
-    """``lmforge export --ckpt_path X --to DIR``"""
-    from jsonargparse import CLI
-
-    CLI(export, args=argv, prog="lmforge export", as_positional=False)

@@ -1,10 +1,10 @@
-"""The hand-offs between a task and its data module, explicit and in one place.
+"""Where one run starts, resolved once, and the hand-overs between its task and data module.
 
-The task owns the objective (how token blocks become examples) and, when it starts from
-weights, the tokenizer they were trained with; the data module owns the corpus and, on a
-fresh run, trains the tokenizer. :func:`connect` gives each side what it needs of the other,
-so neither looks anything up through the trainer. The command line calls it after
-instantiating both; in Python, call it before ``trainer.fit``.
+A command resolves its run's :class:`RunStart` once (the checkpoint it resumes, the weights it
+starts from, the tokenizer it was given), then hands each piece down: the opened weights to the
+task, the run's tokenizer to the data module (:meth:`RunStart.hand_tokenizer`) and the same
+tokenizer to the task with the objective to the data (:func:`connect`). In Python, without a
+command, call :func:`connect` before ``trainer.fit``: it decides the tokenizer the same way.
 """
 
 from __future__ import annotations
@@ -12,53 +12,86 @@ from __future__ import annotations
 from typing import Any
 
 from lmforge.errors import UserError
-from lmforge.start.source import load_tokenizer, open_start
+from lmforge.start.starting_point import Start, identity, load_tokenizer, open_start
 from lmforge.tokenizer import Tokenizer
 
 
-def run_tokenizer(ckpt_path: str | None = None, init_from: str | None = None,
-                  tokenizer_path: str | None = None) -> Tokenizer | None:
-    """The tokenizer a run uses unless its data module trains one: the data's explicit
-    ``tokenizer.path`` (a ``tokenizer.json``, a checkpoint, a model folder or ``hf:<id>``), else
-    the resumed checkpoint's, else the ``init_from`` weights'; ``None`` for a fresh run.
+class RunStart:
+    """The sources of one run, each opened once, and the tokenizer they decide.
 
     Args:
-        ckpt_path: The checkpoint the run resumes, if any.
-        init_from: The weights the run starts from, if any.
-        tokenizer_path: The data's ``tokenizer.path``, if set.
+        ckpt_path: The checkpoint the run resumes (``--ckpt_path``; ``predict`` reads it too).
+        init_from: The weights a new run starts from (``--model.init_from``).
+        tokenizer_path: The data's explicit ``tokenizer.path``: a ``tokenizer.json``, a checkpoint,
+            a model folder or ``hf:<id>``.
+        opened: Sources the command already opened for this run (the checkpoint whose task it
+            read before parsing), by :func:`~lmforge.start.starting_point.identity`.
     """
-    if tokenizer_path:
-        return load_tokenizer(tokenizer_path)
-    source = ckpt_path or init_from
-    return open_start(source).tokenizer if source else None
+
+    def __init__(self, ckpt_path: str | None = None, init_from: str | None = None,
+                 tokenizer_path: str | None = None, opened: dict[tuple, Start] | None = None):
+        self._opened = dict(opened or {})
+        self.resume = self.open(ckpt_path) if ckpt_path else None
+        self.weights = self.open(init_from) if init_from else None
+        self.tokenizer_path = tokenizer_path or None
+        self.tokenizer = self._decide_tokenizer()
+
+    def open(self, source: str) -> Start:
+        """``source`` opened once for this run (the same :class:`Start` when asked again)."""
+        key = identity(source)
+        if key not in self._opened:
+            self._opened[key] = open_start(source)
+        return self._opened[key]
+
+    def _decide_tokenizer(self) -> Tokenizer | None:
+        """The explicit tokenizer, else the resumed checkpoint's, else the weights'; ``None``: the
+        data module trains one on its corpus."""
+        if self.tokenizer_path:
+            is_ckpt = self.tokenizer_path.endswith(".ckpt")
+            return load_tokenizer(self.tokenizer_path, self.open(self.tokenizer_path) if is_ckpt else None)
+        start = self.resume or self.weights
+        return start.tokenizer if start is not None else None
+
+    def hand_tokenizer(self, data: Any) -> Tokenizer:
+        """Give ``data`` the run's tokenizer, once: the one decided here (with the tokens the data
+        marks its texts with), or, on a fresh run, the one the data module trains."""
+        if self.tokenizer is None and self.resume is None and self.weights is not None:
+            raise UserError(f"init_from '{self.weights.source}' carries no tokenizer (no tokenizer.json or vocab.txt): "
+                            "give the tokenizer its weights were trained with as `data.tokenizer.path`.")
+        self.tokenizer = with_added_tokens(self.tokenizer or data.tokenizer, data)
+        data.tokenizer = self.tokenizer
+        return self.tokenizer
+
+
+def with_added_tokens(tokenizer: Tokenizer, data: Any) -> Tokenizer:
+    """``tokenizer`` with the tokens ``data`` marks its texts with (entity markers) as special
+    tokens; the task's embeddings grow to match, as for domain words."""
+    return tokenizer.with_special_tokens(getattr(data, "added_tokens", ()))
 
 
 def connect(task: Any, data: Any, tokenizer: Tokenizer | None = None) -> Tokenizer | None:
-    """Hand over between ``task`` and ``data``: one tokenizer to both, the task's objective to
-    the data (bound to the tokenizer now, so a tokenizer without the special tokens the
-    objective needs is refused before anything is written), and the data's shape (sequence
+    """Hand over between ``task`` and ``data``: the run's tokenizer to the task, the task's
+    objective to the data (bound to the tokenizer now, so a tokenizer without the special tokens
+    the objective needs is refused before anything is written), and the data's shape (sequence
     length, labels) to the task. Returns the run's tokenizer.
 
     Args:
         task: An lmforge task (``lmforge.tasks``, ``lmforge.evaluation.FineTuneTask``).
         data: Its data module; ``None`` (predict from a checkpoint) hands nothing over.
-        tokenizer: The run's tokenizer if already known (:func:`run_tokenizer`); else the data's
-            explicit ``tokenizer.path``, the task's weights' tokenizer, or the data's trained one.
+        tokenizer: The run's tokenizer, already handed to ``data`` (:meth:`RunStart.hand_tokenizer`);
+            ``None`` in Python use: decided here as a command decides it (the data's explicit
+            ``tokenizer.path``, else the task's weights' tokenizer, else the data's trained one).
     """
     if data is None:
         return task.tokenizer
     spec_path = getattr(getattr(data, "tokenizer_spec", None), "path", None)
-    if tokenizer is None and spec_path:
-        tokenizer = load_tokenizer(spec_path)
-    if tokenizer is None and task.tokenizer is None and task.start_source is not None:
-        raise UserError(f"init_from '{task.start_source}' carries no tokenizer (no tokenizer.json or vocab.txt): give "
-                        "the tokenizer its weights were trained with as `data.tokenizer.path`.")
-    # (a fresh run: the data module trains one on its corpus)
-    tokenizer = tokenizer or task.tokenizer or data.tokenizer
-    # tokens the data marks its texts with (entity markers) are the run's special tokens; the
-    # task's embeddings grow to match, as for domain words
-    tokenizer = tokenizer.with_special_tokens(getattr(data, "added_tokens", ()))
-    data.tokenizer = tokenizer
+    if tokenizer is None:
+        run = RunStart(tokenizer_path=spec_path)
+        if run.tokenizer is None and task.start_source is not None and task.tokenizer is None:
+            raise UserError(f"init_from '{task.start_source}' carries no tokenizer (no tokenizer.json or "
+                            "vocab.txt): give the tokenizer its weights were trained with as `data.tokenizer.path`.")
+        run.tokenizer = run.tokenizer or task.tokenizer  # the weights' (or a loaded checkpoint's) own
+        tokenizer = run.hand_tokenizer(data)
     task.use_tokenizer(tokenizer)
     objective = getattr(task, "objective", None)
     if objective is not None and hasattr(data, "objective"):

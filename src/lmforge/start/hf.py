@@ -1,6 +1,6 @@
 """Hugging Face interop: read a ``transformers`` model folder (or hub id) into our networks,
 and write ours as a folder ``transformers`` loads with identical logits. Used through
-:mod:`lmforge.start.source` (reading) and :mod:`lmforge.start.export` (writing).
+:mod:`lmforge.start.starting_point` (reading) and :mod:`lmforge.start.export` (writing).
 
 One table per architecture lists each of our parameters with the Hugging Face tensor(s) it
 corresponds to and how (``copy``; ``t``: GPT-2's ``Conv1D`` stores ``(in, out)``; ``qkv``:

@@ -48,8 +48,8 @@ def class_path(cls: type) -> str:
 
 class Task(L.LightningModule):
     """Base of every lmforge task. A subclass declares its ``network`` (a class of
-    :mod:`lmforge.models`, which names its family and config class), builds ``self.net``, and
-    calls :meth:`_start_from` before and :meth:`_load_start` after building it.
+    :mod:`lmforge.models`, which names its family and config class) and gets ``self.net`` from
+    :meth:`build_network`, which also loads the weights it starts from.
 
     The tokenizer is handed over (:meth:`use_tokenizer`, by :func:`lmforge.start.connect`), never
     looked up through the trainer.
@@ -67,7 +67,6 @@ class Task(L.LightningModule):
         self.compile_network = compile  # not self.compile: that is nn.Module's method
         self.optim = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         self.tokenizer: Tokenizer | None = None
-        self._start: Start | None = None  # the init_from weights, until the network has them
         self._start_tokenizer: Tokenizer | None = None  # the tokenizer that came with them
         self.start_source: str | None = None  # where the weights came from, for messages
         self._train_rng = TrainingRNG()
@@ -82,26 +81,47 @@ class Task(L.LightningModule):
         """The heads of the network (``network.heads``) that this task's loss trains."""
         return set(type(self.net).heads)
 
-    def _start_from(self, init_from: str | None, config: Any, **shape: Any) -> Any:
-        """The config to build the network with: ``config`` itself, or with ``init_from`` the
-        shape of those weights (``dropout`` and the ``shape`` overrides still from here; with
-        ``config=None`` the weights' dropout too).
+    def build_network(self, config: Any, init_from: str | Start | None = None,
+                      network: type[nn.Module] | None = None, weights: bool = True, **shape: Any) -> nn.Module:
+        """Build ``self.net`` and put the start's weights into it: the one way every task gets its network.
 
-        The run's hyper-parameters then record that shape and no ``init_from``
-        (:meth:`_record_start`), so its own checkpoints never depend on the source. Call
-        :meth:`_load_start` once ``self.net`` exists.
+        Without ``init_from`` the network is ``network`` (default: the task's declared
+        ``network``) of shape ``config``. With it, the network and its shape are the weights'
+        (``dropout`` and the ``shape`` overrides still from ``config``; with ``config=None`` the
+        weights' dropout too), the tokenizer is theirs, and the run's hyper-parameters record that
+        shape and no ``init_from`` (:meth:`_record_start`), so its own checkpoints never depend on
+        the source. Heads the source lacks start fresh (one log line names them).
+
+        Args:
+            config: The network's config, or its dict (a checkpoint's hyper-parameters).
+            init_from: The weights: a source to open (``.ckpt``, model folder, ``hf:<id>``), or the
+                :class:`~lmforge.start.Start` the command already opened for this run.
+            network: The network class when the task declares none (fine-tuning any family).
+            weights: False keeps the source's architecture but not its learned weights (only its
+                non-learned buffers, e.g. ELMo's spelling table): the random-initialisation baseline.
+            shape: Config fields set on the weights' shape (``nsp_head=True``).
         """
-        if not init_from:
-            return config
-        start = open_start(init_from)
-        self._start = start.require(self.network, type(self).__name__) if self.network is not None else start
-        if config is not None:
-            shape = {"dropout": config.dropout, **shape}
-        config = dataclasses.replace(start.config, **shape)
-        self._record_start(start, config)
-        self.tokenizer = self._start_tokenizer = start.tokenizer
-        self.start_source = start.source
-        return config
+        network = network or self.network
+        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
+            config = network.config_class(**config)
+        start = None
+        if init_from:
+            start = init_from if isinstance(init_from, Start) else open_start(init_from)
+            if self.network is not None:
+                start.require(self.network, type(self).__name__)
+            network = start.network
+            if config is not None:
+                shape = {"dropout": config.dropout, **shape}
+            config = dataclasses.replace(start.config, **shape)
+            self._record_start(start, config)
+            self.tokenizer = self._start_tokenizer = start.tokenizer
+            self.start_source = start.source
+        self.net = network(config)
+        if start is not None and weights:
+            start.load_into(self.net, self.trained_heads(), type(self).__name__)
+        elif start is not None:
+            start.load_buffers(self.net)
+        return self.net
 
     def _record_start(self, start: Start, config: Any) -> None:
         """Record the network's shape in the hyper-parameters in place of ``init_from``."""
@@ -111,12 +131,6 @@ class Task(L.LightningModule):
     def _record_config(self, config: Any) -> None:
         """Record the network's shape in the hyper-parameters, so checkpoints rebuild it."""
         self.hparams["config"] = dataclasses.asdict(config)
-
-    def _load_start(self) -> None:
-        """Put the ``init_from`` weights into ``self.net`` (see :meth:`lmforge.start.Start.load_into`)."""
-        start, self._start = self._start, None
-        if start is not None:
-            start.load_into(self.net, self.trained_heads(), type(self).__name__)
 
     # -- what the data side hands over (lmforge.start.connect) -------------------------------
     def use_tokenizer(self, tokenizer: Tokenizer) -> None:
@@ -227,12 +241,13 @@ class Task(L.LightningModule):
         if stored.get("tokenizer") is None:
             return
         ckpt_tokenizer = Tokenizer.from_str(stored["tokenizer"])
-        if self.tokenizer is not None and self.tokenizer.fingerprint != ckpt_tokenizer.fingerprint:
+        if self.tokenizer is None:  # loaded without a run (load_from_checkpoint): the checkpoint's own
+            self.tokenizer = ckpt_tokenizer
+        elif self.tokenizer.fingerprint != ckpt_tokenizer.fingerprint:
             raise UserError(
                 f"The data's tokenizer ({self.tokenizer.fingerprint}) is not the checkpoint's "
                 f"({ckpt_tokenizer.fingerprint}): drop `data.tokenizer.path` to use the checkpoint's."
             )
-        self.tokenizer = ckpt_tokenizer
 
     # -- optimization ---------------------------------------------------------------------
     def configure_gradient_clipping(

@@ -62,11 +62,7 @@ class CausalLMTask(PretrainingTask):
         self.temperature = temperature
         self.top_k = top_k
         self.generation_seed = generation_seed
-        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = self.network.config_class(**config)
-        config = self._start_from(init_from, config)
-        self.net = self.network(config)
-        self._load_start()
+        self.build_network(config, init_from)
         self.objective = CausalLM()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

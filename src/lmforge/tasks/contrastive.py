@@ -83,11 +83,7 @@ class ContrastiveTask(PretrainingTask):
     ):
         super().__init__(optimizer, compile)
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out"])
-        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = BertConfig(**config)
-        config = self._start_from(init_from, config)
-        self.net = self.network(config)
-        self._load_start()
+        self.build_network(config, init_from)
         self.objective = SentenceViews()
         self.pooling = pooling
         self.temperature = temperature

@@ -141,15 +141,11 @@ class ElmoTask(PretrainingTask):
         super().__init__(optimizer, compile)
         # what predict writes is per call, not part of the model
         self._store_hparams(ignore=["prompts", "prompt_file", "embeddings_out", "mix_weights", "mix_gamma"])
-        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = ElmoConfig(**config)
-        config = self._start_from(init_from, config)
         if sampled_softmax is not None and sampled_softmax < 1:
             raise UserError(
                 f"sampled_softmax={sampled_softmax}: give a positive number of negatives, or null for the full softmax."
             )
-        self.net = self.network(config)
-        self._load_start()
+        config = self.build_network(config, init_from).config
         self.objective = BidirectionalLM()
         self.sampled_softmax = sampled_softmax
         self._set_prompts(prompts, prompt_file)

@@ -59,14 +59,11 @@ class MaskedLMTask(PretrainingTask):
     ):
         super().__init__(optimizer, compile)
         self._store_hparams(ignore=["prompts", "prompt_file", "top_k"])
-        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = BertConfig(**config)
-        config = self._start_from(init_from, config, **({"nsp_head": True} if nsp else {}))
-        if nsp and not config.nsp_head:
+        nsp_head = config.get("nsp_head") if isinstance(config, dict) else config.nsp_head
+        if nsp and not init_from and not nsp_head:
             raise UserError("`nsp: true` needs the network's NSP head: set `config.nsp_head: true` (BERT).")
-        self.net = self.network(config)
         self.objective = MaskedLM(mask_prob=mask_prob, whole_word=whole_word, nsp=nsp, seed=masking_seed)
-        self._load_start()
+        self.build_network(config, init_from, **({"nsp_head": True} if nsp else {}))
         self._set_prompts(prompts, prompt_file)
         self.top_k = top_k
 

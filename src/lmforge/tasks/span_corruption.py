@@ -70,11 +70,7 @@ class SpanCorruptionTask(PretrainingTask):
     ):
         super().__init__(optimizer, compile)
         self._store_hparams(ignore=GENERATION_ARGS)
-        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = T5Config(**config)
-        config = self._start_from(init_from, config)
-        self.net = self.network(config)
-        self._load_start()
+        self.build_network(config, init_from)
         if noise == "t5":
             self.objective = SpanCorruption(noise_density or 0.15, mean_noise_span_length, seed=masking_seed)
         elif noise == "bart":

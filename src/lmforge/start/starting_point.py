@@ -3,14 +3,13 @@
 A source is an lmforge checkpoint (``.ckpt``), a ``transformers`` model folder
 (``save_pretrained``), ``hf:<folder>`` (the same), or ``hf:<hub id>`` (downloaded and cached).
 :func:`open_start` resolves it and reads its config and tokenizer; the weights are read when a
-task asks for them (:meth:`Start.state_dict`). The same source opened twice in a process (the
-command line and the task both ask) is the same :class:`Start`, so nothing is read twice.
+task asks for them (:meth:`Start.state_dict`). A command opens each of its run's sources once
+(:class:`lmforge.start.RunStart`) and hands the opened :class:`Start` down.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +79,12 @@ class Start:
         if said:
             rank_zero_info(f"init_from '{self.source}': {'; '.join(said)}.")
 
+    def load_buffers(self, net: nn.Module) -> None:
+        """Put only the source's non-learned tensors (buffers such as ELMo's spelling table) into
+        ``net``: the architecture without the training, for a random-initialisation baseline."""
+        learned = dict(net.named_parameters())
+        net.load_state_dict({k: v for k, v in self.state_dict().items() if k not in learned}, strict=False)
+
     def require(self, network: type[nn.Module], user: str) -> Start:
         """This start if it holds weights of ``network``, else one clear error (``user`` names the task)."""
         if self.network is not network:
@@ -88,28 +93,16 @@ class Start:
         return self
 
 
-_OPENED: OrderedDict[tuple, Start] = OrderedDict()  # the last few sources opened in this process
-_KEEP = 4
-
-
 def open_start(source: str) -> Start:
     """The :class:`Start` of an lmforge ``.ckpt``, a Hugging Face model folder, ``hf:<folder>`` or ``hf:<hub id>``.
 
     Args:
         source: The path or hub id.
     """
-    key = _identity(source)
-    if key in _OPENED:
-        _OPENED.move_to_end(key)
-        return _OPENED[key]
-    start = _open_hf(source) if key[0] == "hf" else _open_checkpoint(Path(source), source)
-    _OPENED[key] = start
-    while len(_OPENED) > _KEEP:
-        _OPENED.popitem(last=False)
-    return start
+    return _open_hf(source) if identity(source)[0] == "hf" else _open_checkpoint(Path(source), source)
 
 
-def _identity(source: str) -> tuple:
+def identity(source: str) -> tuple:
     """What makes two names of a source the same source (and a rewritten file another one)."""
     name = source[len("hf:"):] if source.startswith("hf:") else source
     path = Path(name)
@@ -183,11 +176,12 @@ def import_class(path: str) -> type:
         raise UserError(f"Class '{path}' cannot be imported ({err}): install the package that defines it.") from err
 
 
-def load_tokenizer(path: str) -> Tokenizer:
+def load_tokenizer(path: str, opened: Start | None = None) -> Tokenizer:
     """A tokenizer from a ``tokenizer.json``, an lmforge checkpoint, a Hugging Face folder or ``hf:<id>``.
 
     Args:
         path: Where it is.
+        opened: ``path`` already opened as a :class:`Start` (a checkpoint read once per run).
     """
     name = path[len("hf:"):] if path.startswith("hf:") else path
     if path.startswith("hf:") or Path(name).is_dir():
@@ -197,7 +191,7 @@ def load_tokenizer(path: str) -> Tokenizer:
             raise UserError(f"'{path}' has no tokenizer.json (or BERT vocab.txt): give the tokenizer as a tokenizer.json.")
         return tokenizer
     if Path(path).suffix == ".ckpt":
-        tokenizer = open_start(path).tokenizer
+        tokenizer = (opened or open_start(path)).tokenizer
         if tokenizer is None:
             raise UserError(f"Checkpoint '{path}' carries no tokenizer: give the tokenizer it was trained with.")
         return tokenizer

@@ -15,7 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lmforge.errors import UserError, UserInputWarning
-from lmforge.start.source import import_class
+from lmforge.start.starting_point import import_class
 
 # Lines Lightning prints that a user cannot act on (advertisements, accelerators absent here)
 _LIGHTNING_NOISE = ("💡 Tip", "TPU available", "HPU available", "IPU available",

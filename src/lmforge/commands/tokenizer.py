@@ -129,6 +129,6 @@ def coverage(
           f"{extended.vocab_size} tokens in all: {' '.join(words)}")
 
 
-def tokenizer_command(argv: list[str]) -> None:
+def tokenizer(argv: list[str]) -> None:
     """``lmforge tokenizer <train|coverage> ...``"""
     CLI({"train": train, "coverage": coverage}, args=argv, prog="lmforge tokenizer")
