@@ -7,6 +7,7 @@ sequence length) are linked into the model at instantiation.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import re
@@ -44,7 +45,7 @@ from lmforge.evaluation.sts import STSEvaluation
 from lmforge.messages import find_user_error, one_line_warnings, quiet_lightning, unknown_key_hint
 from lmforge.start import connect, open_start, run_tokenizer
 from lmforge.start.source import import_class
-from lmforge.tasks import Task
+from lmforge.tasks import OptimizerConfig, Task
 from lmforge.tokenizer import Tokenizer
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -207,6 +208,7 @@ class LmforgeCLI(LightningCLI):
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
+        check_optimizer(cfg)
         ckpt = cfg.get("ckpt_path") if subcommand else None
         if ckpt == "last":
             ckpt = cfg.ckpt_path = str(self._newest_checkpoint(cfg))
@@ -398,6 +400,19 @@ def fit_metrics(args: list[str]) -> dict[str, float]:
     """Run ``lmforge fit`` with ``args``; the metrics it logged last (what ``lmforge evaluate`` tabulates)."""
     cli = LmforgeCLI(args=["fit", *args])
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+
+
+def check_optimizer(cfg: Any) -> None:
+    """Refuse an out-of-range ``model.optimizer`` right after parsing, before a checkpoint is looked
+    for, a tokenizer trained or a run folder made (the model, which checks it too, comes after the data).
+
+    Args:
+        cfg: The parsed config of one subcommand (``fit``, ``validate``, ...).
+    """
+    optimizer = ((cfg.get("model") or {}).get("init_args") or {}).get("optimizer")
+    values = optimizer.as_dict() if hasattr(optimizer, "as_dict") else None
+    if values is not None and set(values) <= {f.name for f in dataclasses.fields(OptimizerConfig)}:
+        OptimizerConfig(**values)
 
 
 def _free_name(path: Path) -> Path:
