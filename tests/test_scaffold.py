@@ -22,9 +22,13 @@ from cookiecutter.exceptions import FailedHookException, OutputDirExistsExceptio
 from cookiecutter.generate import generate_files
 from cookiecutter.main import cookiecutter
 
-from conftest import ROOT
+import lmforge.models
+from conftest import CONFIGS, ROOT
 from lmforge.cli import main
-from lmforge.scaffold import template_dir
+from lmforge.scaffold import FAMILIES as FAMILY_CHOICES
+from lmforge.scaffold import family_context, template_dir
+from lmforge.start import import_class
+from lmforge.tasks import PretrainingTask
 
 CONTEXT = json.loads((ROOT / "cookiecutter.json").read_text(encoding="utf-8"))
 FAMILIES: list[str] = CONTEXT["family"]
@@ -52,6 +56,23 @@ def render(out: Path, template: Path = ROOT, **answers: object) -> Path:
 def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and "__pycache__" not in p.parts}
+
+
+def test_the_family_choices_are_one_table_offering_every_network_family() -> None:
+    """scaffold.FAMILIES is the one list: cookiecutter.json is generated from it and the configs
+    it names, it offers every network of lmforge.models, and every pretraining tiny config."""
+    assert FAMILIES == list(FAMILY_CHOICES)
+    assert CONTEXT["_families"] == family_context(ROOT), "cookiecutter.json is stale: run python -m lmforge.scaffold"
+    networks = {cls.family for cls in map(vars(lmforge.models).get, lmforge.models.__all__) if hasattr(cls, "family")}
+    tasks = {choice: import_class(yaml.safe_load((ROOT / family.config).read_text())["model"]["class_path"])
+             for choice, family in FAMILY_CHOICES.items()}
+    assert {task.network.family for task in tasks.values()} == networks
+    assert all(family.config == f"configs/{choice}/tiny.yaml" for choice, family in FAMILY_CHOICES.items())
+    pretraining = {path.parent.name for path in CONFIGS.glob("*/tiny.yaml")
+                   if issubclass(import_class(yaml.safe_load(path.read_text())["model"]["class_path"]), PretrainingTask)}
+    assert pretraining == set(FAMILY_CHOICES)
+    quickstart = yaml.safe_load((CONFIGS / "quickstart.yaml").read_text())["model"]["class_path"]
+    assert import_class(quickstart) in tasks.values()  # a project can start from the quick start's family
 
 
 def test_lmforge_runs_the_template_at_the_repository_root() -> None:
@@ -82,9 +103,14 @@ def test_every_family_and_corpus_renders_a_complete_project(family: str, corpus:
     config = yaml.safe_load(files["configs/pretrain.yaml"])
     assert config["model"]["class_path"] == f"{slug}.model.Task"
     assert config["data"]["class_path"] == f"{slug}.data.Corpus"
+    # the model options and the tokenizer are those of the family's tiny config (the vocabulary the corpus's)
+    tiny = yaml.safe_load((ROOT / FAMILY_CHOICES[family].config).read_text())
+    assert {**config["model"]["init_args"], "log_grad_norm": None} == {**tiny["model"]["init_args"], "log_grad_norm": None}
+    tokenizer = config["data"]["init_args"]["tokenizer"]
+    assert {**tokenizer, "vocab_size": None} == {**tiny["data"]["init_args"]["tokenizer"], "vocab_size": None}
 
 
-# configs that lmforge parses here; the projects below (installed, run) are the other six pairs
+# configs that lmforge parses here; the projects below (installed, run) are other pairs
 PARSED = [(family, CORPORA[(i + shift) % len(CORPORA)]) for i, family in enumerate(FAMILIES) for shift in (1,)]
 
 
@@ -134,7 +160,7 @@ def test_a_bad_slug_is_refused_and_nothing_is_written(slug: str, says: str, tmp_
 
 
 @pytest.mark.parametrize("answer, says", [
-    ({"family": "gpt5"}, "family 'gpt5' is unknown: choose one of gpt, bert, roberta, t5, elmo, contrastive."),
+    ({"family": "gpt5"}, f"family 'gpt5' is unknown: choose one of {', '.join(FAMILIES)}."),
     ({"corpus": "reddit"}, "corpus 'reddit' is unknown: choose one of bundled, local, wikipedia, fineweb, "),
     ({"python_version": "3.8"}, "python_version '3.8' is not supported"),
 ])
@@ -215,8 +241,8 @@ def test_the_wheel_carries_the_template_and_lmforge_new_renders_what_cookiecutte
 
 # every family and every corpus once; one project without the stubs
 PROJECTS = [
-    ("gpt", "bundled", True), ("bert", "pubmed", True), ("roberta", "wikipedia", False),
-    ("t5", "local", True), ("elmo", "bookcorpus", True), ("contrastive", "fineweb", True),
+    ("gpt", "bundled", True), ("llama", "local", True), ("bert", "pubmed", True), ("roberta", "wikipedia", False),
+    ("contrastive", "fineweb", True), ("t5", "bookcorpus", True), ("elmo", "bundled", True),
 ]
 
 

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import lmforge.data.downstream as downstream
@@ -119,6 +120,12 @@ def test_suite_of_two_tasks_from_two_starts_writes_runs_table_png_and_tensorboar
     assert {p: p.read_bytes() for p in out.glob("*.*")} == before and len(first_batches) == 8
 
 
+def _fake_checkpoints(folder: Path, *names: str) -> None:
+    """Files that pass the start check (an lmforge checkpoint's outline) for runs that FakeFit fakes."""
+    for name in names:
+        torch.save({"lmforge": {"model_config": {}}}, folder / name)
+
+
 class FakeFit:
     """Records the arguments of every run and returns made-up final metrics."""
 
@@ -130,7 +137,10 @@ class FakeFit:
         return {"val/acc": 0.5 + 0.1 * len(self.calls), "val/loss": 1.0, "train/loss": 2.0}
 
 
-def test_recipe_is_the_one_task_suite_with_the_random_baseline_first(tmp_path: Path) -> None:
+def test_recipe_is_the_one_task_suite_with_the_random_baseline_first(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _fake_checkpoints(tmp_path, "a.ckpt")
     fit = FakeFit()
     evaluate(["a.ckpt", "hf:org/b"], recipe=[str(FINETUNE)], seeds=2, out=str(tmp_path / "out"),
              overrides=["--trainer.max_steps=7"], fit=fit)
@@ -149,7 +159,9 @@ def test_recipe_is_the_one_task_suite_with_the_random_baseline_first(tmp_path: P
     assert (tmp_path / "out" / "summary.md").read_text().splitlines()[0] == "| task | metric | random init | a | org_b |"
 
 
-def test_suite_args_follow_the_recipe_and_fill_data_dir(tmp_path: Path) -> None:
+def test_suite_args_follow_the_recipe_and_fill_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _fake_checkpoints(tmp_path, "a.ckpt")
     suite = _suite(tmp_path)
     fit = FakeFit()
     evaluate(["a.ckpt"], suite=str(suite), tasks=["sentiment-short"], data_dir=str(tmp_path / "data"), seeds=1,
@@ -214,6 +226,32 @@ def test_refusals_come_before_any_run(tmp_path: Path, case: str, message: str) -
         assert (tmp_path / "out" / "runs.csv").read_text() == "earlier results\n"
     else:
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["text file", "folder", "missing", "torn"])
+def test_a_start_no_run_can_use_is_refused_before_anything_is_written(case: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every start is checked before the results folder exists; the sentence says what --starts
+    takes and never names an option evaluate does not have (--ckpt_path)."""
+    from test_first_hour import files, refused
+
+    monkeypatch.chdir(tmp_path)
+    _fake_checkpoints(tmp_path, "good.ckpt")
+    start = {"text file": "notes.txt", "folder": "notes", "missing": "absent.ckpt", "torn": "torn.ckpt"}[case]
+    (tmp_path / "notes.txt").write_text("my notes about the runs\n")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("a folder of notes\n")
+    (tmp_path / "torn.ckpt").write_bytes((tmp_path / "good.ckpt").read_bytes()[:200])
+    before = files(tmp_path)
+    line = refused(capsys, "evaluate", "--recipe", f"[{FINETUNE}]", "--starts", f"[good.ckpt, {start}]")
+    said = {"text file": "'notes.txt' is neither an lmforge .ckpt nor a Hugging Face model folder: --starts takes",
+            "folder": "'notes' is a folder without config.json, not a Hugging Face model folder: --starts takes",
+            "missing": "Start 'absent.ckpt' does not exist: --starts takes",
+            "torn": "'torn.ckpt' is not a complete checkpoint"}[case]
+    assert line.startswith(f"lmforge: error: {said}"), line
+    assert "--ckpt_path" not in line
+    assert files(tmp_path) == before and not (tmp_path / "evaluation").exists()
 
 
 @pytest.mark.parametrize("suite", sorted((CONFIGS / "eval").glob("*.yaml")), ids=lambda p: p.name)

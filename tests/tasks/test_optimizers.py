@@ -106,3 +106,48 @@ def test_muon_is_refused_under_fsdp() -> None:
     task._trainer = SimpleNamespace(strategy=FSDPStrategy())
     with pytest.raises(UserError, match="ddp"):
         task.build_optimizer(task.net)
+
+
+@pytest.mark.parametrize("values, says", [
+    ({"lr": -3e-3}, "optimizer.lr=-0.003 is out of range: give a learning rate >= 0."),
+    ({"muon_lr": -0.02}, "optimizer.muon_lr=-0.02 is out of range"),
+    ({"lr": float("nan")}, "optimizer.lr=nan is out of range"),
+    ({"betas": (0.9, 1.0)}, "optimizer.betas=[0.9, 1.0] is out of range: give two numbers in [0, 1)"),
+    ({"betas": (0.9,)}, "optimizer.betas=[0.9] must be two numbers"),
+    ({"eps": 0.0}, "optimizer.eps=0.0 is out of range: give a small number > 0"),
+    ({"weight_decay": -0.1}, "optimizer.weight_decay=-0.1 is out of range"),
+    ({"muon_weight_decay": -1.0}, "optimizer.muon_weight_decay=-1.0 is out of range"),
+    ({"muon_momentum": 1.0}, "optimizer.muon_momentum=1.0 is out of range"),
+    ({"warmup_steps": -1}, "optimizer.warmup_steps=-1 is out of range"),
+    ({"decay_steps": 0}, "optimizer.decay_steps=0 is out of range"),
+    ({"min_lr_ratio": 1.5}, "optimizer.min_lr_ratio=1.5 is out of range: give a fraction of the peak in [0, 1]."),
+    ({"name": "sgd"}, "optimizer.name='sgd' is unknown: use adamw or muon."),
+])
+def test_an_out_of_range_optimizer_value_is_one_sentence_naming_its_key(values: dict, says: str) -> None:
+    with pytest.raises(UserError) as refused:
+        OptimizerConfig(**values)
+    assert str(refused.value).startswith(says)
+
+
+def test_the_edges_of_the_ranges_are_accepted() -> None:
+    """lr 0 freezes what it drives (used above for one side of muon); a floor of 0 or 1, no warmup."""
+    OptimizerConfig(lr=0.0, muon_lr=0.0, betas=(0.0, 0.999), weight_decay=0.0, warmup_steps=0, min_lr_ratio=0.0)
+    OptimizerConfig(min_lr_ratio=1.0, decay_steps=1)
+
+
+def test_a_negative_lr_is_refused_before_a_tokenizer_or_run_folder_exists(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked right after parsing: no tokenizer trained (an empty cache stays empty), no logs/,
+    no event file, exit status 2."""
+    from conftest import CONFIGS
+    from test_first_hour import files, refused
+
+    monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "notes.txt").write_text("kept\n")
+    before = files(work)
+    line = refused(capsys, "fit", "-c", str(CONFIGS / "gpt" / "tiny.yaml"), "--model.optimizer.lr=-3e-3")
+    assert line == "lmforge: error: optimizer.lr=-0.003 is out of range: give a learning rate >= 0."
+    assert files(work) == before and not (tmp_path / "cache").exists()

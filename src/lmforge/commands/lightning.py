@@ -11,6 +11,7 @@ task's objective (:func:`lmforge.start.connect`). Values known only once the dat
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
 from lmforge.start import RunStart, Start, connect, import_class, open_start
 from lmforge.start.starting_point import identity
-from lmforge.tasks import Task
+from lmforge.tasks import OptimizerConfig, Task
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="lmforge", default_hp_metric=False),
@@ -218,6 +219,7 @@ class LmforgeCLI(LightningCLI):
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
+        check_optimizer(cfg)
         ckpt = cfg.get("ckpt_path") if subcommand else None
         if ckpt == "last":
             ckpt = cfg.ckpt_path = str(newest_checkpoint(cfg))
@@ -311,6 +313,19 @@ def fit_metrics(args: list[str]) -> dict[str, float]:
     """Run ``lmforge fit`` with ``args``; the metrics it logged last (what ``lmforge evaluate`` tabulates)."""
     cli = LmforgeCLI(args=["fit", *args])
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+
+
+def check_optimizer(cfg: Any) -> None:
+    """Refuse an out-of-range ``model.optimizer`` right after parsing, before a checkpoint is looked
+    for, a tokenizer trained or a run folder made (the model, which checks it too, comes after the data).
+
+    Args:
+        cfg: The parsed config of one subcommand (``fit``, ``validate``, ...).
+    """
+    optimizer = ((cfg.get("model") or {}).get("init_args") or {}).get("optimizer")
+    values = optimizer.as_dict() if hasattr(optimizer, "as_dict") else None
+    if values is not None and set(values) <= {f.name for f in dataclasses.fields(OptimizerConfig)}:
+        OptimizerConfig(**values)
 
 
 class _HandOver(_InstantiatorFn):

@@ -44,6 +44,7 @@ import yaml
 
 from lmforge.errors import UserError
 from lmforge.evaluation.report import RESULT_FILES, write_runs, write_summary
+from lmforge.start.source import read_checkpoint
 
 RANDOM = "random init"
 PLACEHOLDER = "{data_dir}"
@@ -191,6 +192,22 @@ def evaluate(
         fit: Runs ``lmforge fit`` with the given arguments and returns its final metrics (the
             command line hands over its own).
     """
+    names = _start_labels(starts, labels, seeds, fit)
+    out_dir = Path(out)
+    _refuse_earlier_results(out_dir)
+    chosen = _chosen_tasks(suite, recipe, metric, tasks, data_dir)
+    for start in starts:
+        check_start(start)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused suite leaves no folder behind
+    plan = [(RANDOM, starts[0], True)] if random_baseline else []
+    plan += [(name, start, False) for name, start in zip(names, starts)]
+    rows = _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []))
+    _report(rows, chosen, out_dir)
+    return out_dir
+
+
+def _start_labels(starts: list[str], labels: list[str] | None, seeds: int, fit: Fit | None) -> list[str]:
+    """The starts' names in the table, once the arguments that need no file are checked."""
     if fit is None:
         raise UserError("evaluate needs a way to run `lmforge fit`: call it through `lmforge evaluate`.")
     if not starts:
@@ -201,21 +218,60 @@ def evaluate(
     if len(names) != len(starts) or len(set(names)) != len(names) or RANDOM in names:
         raise UserError(f"labels {names} must name each of the {len(starts)} starts once, other than "
                         f"'{RANDOM}': pass distinct --labels.")
-    out_dir = Path(out)
+    return names
+
+
+def _refuse_earlier_results(out_dir: Path) -> None:
+    """Nothing is overwritten: an ``out_dir`` holding results of an earlier suite is refused."""
     existing = [p for p in (*RESULT_FILES, "tensorboard") if (out_dir / p).exists()]
     if existing:
         raise UserError(f"'{out_dir}' already holds {', '.join(existing)}: choose another --out (nothing was run).")
-    chosen = _chosen_tasks(suite, recipe, metric, tasks, data_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plan = [(RANDOM, starts[0], True)] if random_baseline else []
-    plan += [(name, start, False) for name, start in zip(names, starts)]
+
+
+def check_start(start: str) -> None:
+    """Refuse a starting point that no run could start from, before the first run: a path that is
+    neither an lmforge checkpoint nor a Hugging Face model folder, or a damaged checkpoint. A hub
+    id (``hf:<id>`` that is no local folder) is downloaded, and checked, by its first run.
+
+    Args:
+        start: One of ``--starts``.
+    """
+    accepted = ("--starts takes .ckpt files written by `lmforge fit`, Hugging Face model folders (with "
+                "config.json) or hf:<model id>")
+    path = Path(start.removeprefix("hf:"))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"'{start}' is a folder without config.json, not a Hugging Face model folder: {accepted}.")
+    elif start.startswith("hf:"):
+        return
+    elif not path.is_file():
+        raise UserError(f"Start '{start}' does not exist: {accepted}.")
+    elif not _is_zip_archive(path):  # a torch checkpoint is a zip archive, also when cut short
+        raise UserError(f"'{start}' is neither an lmforge .ckpt nor a Hugging Face model folder: {accepted}.")
+    else:
+        read_checkpoint(path, resuming=False)
+
+
+def _is_zip_archive(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _run_plan(fit: Fit, chosen: list[SuiteTask], plan: list[tuple[str, str, bool]], seeds: int, out_dir: Path,
+              overrides: list[str]) -> list[dict]:
+    """Every (task, start, seed) run, in order; ``runs.csv`` rewritten after each. Returns its rows."""
     rows: list[dict] = []
     for task in chosen:
         for name, start, random_init in plan:
             for seed in range(seeds):
-                metrics = run_one(fit, task, start, seed, out_dir, file_name(name), random_init, list(overrides or []))
+                metrics = run_one(fit, task, start, seed, out_dir, file_name(name), random_init, overrides)
                 rows.append({"task": task.name, "start": name, "source": start, "seed": seed, **metrics})
                 write_runs(rows, out_dir)
+    return rows
+
+
+def _report(rows: list[dict], chosen: list[SuiteTask], out_dir: Path) -> None:
+    """Write and print the summary table; name each task whose metric no run logged."""
     reported = {t.name: t.metric or _default_metric([r for r in rows if r["task"] == t.name]) for t in chosen}
     table = write_summary(rows, reported, out_dir)
     print(table)
@@ -225,7 +281,6 @@ def evaluate(
             print(f"Task '{task}' logged no {name} (it logged {', '.join(logged)}): fix its metric.")
     print(f"Wrote {out_dir}/runs.csv, summary.md, summary.csv, summary.png and tensorboard/ "
           f"(tensorboard --logdir {out_dir / 'tensorboard'}).")
-    return out_dir
 
 
 def _chosen_tasks(suite: str | None, recipe: list[str] | None, metric: str | None, tasks: list[str] | None,

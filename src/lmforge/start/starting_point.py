@@ -129,11 +129,13 @@ def _open_hf(source: str) -> Start:
                  hf_model_type=kind)
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: Path, resuming: bool = True) -> dict[str, Any]:
     """An lmforge checkpoint's contents, memory-mapped (tensors are read from disk when used).
 
     Args:
         path: The ``.ckpt`` file.
+        resuming: The caller takes ``--ckpt_path`` (whose ``last`` finds the newest complete
+            checkpoint): a damaged file's message points there.
     """
     if not path.is_file():
         raise UserError(f"Checkpoint '{path}' does not exist: give the path of a .ckpt file.")
@@ -141,8 +143,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
         raise UserError(f"'{path}' is not a complete checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
-                        "its write was cut short or damaged; use another checkpoint (the run's best.ckpt, or "
-                        "`--ckpt_path last` to find the newest complete one).") from err
+                        "its write was cut short or damaged; use another checkpoint (the run's best.ckpt" +
+                        (", or `--ckpt_path last` to find the newest complete one)." if resuming else " or last.ckpt).")
+                        ) from err
     meta = ckpt.get("lmforge") if isinstance(ckpt, dict) else None
     if not meta or "model_config" not in meta:
         raise UserError(f"'{path}' is not an lmforge checkpoint (no model config inside): give a .ckpt written by "

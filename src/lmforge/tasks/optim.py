@@ -50,6 +50,41 @@ class OptimizerConfig:
     muon_nesterov: bool = True
     muon_weight_decay: float = 0.0
 
+    def __post_init__(self) -> None:
+        """Refuse a value no optimizer can use (one sentence naming the key), before any run
+        folder, tokenizer or data exists, not as a traceback from inside torch's optimizer."""
+        problem = self.problem()
+        if problem is not None:
+            raise UserError(problem)
+
+    def problem(self) -> str | None:
+        """What is wrong with these values, as one sentence naming the key; None when nothing is."""
+        betas = tuple(self.betas)
+        if self.name not in ("adamw", "muon"):
+            return f"optimizer.name={self.name!r} is unknown: use adamw or muon."
+        if len(betas) != 2:
+            return f"optimizer.betas={list(betas)} must be two numbers, e.g. [0.9, 0.95]."
+        # (key, value, allowed, the rule as said to the user); lr 0 is allowed: it freezes the
+        # parameters it drives (e.g. AdamW's side of muon, or a network whose head has head_lr)
+        rules = [
+            ("lr", self.lr, self.lr >= 0, "a learning rate >= 0"),
+            ("muon_lr", self.muon_lr, self.muon_lr >= 0, "a learning rate >= 0"),
+            ("betas", list(betas), all(0 <= b < 1 for b in betas), "two numbers in [0, 1), e.g. [0.9, 0.95]"),
+            ("eps", self.eps, self.eps > 0, "a small number > 0, e.g. 1e-8"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, "a number >= 0"),
+            ("muon_weight_decay", self.muon_weight_decay, self.muon_weight_decay >= 0, "a number >= 0"),
+            ("muon_momentum", self.muon_momentum, 0 <= self.muon_momentum < 1, "a number in [0, 1)"),
+            ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "a number of steps >= 0"),
+            ("decay_steps", self.decay_steps, self.decay_steps is None or self.decay_steps > 0,
+             "a number of steps > 0, or null for the end of training"),
+            ("min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a fraction of the peak in [0, 1]"),
+        ]
+        for key, value, allowed, rule in rules:
+            numbers = value if isinstance(value, list) else [value]
+            if not allowed or not all(v is None or math.isfinite(v) for v in numbers):
+                return f"optimizer.{key}={value} is out of range: give {rule}."
+        return None
+
 
 def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
     """The weights of the linear layers inside the network's transformer blocks (every network

@@ -1,6 +1,7 @@
 {%- set family = cookiecutter._families[cookiecutter.family] -%}
 {%- set layers = {
     "GPT": "`self.net.blocks[i]`",
+    "Llama": "`self.net.blocks[i]`",
     "Bert": "`self.net.blocks[i]`",
     "T5": "`self.net.encoder.blocks[i]` or `.decoder.blocks[i]`",
     "Elmo": "`self.net.char_cnn`, `self.net.forward_lm.layers[i]`",
@@ -47,7 +48,7 @@ class Task({{ family.task }}):
         # Change the training loss here, e.g. add an auxiliary term:
         #   loss = loss + 0.01 * my_regulariser(self.net)
         #   self.log("train/my_regulariser", ...)
-        # `batch` is what the objective made of the corpus: {{ "input_ids and targets" if cookiecutter.family == "gpt" else "see lmforge.objectives" }}.
+        # `batch` is what the objective made of the corpus: {{ "input_ids and targets" if cookiecutter.family in ["gpt", "llama"] else "see lmforge.objectives" }}.
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
