@@ -155,7 +155,7 @@ def test_a_bert_tokenizer_for_gpt_is_refused(gpt_run: Path, workdir: Path, capsy
     main(["tokenizer", "train", "--out", "bert.json", "--kind", "wordpiece", "--family", "bert",
           "--vocab_size", "300", "--max_documents", "20"])
     line = refused(capsys, "fit", "-c", TINY, "--data.tokenizer.path=bert.json", *SMALL)
-    assert "data.tokenizer.path 'bert.json'" in line and "[MASK]" in line and "family: gpt" in line
+    assert "data.tokenizer.path 'bert.json'" in line and "[MASK]" in line and "specials: gpt" in line
     assert not (tmp_path / "logs").exists()
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
+
+from jsonargparse import ArgumentParser
 
 from lmforge.errors import UserError
-from lmforge.start.hf import export_hf
+from lmforge.start.hf import ADAPTERS, export_hf, refuse_unknown_kind
 from lmforge.start.source import open_start
 
-
-Kind = Literal["bert", "roberta", "llama", "mistral", "qwen2"]
+Kind = Literal[tuple(ADAPTERS)]  # type: ignore[valid-type]  # the choices `--help` lists: the registry's keys
 
 
 def export(ckpt_path: str, to: str, kind: Kind | None = None) -> None:
@@ -21,21 +23,33 @@ def export(ckpt_path: str, to: str, kind: Kind | None = None) -> None:
     Args:
         ckpt_path: The lmforge ``.ckpt`` to export.
         to: The folder to write; it must not exist yet (or be empty).
-        kind: The transformers architecture. For a BERT-family network ``bert`` or ``roberta``
-            (default: ``roberta`` when positions are offset by 2 as RoBERTa's, else ``bert``); for
-            a Llama ``llama``, ``mistral`` or ``qwen2`` (default: ``qwen2`` with q/k/v biases, else ``llama``).
+        kind: The transformers architecture (HF ``model_type``); it must fit the checkpoint's
+            network. Default: ``gpt2`` for a GPT, ``t5`` for a T5; for a BERT ``roberta`` when
+            positions are offset by 2 as RoBERTa's, else ``bert``; for a Llama ``qwen2`` with q/k/v
+            biases, ``mistral`` with a sliding window, else ``llama``.
     """
     if Path(ckpt_path).suffix != ".ckpt":
         raise UserError(f"'{ckpt_path}' is not an lmforge .ckpt: export writes lmforge checkpoints as "
                         "transformers folders.")
+    refuse_unknown_kind(kind)  # before the checkpoint is read
     start = open_start(ckpt_path)
     out = export_hf(start.network, start.config, start.state_dict(), start.tokenizer, Path(to), kind)
     print(f"Exported {start.family} weights of {ckpt_path} to {out} (config.json, model.safetensors"
           f"{', tokenizer.json' if start.tokenizer is not None else ''}).")
 
 
+class _ExportParser(ArgumentParser):
+    """jsonargparse's parser, but an unknown ``--kind`` is one sentence naming the valid ones."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        given = re.search(r'Parser key "kind":.*Given value: (.*)', message, re.DOTALL)
+        if given is not None:
+            refuse_unknown_kind(given.group(1).strip())
+        super().error(message, ex)
+
+
 def export_command(argv: list[str]) -> None:
     """``lmforge export --ckpt_path X --to DIR``"""
     from jsonargparse import CLI
 
-    CLI(export, args=argv, prog="lmforge export", as_positional=False)
+    CLI(export, args=argv, prog="lmforge export", as_positional=False, parser_class=_ExportParser)
