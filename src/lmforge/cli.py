@@ -42,6 +42,7 @@ from lmforge.callbacks import (
 from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
 from lmforge.messages import find_user_error, one_line_warnings, quiet_lightning, unknown_key_hint
+from lmforge.renames import parser_kwargs
 from lmforge.start import connect, open_start, run_tokenizer
 from lmforge.start.source import import_class
 from lmforge.tasks import Task
@@ -88,6 +89,7 @@ class LmforgeCLI(LightningCLI):
             datamodule_class=None,  # any LightningDataModule, and optional: predict needs none
             save_config_callback=SafeSaveConfigCallback,
             parser_class=LmforgeParser,
+            parser_kwargs=parser_kwargs(self.subcommands()),  # a run's saved config.yaml is read with today's names
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=1234,
             args=args,
