@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     model += ["--model.config.dropout=0.1", "--model.config.nsp_head=false", "--model.nsp=false"]
     general = mlm(model, ["--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps(chosen)}",
                           "--data.txt_split=blank_line", "--data.val_fraction=0.02", "--data.tokenizer.kind=wordpiece",
-                          f"--data.tokenizer.vocab_size={shape['vocab']}", "--data.tokenizer.family=bert",
+                          f"--data.tokenizer.vocab_size={shape['vocab']}", "--data.tokenizer.specials=bert",
                           "--data.tokenizer.lowercase=true"],
                   a.general_steps, 1e-3, run, "general", a.seed, shape)
     domain = mlm([f"--model.init_from={general}", "--model.config.dropout=0.1"],

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                 "--model.optimizer.weight_decay=0.01", f"--model.optimizer.warmup_steps={a.mlm_warmup}",
                 *data, f"--data.seq_len={a.mlm_seq_len}", f"--data.batch_size={a.mlm_batch}",
                 "--data.tokenizer.kind=wordpiece", f"--data.tokenizer.vocab_size={a.vocab}",
-                "--data.tokenizer.family=bert", "--data.tokenizer.lowercase=true",
+                "--data.tokenizer.specials=bert", "--data.tokenizer.lowercase=true",
                 *common, f"--trainer.max_steps={a.mlm_steps}",
                 f"--trainer.val_check_interval={max(a.mlm_steps // 4, 1)}", "--trainer.limit_val_batches=20",
                 *logger_args(work, "mlm"),

@@ -299,7 +299,7 @@ def run_lmforge_fit(setup: Setup, total_steps: int, extra_args: dict[str, Any] |
         *corpus,
         "--data.tokenizer.path", spec.path,
         "--data.tokenizer.kind", spec.kind,
-        "--data.tokenizer.family", spec.family,
+        "--data.tokenizer.specials", spec.specials,
         "--data.tokenizer.vocab_size", str(spec.vocab_size),
         "--data.seq_len", str(shape.seq_len),
         "--data.batch_size", str(shape.batch_size),
@@ -495,7 +495,7 @@ FAMILIES = {
         title="GPT causal LM",
         task=CausalLMTask,
         objective=CausalLM,
-        tokenizer=TokenizerSpec(kind="byte_level_bpe", family="gpt"),
+        tokenizer=TokenizerSpec(kind="byte_level_bpe", specials="gpt"),
         variants=variants("(c) HF GPT2LMHeadModel (sdpa)", "c_hf_gpt2_sdpa", gpt_loop, hf_gpt2),
         targets={"a_over_b": 0.97, "a_over_c": 2.0},
     ),
@@ -504,7 +504,7 @@ FAMILIES = {
         title="BERT masked LM",
         task=MaskedLMTask,
         objective=MaskedLM,  # MaskedLMTask's defaults: mask_prob 0.15, single pieces, seed 0
-        tokenizer=TokenizerSpec(kind="wordpiece", family="bert"),
+        tokenizer=TokenizerSpec(kind="wordpiece", specials="bert"),
         variants=variants("(c) HF BertForMaskedLM (sdpa)", "c_hf_bert_sdpa", bert_loop, hf_bert),
         targets={"a_over_c": 1.5},
     ),
@@ -513,7 +513,7 @@ FAMILIES = {
         title="T5 span corruption",
         task=SpanCorruptionTask,
         objective=SpanCorruption,  # SpanCorruptionTask's defaults: density 0.15, mean span 3, seed 0
-        tokenizer=TokenizerSpec(kind="unigram", family="t5"),
+        tokenizer=TokenizerSpec(kind="unigram", specials="t5"),
         variants=variants("(c) HF T5ForConditionalGeneration (sdpa)", "c_hf_t5_sdpa", t5_loop, hf_t5),
         targets={"a_over_c": 1.2},
         model_args=lambda shape: shape.t5,
@@ -523,7 +523,7 @@ FAMILIES = {
         title="ELMo bidirectional LM (char CNN; (c): subword embeddings)",
         task=ElmoTask,
         objective=BidirectionalLM,
-        tokenizer=TokenizerSpec(kind="bpe", family="elmo"),
+        tokenizer=TokenizerSpec(kind="bpe", specials="elmo"),
         variants={
             "a": Variant("(a) lmforge fit, char CNN", "a_lmforge_fit", run_lmforge_fit),
             "b": Variant("(b) hand-written loop, char CNN", "b_pytorch_loop", functools.partial(run_loop, elmo_loop)),
@@ -598,7 +598,7 @@ def report(family: Family, shape: Shape, meas: Measurements, args: argparse.Name
     spec = family.tokenizer
     return {
         "task": f"lmforge.tasks.{family.task.__qualname__}",
-        "tokenizer": {"kind": spec.kind, "family": spec.family, "vocab_size": shape.vocab_size},
+        "tokenizer": {"kind": spec.kind, "specials": spec.specials, "vocab_size": shape.vocab_size},
         "shape": {"vocab_size": shape.vocab_size, **family.model_args(shape), "seq_len": shape.seq_len,
                   "batch_size": shape.batch_size, "max_documents": shape.max_documents, "dropout": 0.0,
                   "precision": "fp32"},

@@ -77,7 +77,7 @@ def fit_args(args: argparse.Namespace, recipe: str, seed: int, books: str, logs:
         sys.executable, "-m", "lmforge", "fit", "-c", str(ROOT / "configs" / "quickstart.yaml"),
         "--data=lmforge.data.TextCorpus", f"--data.source.paths={books}/*.txt", "--data.val_fraction=0.1",
         "--data.seq_len=128", "--data.batch_size=16", "--data.tokenizer.kind=byte_level_bpe",
-        "--data.tokenizer.vocab_size=2048", "--data.tokenizer.family=gpt",
+        "--data.tokenizer.vocab_size=2048", "--data.tokenizer.specials=gpt",
         *RECIPES[recipe],
         f"--model.optimizer.decay_steps={args.decay_steps}",
         f"--seed_everything={seed}", "--trainer.max_steps=-1", f"--trainer.max_time=00:00:{int(minutes):02d}:{int(seconds):02d}",

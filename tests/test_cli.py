@@ -195,7 +195,7 @@ def test_tokenizer_train_command_never_overwrites(tiny_corpus: Path, tmp_path: P
                                                   capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "tok" / "tokenizer.json"
     run_cli("tokenizer", "train", "--out", str(out), "--source.paths", str(tiny_corpus), "--kind", "wordpiece",
-            "--family", "bert", "--vocab_size", "200")
+            "--specials", "bert", "--vocab_size", "200")
     written = out.read_text()
     assert '"[MASK]"' in written and "WordPiece" in written
     with pytest.raises(SystemExit) as exit_info:
@@ -213,7 +213,7 @@ def test_tokenizer_train_warns_in_one_line_when_the_corpus_gives_fewer_tokens(ti
         warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
             warnings.formatwarning(message, category, filename, lineno, line))
         run_cli("tokenizer", "train", "--out", str(out), "--source.paths", str(tiny_corpus), "--kind", "wordpiece",
-                "--family", "bert", "--vocab_size", "30522")
+                "--specials", "bert", "--vocab_size", "30522")
     obtained = Tokenizer.from_file(str(out)).vocab_size
     assert obtained < 30522
     printed = capsys.readouterr()

@@ -152,10 +152,10 @@ def test_enable_checkpointing_false_is_honoured(tmp_path: Path, monkeypatch: pyt
 def test_a_bert_tokenizer_for_gpt_is_refused(gpt_run: Path, workdir: Path, capsys: pytest.CaptureFixture,
                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
-    main(["tokenizer", "train", "--out", "bert.json", "--kind", "wordpiece", "--family", "bert",
+    main(["tokenizer", "train", "--out", "bert.json", "--kind", "wordpiece", "--specials", "bert",
           "--vocab_size", "300", "--max_documents", "20"])
     line = refused(capsys, "fit", "-c", TINY, "--data.tokenizer.path=bert.json", *SMALL)
-    assert "data.tokenizer.path 'bert.json'" in line and "[MASK]" in line and "family: gpt" in line
+    assert "data.tokenizer.path 'bert.json'" in line and "[MASK]" in line and "specials: gpt" in line
     assert not (tmp_path / "logs").exists()
 
 

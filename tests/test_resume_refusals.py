@@ -58,7 +58,7 @@ def refused(run: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.Monkey
 def test_another_tokenizer_of_the_same_size_is_refused(run: Path, capsys: pytest.CaptureFixture,
                                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     texts = [doc.upper() for doc in bundled_documents()[:60]]  # other text, so other merges
-    other = train_tokenizer(texts, TokenizerSpec(kind="byte_level_bpe", vocab_size=1024, family="gpt"))
+    other = train_tokenizer(texts, TokenizerSpec(kind="byte_level_bpe", vocab_size=1024, specials="gpt"))
     assert other.vocab_size == Tokenizer.from_file(run / "logs/gpt-tiny/version_0/tokenizer.json").vocab_size
     other.save(tmp_path / "other.json")
     err = refused(run, capsys, monkeypatch, "--ckpt_path", "last", f"--data.tokenizer.path={tmp_path / 'other.json'}")

@@ -61,7 +61,7 @@ def family_context(root: Path) -> dict[str, dict[str, Any]]:
     Args:
         root: The repository (the folder of ``configs/``).
     """
-    from lmforge.start.source import import_class
+    from lmforge.start.starting_point import import_class
 
     context = {}
     for choice, family in FAMILIES.items():

@@ -30,12 +30,12 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def bert_tokenizer():
-    return train_tokenizer(WORDS * 3, TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200, min_frequency=1))
+    return train_tokenizer(WORDS * 3, TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=200, min_frequency=1))
 
 
 @pytest.fixture(scope="module")
 def gpt_tokenizer():
-    return train_tokenizer(WORDS * 3, TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=300))
+    return train_tokenizer(WORDS * 3, TokenizerSpec(kind="byte_level_bpe", specials="gpt", vocab_size=300))
 
 
 def attach(dm: LabeledText, tokenizer) -> LabeledText:

@@ -37,13 +37,13 @@ def write_space_io(path: Path) -> str:
 @pytest.fixture(scope="module")
 def wordpiece():
     texts = [" ".join(ws) for ws, _ in SENTENCES] * 4
-    return train_tokenizer(texts, TokenizerSpec(kind="wordpiece", family="bert", vocab_size=90, min_frequency=1))
+    return train_tokenizer(texts, TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=90, min_frequency=1))
 
 
 @pytest.fixture(scope="module")
 def bpe():
     texts = [" ".join(ws) for ws, _ in SENTENCES] * 4
-    return train_tokenizer(texts, TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=270))
+    return train_tokenizer(texts, TokenizerSpec(kind="byte_level_bpe", specials="gpt", vocab_size=270))
 
 
 def data(tmp_path: Path, tokenizer, **kwargs) -> TaggedText:

@@ -69,7 +69,7 @@ UNICODE = [
 
 
 def train(kind: str, family: str, vocab_size: int = VOCAB, **kwargs: object) -> Tokenizer:
-    spec = TokenizerSpec(kind=kind, family=family, vocab_size=vocab_size, **kwargs)  # type: ignore[arg-type]
+    spec = TokenizerSpec(kind=kind, specials=family, vocab_size=vocab_size, **kwargs)  # type: ignore[arg-type]
     return train_tokenizer(CORPUS, spec)
 
 
@@ -179,7 +179,7 @@ def test_cached_training_gives_every_process_the_same_tokenizer(
     # WordPiece and Unigram training in `tokenizers` is not deterministic (hash-map order),
     # so processes of one run must share one trained tokenizer through the cache
     monkeypatch.setenv("LMFORGE_CACHE_DIR", str(tmp_path))
-    spec = TokenizerSpec(kind=kind, family=family, vocab_size=VOCAB)
+    spec = TokenizerSpec(kind=kind, specials=family, vocab_size=VOCAB)
     first = train_tokenizer_cached(CORPUS, spec)
     assert len(list((tmp_path / "tokenizers").glob("*.json"))) == 1
     assert train_tokenizer_cached(CORPUS, spec).fingerprint == first.fingerprint
@@ -196,7 +196,7 @@ def test_cached_training_gives_every_process_the_same_tokenizer(
 ])
 def test_a_vocabulary_smaller_than_asked_for_is_one_warning(kind: str, family: str, hint: str) -> None:
     with pytest.warns(UserInputWarning) as record:
-        tok = train_tokenizer(CORPUS, TokenizerSpec(kind=kind, family=family, vocab_size=30522))
+        tok = train_tokenizer(CORPUS, TokenizerSpec(kind=kind, specials=family, vocab_size=30522))
     obtained = tok.vocab_size
     assert VOCAB < obtained < 30522
     assert [str(w.message) for w in record if w.category is UserInputWarning] == [
@@ -205,7 +205,7 @@ def test_a_vocabulary_smaller_than_asked_for_is_one_warning(kind: str, family: s
     ]
     with warnings.catch_warnings():  # a vocabulary of the size asked for: no warning
         warnings.simplefilter("error", UserInputWarning)
-        assert train_tokenizer(CORPUS, TokenizerSpec(kind=kind, family=family, vocab_size=VOCAB)).vocab_size == VOCAB
+        assert train_tokenizer(CORPUS, TokenizerSpec(kind=kind, specials=family, vocab_size=VOCAB)).vocab_size == VOCAB
 
 
 def test_a_run_s_tokenizer_warns_when_trained_and_not_when_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -318,7 +318,7 @@ def test_long_texts_encoded_in_pieces_give_the_ids_of_the_whole(kind: str, famil
     rng = random.Random(0)
     text = " ".join(rng.choice(words) for _ in range(3 * PIECE_CHARS // 5))
     assert len(text) > 2 * PIECE_CHARS and len(_pieces(text)) >= 2 and "".join(_pieces(text)) == text
-    tok = train_tokenizer([text[:5000]], TokenizerSpec(kind=kind, family=family, vocab_size=300, min_frequency=1))
+    tok = train_tokenizer([text[:5000]], TokenizerSpec(kind=kind, specials=family, vocab_size=300, min_frequency=1))
     whole = tok.backend.encode(text, add_special_tokens=False).ids
     assert tok.encode_batch(["short one", text]) == [tok.encode("short one"), whole]
     assert tok._pieces_exact is True

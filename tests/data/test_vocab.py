@@ -53,7 +53,7 @@ def char_level_tokenizer() -> Tokenizer:
     """Uncased WordPiece with single characters only: a word of n letters is n pieces, one with a
     character outside a-z is a single [UNK]."""
     letters = " ".join(c + c for c in string.ascii_lowercase)  # each letter as a start and as ##
-    return train_tokenizer([letters], TokenizerSpec(kind="wordpiece", family="bert", vocab_size=6, min_frequency=1,
+    return train_tokenizer([letters], TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=6, min_frequency=1,
                                                     lowercase=True))
 
 
@@ -71,10 +71,10 @@ EXACT_DOCS = [
 def tokenizers_by_kind() -> dict[str, Tokenizer]:
     """Tokenizers trained on general text only, so domain words come out in pieces."""
     specs = {
-        "bert-uncased": TokenizerSpec(kind="wordpiece", family="bert", vocab_size=180, min_frequency=1, lowercase=True),
-        "bert-cased": TokenizerSpec(kind="wordpiece", family="bert", vocab_size=180, min_frequency=1),
-        "gpt": TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=360, min_frequency=1),
-        "bpe": TokenizerSpec(kind="bpe", family="gpt", vocab_size=150, min_frequency=1),
+        "bert-uncased": TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=180, min_frequency=1, lowercase=True),
+        "bert-cased": TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=180, min_frequency=1),
+        "gpt": TokenizerSpec(kind="byte_level_bpe", specials="gpt", vocab_size=360, min_frequency=1),
+        "bpe": TokenizerSpec(kind="bpe", specials="gpt", vocab_size=150, min_frequency=1),
     }
     return {name: train_tokenizer(GENERAL, spec) for name, spec in specs.items()}
 
@@ -234,7 +234,7 @@ def test_extension_refuses_bad_words(tokenizers_by_kind: dict[str, Tokenizer]) -
 
 
 def test_unigram_tokenizers_are_refused() -> None:
-    unigram = train_tokenizer(GENERAL, TokenizerSpec(kind="unigram", family="t5", vocab_size=150))
+    unigram = train_tokenizer(GENERAL, TokenizerSpec(kind="unigram", specials="t5", vocab_size=150))
     with pytest.raises(UserError, match="Unigram"):
         extend_tokenizer(unigram, ["protein"])
 

@@ -57,7 +57,7 @@ def save_pretrained(task: L.LightningModule, tokenizer, path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def bert_ckpt(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> str:
-    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="wordpiece", family="bert", vocab_size=120, min_frequency=1))
+    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=120, min_frequency=1))
     torch.manual_seed(0)
     task = MaskedLMTask(config=BertConfig(vocab_size=tok.vocab_size, max_seq_len=24, n_layer=1, n_head=2, d_model=32))
     return save_pretrained(task, tok, tmp_path_factory.mktemp("bert") / "bert.ckpt")
@@ -65,7 +65,7 @@ def bert_ckpt(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> str
 
 @pytest.fixture(scope="module")
 def gpt_ckpt(tmp_path_factory: pytest.TempPathFactory, texts: list[str]) -> str:
-    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=290))
+    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="byte_level_bpe", specials="gpt", vocab_size=290))
     torch.manual_seed(0)
     task = CausalLMTask(config=GPTConfig(vocab_size=tok.vocab_size, max_seq_len=24, n_layer=1, n_head=2, d_model=32))
     return save_pretrained(task, tok, tmp_path_factory.mktemp("gpt") / "gpt.ckpt")
@@ -196,7 +196,7 @@ def test_gpt_last_pooling_picks_the_last_real_token_despite_padding(gpt_ckpt: st
 
 
 def test_t5_encoder_runs_a_step(tmp_path: Path, texts: list[str]) -> None:
-    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="unigram", family="t5", vocab_size=150))
+    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="unigram", specials="t5", vocab_size=150))
     t5 = SpanCorruptionTask(config=T5Config(vocab_size=tok.vocab_size, max_seq_len=24, d_model=16, d_kv=8, d_ff=32,
                                             n_layer=1, n_head=2))
     task = FineTuneTask(init_from=save_pretrained(t5, tok, tmp_path / "t5.ckpt"))
@@ -208,7 +208,7 @@ def test_t5_encoder_runs_a_step(tmp_path: Path, texts: list[str]) -> None:
 
 
 def test_elmo_scalar_mix_is_softmax_normalised_learned_and_padding_free(tmp_path: Path, texts: list[str]) -> None:
-    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="wordpiece", family="elmo", vocab_size=120, min_frequency=1))
+    tok = train_tokenizer(texts * 2, TokenizerSpec(kind="wordpiece", specials="elmo", vocab_size=120, min_frequency=1))
     elmo = ElmoTask(config=ElmoConfig(vocab_size=tok.vocab_size, max_seq_len=24, filters=[(1, 8), (2, 8)], n_highway=1,
                                       n_layer=2, hidden_size=24, projection_size=8, max_chars=12, dropout=0.0))
     elmo.tokenizer = tok

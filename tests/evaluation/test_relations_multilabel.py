@@ -33,7 +33,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bare ``BertModel`` and its tokenizer, both written by transformers' ``save_pretrained``."""
     out = tmp_path_factory.mktemp("hf") / "bert"
     texts = SENTENCES + [r["text"] for r in relation_rows(30, 0) + multilabel_rows(30, 0)]
-    tok = train_tokenizer(texts * 4, TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200,
+    tok = train_tokenizer(texts * 4, TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=200,
                                                        min_frequency=1, lowercase=True))
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,

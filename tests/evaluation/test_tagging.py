@@ -24,7 +24,7 @@ TOY = CONFIGS / "finetune" / "toy-ner.conll"
 @pytest.fixture(scope="module")
 def bert_ckpt(tmp_path_factory: pytest.TempPathFactory) -> str:
     texts = [line.split("\t")[0] for line in TOY.read_text().splitlines() if line and "DOCSTART" not in line]
-    tok = train_tokenizer([" ".join(texts)] * 4, TokenizerSpec(kind="wordpiece", family="bert", vocab_size=120,
+    tok = train_tokenizer([" ".join(texts)] * 4, TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=120,
                                                                min_frequency=1))
     torch.manual_seed(0)
     task = MaskedLMTask(config=BertConfig(vocab_size=tok.vocab_size, max_seq_len=24, n_layer=1, n_head=2, d_model=32))

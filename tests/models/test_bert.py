@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmforge.start.hf import hf_to_ours, weight_table
+from lmforge.start.hf import ADAPTERS, hf_to_ours
 from lmforge.models.bert import Bert, BertConfig
 
 V, T_MAX, C, L, H = 97, 32, 48, 2, 4
 TINY = dict(vocab_size=V, max_seq_len=T_MAX, n_layer=L, n_head=H, d_model=C, dropout=0.0)
-TINY_ROBERTA = dict(TINY, type_vocab_size=1, position_offset=2, layer_norm_eps=1e-5, nsp_head=False)
+TINY_ROBERTA = dict(TINY, type_vocab_size=1, position_offset=2, norm_eps=1e-5, nsp_head=False)
 
 
 def tiny_bert(seed: int = 0, **overrides) -> Bert:
@@ -73,13 +73,13 @@ def hf_roberta_config(attn_implementation="eager", **overrides):
 def hf_bert_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """Map a ``BertForPreTraining`` state dict onto ``Bert``'s parameter names (lmforge.convert's table)."""
     config = BertConfig(**{**TINY, "n_layer": n_layer})
-    return hf_to_ours(hf_state, weight_table(config, "bert", set(hf_state)), "test")
+    return hf_to_ours(hf_state, ADAPTERS["bert"].weight_table(config, set(hf_state)), "test")
 
 
 def hf_roberta_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """Map a ``RobertaForMaskedLM`` state dict onto ``Bert``'s parameter names (no pooler / NSP)."""
     config = BertConfig(**{**TINY_ROBERTA, "n_layer": n_layer})
-    return hf_to_ours(hf_state, weight_table(config, "roberta", set(hf_state)), "test")
+    return hf_to_ours(hf_state, ADAPTERS["roberta"].weight_table(config, set(hf_state)), "test")
 
 
 def _load_strict(ours: Bert, mapped: dict[str, torch.Tensor]) -> None:
@@ -172,7 +172,7 @@ def test_logits_match_hf_roberta_for_masked_lm(attn_implementation):
 BERT_BASE = dict()
 BERT_LARGE = dict(n_layer=24, n_head=16, d_model=1024)
 ROBERTA_BASE = dict(
-    vocab_size=50265, max_seq_len=512, position_offset=2, type_vocab_size=1, layer_norm_eps=1e-5, nsp_head=False
+    vocab_size=50265, max_seq_len=512, position_offset=2, type_vocab_size=1, norm_eps=1e-5, nsp_head=False
 )
 
 
@@ -194,7 +194,7 @@ def test_bert_param_counts_match_hf(cfg):
         hidden_size=ours_cfg.d_model,
         num_hidden_layers=ours_cfg.n_layer,
         num_attention_heads=ours_cfg.n_head,
-        intermediate_size=ours_cfg.hidden_size,
+        intermediate_size=ours_cfg.mlp_width,
         type_vocab_size=ours_cfg.type_vocab_size,
     )
     with torch.device("meta"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmforge.start.hf import hf_to_ours, weight_table
+from lmforge.start.hf import ADAPTERS, hf_to_ours
 from lmforge.models.gpt import GPT, GPTConfig
 
 TINY = dict(vocab_size=97, max_seq_len=32, n_layer=2, n_head=4, d_model=48)
@@ -40,7 +40,7 @@ def hf_gpt2_config(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=4
 def hf_gpt2_to_lmforge(hf_state: dict[str, torch.Tensor], n_layer: int) -> dict[str, torch.Tensor]:
     """Map a ``GPT2LMHeadModel`` state dict onto ``GPT``'s parameter names (lmforge.convert's table:
     HF's ``Conv1D`` weights are stored ``(in, out)``, ``nn.Linear`` wants ``(out, in)``)."""
-    return hf_to_ours(hf_state, weight_table(GPTConfig(n_layer=n_layer), "gpt2"), "test")
+    return hf_to_ours(hf_state, ADAPTERS["gpt2"].weight_table(GPTConfig(n_layer=n_layer)), "test")
 
 
 # --------------------------------------------------------------------------- parity with HF

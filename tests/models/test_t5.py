@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from conftest import CONFIGS
-from lmforge.start.hf import hf_to_ours, weight_table
+from lmforge.start.hf import ADAPTERS, hf_to_ours
 from lmforge.models.t5 import T5, T5Cache, T5Config, relative_position_bucket
 
 # n_head * d_kv (48) != d_model (32) and few buckets with a short max distance, so that the
@@ -26,8 +26,8 @@ TINY = dict(
     relative_attention_max_distance=16,
     dropout=0.0,
 )
-V10 = dict(TINY, feed_forward="relu", tie_word_embeddings=True)  # T5 v1.0
-V11 = dict(TINY, feed_forward="gated-gelu", tie_word_embeddings=False, n_decoder_layer=3)  # T5 v1.1
+V10 = dict(TINY, feed_forward="relu", tie_embeddings=True)  # T5 v1.0
+V11 = dict(TINY, feed_forward="gated-gelu", tie_embeddings=False, n_decoder_layer=3)  # T5 v1.1
 VARIANTS = {"v1.0-relu-tied": V10, "v1.1-gated-gelu-untied": V11}
 
 
@@ -85,7 +85,7 @@ def hf_t5_config(cfg: dict, attn_implementation: str = "eager"):
         dropout_rate=0.0,
         layer_norm_epsilon=1e-6,
         feed_forward_proj=cfg["feed_forward"],
-        tie_word_embeddings=cfg["tie_word_embeddings"],
+        tie_word_embeddings=cfg["tie_embeddings"],
         decoder_start_token_id=0,
         pad_token_id=0,
         eos_token_id=1,
@@ -103,23 +103,23 @@ def build_hf_t5(cfg: dict, attn_implementation: str = "eager", seed: int = 1234,
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
     hf = transformers.T5ForConditionalGeneration(hf_t5_config(cfg, attn_implementation)).eval()
-    if not cfg["tie_word_embeddings"] and hf.lm_head.weight is hf.shared.weight:
+    if not cfg["tie_embeddings"] and hf.lm_head.weight is hf.shared.weight:
         hf.lm_head.weight = torch.nn.Parameter(torch.randn_like(hf.shared.weight))
     perturb_(hf, scale)
     # the encoder and decoder inputs stay tied to the shared embedding in HF as in ours
     assert hf.encoder.embed_tokens.weight is hf.shared.weight
     assert hf.decoder.embed_tokens.weight is hf.shared.weight
-    assert (hf.lm_head.weight is hf.shared.weight) == cfg["tie_word_embeddings"]
+    assert (hf.lm_head.weight is hf.shared.weight) == cfg["tie_embeddings"]
     return hf
 
 
 def hf_t5_to_lmforge(sd: dict[str, torch.Tensor], cfg: T5Config) -> dict[str, torch.Tensor]:
     """Map a ``T5ForConditionalGeneration`` state dict onto ``T5``'s parameter names (lmforge.convert's
     table), checking that nothing is left over but HF's aliases of the shared embedding."""
-    table = weight_table(cfg, "t5")
+    table = ADAPTERS["t5"].weight_table(cfg)
     read = {name for _, hf, _ in table for name in (hf if isinstance(hf, tuple) else (hf,))}
     aliases = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
-    if cfg.tie_word_embeddings:
+    if cfg.tie_embeddings:
         aliases.add("lm_head.weight")
     assert set(sd) - read <= aliases
     for alias in aliases & set(sd):
@@ -218,7 +218,7 @@ def preset(name: str) -> T5Config:
 @pytest.mark.parametrize("name, expected", [("small", 60_506_624), ("base", 222_903_552)])
 def test_preset_param_counts(name, expected):
     cfg = preset(name)
-    assert (cfg.vocab_size, cfg.feed_forward, cfg.tie_word_embeddings) == (32128, "relu", True)
+    assert (cfg.vocab_size, cfg.feed_forward, cfg.tie_embeddings) == (32128, "relu", True)
     with torch.device("meta"):
         model = T5(cfg)
     assert model.shared.weight.is_meta
@@ -246,7 +246,7 @@ def test_preset_param_counts_match_hf(name):
 
 
 def test_untied_adds_the_output_matrix_only():
-    tied, untied = tiny_t5(), tiny_t5(tie_word_embeddings=False)
+    tied, untied = tiny_t5(), tiny_t5(tie_embeddings=False)
     assert tied.lm_head is None and untied.lm_head is not None
     assert untied.num_params() == tied.num_params() + V * C
     # the tied output is the shared embedding applied to the hidden state scaled by d_model**-0.5
@@ -420,7 +420,7 @@ def test_init_follows_t5():
     torch.manual_seed(0)
     cfg = T5Config(
         vocab_size=512, d_model=128, d_kv=32, d_ff=256, n_layer=2, n_head=4, feed_forward="gated-gelu",
-        tie_word_embeddings=False,
+        tie_embeddings=False,
     )
     model = T5(cfg)
     d, inner, d_ff = 128, 128, 256
@@ -475,7 +475,7 @@ def test_flops_per_token():
         n_emb = V * C
         # equal lengths: 6 per non-input-embedding parameter (the output matrix counts once, tied
         # or not) plus attention over S keys in the encoder and 2 S in the decoder
-        n_matmul = model.num_params() - (0 if c.tie_word_embeddings else n_emb)
+        n_matmul = model.num_params() - (0 if c.tie_embeddings else n_emb)
         expected = 6 * n_matmul + 12 * inner * S * (c.n_layer + 2 * c.decoder_layers)
         assert model.flops_per_token(S) == pytest.approx(expected)
         # a short target: the decoder's work (but for cross-attention keys/values) scales with it

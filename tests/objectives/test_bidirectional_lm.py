@@ -25,7 +25,7 @@ def test_a_block_gives_inputs_and_both_neighbours() -> None:
 
 def test_corpus_batches_are_consecutive_corpus_tokens(tiny_corpus: Path) -> None:
     dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
-                    tokenizer=TokenizerSpec(kind="bpe", family="elmo", vocab_size=200),
+                    tokenizer=TokenizerSpec(kind="bpe", specials="elmo", vocab_size=200),
                     seq_len=12, batch_size=4)
     dm.objective = BidirectionalLM()
     dm.setup("fit")

@@ -56,7 +56,7 @@ FAMILIES = {"bert": "wordpiece", "roberta": "byte_level_bpe"}
 @pytest.fixture(scope="module")
 def tokenizers() -> dict[str, Tokenizer]:
     return {
-        family: train_tokenizer(DOCS, TokenizerSpec(kind=kind, family=family, vocab_size=VOCAB, lowercase=True))
+        family: train_tokenizer(DOCS, TokenizerSpec(kind=kind, specials=family, vocab_size=VOCAB, lowercase=True))
         for family, kind in FAMILIES.items()
     }
 
@@ -269,7 +269,7 @@ def test_whole_word_selects_all_pieces_of_a_word_or_none(tokenizers: dict, strea
 
 # -- errors ------------------------------------------------------------------------------------
 def test_bind_needs_a_mask_token() -> None:
-    gpt = train_tokenizer(DOCS[:100], TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=300))
+    gpt = train_tokenizer(DOCS[:100], TokenizerSpec(kind="byte_level_bpe", specials="gpt", vocab_size=300))
     with pytest.raises(UserError, match=r"no mask, cls, sep token \(mask: one of <mask> \[MASK\].*which masked LM needs"):
         MaskedLM().bind(gpt)
 

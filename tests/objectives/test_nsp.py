@@ -55,7 +55,7 @@ def test_pairs_are_deterministic_from_the_seed() -> None:
 
 def test_collate_builds_cls_a_sep_b_sep_with_segments_and_labels() -> None:
     texts = ["the cat sat on the mat.", "a dog ran in the park.", "birds sing in the morning."] * 20
-    tok = train_tokenizer(texts, TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200, lowercase=True))
+    tok = train_tokenizer(texts, TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=200, lowercase=True))
     objective = MaskedLM(nsp=True, mask_prob=0.15)
     objective.bind(tok)
     a1, b1 = np.array(tok.encode("the cat sat")), np.array(tok.encode("on the mat."))

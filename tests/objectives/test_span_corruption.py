@@ -17,7 +17,7 @@ from lmforge.objectives.span_corruption import random_partition
 @pytest.fixture(scope="module")
 def t5_tokenizer() -> Tokenizer:
     docs = [" ".join(SENTENCES[i % len(SENTENCES) :] + SENTENCES[: i % len(SENTENCES)]) for i in range(60)]
-    return train_tokenizer(docs, TokenizerSpec(kind="unigram", family="t5", vocab_size=300))
+    return train_tokenizer(docs, TokenizerSpec(kind="unigram", specials="t5", vocab_size=300))
 
 
 def random_blocks(tokenizer: Tokenizer, n: int, length: int, seed: int = 0) -> list[np.ndarray]:
@@ -133,8 +133,8 @@ def test_too_many_spans_for_the_sentinels_is_refused(t5_tokenizer: Tokenizer) ->
 
 
 def test_tokenizer_without_sentinels_is_refused() -> None:
-    gpt = train_tokenizer(SENTENCES * 5, TokenizerSpec(kind="byte_level_bpe", family="gpt", vocab_size=300))
-    with pytest.raises(UserError, match="family: t5"):
+    gpt = train_tokenizer(SENTENCES * 5, TokenizerSpec(kind="byte_level_bpe", specials="gpt", vocab_size=300))
+    with pytest.raises(UserError, match="specials: t5"):
         SpanCorruption().bind(gpt)
 
 

@@ -100,7 +100,7 @@ EXPORTS = {
     "bert": (lambda: Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C, dropout=0.0)),
              "AutoModelForMaskedLM"),
     "roberta": (lambda: Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C, dropout=0.0,
-                                        type_vocab_size=1, position_offset=2, layer_norm_eps=1e-5, nsp_head=False)),
+                                        type_vocab_size=1, position_offset=2, norm_eps=1e-5, nsp_head=False)),
                 "AutoModelForMaskedLM"),
     "gpt2": (lambda: GPT(GPTConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C)), "AutoModelForCausalLM"),
     "t5": (lambda: T5(T5Config(vocab_size=V, d_model=C, d_kv=8, d_ff=3 * C, n_layer=L, n_head=H, dropout=0.0)),
@@ -132,7 +132,7 @@ def test_export_loads_in_transformers_with_identical_logits_and_round_trips(arch
 
 def test_export_writes_the_tokenizer_transformers_loads(tmp_path: Path) -> None:
     tokenizer = train_tokenizer(["the cell divides and the protein binds"] * 20,
-                                TokenizerSpec(kind="wordpiece", family="bert", vocab_size=V, min_frequency=1))
+                                TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=V, min_frequency=1))
     net = Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=1, n_head=H, d_model=C, dropout=0.0))
     out = export_hf(Bert, net.config, net.state_dict(), tokenizer, tmp_path / "export")
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)

@@ -31,7 +31,7 @@ DOCS = [" ".join(SENTENCES[(i + j) % len(SENTENCES)] for j in range(3)) for i in
 @pytest.fixture(scope="module")
 def clean() -> Tokenizer:
     """The tokenizer as trained, without padding or truncation."""
-    return train_tokenizer(DOCS * 3, TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200, min_frequency=1,
+    return train_tokenizer(DOCS * 3, TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=200, min_frequency=1,
                                                    lowercase=True))
 
 

@@ -94,7 +94,7 @@ def test_read_sts_takes_seven_fields_and_names_bad_lines(sts_file: Path, tmp_pat
 
 def test_sts_spearman_matches_a_hand_computation(sts_file: Path, tiny_corpus: Path) -> None:
     dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
-                    tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
+                    tokenizer=TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=300))
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}))
     task.tokenizer = dm.tokenizer
     first, second, gold = read_sts(sts_file)
@@ -111,7 +111,7 @@ def _trainer(tmp_path: Path, steps: int, callbacks: list | None = None) -> L.Tra
 
 def test_starts_from_an_mlm_checkpoint_and_learns(tiny_corpus: Path, sts_file: Path, tmp_path: Path) -> None:
     L.seed_everything(0)
-    spec = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300, lowercase=True)
+    spec = TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=300, lowercase=True)
     mlm_data = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=spec, seq_len=32, batch_size=8)
     mlm = MaskedLMTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": mlm_data.vocab_size}))
     connect(mlm, mlm_data)
@@ -157,7 +157,7 @@ def test_init_from_something_else_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
 def test_predict_writes_embeddings(suffix: str, tiny_corpus: Path, tmp_path: Path) -> None:
     dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
-                    tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300))
+                    tokenizer=TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=300))
     out = tmp_path / f"emb{suffix}"
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}),
                            prompts=["A cat sits.", "The market fell."], embeddings_out=str(out))
@@ -213,7 +213,7 @@ def test_supervised_pairs_from_tsv_and_jsonl(tmp_path: Path) -> None:
     rows = [f"Sentence number {i} is here.\tThe {i}th sentence is here.\tNothing about {i}." for i in range(40)]
     (tmp_path / "many.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     dm = SentencePairs(source=DataSource(paths=str(tmp_path / "many.tsv")), val_fraction=0.2, batch_size=8, seq_len=32,
-                       tokenizer=TokenizerSpec(kind="wordpiece", family="bert", vocab_size=200))
+                       tokenizer=TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=200))
     task = ContrastiveTask(config=BertConfig(**{**TINY.__dict__, "vocab_size": dm.vocab_size}))
     dm.objective = task.objective
     dm.setup("fit")

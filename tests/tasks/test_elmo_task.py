@@ -30,7 +30,7 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 def _data(corpus: Path, kind: str = "bpe", **kwargs) -> TextCorpus:
     return TextCorpus(source=DataSource(paths=str(corpus)),
-                      tokenizer=TokenizerSpec(kind=kind, family="elmo", vocab_size=200),
+                      tokenizer=TokenizerSpec(kind=kind, specials="elmo", vocab_size=200),
                       seq_len=16, batch_size=4, **kwargs)
 
 
@@ -61,7 +61,7 @@ def _spelling(row: torch.Tensor) -> tuple[int, bytes]:
 def test_vocabulary_spellings_keep_word_starts_apart_from_pieces(kind: str) -> None:
     texts = ["the theme of the thesis is their theory, café au lait"] * 40
     vocab_size = 300 if kind == "byte_level_bpe" else 80  # byte-level BPE starts from 256 bytes
-    tok = train_tokenizer(texts, TokenizerSpec(kind=kind, family="elmo", vocab_size=vocab_size))
+    tok = train_tokenizer(texts, TokenizerSpec(kind=kind, specials="elmo", vocab_size=vocab_size))
     table = token_char_ids(tok, 10)
     assert table.shape == (tok.vocab_size, 10)
     eos = tok.eos_id

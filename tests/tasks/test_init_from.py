@@ -70,7 +70,7 @@ def test_init_from_refuses_another_tokenizer_or_family(tiny_corpus: Path, tmp_pa
 def test_continued_pretraining_from_a_hf_folder_through_the_cli(tmp_path: Path, tiny_corpus: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     transformers = pytest.importorskip("transformers")
-    tokenizer = train_tokenizer(read_local(str(tiny_corpus)), TokenizerSpec(kind="wordpiece", family="bert",
+    tokenizer = train_tokenizer(read_local(str(tiny_corpus)), TokenizerSpec(kind="wordpiece", specials="bert",
                                                                             vocab_size=200, min_frequency=1))
     config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)

@@ -15,7 +15,7 @@ from lmforge.models import BertConfig
 from lmforge.tasks import MaskedLMTask, OptimizerConfig
 from lmforge.start import connect
 
-SPEC = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=300, lowercase=True)
+SPEC = TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=300, lowercase=True)
 
 
 def _task(vocab_size: int, **kwargs) -> MaskedLMTask:
@@ -80,7 +80,7 @@ def test_fill_mask_lists_top_k_candidates_per_mask(tiny_corpus: Path) -> None:
 def test_fill_mask_shows_byte_pieces_by_their_vocabulary_entry(tiny_corpus: Path) -> None:
     """A byte-level piece of a multi-byte character decodes to U+FFFD on its own: candidates
     would all read "\ufffd", so they are shown as vocabulary entries instead."""
-    spec = TokenizerSpec(kind="byte_level_bpe", family="roberta", vocab_size=300)
+    spec = TokenizerSpec(kind="byte_level_bpe", specials="roberta", vocab_size=300)
     dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)), tokenizer=spec, seq_len=32, batch_size=16)
     task = _task(dm.vocab_size)
     task.tokenizer = dm.tokenizer

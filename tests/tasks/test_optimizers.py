@@ -23,7 +23,7 @@ NETWORKS = {
     "gpt": lambda: GPT(GPTConfig(vocab_size=64, max_seq_len=16, n_layer=2, n_head=2, d_model=32)),
     "bert": lambda: Bert(BertConfig(vocab_size=64, max_seq_len=16, n_layer=2, n_head=2, d_model=32)),
     "t5": lambda: T5(T5Config(vocab_size=64, max_seq_len=16, d_model=16, d_kv=8, d_ff=32, n_layer=1, n_head=2,
-                              tie_word_embeddings=False)),
+                              tie_embeddings=False)),
 }
 
 

@@ -19,7 +19,7 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 
 def _corpus(folder: Path, seq_len: int = 32) -> TextCorpus:
-    spec = TokenizerSpec(kind="unigram", family="t5", vocab_size=300)
+    spec = TokenizerSpec(kind="unigram", specials="t5", vocab_size=300)
     return TextCorpus(source=DataSource(paths=str(folder)),
                       tokenizer=spec, seq_len=seq_len, batch_size=8, val_fraction=0.2)
 
@@ -61,7 +61,7 @@ def test_fit_then_fill_sentinels_from_the_checkpoint(tiny_corpus: Path, tmp_path
         "--model.config.d_model=64", "--model.config.d_kv=32", "--model.config.d_ff=128",
         "--model.optimizer.lr=3e-3", "--model.optimizer.warmup_steps=5",
         "--data=lmforge.data.TextCorpus", f"--data.source.paths={tiny_corpus}", "--data.seq_len=32", "--data.batch_size=8",
-        "--data.tokenizer.kind=unigram", "--data.tokenizer.family=t5", "--data.tokenizer.vocab_size=300",
+        "--data.tokenizer.kind=unigram", "--data.tokenizer.specials=t5", "--data.tokenizer.vocab_size=300",
         "--trainer.max_steps=40", "--trainer.limit_val_batches=2", "--trainer.check_val_every_n_epoch=2",
         "--sample.prompt=The quick brown <extra_id_0> jumps", *QUIET,
     ])

@@ -45,6 +45,7 @@ from lmforge.commands.messages import find_user_error, quiet_lightning, unknown_
 from lmforge.commands.run_folder import Snapshot, continue_in_run_folder, newest_checkpoint
 from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
+from lmforge.renames import parser_kwargs
 from lmforge.start import RunStart, Start, connect, import_class, open_start
 from lmforge.start.starting_point import identity
 from lmforge.tasks import OptimizerConfig, Task
@@ -95,6 +96,7 @@ class LmforgeCLI(LightningCLI):
             datamodule_class=None,  # any LightningDataModule, and optional: predict needs none
             save_config_callback=SafeSaveConfigCallback,
             parser_class=LmforgeParser,
+            parser_kwargs=parser_kwargs(self.subcommands()),  # a run's saved config.yaml is read with today's names
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=1234,
             args=args,

@@ -15,6 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lmforge.errors import UserError, UserInputWarning
+from lmforge.renames import RENAMED_KEYS
 from lmforge.start.starting_point import import_class
 
 # Lines Lightning prints that a user cannot act on (advertisements, accelerators absent here)
@@ -48,7 +49,9 @@ def quiet_lightning() -> None:
 
 def unknown_key_hint(message: str, options: list[str] | tuple[str, ...] = ()) -> str | None:
     """``unknown option 'model.config.n_heads': did you mean 'model.config.n_head'?`` for a
-    jsonargparse error about an option a class does not take, else None.
+    jsonargparse error about an option a class does not take, else None; for a key lmforge
+    renamed (:data:`lmforge.renames.RENAMED_KEYS`), ``'model.config.layer_norm_eps' was renamed
+    'model.config.norm_eps': use the new name.``
 
     Args:
         message: jsonargparse's error message.
@@ -72,6 +75,10 @@ def unknown_key_hint(message: str, options: list[str] | tuple[str, ...] = ()) ->
         except Exception:  # the hint is a courtesy: never hide the original error behind another
             valid = []
     prefix = f"{top.group(1)}." if top is not None and owner is not None else ""
+    old = bad.rsplit(".", 1)[-1]
+    renamed = bad[: len(bad) - len(old)] + RENAMED_KEYS.get(old, old)
+    if old in RENAMED_KEYS and (not valid or renamed in valid):
+        return f"lmforge: '{prefix}{bad}' was renamed '{prefix}{renamed}': use the new name."
     nearest = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
     where = f" of {owner.group(1)}" if owner is not None else ""
     if nearest:

@@ -10,7 +10,7 @@ from lmforge.cache import atomic_write_text
 from lmforge.data.documents import TxtSplit
 from lmforge.data.corpora import BundledCorpus, TextCorpus
 from lmforge.data.source import DataSource
-from lmforge.data.tokenizer import Family, TokenizerKind, TokenizerSpec, train_tokenizer
+from lmforge.data.tokenizer import Specials, TokenizerKind, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.start import load_tokenizer
 
@@ -29,7 +29,7 @@ def train(
     max_documents: int | None = None,
     kind: TokenizerKind = "byte_level_bpe",
     vocab_size: int = 8192,
-    family: Family = "gpt",
+    specials: Specials = "gpt",
     min_frequency: int = 2,
     lowercase: bool = False,
     overwrite: bool = False,
@@ -46,7 +46,7 @@ def train(
         max_documents: Train on at most this many documents.
         kind: byte_level_bpe, bpe, wordpiece or unigram.
         vocab_size: Vocabulary size, special tokens included.
-        family: Whose special tokens to reserve: gpt, bert, roberta, t5 or elmo.
+        specials: Which special tokens to reserve: gpt (also for a Llama), bert, roberta, t5 or elmo.
         min_frequency: Minimum count for a merge/word to enter the vocabulary.
         lowercase: Lowercase text first (uncased models).
         overwrite: Replace ``out`` if it exists.
@@ -58,7 +58,7 @@ def train(
     docs = list(corpus.documents())
     if not docs:
         raise UserError(f"Corpus {corpus.name} has no text to train a tokenizer on.")
-    spec = TokenizerSpec(kind=kind, vocab_size=vocab_size, family=family, min_frequency=min_frequency, lowercase=lowercase)
+    spec = TokenizerSpec(kind=kind, vocab_size=vocab_size, specials=specials, min_frequency=min_frequency, lowercase=lowercase)
     tokenizer = train_tokenizer(docs, spec)
     atomic_write_text(target, tokenizer.to_str())  # never a half-written tokenizer.json
     print(

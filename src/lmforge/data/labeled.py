@@ -212,7 +212,7 @@ class LabeledText(DownstreamData):
         val_fraction: float = 0.1,
         seed: int = 1234,
         max_documents: int | None = None,
-        tokenizer: TokenizerSpec = TokenizerSpec(kind="wordpiece", family="bert", vocab_size=2048, lowercase=True),
+        tokenizer: TokenizerSpec = TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=2048, lowercase=True),
         seq_len: int = 128,
         batch_size: int = 32,
         group_by_length: bool = False,

@@ -23,9 +23,9 @@ from lmforge.errors import UserError, UserInputWarning
 from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
 
 TokenizerKind = Literal["bpe", "byte_level_bpe", "wordpiece", "unigram"]
-Family = Literal["gpt", "bert", "roberta", "t5", "elmo"]
+Specials = Literal["gpt", "bert", "roberta", "t5", "elmo"]
 
-# The special tokens each family reserves, in id order (presets are data, not code paths).
+# The special tokens of each set (named after the family that reserves them), in id order (presets are data, not code paths).
 SPECIAL_TOKENS: dict[str, list[str]] = {
     "gpt": ["<|endoftext|>"],
     "bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
@@ -45,7 +45,8 @@ class TokenizerSpec:
         kind: Subword model to train: ``byte_level_bpe`` (GPT-2, RoBERTa), ``bpe``,
             ``wordpiece`` (BERT) or ``unigram`` (T5).
         vocab_size: Vocabulary size to train, special tokens included.
-        family: Whose special tokens to reserve: gpt, bert, roberta, t5 or elmo.
+        specials: Which special tokens to reserve, named after the family that uses them: gpt,
+            bert, roberta, t5 or elmo (a Llama uses ``gpt``).
         min_frequency: Minimum count for a merge/word to enter the vocabulary.
         lowercase: Lowercase text before tokenizing (uncased models).
     """
@@ -53,7 +54,7 @@ class TokenizerSpec:
     path: str | None = None
     kind: TokenizerKind = "byte_level_bpe"
     vocab_size: int = 8192
-    family: Family = "gpt"
+    specials: Specials = "gpt"
     min_frequency: int = 2
     lowercase: bool = False
 
@@ -74,7 +75,7 @@ class TokenizerSpec:
 
 
 def _build_backend(spec: TokenizerSpec) -> tuple[tokenizers.Tokenizer, trainers.Trainer]:
-    special = SPECIAL_TOKENS[spec.family]
+    special = SPECIAL_TOKENS[spec.specials]
     unk = next((t for t in ROLE_SPELLINGS["unk"] if t in special), None)
     norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if spec.lowercase else [])
     if spec.kind == "byte_level_bpe":
@@ -123,11 +124,11 @@ def _build_backend(spec: TokenizerSpec) -> tuple[tokenizers.Tokenizer, trainers.
     return tok, trainer
 
 
-def _add_post_processor(tok: tokenizers.Tokenizer, family: str) -> None:
+def _add_post_processor(tok: tokenizers.Tokenizer, specials: str) -> None:
     """Encoder families wrap single texts and pairs in their special tokens when asked to."""
-    if family == "bert":
+    if specials == "bert":
         cls, sep = "[CLS]", "[SEP]"
-    elif family == "roberta":
+    elif specials == "roberta":
         cls, sep = "<s>", "</s>"
     else:
         return
@@ -147,12 +148,12 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
 
     Args:
         texts: The training documents.
-        spec: Kind, vocabulary size and family of special tokens.
+        spec: Kind, vocabulary size and set of special tokens.
     """
     # byte-level BPE always keeps its 256-byte alphabet
-    smallest = len(SPECIAL_TOKENS[spec.family]) + (256 if spec.kind == "byte_level_bpe" else 1)
+    smallest = len(SPECIAL_TOKENS[spec.specials]) + (256 if spec.kind == "byte_level_bpe" else 1)
     if spec.vocab_size < smallest:
-        raise UserError(f"vocab_size={spec.vocab_size} is too small for a {spec.kind} {spec.family} tokenizer: use at least {smallest}.")
+        raise UserError(f"vocab_size={spec.vocab_size} is too small for a {spec.kind} {spec.specials} tokenizer: use at least {smallest}.")
     tok, trainer = _build_backend(spec)
 
     def batches() -> Iterator[list[str]]:
@@ -166,7 +167,7 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> Tokenizer:
             yield batch
 
     tok.train_from_iterator(batches(), trainer=trainer)
-    _add_post_processor(tok, spec.family)
+    _add_post_processor(tok, spec.specials)
     # a round trip through JSON, so the tokenizer equals its saved form bit for bit
     # (Unigram scores otherwise change in the last digit on the first save/load)
     tokenizer = Tokenizer.from_str(tok.to_str())
@@ -200,7 +201,7 @@ def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool
 
     Args:
         texts: The training documents.
-        spec: Kind, vocabulary size and family of special tokens.
+        spec: Kind, vocabulary size and set of special tokens.
         wait: Wait for another process to write the cache instead of training.
         timeout: Seconds to wait.
         corpus_key: What identifies ``texts`` (a corpus fingerprint): then ``texts`` is read
@@ -209,7 +210,9 @@ def train_tokenizer_cached(texts: Iterable[str], spec: TokenizerSpec, wait: bool
     """
     from lightning.pytorch.utilities import rank_zero_info
 
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
+    fields = dataclasses.asdict(spec)
+    fields["family"] = fields.pop("specials")  # the spec's name before the rename: tokenizers cached then stay found
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
     if corpus_key is not None:
         key.update(corpus_key.encode())
     else:

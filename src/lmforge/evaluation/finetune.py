@@ -171,7 +171,7 @@ class FineTuneTask(Task):
         # from scratch a BERT of `config`; a checkpoint names its network; init_from brings its own
         # (any family, with the weights' own dropout)
         net_class = import_class(network) if network is not None and not init_from else Bert
-        shape = net_class.config_class(**(network_config or {})) if network is not None else config
+        shape = (network_config or {}) if network is not None else config
         self.build_network(None if init_from else shape, init_from, net_class, weights=not random_init)
         net_class = type(self.net)
         if pooling == "auto":

@@ -44,7 +44,7 @@ import yaml
 
 from lmforge.errors import UserError
 from lmforge.evaluation.report import RESULT_FILES, write_runs, write_summary
-from lmforge.start.source import read_checkpoint
+from lmforge.start.starting_point import read_checkpoint
 
 RANDOM = "random init"
 PLACEHOLDER = "{data_dir}"

@@ -33,7 +33,7 @@ class BertConfig:
         type_vocab_size: Number of segment ids (BERT 2, RoBERTa 1).
         position_offset: Index of the first position embedding (RoBERTa 2: its table reserves
             the padding index and one more).
-        layer_norm_eps: LayerNorm epsilon (BERT 1e-12, RoBERTa 1e-5).
+        norm_eps: LayerNorm epsilon (BERT 1e-12, RoBERTa 1e-5).
         nsp_head: Whether the network has the pooler and next-sentence-prediction head.
     """
 
@@ -46,11 +46,12 @@ class BertConfig:
     dropout: float = 0.1
     type_vocab_size: int = 2
     position_offset: int = 0
-    layer_norm_eps: float = 1e-12
+    norm_eps: float = 1e-12
     nsp_head: bool = True
 
     @property
-    def hidden_size(self) -> int:
+    def mlp_width(self) -> int:
+        """Hidden width of the MLP (HF: ``intermediate_size``, GPT-2's ``n_inner``)."""
         return self.d_ff or 4 * self.d_model
 
 
@@ -61,7 +62,7 @@ class MLMHead(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.d_model, config.d_model)
-        self.ln = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.ln = nn.LayerNorm(config.d_model, eps=config.norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -90,10 +91,10 @@ class Bert(nn.Module):
         self.wte = nn.Embedding(c.vocab_size, c.d_model)
         self.wpe = nn.Embedding(c.max_seq_len + c.position_offset, c.d_model)
         self.wse = nn.Embedding(c.type_vocab_size, c.d_model)  # segment (token type) embeddings
-        self.ln_emb = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.ln_emb = nn.LayerNorm(c.d_model, eps=c.norm_eps)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            PostNormBlock(c.d_model, c.n_head, c.hidden_size, c.dropout, c.layer_norm_eps) for _ in range(c.n_layer)
+            PostNormBlock(c.d_model, c.n_head, c.mlp_width, c.dropout, c.norm_eps) for _ in range(c.n_layer)
         )
         self.mlm_head = MLMHead(c)
         if c.nsp_head:

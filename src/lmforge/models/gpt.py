@@ -28,7 +28,7 @@ class GPTConfig:
         d_ff: Hidden width of the MLP; ``None`` means ``4 * d_model``.
         dropout: Dropout on embeddings, attention and residual branches.
         bias: Whether linear and LayerNorm layers have bias terms (GPT-2: yes).
-        layer_norm_eps: LayerNorm epsilon.
+        norm_eps: LayerNorm epsilon.
     """
 
     vocab_size: int = 50257
@@ -39,10 +39,11 @@ class GPTConfig:
     d_ff: int | None = None
     dropout: float = 0.0
     bias: bool = True
-    layer_norm_eps: float = 1e-5
+    norm_eps: float = 1e-5
 
     @property
-    def hidden_size(self) -> int:
+    def mlp_width(self) -> int:
+        """Hidden width of the MLP (HF: ``intermediate_size``, GPT-2's ``n_inner``)."""
         return self.d_ff or 4 * self.d_model
 
 
@@ -70,15 +71,15 @@ class GPT(DecoderLM, nn.Module):
             PreNormBlock(
                 config.d_model,
                 config.n_head,
-                config.hidden_size,
+                config.mlp_width,
                 config.dropout,
                 config.bias,
                 causal=True,
-                eps=config.layer_norm_eps,
+                eps=config.norm_eps,
             )
             for _ in range(config.n_layer)
         )
-        self.ln_f = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_f = nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(init_weights)

@@ -45,10 +45,10 @@ class T5Config:
         relative_attention_max_distance: Offsets this far apart or further share the last bucket.
         dropout: Dropout on embeddings, attention probabilities, the feed-forward hidden layer,
             residual branches and each stack's output.
-        layer_norm_eps: RMSNorm epsilon.
+        norm_eps: RMSNorm epsilon.
         feed_forward: ``"relu"``: ``relu(x W_i) W_o`` (T5 v1.0); ``"gated-gelu"``:
             ``(gelu(x W_fc) * x W_up) W_o`` (T5 v1.1).
-        tie_word_embeddings: Output logits are the shared token embedding applied to the decoder
+        tie_embeddings: Output logits are the shared token embedding applied to the decoder
             output times ``d_model**-0.5`` (T5 v1.0); ``False``: a separate, unscaled output
             matrix (T5 v1.1).
     """
@@ -64,9 +64,9 @@ class T5Config:
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     dropout: float = 0.1
-    layer_norm_eps: float = 1e-6
+    norm_eps: float = 1e-6
     feed_forward: Literal["relu", "gated-gelu"] = "relu"
-    tie_word_embeddings: bool = True
+    tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         if self.feed_forward not in ("relu", "gated-gelu"):
@@ -245,12 +245,12 @@ class T5Block(nn.Module):
         super().__init__()
         c = config
         self.cross_attention = cross_attention
-        self.ln_1 = RMSNorm(c.d_model, c.layer_norm_eps)
+        self.ln_1 = RMSNorm(c.d_model, c.norm_eps)
         self.attn = T5Attention(c.d_model, c.n_head, c.d_kv, c.dropout)
         if cross_attention:
-            self.ln_cross = RMSNorm(c.d_model, c.layer_norm_eps)
+            self.ln_cross = RMSNorm(c.d_model, c.norm_eps)
             self.cross_attn = T5Attention(c.d_model, c.n_head, c.d_kv, c.dropout)
-        self.ln_2 = RMSNorm(c.d_model, c.layer_norm_eps)
+        self.ln_2 = RMSNorm(c.d_model, c.norm_eps)
         self.mlp = T5FeedForward(c.d_model, c.d_ff, c.dropout, gated=c.feed_forward == "gated-gelu")
         self.drop = nn.Dropout(c.dropout)
 
@@ -296,7 +296,7 @@ class T5Stack(nn.Module):
             c.n_head, c.relative_attention_num_buckets, c.relative_attention_max_distance, bidirectional=not decoder
         )
         self.blocks = nn.ModuleList(T5Block(c, cross_attention=decoder) for _ in range(n_layer))
-        self.ln_f = RMSNorm(c.d_model, c.layer_norm_eps)
+        self.ln_f = RMSNorm(c.d_model, c.norm_eps)
         self.drop = nn.Dropout(c.dropout)
         nn.init.normal_(self.position_bias.buckets.weight, std=c.d_model**-0.5)
 
@@ -358,7 +358,7 @@ class T5(nn.Module):
         self.shared = nn.Embedding(c.vocab_size, c.d_model)  # encoder and decoder input embedding
         self.encoder = T5Stack(c, c.n_layer, decoder=False)
         self.decoder = T5Stack(c, c.decoder_layers, decoder=True)
-        self.lm_head = None if c.tie_word_embeddings else nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.lm_head = None if c.tie_embeddings else nn.Linear(c.d_model, c.vocab_size, bias=False)
         # Mesh TensorFlow / HF T5 init: unit-variance embeddings (and untied output matrix);
         # the d_model**-0.5 output scaling of the tied case keeps the logits O(1)
         nn.init.normal_(self.shared.weight, std=1.0)

@@ -26,10 +26,10 @@ class CausalLM:
             raise UserError(
                 f"The tokenizer is an encoder's (special tokens {' '.join(tokenizer.special_tokens()[:8])}; "
                 f"{foreign[0]} has no use in a decoder): give a decoder's tokenizer (GPT-2, Llama ...), or train "
-                "one with `family: gpt` (`lmforge tokenizer train --family gpt`)."
+                "one with `specials: gpt` (`lmforge tokenizer train --specials gpt`)."
             )
         tokenizer.require(["eos"], "next-token prediction (it ends every document with it)",
-                          "train one with `family: gpt`.")
+                          "train one with `specials: gpt`.")
 
     def block_length(self, seq_len: int) -> int:
         return seq_len + 1

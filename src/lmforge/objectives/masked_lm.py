@@ -67,7 +67,7 @@ class MaskedLM:
     def bind(self, tokenizer: Tokenizer) -> None:
         """Learn the special tokens and word boundaries of the tokenizer the data uses."""
         ids = tokenizer.require(["mask", "cls", "sep", "pad"], "masked LM",
-                                "use a BERT or RoBERTa tokenizer (train it with `family: bert` or `family: roberta`).")
+                                "use a BERT or RoBERTa tokenizer (train it with `specials: bert` or `specials: roberta`).")
         self.mask_id, self.cls_id, self.sep_id, self.pad_id = ids["mask"], ids["cls"], ids["sep"], ids["pad"]
         self.vocab_size = tokenizer.vocab_size
         vocab = tokenizer.backend.get_vocab(with_added_tokens=True)

@@ -91,9 +91,9 @@ class SpanCorruption:
         sentinels = sentinel_ids(tokenizer)
         if not sentinels:
             raise UserError("The tokenizer has no <extra_id_0> sentinel, which span corruption needs: use a T5 tokenizer "
-                            "(train it with `family: t5`).")
+                            "(train it with `specials: t5`).")
         self.sentinels = torch.tensor(sentinels)
-        ids = tokenizer.require(["eos", "pad"], "span corruption", "use a T5 tokenizer (train it with `family: t5`).")
+        ids = tokenizer.require(["eos", "pad"], "span corruption", "use a T5 tokenizer (train it with `specials: t5`).")
         self.eos_id, self.pad_id = ids["eos"], ids["pad"]
 
     # -- lengths ----------------------------------------------------------------------------

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 from lmforge.errors import UserError
-from lmforge.start.hf import export_hf
+from lmforge.start.hf import ADAPTERS, export_hf
 from lmforge.start.starting_point import open_start
 
-
-Kind = Literal["bert", "roberta", "llama", "mistral", "qwen2"]
+Kind = Literal[tuple(ADAPTERS)]  # type: ignore[valid-type]  # the choices `--help` lists: the registry's keys
 
 
 def export(ckpt_path: str, to: str, kind: Kind | None = None) -> None:
@@ -21,13 +20,15 @@ def export(ckpt_path: str, to: str, kind: Kind | None = None) -> None:
     Args:
         ckpt_path: The lmforge ``.ckpt`` to export.
         to: The folder to write; it must not exist yet (or be empty).
-        kind: The transformers architecture. For a BERT-family network ``bert`` or ``roberta``
-            (default: ``roberta`` when positions are offset by 2 as RoBERTa's, else ``bert``); for
-            a Llama ``llama``, ``mistral`` or ``qwen2`` (default: ``qwen2`` with q/k/v biases, else ``llama``).
+        kind: The transformers architecture (HF ``model_type``); it must fit the checkpoint's
+            network. Default: ``gpt2`` for a GPT, ``t5`` for a T5; for a BERT ``roberta`` when
+            positions are offset by 2 as RoBERTa's, else ``bert``; for a Llama ``qwen2`` with q/k/v
+            biases, ``mistral`` with a sliding window, else ``llama``.
     """
     if Path(ckpt_path).suffix != ".ckpt":
         raise UserError(f"'{ckpt_path}' is not an lmforge .ckpt: export writes lmforge checkpoints as "
                         "transformers folders.")
+    refuse_unknown_kind(kind)  # before the checkpoint is read
     start = open_start(ckpt_path)
     out = export_hf(start.network, start.config, start.state_dict(), start.tokenizer, Path(to), kind)
     print(f"Exported {start.family} weights of {ckpt_path} to {out} (config.json, model.safetensors"

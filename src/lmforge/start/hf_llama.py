@@ -1,15 +1,17 @@
 """Hugging Face interop of the Llama family (``llama``: Llama 2/3, SmolLM2, ...; ``mistral``;
 ``qwen2``, with query/key/value biases): their ``config.json`` to our :class:`LlamaConfig` and
-back, options we do not implement refused by name, and the weight table. Used by
-:mod:`lmforge.start.hf`, which owns the mechanism shared by every architecture.
+back, options we do not implement refused by name, and the weight table. Registered in
+:data:`lmforge.start.hf.ADAPTERS`, which owns the mechanism shared by every architecture.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lmforge.errors import UserError
-from lmforge.models import LlamaConfig
+from lmforge.models import Llama, LlamaConfig
+from lmforge.start.adapters import Adapter, Table
 
 LLAMA_KINDS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 
@@ -60,29 +62,51 @@ def llama_config_from_hf(hf: dict[str, Any], kind: str, source: str) -> LlamaCon
         tie_embeddings=hf.get("tie_word_embeddings", False), dropout=hf.get("attention_dropout", 0.0))
 
 
-def llama_config_to_hf(c: LlamaConfig, kind: str, ids: dict[str, int]) -> dict[str, Any]:
-    """The config.json of our Llama as HF architecture ``kind``, with the tokenizer's special ids ``ids``."""
-    if c.qk_norm:
-        raise UserError(f"A Llama with qk_norm: true has no {kind} equivalent in transformers: export needs qk_norm: false.")
-    if c.qkv_bias != (kind == "qwen2"):
-        raise UserError(f"A Llama with qkv_bias: {str(c.qkv_bias).lower()} exports as "
-                        f"{'qwen2' if c.qkv_bias else 'llama or mistral'}, not {kind}: give --kind accordingly.")
-    if c.sliding_window is not None and kind != "mistral":
-        raise UserError(f"A Llama with sliding_window: {c.sliding_window} exports as mistral, not {kind}: give "
-                        "--kind mistral.")
-    extra = {"sliding_window": c.sliding_window} if kind == "mistral" else {"use_sliding_window": False} \
-        if kind == "qwen2" else {"attention_bias": False, "mlp_bias": False}
-    return {"model_type": kind, "architectures": [LLAMA_KINDS[kind]], "vocab_size": c.vocab_size,
-            "max_position_embeddings": c.max_seq_len, "num_hidden_layers": c.n_layer,
-            "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "hidden_size": c.d_model,
-            "intermediate_size": c.d_ff, "hidden_act": "silu", "rope_theta": c.rope_base,
-            "rope_scaling": {"rope_type": "llama3", **c.rope_scaling} if c.rope_scaling else None,
-            "rms_norm_eps": c.norm_eps,
-            "tie_word_embeddings": c.tie_embeddings, "attention_dropout": c.dropout, **extra, **ids}
+class LlamaAdapter(Adapter):
+    """``LlamaForCausalLM``, ``MistralForCausalLM`` (one sliding window for every layer) or
+    ``Qwen2ForCausalLM`` (query/key/value biases), as our :class:`Llama`."""
+
+    network = Llama
+
+    def config_from_hf(self, hf: dict[str, Any], source: str) -> LlamaConfig:
+        return llama_config_from_hf(hf, self.model_type, source)
+
+    def config_to_hf(self, config: LlamaConfig, ids: dict[str, int]) -> dict[str, Any]:
+        c, kind = config, self.model_type
+        extra = {"sliding_window": c.sliding_window} if kind == "mistral" else {"use_sliding_window": False} \
+            if kind == "qwen2" else {"attention_bias": False, "mlp_bias": False}
+        return {"vocab_size": c.vocab_size, "max_position_embeddings": c.max_seq_len, "num_hidden_layers": c.n_layer,
+                "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "hidden_size": c.d_model,
+                "intermediate_size": c.d_ff, "hidden_act": "silu", "rope_theta": c.rope_base,
+                "rope_scaling": {"rope_type": "llama3", **c.rope_scaling} if c.rope_scaling else None,
+                "rms_norm_eps": c.norm_eps, "tie_word_embeddings": c.tie_embeddings, "attention_dropout": c.dropout,
+                **extra}
+
+    def architecture(self, config: LlamaConfig) -> str:
+        return LLAMA_KINDS[self.model_type]
+
+    def refusal(self, config: LlamaConfig) -> str | None:
+        c, kind = config, self.model_type
+        if c.qk_norm:
+            return f"A Llama with qk_norm: true has no {kind} equivalent in transformers: export needs qk_norm: false."
+        if c.qkv_bias != (kind == "qwen2"):
+            return (f"A Llama with qkv_bias: {str(c.qkv_bias).lower()} exports as "
+                    f"{'qwen2' if c.qkv_bias else 'llama or mistral'}, not {kind}.")
+        if c.sliding_window is not None and kind != "mistral":
+            return f"A Llama with sliding_window: {c.sliding_window} exports as mistral, not {kind}."
+        return None
+
+    def fit_folder(self, config: LlamaConfig, hf_keys: set[str]) -> LlamaConfig:
+        if "lm_head.weight" not in hf_keys:  # a tied head is saved once, as the embedding
+            return dataclasses.replace(config, tie_embeddings=True)
+        return config
+
+    def weight_table(self, config: LlamaConfig, hf_keys: set[str] | None = None) -> Table:
+        return llama_table(config)
 
 
-def llama_table(c: LlamaConfig) -> list[tuple[str, str, str]]:
-    """Our parameter names and their HF tensors (a row of :data:`lmforge.start.hf.Table`, one HF name each)."""
+def llama_table(c: LlamaConfig) -> Table:
+    """Our parameter names and their HF tensors (one HF name each)."""
     p = "model."
     table = [("wte.weight", p + "embed_tokens.weight", "copy"), ("ln_f.weight", p + "norm.weight", "copy"),
              ("lm_head.weight", p + "embed_tokens.weight" if c.tie_embeddings else "lm_head.weight",

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lmforge.errors import UserError
+from lmforge.renames import new_class_path, new_hparams, new_keys
 from lmforge.start.hf import hf_to_ours, load_hf_tokenizer, read_hf_folder, read_state, resolve
 from lmforge.tokenizer import Tokenizer
 
@@ -159,15 +160,15 @@ def _open_checkpoint(path: Path, source: str) -> Start:
     if not meta.get("network"):
         raise UserError(f"'{path}' was written by task {meta.get('task')!r}, which has no pretrained network to "
                         "start from.")
-    network = import_class(meta["network"])
-    config = network.config_class(**meta["model_config"])
+    network = import_class(new_class_path(meta["network"]))
+    config = network.config_class(**new_keys(meta["model_config"]))
     tokenizer = Tokenizer.from_str(meta["tokenizer"]) if meta.get("tokenizer") else None
 
     def weights() -> dict[str, torch.Tensor]:
         return {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
 
-    return Start(source, network, config, tokenizer, weights, task=meta.get("task"),
-                 hparams=dict(ckpt.get("hyper_parameters", {})))
+    return Start(source, network, config, tokenizer, weights, task=meta.get("task") and new_class_path(meta["task"]),
+                 hparams=new_hparams(ckpt.get("hyper_parameters", {})))
 
 
 def import_class(path: str) -> type:

@@ -19,6 +19,7 @@ from torch import nn
 
 from lmforge.distributed import gather_objects
 from lmforge.errors import UserError
+from lmforge.renames import new_keys
 from lmforge.start import Start, open_start
 from lmforge.tasks.optim import MuonAdamW, OptimizerConfig, build_optimizer
 from lmforge.tasks.rng import TrainingRNG
@@ -102,8 +103,8 @@ class Task(L.LightningModule):
             shape: Config fields set on the weights' shape (``nsp_head=True``).
         """
         network = network or self.network
-        if isinstance(config, dict):  # from a checkpoint's hyper-parameters
-            config = network.config_class(**config)
+        if isinstance(config, dict):  # from a checkpoint's hyper-parameters, perhaps with older names
+            config = network.config_class(**new_keys(config))
         start = None
         if init_from:
             start = init_from if isinstance(init_from, Start) else open_start(init_from)
@@ -220,7 +221,7 @@ class Task(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get("lmforge", {})
-        config = stored.get("model_config")
+        config = new_keys(stored.get("model_config"))
         if config is not None and self._trainer is not None:  # resuming a run: the same network
             now = dataclasses.asdict(self.model_config)
             changed = [f"{k}={config[k]} (this run: {now[k]})" for k in config if k in now and now[k] != config[k]

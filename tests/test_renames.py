@@ -1,0 +1,41 @@
+"""A config key lmforge renamed (lmforge/renames.py), given under its old name in a user's own
+YAML or on the command line, is refused in one sentence that gives the new name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIGS
+from lmforge.cli import main
+
+
+def refused(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """The last line of a refused command (exit status 2, no traceback)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_an_old_key_in_a_users_yaml_is_refused_with_the_new_name(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model:\n  init_args:\n    config:\n      layer_norm_eps: 1.0e-5\n")
+    line = refused(capsys, "fit", "-c", str(CONFIGS / "gpt" / "tiny.yaml"), "-c", str(mine))
+    assert line == "lmforge: 'model.config.layer_norm_eps' was renamed 'model.config.norm_eps': use the new name."
+
+
+@pytest.mark.parametrize(("config", "option", "message"), [
+    ("t5/tiny.yaml", "--model.config.tie_word_embeddings=false",
+     "lmforge: 'model.config.tie_word_embeddings' was renamed 'model.config.tie_embeddings': use the new name."),
+    ("gpt/tiny.yaml", "--data.tokenizer.family=gpt",
+     "lmforge: 'data.tokenizer.family' was renamed 'data.tokenizer.specials': use the new name."),
+])
+def test_an_old_option_on_the_command_line_is_refused_with_the_new_name(config: str, option: str, message: str,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    assert refused(capsys, "fit", "-c", str(CONFIGS / config), option) == message
