@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from lmforge.errors import UserError
-from lmforge.start.hf import ADAPTERS, export_hf
+from lmforge.start.hf import ADAPTERS, export_hf, refuse_unknown_kind
 from lmforge.start.starting_point import open_start
 
 Kind = Literal[tuple(ADAPTERS)]  # type: ignore[valid-type]  # the choices `--help` lists: the registry's keys
