@@ -39,3 +39,10 @@ def test_an_old_key_in_a_users_yaml_is_refused_with_the_new_name(tmp_path: Path,
 def test_an_old_option_on_the_command_line_is_refused_with_the_new_name(config: str, option: str, message: str,
                                                                         capsys: pytest.CaptureFixture) -> None:
     assert refused(capsys, "fit", "-c", str(CONFIGS / config), option) == message
+
+
+def test_an_old_option_of_a_tool_command_is_refused_with_the_new_name(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    line = refused(capsys, "tokenizer", "train", "--family", "gpt", "--out", str(tmp_path / "t.json"))
+    assert line == "lmforge: 'family' was renamed 'specials': use the new name."
+    assert not (tmp_path / "t.json").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 from jsonargparse import CLI
 
 from lmforge.cache import atomic_write_text
+from lmforge.commands.lightning import LmforgeParser
 from lmforge.data.documents import TxtSplit
 from lmforge.data.corpora import BundledCorpus, TextCorpus
 from lmforge.data.source import DataSource
@@ -131,4 +132,4 @@ def coverage(
 
 def tokenizer(argv: list[str]) -> None:
     """``lmforge tokenizer <train|coverage> ...``"""
-    CLI({"train": train, "coverage": coverage}, args=argv, prog="lmforge tokenizer")
+    CLI({"train": train, "coverage": coverage}, args=argv, prog="lmforge tokenizer", parser_class=LmforgeParser)
