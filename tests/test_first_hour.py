@@ -320,3 +320,20 @@ def test_the_terminal_progress_bar_counts_optimizer_steps_of_max_steps(tmp_path:
     assert bar.total_train_batches == 3 and bar._get_train_description(0).strip() == "Steps"
     task = next(t for t in bar.progress.tasks if t.id == bar.train_progress_bar_id)
     assert (task.description.strip(), task.completed, task.total) == ("Steps", 3, 3)  # 6 batches, 3 steps
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("--model.temperature=-0.5", "lmforge: error: model.temperature=-0.5: give a temperature >= 0 (0 decodes greedily)."),
+    ("--model.max_new_tokens=0",
+     "lmforge: error: model.max_new_tokens=0: give the number of tokens to generate (>= 1)."),
+    ("--model.top_k=0", "lmforge: error: model.top_k=0: give the number of candidates to sample from (>= 1), or null "
+                        "for all."),
+])
+def test_predict_refuses_settings_that_would_not_sample_what_was_asked(option: str, message: str, gpt_run: Path,
+                                                                       workdir: Path, capsys: pytest.CaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    before = files(workdir)
+    assert refused(capsys, "predict", "--ckpt_path", str(gpt_run / "checkpoints" / "last.ckpt"),
+                   "--model.prompts", "The", option) == message
+    assert files(workdir) == before

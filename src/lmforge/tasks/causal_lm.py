@@ -58,10 +58,7 @@ class CausalLMTask(PretrainingTask):
         super().__init__(optimizer, compile)
         self._store_hparams(ignore=GENERATION_ARGS)
         self._set_prompts(prompts, prompt_file)
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.top_k = top_k
-        self.generation_seed = generation_seed
+        self._set_generation(max_new_tokens, temperature, top_k, generation_seed)
         self.build_network(config, init_from)
         self.objective = CausalLM()
 

@@ -54,6 +54,17 @@ class PretrainingTask(Task):
         self.prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
         self.prompt_file = prompt_file
 
+    def _set_generation(self, max_new_tokens: int, temperature: float, top_k: int | None, seed: int) -> None:
+        """Keep the sampling settings of ``predict``; a value that would sample nothing, or
+        something other than asked, is refused by name."""
+        if max_new_tokens < 1:
+            raise UserError(f"model.max_new_tokens={max_new_tokens}: give the number of tokens to generate (>= 1).")
+        if not temperature >= 0:  # also NaN
+            raise UserError(f"model.temperature={temperature}: give a temperature >= 0 (0 decodes greedily).")
+        if top_k is not None and top_k < 1:
+            raise UserError(f"model.top_k={top_k}: give the number of candidates to sample from (>= 1), or null for all.")
+        self.max_new_tokens, self.temperature, self.top_k, self.generation_seed = max_new_tokens, temperature, top_k, seed
+
     def predict_dataloader(self) -> DataLoader:
         """The prompts of ``predict``: ``prompts`` plus the lines of ``prompt_file``."""
         prompts = list(self.prompts)

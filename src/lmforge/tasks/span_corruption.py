@@ -79,10 +79,7 @@ class SpanCorruptionTask(PretrainingTask):
             raise UserError(f"Unknown noise '{noise}': use t5 (span corruption) or bart (text infilling).")
         self.noise = noise
         self._set_prompts(prompts, prompt_file)
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.top_k = top_k
-        self.generation_seed = generation_seed
+        self._set_generation(max_new_tokens, temperature, top_k, generation_seed)
 
     def forward(
         self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
