@@ -244,3 +244,16 @@ def test_console_script_ddp_two_cpu_processes_streaming(tmp_path: Path) -> None:
     assert sorted(data_state["stream"]) == [0, 1] and data_state["streams"] == 2
     assert data_state["stream"][0] != data_state["stream"][1]
     assert len(ckpt["lmforge"]["rng"]) == 2  # each rank's random state
+
+
+def test_lmforge_help_lists_every_command_through_the_console_script() -> None:
+    from lmforge.commands import COMMANDS
+
+    script = Path(sys.executable).with_name("lmforge")  # what `pip install` put beside this Python
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    shown = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True, env=env).stdout
+    listed = [line.split()[0] for line in shown.splitlines() if line.startswith("  ")]
+    assert listed == list(COMMANDS) and len(listed) >= 9
+    assert all(command.summary in shown for command in COMMANDS.values())
+    wrong = subprocess.run([str(script), "evalute"], capture_output=True, text=True, env=env)
+    assert wrong.returncode == 2 and wrong.stderr.strip() == "lmforge: error: unknown command 'evalute': did you mean 'evaluate'?"

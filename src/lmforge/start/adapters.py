@@ -1,6 +1,6 @@
 """What a Hugging Face adapter gives: how one ``transformers`` architecture (its ``model_type``)
 maps onto one of our networks, both ways. One module per family implements it
-(:mod:`lmforge.start.hf_bert`, ``hf_gpt2``, ``hf_t5``, ``hf_llama``); :data:`lmforge.start.hf.ADAPTERS`
+(:mod:`lmforge.start.hf_bert`, ``hf_gpt``, ``hf_t5``, ``hf_llama``); :data:`lmforge.start.hf.ADAPTERS`
 registers them, and :mod:`lmforge.start.hf` runs import and export through them alone.
 
 A weight table lists each of our parameters with the HF tensor(s) it corresponds to and how:

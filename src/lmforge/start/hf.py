@@ -22,7 +22,7 @@ from torch import nn
 from lmforge.errors import UserError
 from lmforge.start.adapters import Adapter, Table
 from lmforge.start.hf_bert import BertAdapter, RobertaAdapter
-from lmforge.start.hf_gpt2 import GPT2Adapter
+from lmforge.start.hf_gpt import GPT2Adapter
 from lmforge.start.hf_llama import LlamaAdapter
 from lmforge.start.hf_t5 import T5Adapter
 from lmforge.tokenizer import ROLE_SPELLINGS, Tokenizer
