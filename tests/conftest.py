@@ -66,3 +66,16 @@ def fit_tiny_gpt(folder: Path, steps: int, *args: str) -> dict:
     ckpt = torch.load(folder / "logs" / "gpt-tiny" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == steps
     return ckpt
+
+
+def refused(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """The one error line of ``lmforge *args`` refused (exit status 2, no traceback)."""
+    from lmforge.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]

@@ -17,7 +17,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS
+from conftest import CONFIGS, refused
 from lmforge.cli import main
 
 TINY = str(CONFIGS / "gpt" / "tiny.yaml")
@@ -33,17 +33,6 @@ def run(*args: str) -> list[str]:
         warnings.simplefilter("always")
         main(list(args))
     return [str(w.message) for w in caught]
-
-
-def refused(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """The one error line of a refused command (exit status 2, no traceback)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
 
 
 def files(folder: Path) -> dict[str, tuple[int, int]]:

@@ -7,19 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS
+from conftest import CONFIGS, refused
 from lmforge.cli import main
-
-
-def refused(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """The last line of a refused command (exit status 2, no traceback)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
 
 
 def test_an_old_key_in_a_users_yaml_is_refused_with_the_new_name(tmp_path: Path,

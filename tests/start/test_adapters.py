@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import refused
 from lmforge.cli import main
 from lmforge.errors import UserError
 from lmforge.models import Bert, BertConfig, Elmo, ElmoConfig
@@ -105,17 +106,6 @@ def test_hf_to_ours_to_hf_keeps_logits_and_tensors(model_type: str, tmp_path: Pa
 
 def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
-def refused(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """The one error line of a refused command (exit status 2, no traceback)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(("kind", "message"), [
