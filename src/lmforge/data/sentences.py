@@ -7,11 +7,15 @@ The rule, in full:
 2. A sentence ends after ``.``, ``!`` or ``?`` (and any closing quotes or brackets right
    after it) when whitespace follows and the next character is an uppercase letter, a
    digit, or an opening quote or bracket.
-3. Not after a known abbreviation (``e.g.``, ``i.e.``, ``etc.``, ``Mr.``, ``Dr.``, ``vs.``,
-   ``Fig.``, ...) or a single capital initial (``J. R. R. Tolkien``).
+3. Not after a known abbreviation (``e.g.``, ``i.e.``, ``et al.``, ``vs.``, ``Fig.``, ``approx.``,
+   ``Dr.``, ``No.``, ``U.S.``, ...: :data:`ABBREVIATIONS`), matched as it is written or with its
+   first letter capitalised, so ``MS.`` (an acronym) and ``ms.`` (milliseconds) end sentences
+   while ``Ms.`` does not; not after a single capital initial (``J. R. R. Tolkien``, ``E. coli``);
+   not after a lone ``.`` of a spaced ellipsis (``. . .``).
 
 No model, no language data: it errs towards longer sentences, which is harmless for
-sentence-pair pretraining.
+sentence-pair pretraining. On 3,357 MEDLINE abstracts (``benchmarks/libraries.py``) it makes
+fewer errors than NLTK's Punkt trained on the same abstracts, pysbd and sentencex.
 
 :func:`sentence_examples` turns documents into a sentence objective's examples.
 """
@@ -25,8 +29,10 @@ if TYPE_CHECKING:
     from lmforge.batching import Objective
     from lmforge.tokenizer import Tokenizer
 
+# as usually written; a word matches one as written or with its first letter capitalised
 ABBREVIATIONS = frozenset(
-    "e.g i.e etc vs cf al mr mrs ms dr prof sr jr st fig figs eq eqs no vol pp ed eds approx dept inc ltd co corp".split()
+    "e.g i.e etc vs cf al viz approx ca resp fig figs eq eqs vol pp ed eds "  # prose, citations, figures
+    "Mr Mrs Ms Dr Prof Sr Jr St No Nos Dept Inc Ltd Co Corp U.S U.K".split()  # titles, names, places
 )
 
 _BOUNDARY = re.compile(r"""([.!?]['")\]]*)\s+(?=[A-Z0-9"'(\[])""")
@@ -34,8 +40,11 @@ _BOUNDARY = re.compile(r"""([.!?]['")\]]*)\s+(?=[A-Z0-9"'(\[])""")
 
 def _ends_with_abbreviation(text: str) -> bool:
     last = text.rsplit(None, 1)[-1] if text.strip() else ""
-    word = last.rstrip(".").lstrip("(\"'[").lower()
-    return word in ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+    word = last.rstrip(".").lstrip("(\"'[")
+    if not word:  # a lone "." of a spaced ellipsis ". . ."
+        return True
+    lowered = word[0].lower() + word[1:]
+    return word in ABBREVIATIONS or lowered in ABBREVIATIONS or (len(word) == 1 and word.isupper())
 
 
 def split_sentences(text: str) -> list[str]:
