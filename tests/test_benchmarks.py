@@ -133,3 +133,17 @@ def test_time_to_loss(smoke: Smoke) -> None:
     for recipe in summary["recipes"].values():
         assert recipe["tokens"][0] > 0 and recipe["final_loss"][0] < 7.0  # trained: below a uniform guess over 2048
     assert "to (a) final" in out and "(c) Llama block, Muon" in out  # the verdict's table
+
+
+def test_libraries(smoke: Smoke) -> None:
+    # ClassF1 against scikit-learn, wikitext against mwparserfromhell, the splitter against Punkt,
+    # pysbd and sentencex: each side asserted to be the library it names inside the script
+    out, summary = smoke("libraries.py", "--sample", "3")
+    assert summary["class_f1"]["max_abs_diff_sklearn"] < 1e-6 and summary["class_f1"]["max_abs_diff_before"] < 1e-6
+    page = summary["wiki"]["page"]
+    assert page["lmforge"]["residue"] == 0 and page["lmforge"]["words_lost"] == 0
+    assert page["mwparserfromhell (HF builder's rules)"]["words_added"] > 0  # it keeps categories and appendices
+    splitters = summary["sentences"]["splitters"]
+    assert set(splitters) == {"lmforge", "punkt (trained here)", "pysbd", "sentencex"}
+    assert splitters["lmforge"]["false_breaks"] == 0  # the stand-ins' et al., vs., Fig., i.v., Dr., approx., U.S.
+    assert "3 of " in out and "decisions where a splitter and the label disagree" in out

@@ -9,7 +9,8 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from lmforge.data.readers import read_pubmed_xml, read_wikipedia_dump, strip_gutenberg, wikitext_to_text
+from lmforge.data.readers import read_pubmed_xml, read_wikipedia_dump, strip_gutenberg
+from lmforge.data.wikitext import wikitext_to_text
 from lmforge.errors import UserError
 
 ARTICLE = """{{Short description|Political philosophy}}

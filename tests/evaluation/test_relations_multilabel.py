@@ -162,6 +162,53 @@ def test_class_f1_leaves_out_the_ignored_class_by_hand_counts() -> None:
     assert full.compute()["f1_micro"].item() == pytest.approx(5 / 8)  # = accuracy without an ignored class
 
 
+def confusion_f1(pred: torch.Tensor, gold: torch.Tensor, n: int, ignore: int | None) -> tuple[float, float]:
+    """Micro/macro F1 from a confusion matrix counted by hand (ClassF1's own counting before it
+    used torchmetrics' stat scores)."""
+    c = torch.bincount(gold * n + pred, minlength=n * n).view(n, n).double()
+    tp = c.diag()
+    fp, fn = c.sum(0) - tp, c.sum(1) - tp
+    keep = [k for k in range(n) if k != ignore]
+    micro = 2 * tp[keep].sum() / max(1.0, (2 * tp[keep].sum() + fp[keep].sum() + fn[keep].sum()).item())
+    seen = [k for k in keep if (tp[k] + fp[k] + fn[k]) > 0]
+    macro = sum(2 * tp[k] / (2 * tp[k] + fp[k] + fn[k]) for k in seen) / len(seen) if seen else 0.0
+    return float(micro), float(macro)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_class_f1_matches_scikit_learn_and_a_confusion_matrix_on_random_labels(seed: int) -> None:
+    from sklearn.metrics import f1_score
+
+    g = torch.Generator().manual_seed(seed)
+    n = 2 + seed % 6
+    ignore = None if seed % 3 == 0 else int(torch.randint(n, (), generator=g))
+    # skewed towards few classes, so some classes are never seen and the ignored one is common
+    probs = torch.rand(n, generator=g) ** 3
+    metric = ClassF1(n, ignore)
+    golds, preds = [], []
+    for _ in range(3):  # several batches: the counts add up
+        size = int(torch.randint(1, 40, (), generator=g))
+        gold = torch.multinomial(probs, size, replacement=True, generator=g)
+        pred = torch.where(torch.rand(size, generator=g) < 0.5, gold,
+                           torch.multinomial(probs, size, replacement=True, generator=g))
+        metric.update(pred, gold)
+        golds.append(gold), preds.append(pred)
+    gold, pred = torch.cat(golds), torch.cat(preds)
+    out = {k: v.item() for k, v in metric.compute().items()}
+    keep = [k for k in range(n) if k != ignore]
+    seen = [k for k in keep if k in set(gold.tolist()) | set(pred.tolist())]
+    micro = f1_score(gold, pred, labels=keep, average="micro", zero_division=0)
+    macro = f1_score(gold, pred, labels=seen, average="macro", zero_division=0) if seen else 0.0
+    assert out["f1_micro"] == pytest.approx(micro, abs=1e-6) and out["f1_macro"] == pytest.approx(macro, abs=1e-6)
+    assert (out["f1_micro"], out["f1_macro"]) == pytest.approx(confusion_f1(pred, gold, n, ignore), abs=1e-6)
+
+
+def test_class_f1_is_zero_when_only_the_ignored_class_occurs() -> None:
+    metric = ClassF1(3, ignore=1)
+    metric.update(torch.tensor([1, 1]), torch.tensor([1, 1]))
+    assert {k: v.item() for k, v in metric.compute().items()} == {"f1_micro": 0.0, "f1_macro": 0.0}
+
+
 def multilabel_rows(n: int, seed: int) -> list[dict]:
     """Hallmarks-of-Cancer-like documents: each cue word adds its label; some have none."""
     g = np.random.default_rng(seed)

@@ -9,9 +9,10 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 from torchmetrics.classification import (
-    MulticlassAccuracy, MulticlassMatthewsCorrCoef, MultilabelExactMatch, MultilabelF1Score,
+    MulticlassAccuracy, MulticlassMatthewsCorrCoef, MulticlassStatScores, MultilabelExactMatch,
+    MultilabelF1Score,
 )
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
@@ -28,12 +29,12 @@ TaskType = Literal["classification", "regression", "multilabel", "token_classifi
 Batch = dict[str, torch.Tensor]
 
 
-class ClassF1(Metric):
-    """Micro- and macro-F1 over classes from a confusion matrix (summed over processes, so exact
-    under DDP), with one class optionally left out: the "no relation" class of relation
+class ClassF1(MulticlassStatScores):
+    """Micro- and macro-F1 over classes from torchmetrics' per-class counts (summed over processes,
+    so exact under DDP), with one class optionally left out: the "no relation" class of relation
     extraction (ChemProt's ``false``), whose correct predictions are no hits and whose
     predictions are no guesses. Macro-F1 averages the classes seen in the gold labels or the
-    predictions (scikit-learn's convention).
+    predictions (scikit-learn's convention: ``f1_score(labels=...)`` over those classes).
 
     Args:
         num_classes: Number of classes.
@@ -43,19 +44,14 @@ class ClassF1(Metric):
     full_state_update = False
 
     def __init__(self, num_classes: int, ignore: int | None = None):
-        super().__init__()
-        self.num_classes, self.ignore = num_classes, ignore
-        self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        n = self.num_classes
-        self.confusion += torch.bincount(target * n + preds, minlength=n * n).view(n, n)  # rows gold, columns predicted
+        # not torchmetrics' ignore_index: that drops the examples whose gold label it is, while a
+        # class predicted on a "no relation" example must still count as a wrong guess
+        super().__init__(num_classes, average="none")
+        self.ignore = ignore
 
     def compute(self) -> dict[str, torch.Tensor]:
-        c = self.confusion.double()
-        tp = c.diag()
-        fp, fn = c.sum(0) - tp, c.sum(1) - tp
-        keep = torch.ones(self.num_classes, dtype=torch.bool, device=c.device)
+        tp, fp, _, fn, _ = super().compute().double().unbind(-1)  # (C, 5): tp, fp, tn, fn, support
+        keep = torch.ones_like(tp, dtype=torch.bool)
         if self.ignore is not None:
             keep[self.ignore] = False
         micro = 2 * tp[keep].sum() / (2 * tp[keep].sum() + fp[keep].sum() + fn[keep].sum()).clamp(min=1)
