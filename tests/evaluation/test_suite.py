@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import lmforge.data.downstream as downstream
+import lmforge.evaluation.downstream_data as downstream
 from conftest import CONFIGS
 from lmforge.cli import main
 from lmforge.errors import UserError
