@@ -193,18 +193,8 @@ def evaluate(
     """
     if fit is None:
         raise UserError("evaluate needs a way to run `lmforge fit`: call it through `lmforge evaluate`.")
-    if not starts:
-        raise UserError("Give at least one starting point: --starts '[general.ckpt, domain.ckpt]'.")
-    if seeds < 1:
-        raise UserError(f"seeds must be at least 1, got {seeds}.")
-    names = list(labels) if labels else [label_of(s) for s in starts]
-    if len(names) != len(starts) or len(set(names)) != len(names) or RANDOM in names:
-        raise UserError(f"labels {names} must name each of the {len(starts)} starts once, other than "
-                        f"'{RANDOM}': pass distinct --labels.")
     out_dir = Path(out)
-    existing = [p for p in (*RESULT_FILES, "tensorboard") if (out_dir / p).exists()]
-    if existing:
-        raise UserError(f"'{out_dir}' already holds {', '.join(existing)}: choose another --out (nothing was run).")
+    names = _start_names(starts, labels, seeds, out_dir)
     chosen = _chosen_tasks(suite, recipe, metric, tasks, data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = [(RANDOM, starts[0], True)] if random_baseline else []
@@ -216,6 +206,28 @@ def evaluate(
                 metrics = run_one(fit, task, start, seed, out_dir, file_name(name), random_init, list(overrides or []))
                 rows.append({"task": task.name, "start": name, "source": start, "seed": seed, **metrics})
                 write_runs(rows, out_dir)
+    _report(rows, chosen, out_dir)
+    return out_dir
+
+
+def _start_names(starts: list[str], labels: list[str] | None, seeds: int, out_dir: Path) -> list[str]:
+    """The names of the starts in the table, once the run is known to be possible (before anything runs)."""
+    if not starts:
+        raise UserError("Give at least one starting point: --starts '[general.ckpt, domain.ckpt]'.")
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {seeds}.")
+    names = list(labels) if labels else [label_of(s) for s in starts]
+    if len(names) != len(starts) or len(set(names)) != len(names) or RANDOM in names:
+        raise UserError(f"labels {names} must name each of the {len(starts)} starts once, other than "
+                        f"'{RANDOM}': pass distinct --labels.")
+    existing = [p for p in (*RESULT_FILES, "tensorboard") if (out_dir / p).exists()]
+    if existing:
+        raise UserError(f"'{out_dir}' already holds {', '.join(existing)}: choose another --out (nothing was run).")
+    return names
+
+
+def _report(rows: list[dict], chosen: list[SuiteTask], out_dir: Path) -> None:
+    """Write and print the summary table, name a task that logged no metric of the table, say where the files are."""
     reported = {t.name: t.metric or _default_metric([r for r in rows if r["task"] == t.name]) for t in chosen}
     table = write_summary(rows, reported, out_dir)
     print(table)
@@ -225,7 +237,6 @@ def evaluate(
             print(f"Task '{task}' logged no {name} (it logged {', '.join(logged)}): fix its metric.")
     print(f"Wrote {out_dir}/runs.csv, summary.md, summary.csv, summary.png and tensorboard/ "
           f"(tensorboard --logdir {out_dir / 'tensorboard'}).")
-    return out_dir
 
 
 def _chosen_tasks(suite: str | None, recipe: list[str] | None, metric: str | None, tasks: list[str] | None,
