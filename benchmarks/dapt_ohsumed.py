@@ -113,7 +113,7 @@ def finetune_recipe(path: Path, train: Path, val: Path, text_field: str, seq_len
         "model": {"class_path": "lmforge.evaluation.FineTuneTask", "init_args": {
             "mode": "full", "pooling": "mean", "dropout": 0.1,
             "optimizer": {"lr": 5.0e-4, "weight_decay": 0.01, "betas": [0.9, 0.999]}, "warmup_ratio": 0.1}},
-        "data": {"class_path": "lmforge.data.LabeledText", "init_args": {
+        "data": {"class_path": "lmforge.evaluation.LabeledText", "init_args": {
             "source": {"paths": str(train), "text_field": text_field}, "validation": str(val), "label_field": "label",
             "task_type": "classification", "seq_len": seq_len, "batch_size": 32}},
         "trainer": {"accelerator": "cpu", "precision": "32-true", "max_steps": steps,

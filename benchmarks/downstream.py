@@ -279,8 +279,8 @@ def lmforge_optimizer(a: argparse.Namespace):
 
 
 def lmforge_ner(split: Split, start: str, random_init: bool, a: argparse.Namespace):
-    from lmforge.data import DataSource, TaggedText
-    from lmforge.evaluation import TokenClassificationTask
+    from lmforge.data import DataSource
+    from lmforge.evaluation import TaggedText, TokenClassificationTask
 
     task = TokenClassificationTask(init_from=start, random_init=random_init, dropout=0.1,
                                    optimizer=lmforge_optimizer(a), warmup_ratio=0.1)
@@ -290,8 +290,8 @@ def lmforge_ner(split: Split, start: str, random_init: bool, a: argparse.Namespa
 
 
 def lmforge_classify(split: Split, start: str, random_init: bool, a: argparse.Namespace):
-    from lmforge.data import DataSource, LabeledText
-    from lmforge.evaluation import FineTuneTask
+    from lmforge.data import DataSource
+    from lmforge.evaluation import FineTuneTask, LabeledText
 
     relation = split.kind == "rel"
     task = FineTuneTask(init_from=start, random_init=random_init, pooling="entity_start" if relation and a.command == "helps" else "cls",

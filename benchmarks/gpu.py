@@ -102,7 +102,8 @@ from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.gpt import GPTConfig
 from lmforge.objectives.masked_lm import IGNORE
 from lmforge.tasks import CausalLMTask, LlamaCausalLMTask, MaskedLMTask, OptimizerConfig, PretrainingTask
-from lmforge.tasks.optim import param_groups, warmup_cosine
+from lmforge.tasks.optim import param_groups
+from lmforge.tasks.schedules import warmup_cosine
 from lmforge.tasks.masked_lm import run_flops_per_token
 
 Batch = dict[str, torch.Tensor]

@@ -120,7 +120,8 @@ from lmforge.objectives import BidirectionalLM, CausalLM, MaskedLM, SpanCorrupti
 from lmforge.objectives.masked_lm import IGNORE
 from lmforge.tasks import CausalLMTask, ElmoTask, MaskedLMTask, OptimizerConfig, PretrainingTask, SpanCorruptionTask
 from lmforge.tasks.elmo import token_char_ids
-from lmforge.tasks.optim import build_optimizer, warmup_cosine
+from lmforge.tasks.optim import build_optimizer
+from lmforge.tasks.schedules import warmup_cosine
 
 SEED = 1234  # the CLI's seed_everything default, also used to initialise (b) and (c)
 CLIP = 1.0

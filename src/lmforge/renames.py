@@ -11,7 +11,13 @@ from collections.abc import Iterable
 from typing import Any
 
 # old dotted class path -> new one (a class that moved between modules or packages)
-MOVED_CLASSES: dict[str, str] = {}
+MOVED_CLASSES: dict[str, str] = {
+    # downstream data beside its tasks (issue 24): data/labeled.py, data/tagged.py -> evaluation/
+    "lmforge.data.LabeledText": "lmforge.evaluation.LabeledText",
+    "lmforge.data.labeled.LabeledText": "lmforge.evaluation.LabeledText",
+    "lmforge.data.TaggedText": "lmforge.evaluation.TaggedText",
+    "lmforge.data.tagged.TaggedText": "lmforge.evaluation.TaggedText",
+}
 
 # old config key -> new key, the same in every family's config (and the tokenizer spec).
 # GPTConfig's and BertConfig's ``hidden_size`` became ``mlp_width``, but it was a property, never a

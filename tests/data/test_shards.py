@@ -118,6 +118,23 @@ def test_writer_rolls_shards_on_document_boundaries_and_widens_dtype(tmp_path: P
         blocks[len(blocks)]
 
 
+def test_small_chunks_keep_order_report_progress_and_a_folder_prepared_first_is_kept(tmp_path: Path) -> None:
+    texts = [("train" if i % 4 else "val", "x" * (i + 1)) for i in range(10)]
+    encode = lambda batch: [[len(t)] for t in batch]  # noqa: E731 (one token per text: its length)
+    progress: list[tuple[int, int]] = []
+    folder = tmp_path / "prepared"
+    prepared = write_prepared(folder, texts, encode, vocab_size=100, eos_id=0, tokenizer_fp="f" * 16, meta={},
+                              chunk_chars=7, on_progress=lambda chars, docs: progress.append((chars, docs)))
+    assert _documents(prepared, "train") == [[n] for n in range(1, 11) if (n - 1) % 4]  # in corpus order
+    assert _documents(prepared, "val") == [[1], [5], [9]]
+    assert len(progress) > 2 and progress[-1] == (55, 10) and progress == sorted(progress)
+    assert prepared.meta["characters"] == 55
+    # another process finished the same folder first: its result is kept, the second write leaves no trace
+    again = write_prepared(folder, [("train", "yy"), ("val", "z")], encode, vocab_size=100, eos_id=0,
+                           tokenizer_fp="f" * 16, meta={})
+    assert _documents(again, "val") == [[1], [5], [9]] and sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
 def test_a_single_document_serves_both_splits(tmp_path: Path) -> None:
     (tmp_path / "only").mkdir()
     (tmp_path / "only" / "a.txt").write_text("just one document here", encoding="utf-8")

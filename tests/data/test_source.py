@@ -11,8 +11,9 @@ from jsonargparse import ArgumentParser
 
 from conftest import CONFIGS
 from lmforge.cli import main
-from lmforge.data import DataSource, LabeledText, TextCorpus
+from lmforge.data import DataSource, TextCorpus
 from lmforge.errors import UserError
+from lmforge.evaluation import LabeledText
 
 
 def test_local_paths_win_over_the_hub_dataset(tiny_corpus: Path) -> None:

@@ -9,9 +9,9 @@ import lightning as L
 import pytest
 import torch
 
-from lmforge.data import DataSource, LabeledText, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
-from lmforge.evaluation import FineTuneTask
+from lmforge.evaluation import FineTuneTask, LabeledText
 from lmforge.models import BertConfig, ElmoConfig, GPTConfig, T5Config
 from lmforge.models.layers import pool
 from lmforge.start import connect

@@ -14,10 +14,10 @@ import torch
 
 from conftest import SENTENCES
 from lmforge.callbacks import ThroughputMonitor
-from lmforge.data import DataSource, LabeledText, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.data.vocab import extension_pieces
 from lmforge.errors import UserError
-from lmforge.evaluation import FineTuneTask
+from lmforge.evaluation import FineTuneTask, LabeledText
 from lmforge.evaluation.finetune import ClassF1
 from lmforge.start import connect
 from lmforge.tokenizer import Tokenizer

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-import lmforge.data.downstream as downstream
+import lmforge.evaluation.downstream_data as downstream
 from conftest import CONFIGS
 from lmforge.cli import main
 from lmforge.errors import UserError

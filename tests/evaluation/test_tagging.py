@@ -11,9 +11,9 @@ from test_finetune import save_pretrained, trainer
 
 from conftest import CONFIGS
 from lmforge.cli import main
-from lmforge.data import DataSource, TaggedText, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
-from lmforge.evaluation import FineTuneTask, TokenClassificationTask
+from lmforge.evaluation import FineTuneTask, TaggedText, TokenClassificationTask
 from lmforge.models import BertConfig
 from lmforge.start import connect
 from lmforge.tasks import MaskedLMTask

@@ -15,9 +15,9 @@ import torch
 
 from conftest import CONFIGS, SENTENCES
 from lmforge.cli import main
-from lmforge.data import DataSource, LabeledText, TextCorpus, TokenizerSpec, train_tokenizer
+from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
-from lmforge.evaluation import FineTuneTask
+from lmforge.evaluation import FineTuneTask, LabeledText
 from lmforge.start import RunStart, connect, load_tokenizer, open_start
 from lmforge.tasks import ContrastiveTask, MaskedLMTask
 from lmforge.tokenizer import Tokenizer

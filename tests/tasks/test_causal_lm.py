@@ -1,4 +1,4 @@
-"""The GPT task: it learns, its optimizer groups and schedule, self-describing checkpoints."""
+"""The GPT task: it learns, its optimizer groups, self-describing checkpoints."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.models import GPTConfig
 from lmforge.tasks import CausalLMTask, OptimizerConfig
-from lmforge.tasks.optim import param_groups, warmup_cosine
+from lmforge.tasks.optim import param_groups
 from lmforge.start import connect
 
 
@@ -62,16 +62,6 @@ def test_weight_decay_skips_norms_biases_and_embeddings() -> None:
     # the tied output projection is the embedding: counted once, never decayed
     total = len(decay["params"]) + len(no_decay["params"])
     assert total == len(list(task.net.parameters()))
-
-
-def test_warmup_then_cosine_to_floor() -> None:
-    f = warmup_cosine(warmup_steps=10, decay_steps=110, min_lr_ratio=0.1)
-    warm = [f(s) for s in range(10)]
-    assert warm == sorted(warm) and warm[0] == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
-    decay = [f(s) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
-    assert f(60) == pytest.approx(0.55)  # halfway down the cosine
-    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
 
 
 def test_checkpoint_carries_tokenizer_and_config_and_refuses_another_tokenizer(tiny_corpus: Path) -> None:

@@ -1,4 +1,4 @@
-"""Corpora (LightningDataModules), tokenizers, packing and text augmentation; never imports tasks."""
+"""Corpora (LightningDataModules), tokenizers, packing and text augmentation; never imports tasks or evaluation."""
 
 from lmforge.data.augment import (
     Augmentation, BackTranslation, HFTranslator, SentencePermutation, SpanMasking, WordDeletion, WordSwap,
@@ -6,15 +6,13 @@ from lmforge.data.augment import (
 )
 from lmforge.data.corpora import BookCorpus, BundledCorpus, FineWebCorpus, PubMedCorpus, TextCorpus, WikipediaCorpus
 from lmforge.data.corpus import CorpusDataModule
-from lmforge.data.labeled import LabeledText
 from lmforge.data.pairs import SentencePairs
 from lmforge.data.source import DataSource
-from lmforge.data.tagged import TaggedText
 from lmforge.data.tokenizer import TokenizerSpec, train_tokenizer
 from lmforge.tokenizer import Tokenizer
 
 __all__ = [
     "Augmentation", "BackTranslation", "BookCorpus", "BundledCorpus", "CorpusDataModule", "DataSource", "FineWebCorpus",
-    "HFTranslator", "LabeledText", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TaggedText",
-    "TextCorpus", "Tokenizer", "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
+    "HFTranslator", "PubMedCorpus", "SentencePairs", "SentencePermutation", "SpanMasking", "TextCorpus", "Tokenizer",
+    "TokenizerSpec", "WikipediaCorpus", "WordDeletion", "WordSwap", "apply_augmentations", "train_tokenizer",
 ]

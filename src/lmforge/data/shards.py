@@ -273,43 +273,58 @@ def write_prepared(
     start = time.perf_counter()
     try:
         writers = {s: ShardWriter(tmp, s, vocab_size, eos_id, tokenizer_fp, shard_tokens) for s in SPLITS}
-        chars = docs = 0
-
-        def write(chunk: list[tuple[str, str]], ids: list[list[int]]) -> None:
-            nonlocal chars, docs
-            for split in SPLITS:
-                writers[split].add([d for (s, _), d in zip(chunk, ids) if s == split])
-            chars += sum(len(t) for _, t in chunk)
-            docs += len(chunk)
-            if on_progress is not None:
-                on_progress(chars, docs)
-
-        # encoding (which releases the GIL) runs in a thread while the next chunk is read
-        # and the previous one written: two chunks in flight at most
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = None
-            for chunk in _chunks(documents, chunk_chars):
-                future = pool.submit(encode_batch, [text for _, text in chunk])
-                if pending is not None:
-                    write(pending[0], pending[1].result())
-                pending = (chunk, future)
-            if pending is not None:
-                write(pending[0], pending[1].result())
+        chars = _tokenize_into(writers, documents, encode_batch, chunk_chars, on_progress)
         _balance(writers)
         meta = dict(meta, format=FORMAT_VERSION, dtype=writers["train"].dtype.name, eos_id=eos_id,
                     tokenizer=tokenizer_fp, characters=chars, seconds=round(time.perf_counter() - start, 3),
                     splits={s: w.close() for s, w in writers.items()})
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process prepared it first
+        _move_into_place(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PreparedCorpus.open(folder, tokenizer_fp)
+
+
+def _tokenize_into(writers: dict[str, ShardWriter], documents: Iterable[tuple[str, str]],
+                   encode_batch: Callable[[list[str]], list[list[int]]], chunk_chars: int,
+                   on_progress: Callable[[int, int], None] | None) -> int:
+    """Tokenize ``(split, text)`` pairs chunk by chunk into their split's writer; the number of
+    characters read (see :func:`write_prepared` for the arguments)."""
+    chars = docs = 0
+
+    def write(chunk: list[tuple[str, str]], ids: list[list[int]]) -> None:
+        nonlocal chars, docs
+        for split in SPLITS:
+            writers[split].add([d for (s, _), d in zip(chunk, ids) if s == split])
+        chars += sum(len(t) for _, t in chunk)
+        docs += len(chunk)
+        if on_progress is not None:
+            on_progress(chars, docs)
+
+    # encoding (which releases the GIL) runs in a thread while the next chunk is read
+    # and the previous one written: two chunks in flight at most
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for chunk in _chunks(documents, chunk_chars):
+            future = pool.submit(encode_batch, [text for _, text in chunk])
+            if pending is not None:
+                write(pending[0], pending[1].result())
+            pending = (chunk, future)
+        if pending is not None:
+            write(pending[0], pending[1].result())
+    return chars
+
+
+def _move_into_place(tmp: Path, folder: Path) -> None:
+    """Rename the complete ``tmp`` to ``folder``; if another process prepared ``folder`` first,
+    keep its result and drop ``tmp``."""
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if not (folder / "meta.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _chunks(documents: Iterable[tuple[str, str]], chunk_chars: int) -> Iterator[list[tuple[str, str]]]:

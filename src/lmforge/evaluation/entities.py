@@ -1,5 +1,5 @@
 """Named entities in tag sequences: tagging schemes (BIO/IOB2, IOB1, IO; from
-:mod:`lmforge.data.schemes`, where the data reads them), entity spans under the
+:mod:`lmforge.evaluation.schemes`, where the tagged data reads them), entity spans under the
 conlleval chunk rules (seqeval's default mode), and entity-level precision, recall and F1 as a
 ``torchmetrics`` metric whose counts are summed over processes (exact under DDP)."""
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from lmforge.data.schemes import Scheme, detect_scheme, entity_types, split_tag, to_bio
 from lmforge.errors import UserError
+from lmforge.evaluation.schemes import Scheme, detect_scheme, entity_types, split_tag, to_bio
 
 __all__ = ["EntityF1", "Scheme", "Span", "detect_scheme", "entity_spans", "entity_types", "split_tag", "to_bio"]
 

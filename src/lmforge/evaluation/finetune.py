@@ -23,6 +23,7 @@ from lmforge.models.layers import pool
 from lmforge.start import Start, import_class
 from lmforge.tasks.base import OptimizerConfig, Task, class_path
 from lmforge.tasks.optim import param_groups
+from lmforge.tasks.schedules import warmup_linear
 
 Pooling = Literal["auto", "cls", "mean", "last", "entity_start"]
 TaskType = Literal["classification", "regression", "multilabel", "token_classification"]
@@ -59,19 +60,6 @@ class ClassF1(MulticlassStatScores):
         seen = keep & ((tp + fp + fn) > 0)
         macro = per_class[seen].mean() if seen.any() else micro.new_zeros(())
         return {"f1_micro": micro.float(), "f1_macro": macro.float()}
-
-
-def warmup_linear(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0):
-    """Multiplier of the peak learning rate: linear warmup, then linear decay to ``min_lr_ratio``
-    at ``total_steps`` (the usual fine-tuning schedule, BERT's and RoBERTa's)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
-
-    return factor
 
 
 class FineTuneTask(Task):

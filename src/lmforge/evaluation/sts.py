@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional import spearman_corrcoef
 
-from lmforge.data.labeled import read_records
 from lmforge.errors import UserError
+from lmforge.evaluation.labeled_data import read_records
 
 
 def read_sts(path: str | Path) -> tuple[list[str], list[str], list[float]]:

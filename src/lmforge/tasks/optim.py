@@ -1,10 +1,9 @@
 """The optimizers a task trains with (AdamW, or Muon for the hidden matrices with AdamW for the
-rest), chosen by :class:`OptimizerConfig`, and the warmup + cosine schedule."""
+rest), chosen by :class:`OptimizerConfig`; the schedules are in :mod:`lmforge.tasks.schedules`."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Literal
 
 import torch
@@ -115,26 +114,6 @@ def param_groups(model: nn.Module, weight_decay: float, exclude: list[nn.Paramet
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-
-
-def warmup_cosine(warmup_steps: int, decay_steps: int, min_lr_ratio: float):
-    """Multiplier of the peak learning rate: linear warmup, cosine decay to a floor, then flat.
-
-    Args:
-        warmup_steps: Steps of linear increase from 0 to the peak.
-        decay_steps: Step at which the cosine reaches ``min_lr_ratio`` (counted from step 0).
-        min_lr_ratio: The floor, as a fraction of the peak.
-    """
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if step >= decay_steps:
-            return min_lr_ratio
-        progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 class MuonAdamW(torch.optim.Optimizer):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from lmforge.batching import Objective
 from lmforge.errors import UserError
 from lmforge.tasks.base import Task
-from lmforge.tasks.optim import warmup_cosine
+from lmforge.tasks.schedules import warmup_cosine
 
 # Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
 # predict's command line always wins over what the training run had.

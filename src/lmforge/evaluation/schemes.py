@@ -1,5 +1,5 @@
-"""Tagging schemes of named-entity files: BIO (IOB2), IOB1 and IO, read as BIO. Here, below both
-the data (which reads tagged files) and the evaluation (which scores entities)."""
+"""Tagging schemes of named-entity files: BIO (IOB2), IOB1 and IO, read as BIO. Shared by the
+tagged data (which reads tagged files) and the entity scoring (which scores entities)."""
 
 from __future__ import annotations
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from conftest import SENTENCES
-from lmforge.data import DataSource, LabeledText, TokenizerSpec, train_tokenizer
-from lmforge.data.labeled import label_names, read_records, truncate_pair
-from lmforge.data.sampler import LengthGroupedSampler, run_seed
+from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
+from lmforge.evaluation import LabeledText
+from lmforge.evaluation.labeled_data import label_names, read_records, truncate_pair
+from lmforge.evaluation.loaders import LengthGroupedSampler, run_seed
 
 WORDS = SENTENCES + ["good movie", "bad movie", "a fine day", "a poor day"]
 

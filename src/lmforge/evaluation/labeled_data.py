@@ -24,10 +24,10 @@ import torch
 from jsonargparse.typing import Path_fr
 
 from lmforge.data.documents import json_lines
-from lmforge.data.downstream import DownstreamData
 from lmforge.data.source import DataSource
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
+from lmforge.evaluation.downstream_data import DownstreamData
 
 TaskType = Literal["auto", "classification", "regression", "multilabel"]
 FileFormat = Literal["auto", "tsv", "csv", "jsonl", "sts"]

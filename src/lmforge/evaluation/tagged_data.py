@@ -21,11 +21,11 @@ import torch
 from jsonargparse.typing import Path_fr
 from torch.utils.data import DataLoader
 
-from lmforge.data.downstream import DownstreamData
-from lmforge.data.schemes import detect_scheme, entity_types, split_tag, to_bio
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
+from lmforge.evaluation.downstream_data import DownstreamData
+from lmforge.evaluation.schemes import detect_scheme, entity_types, split_tag, to_bio
 
 IGNORE = -100  # the label of pieces that are not a word's first (cross-entropy's ignore_index)
 Example = dict[str, Any]

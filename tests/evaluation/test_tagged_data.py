@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data import DataSource, TaggedText, TokenizerSpec, train_tokenizer
-from lmforge.data.tagged import read_conll
+from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
+from lmforge.evaluation import TaggedText
+from lmforge.evaluation.tagged_data import read_conll
 
 SENTENCES = [
     (["Interleukin-2", "activates", "T", "cells", "."], ["B-protein", "O", "B-cell_type", "I-cell_type", "O"]),

@@ -9,10 +9,10 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from lmforge.data.sampler import example_loader, run_seed
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
+from lmforge.evaluation.loaders import example_loader, run_seed
 from lmforge.tokenizer import Tokenizer
 
 
