@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from conftest import CONFIGS, refused
-from lmforge.cli import main
 
 
 def test_an_old_key_in_a_users_yaml_is_refused_with_the_new_name(tmp_path: Path,

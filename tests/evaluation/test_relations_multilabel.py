@@ -20,7 +20,6 @@ from lmforge.errors import UserError
 from lmforge.evaluation import FineTuneTask, LabeledText
 from lmforge.evaluation.finetune import ClassF1
 from lmforge.start import connect
-from lmforge.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,6 +4,7 @@ rest), chosen by :class:`OptimizerConfig`; the schedules are in :mod:`lmforge.ta
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 import torch
