@@ -34,3 +34,14 @@ def test_an_old_option_of_a_tool_command_is_refused_with_the_new_name(tmp_path: 
     line = refused(capsys, "tokenizer", "train", "--family", "gpt", "--out", str(tmp_path / "t.json"))
     assert line == "lmforge: 'family' was renamed 'specials': use the new name."
     assert not (tmp_path / "t.json").exists()
+
+
+def test_a_moved_class_in_a_users_yaml_is_refused_with_its_new_path(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("data:\n  class_path: lmforge.data.LabeledText\n")
+    expected = "lmforge: 'lmforge.data.LabeledText' moved to 'lmforge.evaluation.LabeledText': use the new class path."
+    assert refused(capsys, "fit", "-c", str(CONFIGS / "finetune" / "tiny.yaml"), "-c", str(mine)) == expected
+    assert refused(capsys, "fit", "-c", str(CONFIGS / "finetune" / "tiny.yaml"), "--data",
+                   "lmforge.data.tagged.TaggedText").endswith("moved to 'lmforge.evaluation.TaggedText': use the new "
+                                                              "class path.")

@@ -80,3 +80,36 @@ def test_fit_resumes_a_legacy_run_from_its_saved_config(tmp_path: Path, monkeypa
     assert "norm_eps" in resumed["lmforge"]["model_config"]
     saved = next(written[-1].parent.parent.glob("config.yaml")).read_text()
     assert "norm_eps:" in saved and "specials: gpt" in saved and "family:" not in saved
+
+
+def test_a_new_run_starts_from_legacy_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    configs = LEGACY.parents[2] / "configs"
+    main(["fit", "-c", str(configs / "gpt" / "tiny.yaml"), "--model.init_from", str(LEGACY / "gpt" / "last.ckpt"),
+          "--data.seq_len", "16", "--data.max_documents", "20", "--trainer.max_steps", "2",
+          "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false", "--sample.enabled", "false"])
+    (last,) = tmp_path.glob("logs/*/version_0/checkpoints/last.ckpt")
+    stored = torch.load(last, map_location="cpu", weights_only=True)
+    assert stored["global_step"] == 2 and stored["lmforge"]["model_config"]["norm_eps"] == 1e-5
+    assert stored["hyper_parameters"]["init_from"] is None
+
+
+def test_the_legacy_fine_tuned_run_resumes_exports_and_starts_a_new_one(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its saved config.yaml names ``lmforge.data.LabeledText``, now ``lmforge.evaluation.LabeledText``."""
+    run = tmp_path / "run"
+    shutil.copytree(LEGACY / "finetune", run)
+    monkeypatch.chdir(run)
+    toy = str(LEGACY.parents[2] / "configs" / "finetune" / "toy-sentiment.tsv")
+    assert "class_path: lmforge.data.LabeledText" in (run / "config.yaml").read_text()
+    quiet = ["--trainer.enable_progress_bar", "false", "--data.source.paths", toy]
+    main(["fit", "-c", "config.yaml", "--ckpt_path", "last.ckpt", "--trainer.max_steps", "3", *quiet])
+    (resumed,) = run.glob("logs/*/version_*/checkpoints/last.ckpt")
+    assert torch.load(resumed, map_location="cpu", weights_only=True)["global_step"] == 3
+    assert "class_path: lmforge.evaluation.LabeledText" in next(resumed.parents[1].glob("config.yaml")).read_text()
+    main(["export", "--ckpt_path", "last.ckpt", "--to", "hf"])  # the fine-tuned encoder, as a BERT folder
+    assert transformers.AutoModel.from_pretrained(run / "hf").config.model_type == "bert"
+    main(["fit", "-c", "config.yaml", "--model.init_from", "last.ckpt", "--trainer.max_steps", "2",
+          "--trainer.logger.init_args.name", "again", *quiet])
+    (again,) = run.glob("logs/again/version_0/checkpoints/last.ckpt")
+    assert torch.load(again, map_location="cpu", weights_only=True)["global_step"] == 2

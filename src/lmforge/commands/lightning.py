@@ -41,7 +41,7 @@ from lmforge.callbacks import (
     TextSampleCallback,
     ThroughputMonitor,
 )
-from lmforge.commands.messages import find_user_error, quiet_lightning, unknown_key_hint
+from lmforge.commands.messages import find_user_error, moved_class_hint, quiet_lightning, unknown_key_hint
 from lmforge.commands.run_folder import Snapshot, continue_in_run_folder, newest_checkpoint
 from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
@@ -66,7 +66,8 @@ class LmforgeParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         parser = getattr(ex, "subcommand_parser", None) or self
-        hint = unknown_key_hint(message, [a.dest for a in parser._actions if a.dest not in ("help", "config")])
+        hint = unknown_key_hint(message, [a.dest for a in parser._actions if a.dest not in ("help", "config")]) \
+            or moved_class_hint(message)
         super().error(f"{message}\n{hint}" if hint else message, ex)
 
 

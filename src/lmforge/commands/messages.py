@@ -15,7 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
 from lmforge.errors import UserError, UserInputWarning
-from lmforge.renames import RENAMED_KEYS
+from lmforge.renames import MOVED_CLASSES, RENAMED_KEYS
 from lmforge.start.starting_point import import_class
 
 # Lines Lightning prints that a user cannot act on (advertisements, accelerators absent here)
@@ -84,6 +84,20 @@ def unknown_key_hint(message: str, options: list[str] | tuple[str, ...] = ()) ->
     if nearest:
         return f"lmforge: unknown option '{prefix}{bad}'{where}: did you mean '{prefix}{nearest[0]}'?"
     return f"lmforge: unknown option '{prefix}{bad}'{where}: see `--help` for the options."
+
+
+def moved_class_hint(message: str) -> str | None:
+    """``'lmforge.data.LabeledText' moved to 'lmforge.evaluation.LabeledText': ...`` for a
+    jsonargparse error that names a class path lmforge moved (:data:`lmforge.renames.MOVED_CLASSES`).
+
+    Args:
+        message: jsonargparse's error message.
+    """
+    named = re.findall(r"[\w.]+", message)
+    old = next((n for n in named if n in MOVED_CLASSES), None)
+    if old is None:
+        return None
+    return f"lmforge: '{old}' moved to '{MOVED_CLASSES[old]}': use the new class path."
 
 
 @contextmanager
