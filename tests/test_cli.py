@@ -256,5 +256,7 @@ def test_lmforge_help_lists_every_command_through_the_console_script() -> None:
     listed = [line.split()[0] for line in shown.splitlines() if line.startswith("  ")]
     assert listed == list(COMMANDS) and len(listed) >= 9
     assert all(command.summary in shown for command in COMMANDS.values())
+    lean = "import sys, lmforge.cli; sys.exit(len({'torch', 'lightning'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", lean], env=env).returncode == 0  # --help imports neither
     wrong = subprocess.run([str(script), "evalute"], capture_output=True, text=True, env=env)
     assert wrong.returncode == 2 and wrong.stderr.strip() == "lmforge: error: unknown command 'evalute': did you mean 'evaluate'?"

@@ -7,10 +7,8 @@ import difflib
 import sys
 
 from lmforge.commands import COMMANDS, usage
-from lmforge.commands.messages import find_user_error, one_line_warnings, quiet_lightning
 
 
-@one_line_warnings()
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lmforge`` console script.
 
@@ -19,7 +17,7 @@ def main(args: list[str] | None = None) -> None:
     """
     argv = sys.argv[1:] if args is None else list(args)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+        print(usage())  # at once: nothing of torch or Lightning is imported for it
         return
     command = COMMANDS.get(argv[0])
     if command is None:
@@ -27,12 +25,15 @@ def main(args: list[str] | None = None) -> None:
         hint = f"did you mean '{near[0]}'?" if near else f"the commands are {', '.join(COMMANDS)}."
         print(f"lmforge: error: unknown command '{argv[0]}': {hint}", file=sys.stderr)
         sys.exit(2)
+    from lmforge.commands.messages import find_user_error, one_line_warnings, quiet_lightning
+
     quiet_lightning()
-    try:
-        command.run(argv[1:])
-    except Exception as err:
-        user_error = find_user_error(err)
-        if user_error is None:
-            raise
-        print(f"lmforge: error: {user_error}", file=sys.stderr)
-        sys.exit(2)
+    with one_line_warnings():
+        try:
+            command.run(argv[1:])
+        except Exception as err:
+            user_error = find_user_error(err)
+            if user_error is None:
+                raise
+            print(f"lmforge: error: {user_error}", file=sys.stderr)
+            sys.exit(2)
