@@ -1,7 +1,7 @@
 """What users already have keeps working after names changed (lmforge/renames.py): the
 checkpoints and saved config.yaml files under tests/assets/legacy, written before the renames
 (``layer_norm_eps``, T5's ``tie_word_embeddings``, the tokenizer spec's ``family``), still predict,
-export and resume."""
+export and resume (and start new runs: tests/start/test_run_start.py starts one from the GPT)."""
 
 from __future__ import annotations
 
@@ -80,18 +80,6 @@ def test_fit_resumes_a_legacy_run_from_its_saved_config(tmp_path: Path, monkeypa
     assert "norm_eps" in resumed["lmforge"]["model_config"]
     saved = next(written[-1].parent.parent.glob("config.yaml")).read_text()
     assert "norm_eps:" in saved and "specials: gpt" in saved and "family:" not in saved
-
-
-def test_a_new_run_starts_from_legacy_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    configs = LEGACY.parents[2] / "configs"
-    main(["fit", "-c", str(configs / "gpt" / "tiny.yaml"), "--model.init_from", str(LEGACY / "gpt" / "last.ckpt"),
-          "--data.seq_len", "16", "--data.max_documents", "20", "--trainer.max_steps", "2",
-          "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false", "--sample.enabled", "false"])
-    (last,) = tmp_path.glob("logs/*/version_0/checkpoints/last.ckpt")
-    stored = torch.load(last, map_location="cpu", weights_only=True)
-    assert stored["global_step"] == 2 and stored["lmforge"]["model_config"]["norm_eps"] == 1e-5
-    assert stored["hyper_parameters"]["init_from"] is None
 
 
 def test_the_legacy_fine_tuned_run_resumes_exports_and_starts_a_new_one(tmp_path: Path,
