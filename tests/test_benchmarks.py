@@ -133,6 +133,9 @@ def test_time_to_loss(smoke: Smoke) -> None:
     for recipe in summary["recipes"].values():
         assert recipe["tokens"][0] > 0 and recipe["final_loss"][0] < 7.0  # trained: below a uniform guess over 2048
     assert "to (a) final" in out and "(c) Llama block, Muon" in out  # the verdict's table
+    trained = summary["trained"]  # each side is what it names (the quick start itself is (c) now)
+    assert trained["a"] == {"task": "lmforge.tasks.CausalLMTask", "optimizer": "adamw", "compile": False}
+    assert trained["c"] == {"task": "lmforge.tasks.LlamaCausalLMTask", "optimizer": "muon", "compile": False}
 
 
 def test_libraries(smoke: Smoke) -> None:
