@@ -132,4 +132,5 @@ def coverage(
 
 def tokenizer(argv: list[str]) -> None:
     """``lmforge tokenizer <train|coverage> ...``"""
-    CLI({"train": train, "coverage": coverage}, args=argv, prog="lmforge tokenizer", parser_class=LmforgeParser)
+    CLI({"train": train, "coverage": coverage}, args=argv, prog="lmforge tokenizer", parser_class=LmforgeParser,
+        description="Train a tokenizer on a corpus (train), or measure and extend one (coverage).")

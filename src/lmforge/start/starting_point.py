@@ -37,7 +37,7 @@ class Start:
         read_weights: Reads the weights under our parameter names (called by :meth:`state_dict`).
         task: For an lmforge checkpoint, the class path of the task that wrote it.
         hparams: For an lmforge checkpoint, the task's hyper-parameters.
-        hf_model_type: For a Hugging Face source, its architecture (``bert``, ``roberta``, ``gpt2``, ``t5``).
+        hf_model_type: For a Hugging Face source, its ``model_type`` (a key of :data:`lmforge.start.hf.ADAPTERS`).
     """
 
     source: str
