@@ -46,8 +46,7 @@ from lmforge.commands.run_folder import Snapshot, continue_in_run_folder, newest
 from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
 from lmforge.renames import parser_kwargs
-from lmforge.start import RunStart, Start, connect, import_class, open_start
-from lmforge.start.starting_point import identity
+from lmforge.start import RunStart, connect, import_class
 from lmforge.tasks import OptimizerConfig, Task
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -88,8 +87,7 @@ class LmforgeCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any):
-        self.run: RunStart = RunStart()
-        self._opened: dict[tuple, Start] = {}  # this run's sources, each opened once
+        self.run = RunStart()  # this run's sources, each opened once; resolved once the config is final
         quiet_lightning()  # also when used from Python (benchmarks, notebooks), not only through main()
         super().__init__(
             model_class=Task,
@@ -205,20 +203,13 @@ class LmforgeCLI(LightningCLI):
         return super()._instantiate_trainer(config, [c for c in callbacks if not isinstance(c, drop)])
 
     # -- where the run starts ---------------------------------------------------------------
-    def _open(self, source: str) -> Start:
-        """``source`` opened once for this run (the checkpoint is read before parsing, for its task)."""
-        key = identity(source)
-        if key not in self._opened:
-            self._opened[key] = open_start(source)
-        return self._opened[key]
-
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         argv = list(sys.argv[1:] if args is None else args)
         ckpt = _given_checkpoint(argv)
         if ckpt is not None:
             # `predict --ckpt_path X --model.prompts ...` must know the task class while parsing;
             # the checkpoint names it, so the user does not have to
-            argv.insert(1, f"--model={self._open(ckpt).task}")
+            argv.insert(1, f"--model={self.run.open(ckpt).task}")
         self.config = parser.parse_args(argv)
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
@@ -238,7 +229,7 @@ class LmforgeCLI(LightningCLI):
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt:
             return
-        start = self._open(ckpt)
+        start = self.run.open(ckpt)
         hparams = dict(start.hparams)
         hparams.pop("_instantiator", None)
         if not hparams:
@@ -263,7 +254,7 @@ class LmforgeCLI(LightningCLI):
         init_from = ((cfg.get("model") or {}).get("init_args") or {}).get("init_from")
         data = cfg.get("data")
         spec = data.get("init_args", {}).get("tokenizer") if data is not None else None
-        self.run = RunStart(ckpt, init_from, spec.get("path") if spec is not None else None, opened=self._opened)
+        self.run.resolve(ckpt, init_from, spec.get("path") if spec is not None else None)
 
     def _add_instantiators(self) -> None:
         """Instantiating hands the run's start down: the data module gets the run's tokenizer the

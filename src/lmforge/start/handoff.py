@@ -24,13 +24,16 @@ class RunStart:
         init_from: The weights a new run starts from (``--model.init_from``).
         tokenizer_path: The data's explicit ``tokenizer.path``: a ``tokenizer.json``, a checkpoint,
             a model folder or ``hf:<id>``.
-        opened: Sources the command already opened for this run (the checkpoint whose task it
-            read before parsing), by :func:`~lmforge.start.starting_point.identity`.
     """
 
     def __init__(self, ckpt_path: str | None = None, init_from: str | None = None,
-                 tokenizer_path: str | None = None, opened: dict[tuple, Start] | None = None):
-        self._opened = dict(opened or {})
+                 tokenizer_path: str | None = None):
+        self._opened: dict[tuple, Start] = {}
+        self.resolve(ckpt_path, init_from, tokenizer_path)
+
+    def resolve(self, ckpt_path: str | None, init_from: str | None, tokenizer_path: str | None) -> None:
+        """Settle the run's start (see the class's arguments); a source this run opened before (a
+        command reads the checkpoint's task before it parses) is not read again."""
         self.resume = self.open(ckpt_path) if ckpt_path else None
         self.weights = self.open(init_from) if init_from else None
         self.tokenizer_path = tokenizer_path or None
