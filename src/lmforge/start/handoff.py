@@ -59,17 +59,18 @@ class RunStart:
         """Give ``data`` the run's tokenizer, once: the one decided here (with the tokens the data
         marks its texts with), or, on a fresh run, the one the data module trains."""
         if self.tokenizer is None and self.resume is None and self.weights is not None:
-            raise UserError(f"init_from '{self.weights.source}' carries no tokenizer (no tokenizer.json or vocab.txt): "
-                            "give the tokenizer its weights were trained with as `data.tokenizer.path`.")
-        self.tokenizer = with_added_tokens(self.tokenizer or data.tokenizer, data)
+            raise no_tokenizer(self.weights.source)
+        # the tokens the data marks its texts with (entity markers) are the run's special tokens;
+        # the task's embeddings grow to match, as for domain words
+        self.tokenizer = (self.tokenizer or data.tokenizer).with_special_tokens(getattr(data, "added_tokens", ()))
         data.tokenizer = self.tokenizer
         return self.tokenizer
 
 
-def with_added_tokens(tokenizer: Tokenizer, data: Any) -> Tokenizer:
-    """``tokenizer`` with the tokens ``data`` marks its texts with (entity markers) as special
-    tokens; the task's embeddings grow to match, as for domain words."""
-    return tokenizer.with_special_tokens(getattr(data, "added_tokens", ()))
+def no_tokenizer(source: str) -> UserError:
+    """The refusal of weights that came without their tokenizer."""
+    return UserError(f"init_from '{source}' carries no tokenizer (no tokenizer.json or vocab.txt): give the "
+                     "tokenizer its weights were trained with as `data.tokenizer.path`.")
 
 
 def connect(task: Any, data: Any, tokenizer: Tokenizer | None = None) -> Tokenizer | None:
@@ -90,10 +91,9 @@ def connect(task: Any, data: Any, tokenizer: Tokenizer | None = None) -> Tokeniz
     spec_path = getattr(getattr(data, "tokenizer_spec", None), "path", None)
     if tokenizer is None:
         run = RunStart(tokenizer_path=spec_path)
-        if run.tokenizer is None and task.start_source is not None and task.tokenizer is None:
-            raise UserError(f"init_from '{task.start_source}' carries no tokenizer (no tokenizer.json or "
-                            "vocab.txt): give the tokenizer its weights were trained with as `data.tokenizer.path`.")
         run.tokenizer = run.tokenizer or task.tokenizer  # the weights' (or a loaded checkpoint's) own
+        if run.tokenizer is None and task.start_source is not None:
+            raise no_tokenizer(task.start_source)
         tokenizer = run.hand_tokenizer(data)
     task.use_tokenizer(tokenizer)
     objective = getattr(task, "objective", None)
