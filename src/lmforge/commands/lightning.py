@@ -16,7 +16,7 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from jsonargparse import lazy_instance
 
@@ -41,7 +41,7 @@ from lmforge.callbacks import (
     TextSampleCallback,
     ThroughputMonitor,
 )
-from lmforge.commands.messages import find_user_error, moved_class_hint, quiet_lightning, unknown_key_hint
+from lmforge.commands.messages import LmforgeParser, find_user_error, quiet_lightning
 from lmforge.commands.run_folder import Snapshot, continue_in_run_folder, newest_checkpoint
 from lmforge.errors import UserError
 from lmforge.evaluation.sts import STSEvaluation
@@ -57,17 +57,6 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 LINKS = {"vocab_size": "model.init_args.config.vocab_size", "seq_len": "model.init_args.config.max_seq_len"}
 # where the linked value comes from, for messages
 LINK_SOURCES = {"vocab_size": "the tokenizer's size", "seq_len": "data.seq_len"}
-
-
-class LmforgeParser(LightningArgumentParser):
-    """Lightning's parser whose error for an unknown option ends with one line naming the key
-    and the nearest valid one."""
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        parser = getattr(ex, "subcommand_parser", None) or self
-        hint = unknown_key_hint(message, [a.dest for a in parser._actions if a.dest not in ("help", "config")]) \
-            or moved_class_hint(message)
-        super().error(f"{message}\n{hint}" if hint else message, ex)
 
 
 # callbacks that only act while training: prediction runs without them

@@ -9,6 +9,7 @@ import logging
 import re
 import warnings
 from collections.abc import Iterator
+from typing import NoReturn
 from contextlib import contextmanager
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -98,6 +99,18 @@ def moved_class_hint(message: str) -> str | None:
     if old is None:
         return None
     return f"lmforge: '{old}' moved to '{MOVED_CLASSES[old]}': use the new class path."
+
+
+class LmforgeParser(LightningArgumentParser):
+    """Lightning's parser whose error for an unknown option ends with one line naming the key
+    and the nearest valid one (or its new name, or a moved class's new path). Every command
+    that parses with jsonargparse uses it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        parser = getattr(ex, "subcommand_parser", None) or self
+        hint = unknown_key_hint(message, [a.dest for a in parser._actions if a.dest not in ("help", "config")]) \
+            or moved_class_hint(message)
+        super().error(f"{message}\n{hint}" if hint else message, ex)
 
 
 @contextmanager

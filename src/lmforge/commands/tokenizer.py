@@ -7,7 +7,7 @@ from pathlib import Path
 from jsonargparse import CLI
 
 from lmforge.cache import atomic_write_text
-from lmforge.commands.lightning import LmforgeParser
+from lmforge.commands.messages import LmforgeParser
 from lmforge.data.documents import TxtSplit
 from lmforge.data.corpora import BundledCorpus, TextCorpus
 from lmforge.data.source import DataSource
