@@ -105,11 +105,9 @@ def config_to_hf(adapter: Adapter, config: Any, tokenizer: Tokenizer | None) -> 
         config: Our config.
         tokenizer: The tokenizer that goes with the weights, if any.
     """
-    ids = {}
-    if tokenizer is not None:
-        for role, key in (("pad", "pad_token_id"), ("bos", "bos_token_id"), ("eos", "eos_token_id")):
-            if tokenizer.role_id(role) is not None:
-                ids[key] = tokenizer.role_id(role)
+    roles = {"pad_token_id": "pad", "bos_token_id": "bos", "eos_token_id": "eos"}
+    found = {key: tokenizer.role_id(role) for key, role in roles.items()} if tokenizer is not None else {}
+    ids = {key: i for key, i in found.items() if i is not None}
     return {"model_type": adapter.model_type, "architectures": [adapter.architecture(config)],
             **adapter.config_to_hf(config, ids), **ids}
 
@@ -313,9 +311,7 @@ def export_hf(network: type[nn.Module], config: Any, state: dict[str, torch.Tens
 
 def _tokenizer_config(tokenizer: Tokenizer, config: Any) -> dict[str, Any]:
     """``tokenizer_config.json``: the special tokens by HF's names, for ``AutoTokenizer``."""
-    names = {"pad_token": "pad", "unk_token": "unk", "mask_token": "mask", "cls_token": "cls", "sep_token": "sep",
-             "bos_token": "bos", "eos_token": "eos"}
-    special = {key: tokenizer.backend.id_to_token(tokenizer.role_id(role)) for key, role in names.items()
-               if tokenizer.role_id(role) is not None}
+    ids = {key: tokenizer.role_id(role) for key, role in {**ROLE_KEYS, "unk_token": "unk"}.items()}
+    special = {key: tokenizer.backend.id_to_token(i) for key, i in ids.items() if i is not None}
     return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": getattr(config, "max_seq_len", 512),
             **special}
