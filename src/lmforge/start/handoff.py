@@ -36,8 +36,7 @@ class RunStart:
         command reads the checkpoint's task before it parses) is not read again."""
         self.resume = self.open(ckpt_path) if ckpt_path else None
         self.weights = self.open(init_from) if init_from else None
-        self.tokenizer_path = tokenizer_path or None
-        self.tokenizer = self._decide_tokenizer()
+        self.tokenizer = self._decide_tokenizer(tokenizer_path)
 
     def open(self, source: str) -> Start:
         """``source`` opened once for this run (the same :class:`Start` when asked again)."""
@@ -46,12 +45,11 @@ class RunStart:
             self._opened[key] = open_start(source)
         return self._opened[key]
 
-    def _decide_tokenizer(self) -> Tokenizer | None:
-        """The explicit tokenizer, else the resumed checkpoint's, else the weights'; ``None``: the
-        data module trains one on its corpus."""
-        if self.tokenizer_path:
-            is_ckpt = self.tokenizer_path.endswith(".ckpt")
-            return load_tokenizer(self.tokenizer_path, self.open(self.tokenizer_path) if is_ckpt else None)
+    def _decide_tokenizer(self, path: str | None) -> Tokenizer | None:
+        """The explicit tokenizer at ``path``, else the resumed checkpoint's, else the weights';
+        ``None``: the data module trains one on its corpus."""
+        if path:
+            return load_tokenizer(path, self.open(path) if path.endswith(".ckpt") else None)
         start = self.resume or self.weights
         return start.tokenizer if start is not None else None
 
