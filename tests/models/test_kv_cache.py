@@ -76,3 +76,39 @@ def test_llama_cached_generation_gives_the_uncached_tokens(llama: Llama) -> None
     prompt = torch.tensor([[5, 17, 3, 42]])
     outputs = [llama.generate(prompt, 30, temperature=0.0, use_cache=use_cache) for use_cache in (True, False)]
     assert torch.equal(outputs[0], outputs[1])
+
+
+@pytest.fixture(scope="module", params=["gpt", "llama", "mistral-window-6"])
+def decoder(request: pytest.FixtureRequest, gpt: GPT) -> GPT | Llama:
+    if request.param == "gpt":
+        return gpt
+    torch.manual_seed(0)
+    window = 6 if request.param.startswith("mistral") else None
+    return Llama(LlamaConfig(vocab_size=97, max_seq_len=24, n_layer=2, n_head=4, n_kv_head=2, d_model=32, d_ff=64,
+                             sliding_window=window)).eval()
+
+
+@torch.no_grad()
+def test_right_padded_rows_of_different_lengths_equal_each_row_alone(decoder: GPT | Llama) -> None:
+    """Batched scoring: contexts of different lengths right-padded in one pass, their cache
+    repeated for two continuations each (themselves padded), give every real position the
+    logits of that row computed alone."""
+    g = torch.Generator().manual_seed(3)
+    contexts = [torch.randint(0, 97, (n,), generator=g) for n in (9, 4, 7)]
+    continuations = [torch.randint(0, 97, (n,), generator=g) for n in (3, 1, 5, 2, 4, 3)]  # two per context
+    pad = lambda rows: torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=0)  # noqa: E731
+    mask = lambda rows: pad([torch.ones_like(r) for r in rows])  # noqa: E731
+    cache = decoder.new_cache()
+    context_logits = decoder(pad(contexts), cache, mask(contexts))
+    shared = cache.select(torch.tensor([0, 0, 1, 1, 2, 2]))
+    continuation_logits = decoder(pad(continuations), shared, mask(continuations))
+    for i, cont in enumerate(continuations):
+        ctx = contexts[i // 2]
+        alone = decoder(torch.cat([ctx, cont])[None])[0]  # (len, V)
+        torch.testing.assert_close(context_logits[i // 2, : len(ctx)], alone[: len(ctx)], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(continuation_logits[i, : len(cont)], alone[len(ctx):], rtol=1e-5, atol=1e-5)
+    # one more token for every row after its padded continuation: its real position, the padding unseen
+    step = decoder(torch.full((6, 1), 11), shared)
+    for i, cont in enumerate(continuations):
+        alone = decoder(torch.cat([contexts[i // 2], cont, torch.tensor([11])])[None])[0, -1]
+        torch.testing.assert_close(step[i, 0], alone, rtol=1e-5, atol=1e-5)

@@ -89,19 +89,25 @@ class GPT(DecoderLM, nn.Module):
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The final-LayerNorm states ``(B, T, C)`` that the output projection reads; position
         ``t`` has seen tokens ``0..t`` only (padding on the right leaves real positions unchanged).
 
         Args:
             input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
             cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
+            attention_mask: With a ``cache``: ``(B, T)``, 1 on real tokens of right-padded rows.
         """
-        start, T = self.span(input_ids, cache)
-        pos = torch.arange(start, start + T, device=input_ids.device)
+        ragged = self.ragged_span(input_ids, cache, attention_mask)
+        if ragged is None:
+            start, T = self.span(input_ids, cache)
+            pos, mask = torch.arange(start, start + T, device=input_ids.device), None  # (T,)
+        else:
+            pos, mask = ragged  # (B, T), (B, 1, T, S + T)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache=cache, layer=layer)
+            x = block(x, mask, cache=cache, layer=layer)
         return self.ln_f(x)
 
     def grow_vocab(self, embeddings: torch.Tensor) -> None:

@@ -29,6 +29,10 @@ class KVCache:
     def __init__(self, n_layer: int):
         # per layer: (keys, values), each (B, n_head, positions, head_dim)
         self.self_attn: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
+        # rows of different lengths (right-padded, :meth:`ragged`): each cached key's position
+        # and whether it is a real token, (B, S) each; None while every row is all real
+        self.key_pos: torch.Tensor | None = None
+        self.key_real: torch.Tensor | None = None
 
     def __len__(self) -> int:
         """Number of positions already cached (by the last layer: all layers, between calls)."""
@@ -38,6 +42,46 @@ class KVCache:
         """Number of positions cached for ``layer``."""
         kv = self.self_attn[layer]
         return 0 if kv is None else kv[0].size(2)
+
+    def ragged(self, attention_mask: torch.Tensor, window: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Admit new positions whose rows are right-padded to one length (``attention_mask``
+        ``(B, T)``, 1 on real tokens), after cached rows that may be padded too: returns each new
+        token's position ``(B, T)`` (its row's real tokens before it) and the boolean attention
+        mask ``(B, 1, T, S + T)``: a query sees the real keys at or before it (and, with a
+        ``window``, no further back than ``window - 1`` positions); a padding query sees itself.
+        Call once per forward, before the layers extend the cache.
+
+        Args:
+            attention_mask: ``(B, T)``, 1 on the real tokens of the new positions.
+            window: Sliding-window attention width, ``None`` for full causal attention.
+        """
+        B, T = attention_mask.shape
+        device, new_real = attention_mask.device, attention_mask.bool()
+        if self.key_pos is None:  # until now every row was real: positions 0 .. past - 1
+            past = len(self)
+            self.key_pos = torch.arange(past, device=device).expand(B, past)
+            self.key_real = torch.ones(B, past, dtype=torch.bool, device=device)
+        past = self.key_pos.size(1)
+        seen = self.key_real.sum(1, keepdim=True)  # (B, 1) real tokens cached per row
+        positions = (seen + new_real.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+        self.key_pos = torch.cat([self.key_pos, positions], 1)  # (B, S + T)
+        self.key_real = torch.cat([self.key_real, new_real], 1)
+        query = past + torch.arange(T, device=device)  # (T,) each new position's index among the keys
+        keys = torch.arange(past + T, device=device)  # (S + T,)
+        mask = (keys <= query[:, None]) & self.key_real[:, None, :]  # (B, T, S + T)
+        if window is not None:
+            mask &= (positions[:, :, None] - self.key_pos[:, None, :]) < window
+        mask |= keys == query[:, None]  # a padding query attends to itself: no row of the softmax is empty
+        return positions, mask[:, None]  # (B, T), (B, 1, T, S + T)
+
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """A cache of the given rows (indices into the batch, repeats allowed): one context's
+        keys and values shared by each of its continuations."""
+        picked = type(self)(len(self.self_attn))
+        picked.self_attn = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.self_attn]
+        if self.key_pos is not None:
+            picked.key_pos, picked.key_real = self.key_pos[rows], self.key_real[rows]
+        return picked
 
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the new positions' keys/values of ``layer``; return all of them."""
@@ -91,7 +135,7 @@ class SelfAttention(nn.Module):
         if cache is not None:
             past = cache.cached(layer)
             k, v = cache.extend(layer, k, v)
-            if past:
+            if past and attn_mask is None:
                 attn_mask, is_causal = causal_mask_after(past, T, x.device), False
         y = F.scaled_dot_product_attention(
             q,
@@ -265,8 +309,11 @@ class DecoderLM:
     ``config`` with ``n_layer``, ``d_model`` and ``max_seq_len``: next-token logits, token
     states for a downstream head, training FLOPs, and sampling text with a key/value cache."""
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.lm_head(self.hidden_states(input_ids, cache))  # (B, T, V)
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits ``(B, T, V)``; with a ``cache`` and an ``attention_mask`` ``(B, T)``
+        (1 on real tokens), rows of different lengths right-padded in one batch (:meth:`KVCache.ragged`)."""
+        return self.lm_head(self.hidden_states(input_ids, cache, attention_mask))  # (B, T, V)
 
     def new_cache(self) -> KVCache:
         """An empty key/value cache for :meth:`forward` (one per sequence being generated)."""
@@ -279,6 +326,21 @@ class DecoderLM:
         if start + T > self.config.max_seq_len:
             raise ValueError(f"Sequence of {start + T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
         return start, T
+
+    def ragged_span(self, input_ids: torch.Tensor, cache: KVCache | None,
+                    attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(positions (B, T), attention mask (B, 1, T, S + T))`` when rows have different
+        lengths (an ``attention_mask`` with a cache, or a cache that already has one), else
+        ``None``: every row starts after the cached positions and a causal mask is enough."""
+        if cache is None or (attention_mask is None and cache.key_pos is None):
+            return None
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        positions, mask = cache.ragged(attention_mask, getattr(self.config, "sliding_window", None))
+        if int(positions.max()) >= self.config.max_seq_len:
+            raise ValueError(f"Sequence of {int(positions.max()) + 1} tokens is longer than "
+                             f"max_seq_len={self.config.max_seq_len}.")
+        return positions, mask
 
     def token_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None

@@ -88,10 +88,11 @@ class GroupedQueryAttention(nn.Module):
         self.window = config.sliding_window
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attend over ``x`` ``(B, T, C)`` rotated by ``cos``/``sin`` (its positions' tables); with
         a ``cache``, ``x`` holds the new positions and also attends to the cached ones of
-        ``layer`` (keys already rotated, ``n_kv_head`` heads), which it extends."""
+        ``layer`` (keys already rotated, ``n_kv_head`` heads), which it extends. A ``mask``
+        ``(B, 1, T, S + T)`` (rows of different lengths: :meth:`KVCache.ragged`) replaces the causal one."""
         B, T, C = x.shape
         q = self.q_norm(self.q(x).view(B, T, self.n_head, self.head_dim)).transpose(1, 2)  # (B, H, T, D)
         k = self.k_norm(self.k(x).view(B, T, self.n_kv_head, self.head_dim)).transpose(1, 2)  # (B, Hkv, T, D)
@@ -104,8 +105,7 @@ class GroupedQueryAttention(nn.Module):
         groups = self.n_head // self.n_kv_head
         # each kv head serves `groups` consecutive query heads, as HF's repeat_kv
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, past + T, D)
-        mask = None
-        if (self.window is not None and past + T > self.window) or (past and T > 1):
+        if mask is None and ((self.window is not None and past + T > self.window) or (past and T > 1)):
             # causal after the cached positions, and (a band) no further back than the window
             back = torch.arange(past, past + T, device=x.device)[:, None] - torch.arange(past + T, device=x.device)
             mask = (back >= 0) & (back < self.window) if self.window is not None else back >= 0
@@ -148,8 +148,8 @@ class LlamaBlock(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, cache, layer))
+                layer: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, cache, layer, mask))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
@@ -184,18 +184,26 @@ class Llama(DecoderLM, nn.Module):
             if name.endswith(("attn.o.weight", "mlp.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None,
+                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The final-RMSNorm states ``(B, T, C)`` that the output head reads (causal).
 
         Args:
             input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
             cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
+            attention_mask: With a ``cache``: ``(B, T)``, 1 on real tokens of right-padded rows.
         """
-        start, T = self.span(input_ids, cache)
-        cos, sin = self.rotary(T, start)  # (T, D) each: the angles of positions start .. start + T - 1
+        ragged = self.ragged_span(input_ids, cache, attention_mask)
+        if ragged is None:
+            start, T = self.span(input_ids, cache)
+            cos, sin = self.rotary(T, start)  # (T, D) each: the angles of positions start .. start + T - 1
+            mask = None
+        else:
+            positions, mask = ragged
+            cos, sin = self.rotary.cos[positions][:, None], self.rotary.sin[positions][:, None]  # (B, 1, T, D)
         x = self.drop(self.wte(input_ids))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, layer)
+            x = block(x, cos, sin, cache, layer, mask)
         return self.ln_f(x)
 
     def grow_vocab(self, embeddings: torch.Tensor) -> None:
