@@ -44,6 +44,7 @@ from lmforge.callbacks import (
 from lmforge.commands.messages import LmforgeParser, find_user_error, quiet_lightning
 from lmforge.commands.run_folder import Snapshot, continue_in_run_folder, newest_checkpoint
 from lmforge.errors import UserError
+from lmforge.evaluation.probes import ZeroShotProbe
 from lmforge.evaluation.sts import STSEvaluation
 from lmforge.renames import parser_kwargs
 from lmforge.start import RunStart, connect, import_class
@@ -60,7 +61,8 @@ LINK_SOURCES = {"vocab_size": "the tokenizer's size", "seq_len": "data.seq_len"}
 
 
 # callbacks that only act while training: prediction runs without them
-TRAINING_ONLY = (ModelCheckpoint, ThroughputMonitor, TextSampleCallback, NonFiniteGuard, Preemption, STSEvaluation)
+TRAINING_ONLY = (ModelCheckpoint, ThroughputMonitor, TextSampleCallback, NonFiniteGuard, Preemption, STSEvaluation,
+                 ZeroShotProbe)
 
 
 class LmforgeCLI(LightningCLI):
@@ -110,6 +112,7 @@ class LmforgeCLI(LightningCLI):
         parser.add_lightning_class_args(NonFiniteGuard, "nan_guard")
         parser.add_lightning_class_args(Preemption, "preemption")
         parser.add_lightning_class_args(STSEvaluation, "sts")
+        parser.add_lightning_class_args(ZeroShotProbe, "zeroshot")
         for attribute, target in LINKS.items():
             parser.link_arguments("data", target, compute_fn=self._linked(attribute, target), apply_on="instantiate")
 
