@@ -99,8 +99,8 @@ def load_splits(data: TaskData, base: Path, where: str, whole_files: bool = Fals
     if data.data_files:
         files = {split: _existing(base / f, where, "data.data_files") for split, f in data.data_files}
         builder = _builder(next(iter(files.values())), where)
-        return datasets.load_dataset(builder, data_files={s: str(f) for s, f in files.items()},
-                                     **(text if builder == "text" else {}))
+        return _read_local(lambda: datasets.load_dataset(builder, data_files={s: str(f) for s, f in files.items()},
+                                                         **(text if builder == "text" else {})), base, where)
     assert data.path is not None
     local = _local(data.path, base)
     if local is None:
@@ -114,15 +114,32 @@ def load_splits(data: TaskData, base: Path, where: str, whole_files: bool = Fals
                             f"({str(err).splitlines()[0]}): fix `data.name`.") from err
     local = _existing(local, where, "data.path")
     if local.is_dir():
-        return datasets.load_dataset(str(local), **text)
+        return _read_local(lambda: datasets.load_dataset(str(local), **text), local, where)
     builder = _builder(local, where)
-    return datasets.load_dataset(builder, data_files=str(local), **(text if builder == "text" else {}))
+    return _read_local(lambda: datasets.load_dataset(builder, data_files=str(local),
+                                                     **(text if builder == "text" else {})), local, where)
+
+
+def _read_local(load: Callable[[], Any], path: Path, where: str) -> Any:
+    """``load()``, datasets' failure on a local file it cannot read (a header without rows, broken
+    JSON) refused with the file's name."""
+    import datasets
+
+    try:
+        return load()
+    except (ValueError, StopIteration, datasets.exceptions.DatasetGenerationError) as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        raise UserError(f"{where}: `data.path` '{path}' could not be read ({type(cause).__name__}: "
+                        f"{str(cause).splitlines()[0] if str(cause) else 'no rows'}): check that it holds examples "
+                        "in the format its name says.") from err
 
 
 def _existing(path: Path, where: str, key: str) -> Path:
     if not path.exists():
         raise UserError(f"{where}: `{key}` file '{path}' does not exist: fix the path (relative paths start from "
                         "the task file's folder).")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{where}: `{key}` file '{path}' is empty: give a file with examples.")
     return path
 
 

@@ -108,9 +108,7 @@ def evaluate(
     fit: Fit | None = None,
     scorer: OpenScorer | None = None,
 ) -> Path:
-    """Evaluate a suite of downstream tasks from several starting points; tabulate, plot, log.
-
-    Fine-tune tasks run N seeds per start; zero/few-shot scoring tasks run once per start.
+    """Fine-tune (N seeds) or score (zero/few-shot) a suite of downstream tasks from several starts; tabulate, plot.
 
     Args:
         starts: Starting points: lmforge ``.ckpt`` files, Hugging Face folders or ``hf:<id>``.
@@ -267,7 +265,8 @@ def _report(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Pa
     folders = [f for f, kind in (("tensorboard/", SuiteTask), ("requests/", ScoringTask))
                if any(isinstance(t, kind) for t in chosen)]
     board = f" (tensorboard --logdir {out_dir / 'tensorboard'})" if "tensorboard/" in folders else ""
-    print(f"Wrote {out_dir}/runs.csv, summary.md, summary.csv, summary.png and {' and '.join(folders)}{board}.")
+    written = ["summary.md", "summary.csv", "summary.png", *folders]
+    print(f"Wrote {out_dir}/runs.csv, {', '.join(written[:-1])} and {written[-1]}{board}.")
 
 
 def _default_metric(rows: list[dict]) -> str:
