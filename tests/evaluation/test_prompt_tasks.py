@@ -291,7 +291,8 @@ def test_multiple_choice_acc_and_acc_norm_per_character_of_the_choice(tmp_path: 
 
 def test_loglikelihood_acc_is_the_greedy_rate_and_perplexity_of_the_continuations(tmp_path: Path) -> None:
     jsonl(tmp_path / "d.jsonl", [{"text": "the cat sat"}, {"text": "a dog ran"}])
-    task = dataclasses.replace(read_task(TASKS / "lambada.yaml"), data=TaskData(str(tmp_path / "d.jsonl"), split="train"))
+    local = TaskData(str(tmp_path / "d.jsonl"), split="train")
+    task = dataclasses.replace(read_task(TASKS / "lambada.yaml"), data=local)
     metrics, records = score_task(task, FakeScorer({" sat": -1.0, " ran": -3.0}, greedy={" sat"}))
     assert metrics == {"acc": 0.5, "perplexity": pytest.approx(math.exp(2.0))}
     assert [(r["context"], r["continuation"], r["gold"]) for r in records] == [("the cat", " sat", 0),

@@ -280,7 +280,8 @@ def test_shipped_suites_name_existing_recipes_metrics_and_the_data_layout(suite:
 
 def test_the_zero_shot_suite_holds_every_shipped_task_file() -> None:
     tasks = read_suite(CONFIGS / "eval" / "zeroshot.yaml")
-    assert sorted(Path(t.task.path).stem for t in tasks) == sorted(p.stem for p in (CONFIGS / "eval" / "tasks").glob("*.yaml"))
+    shipped = sorted(p.stem for p in (CONFIGS / "eval" / "tasks").glob("*.yaml"))
+    assert sorted(Path(t.task.path).stem for t in tasks) == shipped
     assert {t.name: t.metric for t in tasks}["hellaswag"] == "acc_norm"
 
 
@@ -340,8 +341,9 @@ def test_a_suite_mixes_fine_tune_and_scoring_tasks(tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path)
     _fake_checkpoints(tmp_path, "a.ckpt", "b.ckpt")
     fit, scorers = FakeFit(), FakeScorers()
-    evaluate(["a.ckpt", "b.ckpt"], suite=str(_scoring_suite(tmp_path, random_baseline=True, shots=1, metric="acc_norm")), seeds=2,
-             out=str(tmp_path / "out"), limit=2, batch_size=4, device="cuda:1", fit=fit, scorer=scorers)
+    suite = _scoring_suite(tmp_path, random_baseline=True, shots=1, metric="acc_norm")
+    evaluate(["a.ckpt", "b.ckpt"], suite=str(suite), seeds=2, out=str(tmp_path / "out"), limit=2, batch_size=4,
+             device="cuda:1", fit=fit, scorer=scorers)
     # one scorer per start, the baseline first (asked for by the command and the suite entry)
     assert scorers.opened == [("a.ckpt", {"device": "cuda:1", "batch_size": 4, "random_init": True}),
                               ("a.ckpt", {"device": "cuda:1", "batch_size": 4}),
@@ -389,3 +391,23 @@ def test_bad_scoring_tasks_are_refused_before_any_start_is_opened(tmp_path: Path
                  fit=fit, scorer=scorers)
     assert said.format(tmp=tmp_path) in str(refused.value)
     assert fit.calls == [] and scorers.opened == [] and not (tmp_path / "out").exists()
+
+
+def test_the_command_refuses_a_bad_task_file_or_limit_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import refused
+
+    monkeypatch.chdir(tmp_path)
+    _fake_checkpoints(tmp_path, "a.ckpt")
+    suite = _scoring_suite(tmp_path)
+    line = refused(capsys, "evaluate", "--suite", str(suite), "--starts", "[a.ckpt]", "--tasks", "[sums]",
+                   "--limit", "0")
+    assert line == (f"lmforge: error: Task file '{tmp_path / 'tasks' / 'sums.yaml'}': limit (--limit or the "
+                    "suite's) must be at least 1 item, got 0.")
+    (tmp_path / "tasks" / "sums.yaml").write_text(yaml.safe_dump({
+        "kind": "multiple_choice", "data": {"path": "sums.jsonl", "split": "train"}, "prompt": "{q} =",
+        "choices": ["{wrong}", "{rigth}"], "gold": 1}))
+    line = refused(capsys, "evaluate", "--suite", str(suite), "--starts", "[a.ckpt]", "--shots", "0")
+    assert line.startswith(f"lmforge: error: Task file '{tmp_path / 'tasks' / 'sums.yaml'}': `choices` uses field "
+                           "'rigth', which item 0 lacks: its fields are q, right, wrong; fix `choices`.")
+    assert not (tmp_path / "evaluation").exists()

@@ -116,9 +116,9 @@ class PromptTask:
             limit: Items scored.
         """
         if shots is not None and (shots < 0 or isinstance(shots, bool)):
-            raise UserError(f"shots must be a whole number of at least 0, got {shots}.")
+            raise UserError(f"{self.where}: shots (--shots or the suite's) must be at least 0, got {shots}.")
         if limit is not None and (limit < 1 or isinstance(limit, bool)):
-            raise UserError(f"limit must be a whole number of items of at least 1, got {limit}.")
+            raise UserError(f"{self.where}: limit (--limit or the suite's) must be at least 1 item, got {limit}.")
         data = dataclasses.replace(self.data, limit=limit) if limit is not None else self.data
         keep_shots = shots is None or self.kind == "perplexity"
         return dataclasses.replace(self, data=data, shots=self.shots if keep_shots else shots)
