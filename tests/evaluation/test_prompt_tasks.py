@@ -69,13 +69,13 @@ class FakeScorer:
 # --- few-shot ------------------------------------------------------------------------------------
 
 def test_context_is_description_shots_and_prompt_and_continuations_carry_the_delimiter(tmp_path: Path) -> None:
-    path = task_file(tmp_path, shots=2, description="Arithmetic.\n\n", fewshot_delimiter="\n##\n",
+    path = task_file(tmp_path, shots=2, description="Arithmetic{{}}.\n\n", fewshot_delimiter="\n##\n",
                      target_delimiter="  ")
     items = load_items(read_task(path))
     assert len(items) == 12
     context = items[5].context
-    assert context.startswith("Arithmetic.\n\n") and context.endswith("Q: What is 5 plus one?\nA:")
-    shots = context[len("Arithmetic.\n\n"):-len("Q: What is 5 plus one?\nA:")].split("\n##\n")
+    assert context.startswith("Arithmetic{}.\n\n") and context.endswith("Q: What is 5 plus one?\nA:")
+    shots = context[len("Arithmetic{}.\n\n"):-len("Q: What is 5 plus one?\nA:")].split("\n##\n")
     assert len(shots) == 3 and shots[2] == ""  # each shot is followed by the delimiter
     for shot in shots[:2]:
         n = int(shot.split()[3])

@@ -65,7 +65,7 @@ class PromptTask:
         continuation: ``loglikelihood``: the template of the text scored after the prompt.
         target_delimiter: Between the prompt and a choice or a shot's answer.
         fewshot_delimiter: After each shot.
-        description: Text before the shots.
+        description: The template of the text before the shots.
         shots: Solved examples before each item.
         seed: Seeds the draw of the shots.
         answers: ``generate``: the field holding the right answer or a list of them.
@@ -308,7 +308,8 @@ def render(task: PromptTask, example: Example, shots: list[tuple[str, Example]],
             raise UserError(f"{task.where}: `text` field '{task.text}' of {which} is {text!r}, not a text.")
         return Item("", text=text)
     solved = [task.prompt_of(s, shot) + task.target_delimiter + _answer(task, s, shot) for shot, s in shots]
-    context = task.description + "".join(s + task.fewshot_delimiter for s in solved) + task.prompt_of(example, which)
+    description = _get(task, example, which, lambda: task.description.format_map(example), "description")
+    context = description + "".join(s + task.fewshot_delimiter for s in solved) + task.prompt_of(example, which)
     if task.kind == "generate":
         return Item(context, answers=_answers(task, example, which))
     choices = _choices(task, example, which)
