@@ -18,6 +18,8 @@ from lmforge.cli import main
 from lmforge.errors import UserError
 from lmforge.evaluation import evaluate, read_suite
 from lmforge.evaluation.report import write_summary
+from lmforge.evaluation.suite_spec import ScoringTask
+from lmforge.evaluation.zero_shot import METRICS
 
 FINETUNE = CONFIGS / "finetune" / "tiny.yaml"
 FAST = ["--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
@@ -265,11 +267,22 @@ def test_shipped_suites_name_existing_recipes_metrics_and_the_data_layout(suite:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).touch()
     tasks = read_suite(suite, str(tmp_path))
-    assert tasks and all(t.metric.startswith("val/") for t in tasks)
+    assert tasks
     for task in tasks:
+        if isinstance(task, ScoringTask):  # a zero/few-shot task file: checked in test_prompt_tasks.py
+            assert Path(task.task.path).parent == CONFIGS / "eval" / "tasks" and task.metric in METRICS[task.task.kind]
+            continue
+        assert task.metric.startswith("val/")
         assert all(Path(r).resolve().parent == CONFIGS / "finetune" for r in task.recipe)
         paths = [v for k, v in task.args if k in ("data.source.paths", "data.validation")]
         assert paths and all(v is None or v.startswith(str(tmp_path)) for v in paths)
+
+
+def test_the_zero_shot_suite_holds_every_shipped_task_file() -> None:
+    tasks = read_suite(CONFIGS / "eval" / "zeroshot.yaml")
+    shipped = sorted(p.stem for p in (CONFIGS / "eval" / "tasks").glob("*.yaml"))
+    assert sorted(Path(t.task.path).stem for t in tasks) == shipped
+    assert {t.name: t.metric for t in tasks}["hellaswag"] == "acc_norm"
 
 
 def test_evaluate_help_and_compare_is_gone(capsys: pytest.CaptureFixture) -> None:
@@ -278,7 +291,123 @@ def test_evaluate_help_and_compare_is_gone(capsys: pytest.CaptureFixture) -> Non
     assert done.value.code in (0, None)
     help_text = capsys.readouterr().out
     assert "--suite" in help_text and "--recipe" in help_text and "--data_dir" in help_text
+    assert all(f"--{option}" in help_text for option in ("limit", "shots", "batch_size", "device"))
+    assert "--scorer" not in help_text and "--fit" not in help_text
     with pytest.raises(SystemExit) as done:
         main(["compare", "--recipe", f"[{FINETUNE}]", "--starts", "[a.ckpt]"])
     assert done.value.code == 2
 
+
+
+class FakeScorers:
+    """Opens a made-up scorer per start (not a model: a continuation's log-likelihood is minus its
+    length over 10, plus 1 for the right answer from the second start on); records what it opened."""
+
+    def __init__(self) -> None:
+        self.opened: list[tuple[str, dict]] = []
+
+    def __call__(self, start: str, **options: object) -> object:
+        self.opened.append((start, options))
+        bonus = 0.0 if len(self.opened) == 1 else 1.0
+        rights = {" 2", " 3", " 4"}
+
+        class Scorer:
+            max_length = 64
+
+            def loglikelihood(self, questions):
+                return [[(-len(c) / 10 + (bonus if c in rights else 0.0), False) for c in conts]
+                        for _, conts in questions]
+
+        return Scorer()
+
+
+def _scoring_suite(tmp_path: Path, **entry: object) -> Path:
+    """A fine-tune task and a scoring task over a three-question jsonl file."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "sums.jsonl").write_text("".join(
+        json.dumps({"q": f"{n} + 1", "right": str(n + 1), "wrong": str(n + 5) * 3}) + "\n" for n in (1, 2, 3)))
+    (tmp_path / "tasks" / "sums.yaml").write_text(yaml.safe_dump({
+        "kind": "multiple_choice", "data": {"path": "sums.jsonl", "split": "train", "shot_split": "train"},
+        "prompt": "{q} =", "choices": ["{wrong}", "{right}"], "gold": 1}))
+    suite = {"tasks": {"sentiment": {"recipe": [str(FINETUNE)], "metric": "val/acc"},
+                       "sums": {"kind": "multiple_choice", "task": "tasks/sums.yaml", **entry}}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    return path
+
+
+def test_a_suite_mixes_fine_tune_and_scoring_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    _fake_checkpoints(tmp_path, "a.ckpt", "b.ckpt")
+    fit, scorers = FakeFit(), FakeScorers()
+    suite = _scoring_suite(tmp_path, random_baseline=True, shots=1, metric="acc_norm")
+    evaluate(["a.ckpt", "b.ckpt"], suite=str(suite), seeds=2, out=str(tmp_path / "out"), limit=2, batch_size=4,
+             device="cuda:1", fit=fit, scorer=scorers)
+    # one scorer per start, the baseline first (asked for by the command and the suite entry)
+    assert scorers.opened == [("a.ckpt", {"device": "cuda:1", "batch_size": 4, "random_init": True}),
+                              ("a.ckpt", {"device": "cuda:1", "batch_size": 4}),
+                              ("b.ckpt", {"device": "cuda:1", "batch_size": 4})]
+    assert len(fit.calls) == 6  # the fine-tune task as before: 3 starts x 2 seeds
+    with open(tmp_path / "out" / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [(r["task"], r["start"], r["seed"]) for r in runs] == [
+        ("sentiment", start, seed) for start in ("random init", "a", "b") for seed in ("0", "1")] + [
+        ("sums", start, "") for start in ("random init", "a", "b")]
+    assert [(r["acc"], r["acc_norm"]) for r in runs[6:]] == [("1.0", "0.0"), ("1.0", "1.0"), ("1.0", "1.0")]
+    assert all(r["acc"] == "" for r in runs[:6]) and all(r["val/acc"] == "" for r in runs[6:])
+    lines = (tmp_path / "out" / "requests" / "sums" / "b.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4 and records[1]["continuation"] == " 2" and records[1]["gold"] == 1  # limit 2, 2 choices
+    assert records[0]["context"].count(" =") == 2 and records[0]["context"].endswith("1 + 1 =")  # one shot
+    assert sorted(p.name for p in (tmp_path / "out" / "requests" / "sums").iterdir()) == [
+        "a.jsonl", "b.jsonl", "random_init.jsonl"]
+    table = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    assert table[3] == "| sums | acc_norm | 0.0000 ± 0.0000 | 1.0000 ± 0.0000 | 1.0000 ± 0.0000 |"
+    assert "sums from b: acc 1.0000, acc_norm 1.0000 (2 items" in capsys.readouterr().out
+
+
+def test_scoring_tasks_need_no_fit_and_no_baseline_unless_their_entry_asks(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path, "a.ckpt")
+    scorers = FakeScorers()
+    evaluate([str(tmp_path / "a.ckpt")], suite=str(_scoring_suite(tmp_path)), tasks=["sums"],
+             out=str(tmp_path / "out"), scorer=scorers)
+    assert [options for _, options in scorers.opened] == [{"device": "cpu", "batch_size": 32}]
+    assert not (tmp_path / "out" / "tensorboard").exists()
+
+
+@pytest.mark.parametrize("entry, said", [
+    ({"kind": "generate"}, "has kind generate but its task file '{tmp}/tasks/sums.yaml' is kind multiple_choice"),
+    ({"metric": "exact_match"}, "has metric 'exact_match', which kind multiple_choice does not compute"),
+    ({"shot": 2}, "has unknown key 'shot': did you mean 'shots'?"),
+    ({"shots": 3}, "`shots` 3 is more than the 2 examples of the shot split"),
+    ({"task": "tasks/absent.yaml"}, "Task file '{tmp}/tasks/absent.yaml' does not exist"),
+])
+def test_bad_scoring_tasks_are_refused_before_any_start_is_opened(tmp_path: Path, entry: dict, said: str) -> None:
+    _fake_checkpoints(tmp_path, "a.ckpt")
+    fit, scorers = FakeFit(), FakeScorers()
+    with pytest.raises(UserError) as refused:
+        evaluate([str(tmp_path / "a.ckpt")], suite=str(_scoring_suite(tmp_path, **entry)), out=str(tmp_path / "out"),
+                 fit=fit, scorer=scorers)
+    assert said.format(tmp=tmp_path) in str(refused.value)
+    assert fit.calls == [] and scorers.opened == [] and not (tmp_path / "out").exists()
+
+
+def test_the_command_refuses_a_bad_task_file_or_limit_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import refused
+
+    monkeypatch.chdir(tmp_path)
+    _fake_checkpoints(tmp_path, "a.ckpt")
+    suite = _scoring_suite(tmp_path)
+    line = refused(capsys, "evaluate", "--suite", str(suite), "--starts", "[a.ckpt]", "--tasks", "[sums]",
+                   "--limit", "0")
+    assert line == (f"lmforge: error: Task file '{tmp_path / 'tasks' / 'sums.yaml'}': limit (--limit or the "
+                    "suite's) must be at least 1 item, got 0.")
+    (tmp_path / "tasks" / "sums.yaml").write_text(yaml.safe_dump({
+        "kind": "multiple_choice", "data": {"path": "sums.jsonl", "split": "train"}, "prompt": "{q} =",
+        "choices": ["{wrong}", "{rigth}"], "gold": 1}))
+    line = refused(capsys, "evaluate", "--suite", str(suite), "--starts", "[a.ckpt]", "--shots", "0")
+    assert line.startswith(f"lmforge: error: Task file '{tmp_path / 'tasks' / 'sums.yaml'}': `choices` uses field "
+                           "'rigth', which item 0 lacks: its fields are q, right, wrong; fix `choices`.")
+    assert not (tmp_path / "evaluation").exists()

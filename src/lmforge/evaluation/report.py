@@ -22,11 +22,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def write_runs(rows: list[dict], out_dir: Path) -> None:
-    """``runs.csv``: one row per run (``task``, ``start``, ``source``, ``seed``, then every
-    ``val/*`` metric any run logged; a metric another task's runs do not log stays empty)."""
-    names = sorted({k for row in rows for k in row if k.startswith("val/")})
+    """``runs.csv``: one row per run (``task``, ``start``, ``source``, ``seed``, then every metric
+    any run logged: a fine-tune run's ``val/*``, a scoring run's ``acc``, ``bits_per_byte`` ...; a
+    metric another task's runs do not log stays empty, as does a scoring run's seed)."""
+    columns = ["task", "start", "source", "seed"]
+    names = sorted({k for row in rows for k in row} - set(columns))
     with open(out_dir / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["task", "start", "source", "seed", *names])
+        writer = csv.DictWriter(f, [*columns, *names])
         writer.writeheader()
         writer.writerows(rows)
 

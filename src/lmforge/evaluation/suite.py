@@ -1,7 +1,9 @@
 """``lmforge evaluate``: does pretraining help? A suite of downstream tasks, several starting
-points, N seeds each, every run a real ``lmforge fit``.
+points: fine-tune tasks (N seeds each, every run a real ``lmforge fit``) and zero/few-shot scoring
+tasks (one run per start, no training).
 
-A suite is a YAML file of named tasks (``configs/eval/`` holds the biomedical and scientific ones)::
+A suite is a YAML file of named tasks (``configs/eval/`` holds the biomedical, scientific and
+zero-shot ones)::
 
     tasks:
       sciie-ner:
@@ -11,6 +13,9 @@ A suite is a YAML file of named tasks (``configs/eval/`` holds the biomedical an
           data.source.paths: "{data_dir}/ner/sciie/train.txt"
           data.validation: "{data_dir}/ner/sciie/dev.txt"
           data.scheme: IO
+      sciq:
+        kind: multiple_choice            # a zero/few-shot task file (lmforge.evaluation.prompt_tasks)
+        task: tasks/sciq.yaml            # optional: shots, limit, metric, random_baseline
 
 ``--recipe finetune.yaml`` instead of ``--suite`` is the suite of one task, named after the
 recipe's file stem (its metric: ``--metric``, else ``val/acc``, ``val/spearman`` or the first
@@ -20,58 +25,40 @@ arguments and then ``--overrides`` follow, so they win.
 Every (task, start, seed) is ``fit`` with ``--model.init_from <start>`` and
 ``--seed_everything <seed>`` (seeds 0..N-1: the initialisation of new heads, dropout and the
 training order all follow it), logged to ``<out>/tensorboard/<task>/<start>/seed_<seed>``. The
-random baseline is the first start's architecture and tokenizer with ``random_init``. ``<out>``
-receives ``runs.csv`` (rewritten after every run, so a stopped suite keeps what it finished),
-``summary.csv``, ``summary.md`` and ``summary.png`` (see :mod:`lmforge.evaluation.report`).
+random baseline is the first start's architecture and tokenizer with ``random_init`` (for a
+scoring task only when its suite entry asks too). Scoring tasks run first, every one for a start
+with the start's model opened once; each writes ``<out>/requests/<task>/<start>.jsonl``, one
+line per request. ``<out>`` receives ``runs.csv`` (rewritten after every run, so a stopped suite
+keeps what it finished), ``summary.csv``, ``summary.md`` and ``summary.png`` (see
+:mod:`lmforge.evaluation.report`).
 
-Nothing is overwritten: a ``<out>`` that already holds any of these files or ``tensorboard/``
-is refused before anything runs; choose a new ``--out``. The suite is checked whole before the
-first run too: its tasks, recipe files, ``{data_dir}`` and the data files it names.
+Nothing is overwritten: a ``<out>`` that already holds any of these files, ``tensorboard/`` or
+``requests/`` is refused before anything runs; choose a new ``--out``. The suite is checked whole
+before the first run too: its tasks, recipe files, ``{data_dir}`` and the data files it names,
+and every scoring task's data, rendered into its items.
 """
 
 from __future__ import annotations
 
-import glob
+import dataclasses
 import json
-import os
 import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lmforge.errors import UserError
+from lmforge.evaluation.prompt_tasks import Item, load_items
 from lmforge.evaluation.report import RESULT_FILES, write_runs, write_summary
+from lmforge.evaluation.suite_spec import ScoringTask, SuiteTask, chosen_tasks
+from lmforge.evaluation.zero_shot import score_task
 from lmforge.start.starting_point import read_checkpoint
 
 RANDOM = "random init"
-PLACEHOLDER = "{data_dir}"
-TASK_KEYS = ("recipe", "metric", "args")
 Fit = Callable[[list[str]], dict[str, float]]  # `lmforge fit` arguments -> the run's final logged metrics
-
-
-@dataclass(frozen=True)
-class SuiteTask:
-    """One downstream task of a suite.
-
-    Args:
-        name: The task's name in the table and the TensorBoard folders.
-        recipe: Its fit config files.
-        metric: The metric the table reports (``None``: pick from what the runs log).
-        args: More fit arguments, ``key: value`` (placeholders already filled).
-    """
-
-    name: str
-    recipe: tuple[str, ...]
-    metric: str | None
-    args: tuple[tuple[str, Any], ...] = ()
-
-    def fit_args(self) -> list[str]:
-        """``-c recipe ... --key=value ...``."""
-        args = [a for path in self.recipe for a in ("-c", path)]
-        return args + [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in self.args]
+OpenScorer = Callable[..., Any]  # (start, device=, batch_size=) -> a Scorer (lmforge.evaluation.likelihood)
+Plan = list[tuple[str, str, bool]]  # (label, start, random init) in table order
 
 
 def file_name(name: str) -> str:
@@ -83,64 +70,6 @@ def label_of(start: str) -> str:
     """A short, file-name-safe name for a starting point."""
     path = Path(start)
     return file_name(start[3:] if start.startswith("hf:") else path.stem if path.suffix == ".ckpt" else path.name)
-
-
-def read_suite(path: str | Path, data_dir: str | None = None, only: list[str] | None = None) -> list[SuiteTask]:
-    """The tasks of the suite file ``path`` (those named in ``only``, in suite order), every
-    recipe file and ``{data_dir}`` value checked.
-
-    Args:
-        path: The suite YAML.
-        data_dir: What ``{data_dir}`` stands for in the tasks' ``args``.
-        only: Task names to keep; ``None`` keeps all.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Suite file '{path}' does not exist: give a suite YAML (see configs/eval/) or --recipe.")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    tasks = spec.get("tasks") if isinstance(spec, dict) else None
-    if not isinstance(tasks, dict) or not tasks:
-        raise UserError(f"Suite '{path}' has no `tasks:` mapping of task names to recipe, metric and args.")
-    unknown = [name for name in only or [] if name not in tasks]
-    if unknown:
-        raise UserError(f"Suite '{path}' has no task {', '.join(map(repr, unknown))}: its tasks are "
-                        f"{', '.join(map(str, tasks))}.")
-    chosen = [name for name in tasks if only is None or name in only]
-    return [_task(str(name), tasks[name], path, data_dir) for name in chosen]
-
-
-def _task(name: str, spec: Any, suite: Path, data_dir: str | None) -> SuiteTask:
-    where = f"Task '{name}' of suite '{suite}'"
-    if not isinstance(spec, dict) or not spec.get("recipe") or not isinstance(spec.get("metric"), str):
-        raise UserError(f"{where} needs `recipe` (fit config files) and `metric` (e.g. val/f1).")
-    extra = sorted(set(spec) - set(TASK_KEYS))
-    if extra:
-        raise UserError(f"{where} has unknown key(s) {', '.join(extra)}: a task has {', '.join(TASK_KEYS)}.")
-    recipe = [spec["recipe"]] if isinstance(spec["recipe"], str) else list(spec["recipe"])
-    files = [Path(os.path.normpath(suite.parent / r)) for r in recipe]
-    missing = next((f for f in files if not f.is_file()), None)
-    if missing is not None:
-        raise UserError(f"{where}: recipe file '{missing}' does not exist.")
-    args = spec.get("args") or {}
-    if not isinstance(args, dict):
-        raise UserError(f"{where}: `args` must map fit arguments to values, e.g. `data.batch_size: 16`.")
-    filled = tuple((str(key), _fill(value, data_dir, f"{where}, {key}")) for key, value in args.items())
-    return SuiteTask(name, tuple(map(str, files)), spec["metric"], filled)
-
-
-def _fill(value: Any, data_dir: str | None, where: str) -> Any:
-    """``value`` with ``{data_dir}`` replaced; a path made from it must exist."""
-    if isinstance(value, list):
-        return [_fill(v, data_dir, where) for v in value]
-    if not isinstance(value, str) or PLACEHOLDER not in value:
-        return value
-    if data_dir is None:
-        raise UserError(f"{where} is '{value}': give the data folder with --data_dir.")
-    filled = value.replace(PLACEHOLDER, data_dir)
-    if not (glob.glob(filled) if glob.has_magic(filled) else Path(filled).exists()):
-        raise UserError(f"{where} is '{filled}', which does not exist: check --data_dir (the suite file names the "
-                        "layout it expects).")
-    return filled
 
 
 def run_one(fit: Fit, task: SuiteTask, start: str, seed: int, out: Path, label: str, random_init: bool,
@@ -172,9 +101,14 @@ def evaluate(
     labels: list[str] | None = None,
     out: str = "evaluation",
     overrides: list[str] | None = None,
+    limit: int | None = None,
+    shots: int | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
     fit: Fit | None = None,
+    scorer: OpenScorer | None = None,
 ) -> Path:
-    """Fine-tune a suite of downstream tasks from several starting points, N seeds each; tabulate, plot, log.
+    """Fine-tune (N seeds) or score (zero/few-shot) a suite of downstream tasks from several starts; tabulate, plot.
 
     Args:
         starts: Starting points: lmforge ``.ckpt`` files, Hugging Face folders or ``hf:<id>``.
@@ -184,32 +118,48 @@ def evaluate(
             ``val/spearman`` or the first logged). A suite names each task's own.
         tasks: Run only these tasks of the suite.
         data_dir: The data folder that ``{data_dir}`` in the suite's task arguments stands for.
-        seeds: Runs per task and start, with seeds 0, 1, ... (each passed as ``--seed_everything``).
-        random_baseline: Add a randomly initialised network of the first start's architecture.
+        seeds: Fine-tune runs per task and start, with seeds 0, 1, ... (each passed as ``--seed_everything``).
+        random_baseline: Add a randomly initialised network of the first start's architecture (a
+            scoring task only when its suite entry says ``random_baseline: true`` too).
         labels: Names of the starts in the table (default: file stems or hub ids).
         out: The folder to write into; one that already holds results is refused.
         overrides: More ``fit`` arguments for every run, e.g. ``["--trainer.max_steps=200"]``.
+        limit: Score only the first N items of every scoring task.
+        shots: Solved examples before each item of every scoring task (overrides the task files and suite).
+        batch_size: Sequences per forward pass of the scoring model.
+        device: Where the scoring model runs: ``cpu``, ``cuda``, ``cuda:1`` ...
         fit: Runs ``lmforge fit`` with the given arguments and returns its final metrics (the
             command line hands over its own).
+        scorer: Opens a start for scoring (default: ``lmforge.evaluation.likelihood.open_scorer``).
     """
-    names = _start_labels(starts, labels, seeds, fit)
+    names = _start_labels(starts, labels, seeds)
     out_dir = Path(out)
     _refuse_earlier_results(out_dir)
-    chosen = _chosen_tasks(suite, recipe, metric, tasks, data_dir)
+    chosen = [_overridden(t, shots, limit) for t in chosen_tasks(suite, recipe, metric, tasks, data_dir)]
+    if fit is None and any(isinstance(t, SuiteTask) for t in chosen):
+        raise UserError("evaluate needs a way to run `lmforge fit`: call it through `lmforge evaluate`.")
     for start in starts:
         check_start(start)
+    items = {t.name: load_items(t.task) for t in chosen if isinstance(t, ScoringTask)}  # refusals before any run
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused suite leaves no folder behind
     plan = [(RANDOM, starts[0], True)] if random_baseline else []
     plan += [(name, start, False) for name, start in zip(names, starts)]
-    rows = _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []))
+    rows: list[dict] = []
+    _score_all(scorer, chosen, items, plan, out_dir, device, batch_size, rows)
+    _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []), rows)
     _report(rows, chosen, out_dir)
     return out_dir
 
 
-def _start_labels(starts: list[str], labels: list[str] | None, seeds: int, fit: Fit | None) -> list[str]:
+def _overridden(task: SuiteTask | ScoringTask, shots: int | None, limit: int | None) -> SuiteTask | ScoringTask:
+    """A scoring task with the command line's shots and limit."""
+    if isinstance(task, SuiteTask):
+        return task
+    return dataclasses.replace(task, task=task.task.overridden(shots, limit))
+
+
+def _start_labels(starts: list[str], labels: list[str] | None, seeds: int) -> list[str]:
     """The starts' names in the table, once the arguments that need no file are checked."""
-    if fit is None:
-        raise UserError("evaluate needs a way to run `lmforge fit`: call it through `lmforge evaluate`.")
     if not starts:
         raise UserError("Give at least one starting point: --starts '[general.ckpt, domain.ckpt]'.")
     if seeds < 1:
@@ -223,7 +173,7 @@ def _start_labels(starts: list[str], labels: list[str] | None, seeds: int, fit: 
 
 def _refuse_earlier_results(out_dir: Path) -> None:
     """Nothing is overwritten: an ``out_dir`` holding results of an earlier suite is refused."""
-    existing = [p for p in (*RESULT_FILES, "tensorboard") if (out_dir / p).exists()]
+    existing = [p for p in (*RESULT_FILES, "tensorboard", "requests") if (out_dir / p).exists()]
     if existing:
         raise UserError(f"'{out_dir}' already holds {', '.join(existing)}: choose another --out (nothing was run).")
 
@@ -257,20 +207,53 @@ def _is_zip_archive(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
-def _run_plan(fit: Fit, chosen: list[SuiteTask], plan: list[tuple[str, str, bool]], seeds: int, out_dir: Path,
-              overrides: list[str]) -> list[dict]:
-    """Every (task, start, seed) run, in order; ``runs.csv`` rewritten after each. Returns its rows."""
-    rows: list[dict] = []
+def _write_runs(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Path) -> None:
+    """``runs.csv`` with the rows in suite order (scoring tasks run first)."""
+    order = {task.name: i for i, task in enumerate(chosen)}
+    write_runs(sorted(rows, key=lambda row: order[row["task"]]), out_dir)
+
+
+def _score_all(open_scorer: OpenScorer | None, chosen: list[SuiteTask | ScoringTask], items: dict[str, list[Item]],
+               plan: Plan, out_dir: Path, device: str, batch_size: int, rows: list[dict]) -> None:
+    """Every scoring task from every start, each start's model opened once; a row per (task,
+    start) in ``rows`` and ``runs.csv``, the requests in ``requests/<task>/<start>.jsonl``."""
+    scoring = [task for task in chosen if isinstance(task, ScoringTask)]
+    if scoring and open_scorer is None:
+        from lmforge.evaluation.likelihood import open_scorer
+    for name, start, random_init in plan:
+        wanted = [task for task in scoring if task.random_baseline or not random_init]
+        if not wanted:
+            continue
+        baseline = {"random_init": True} if random_init else {}  # the first start's network, freshly initialised
+        model = open_scorer(start, device=device, batch_size=batch_size, **baseline)
+        for task in wanted:
+            began = time.perf_counter()
+            metrics, records = score_task(task.task, model, items[task.name])
+            path = out_dir / "requests" / file_name(task.name) / f"{file_name(name)}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            rows.append({"task": task.name, "start": name, "source": start, "seed": None, **metrics})
+            _write_runs(rows, chosen, out_dir)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print(f"{task.name} from {name}: {shown} ({len(items[task.name])} items, "
+                  f"{time.perf_counter() - began:.1f} s)")
+
+
+def _run_plan(fit: Fit | None, chosen: list[SuiteTask | ScoringTask], plan: Plan, seeds: int, out_dir: Path,
+              overrides: list[str], rows: list[dict]) -> None:
+    """Every (fine-tune task, start, seed) run, in order; a row in ``rows`` and ``runs.csv`` after each."""
     for task in chosen:
+        if not isinstance(task, SuiteTask):
+            continue
+        assert fit is not None  # evaluate refuses a fine-tune task without it
         for name, start, random_init in plan:
             for seed in range(seeds):
                 metrics = run_one(fit, task, start, seed, out_dir, file_name(name), random_init, overrides)
                 rows.append({"task": task.name, "start": name, "source": start, "seed": seed, **metrics})
-                write_runs(rows, out_dir)
-    return rows
+                _write_runs(rows, chosen, out_dir)
 
 
-def _report(rows: list[dict], chosen: list[SuiteTask], out_dir: Path) -> None:
+def _report(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Path) -> None:
     """Write and print the summary table; name each task whose metric no run logged."""
     reported = {t.name: t.metric or _default_metric([r for r in rows if r["task"] == t.name]) for t in chosen}
     table = write_summary(rows, reported, out_dir)
@@ -279,26 +262,11 @@ def _report(rows: list[dict], chosen: list[SuiteTask], out_dir: Path) -> None:
         if not any(name in r for r in rows if r["task"] == task):
             logged = sorted({k for r in rows if r["task"] == task for k in r if k.startswith("val/")})
             print(f"Task '{task}' logged no {name} (it logged {', '.join(logged)}): fix its metric.")
-    print(f"Wrote {out_dir}/runs.csv, summary.md, summary.csv, summary.png and tensorboard/ "
-          f"(tensorboard --logdir {out_dir / 'tensorboard'}).")
-
-
-def _chosen_tasks(suite: str | None, recipe: list[str] | None, metric: str | None, tasks: list[str] | None,
-                  data_dir: str | None) -> list[SuiteTask]:
-    """The tasks to run: those of the suite file, or the one task of ``recipe``."""
-    if (suite is None) == (not recipe):
-        raise UserError("Give exactly one of --suite (a suite YAML) and --recipe (fine-tuning config files).")
-    if suite is not None:
-        if metric is not None:
-            raise UserError("--metric is for --recipe only: a suite names each task's metric in its file.")
-        return read_suite(suite, str(Path(data_dir).resolve()) if data_dir is not None else None, tasks)
-    task = SuiteTask(Path(recipe[0]).stem, tuple(recipe), metric)
-    missing = next((r for r in recipe if not Path(r).is_file()), None)
-    if missing is not None:
-        raise UserError(f"Recipe file '{missing}' does not exist.")
-    if tasks and tasks != [task.name]:
-        raise UserError(f"--recipe makes the one task '{task.name}': drop --tasks {tasks}.")
-    return [task]
+    folders = [f for f, kind in (("tensorboard/", SuiteTask), ("requests/", ScoringTask))
+               if any(isinstance(t, kind) for t in chosen)]
+    board = f" (tensorboard --logdir {out_dir / 'tensorboard'})" if "tensorboard/" in folders else ""
+    written = ["summary.md", "summary.csv", "summary.png", *folders]
+    print(f"Wrote {out_dir}/runs.csv, {', '.join(written[:-1])} and {written[-1]}{board}.")
 
 
 def _default_metric(rows: list[dict]) -> str:
