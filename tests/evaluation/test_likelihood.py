@@ -6,6 +6,7 @@ time; rolling windows cover every token once and give the hand-computed log-like
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -133,8 +134,10 @@ def test_t5_scores_each_choice_as_the_decoder_target() -> None:
         scorer.rolling_loglikelihood(["text"])
 
 
-def test_a_transformers_llama_folder_scores_as_transformers_computes(tmp_path: Path) -> None:
-    """The folder ``save_pretrained`` writes, with a tokenizer that adds BOS as Llama's does."""
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, object]:
+    """The folder ``save_pretrained`` writes, with a tokenizer that adds BOS as Llama's does;
+    and the transformers model and tokenizer."""
     transformers = pytest.importorskip("transformers")
     from tokenizers import processors
 
@@ -148,19 +151,62 @@ def test_a_transformers_llama_folder_scores_as_transformers_computes(tmp_path: P
                                       max_position_embeddings=64, bos_token_id=hf_tok.bos_token_id,
                                       eos_token_id=hf_tok.eos_token_id, tie_word_embeddings=False)
     model = transformers.LlamaForCausalLM(config).eval()
-    model.save_pretrained(tmp_path)
-    hf_tok.save_pretrained(tmp_path)
-    scorer = open_scorer(str(tmp_path), batch_size=4)
+    folder = tmp_path_factory.mktemp("llama")
+    model.save_pretrained(folder)
+    hf_tok.save_pretrained(folder)
+    return folder, model, hf_tok
+
+
+@torch.no_grad()
+def hf_loglikelihood(model, hf_tok, context: str, continuation: str) -> float:
+    """log P(continuation | context) computed with transformers, requests split as lm-eval splits them."""
+    ctx, whole = hf_tok(context)["input_ids"], hf_tok(context + continuation)["input_ids"]
+    logits = model(torch.tensor([whole[:-1]])).logits[0, len(ctx) - 1:]
+    return float(F.log_softmax(logits, -1).gather(1, torch.tensor(whole[len(ctx):])[:, None]).sum())
+
+
+def test_a_transformers_llama_folder_scores_as_transformers_computes(llama_folder) -> None:
+    folder, model, hf_tok = llama_folder
+    scorer = open_scorer(str(folder), batch_size=4)
     results = scorer.loglikelihood(QUESTIONS[:2])
     for (context, continuations), scores in zip(QUESTIONS[:2], results):
-        ctx = hf_tok(context)["input_ids"]
-        assert ctx[0] == hf_tok.bos_token_id  # the BOS lm-eval's backend adds
+        assert hf_tok(context)["input_ids"][0] == hf_tok.bos_token_id  # the BOS lm-eval's backend adds
         for continuation, (logprob, _) in zip(continuations, scores):
-            whole = hf_tok(context + continuation)["input_ids"]
-            with torch.no_grad():
-                logits = model(torch.tensor([whole[:-1]])).logits[0, len(ctx) - 1:]
-            expected = F.log_softmax(logits, -1).gather(1, torch.tensor(whole[len(ctx):])[:, None]).sum()
-            assert logprob == pytest.approx(float(expected), abs=1e-4)
+            assert logprob == pytest.approx(hf_loglikelihood(model, hf_tok, context, continuation), abs=1e-4)
+
+
+def test_evaluate_scores_a_suite_of_every_kind_from_a_transformers_folder(llama_folder, tmp_path: Path) -> None:
+    """``lmforge evaluate`` on a suite of one local task of each scoring kind: the table's
+    columns, one request line per request, and log-likelihoods as transformers computes them."""
+    from lmforge.cli import main
+
+    folder, model, hf_tok = llama_folder
+    rows = [{"q": f"The {w} sat on the", "a": "mat", "b": "sky at night", "text": f"The {w} sat on the mat."}
+            for w in ("cat", "dog", "bird", "fox")]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = "data: {path: d.jsonl, split: train}\n"
+    tasks = {"mc": "kind: multiple_choice\nprompt: '{q}'\nchoices: ['{a}', '{b}']\ngold: 0\n",
+             "ll": "kind: loglikelihood\nprompt: '{q}'\ncontinuation: ' {a}'\n",
+             "gen": "kind: generate\nprompt: '{q}'\nanswers: a\nmax_tokens: 4\n",
+             "ppl": "kind: perplexity\ntext: text\n"}
+    for name, spec in tasks.items():
+        (tmp_path / f"{name}.yaml").write_text(common + spec)
+    kinds = {"mc": "multiple_choice", "ll": "loglikelihood", "gen": "generate", "ppl": "perplexity"}
+    (tmp_path / "suite.yaml").write_text("tasks:\n" + "".join(
+        f"  {n}:\n    kind: {kinds[n]}\n    task: {n}.yaml\n" for n in tasks))
+    out = tmp_path / "out"
+    main(["evaluate", "--suite", str(tmp_path / "suite.yaml"), "--starts", f"[{folder}]", "--random_baseline", "false",
+          "--limit", "3", "--shots", "1", "--out", str(out)])
+    header = (out / "runs.csv").read_text().splitlines()[0].split(",")
+    assert {"acc", "acc_norm", "exact_match", "bits_per_byte"} <= set(header)
+    label = folder.name
+    requests = {n: [json.loads(line) for line in (out / "requests" / n / f"{label}.jsonl").read_text().splitlines()]
+                for n in tasks}
+    assert [len(requests[n]) for n in tasks] == [6, 3, 3, 3]  # 3 items: two choices each, one request each
+    for record in requests["mc"]:
+        expected = hf_loglikelihood(model, hf_tok, record["context"], record["continuation"])
+        assert record["loglikelihood"] == pytest.approx(expected, abs=1e-4)
+        assert record["context"].count("The ") == 2  # one shot before the item
 
 
 def test_an_encoder_is_refused_for_scoring(tmp_path: Path) -> None:

@@ -208,8 +208,20 @@ SHIPPED = {  # task file -> (one example of the dataset, lm-eval's context, cont
 }
 
 
+LOCAL = ("python-docs",)  # task files whose data ships beside them (the quick start's probe)
+
+
 def test_every_shipped_task_file_has_a_rendering_test() -> None:
-    assert sorted(p.stem for p in TASKS.glob("*.yaml")) == sorted(SHIPPED)
+    assert sorted(p.stem for p in TASKS.glob("*.yaml")) == sorted([*SHIPPED, *LOCAL])
+
+
+def test_the_quick_starts_probe_reads_its_own_file() -> None:
+    rows = [json.loads(line) for line in (TASKS / "python-docs.jsonl").read_text().splitlines()]
+    items = load_items(read_task(TASKS / "python-docs.yaml"))
+    assert len(items) == len(rows) == 48
+    assert [(i.context, i.continuations, i.gold) for i in items[:1]] == [
+        (rows[0]["text"], tuple(" " + c for c in rows[0]["choices"]), rows[0]["gold"])]
+    assert {i.gold for i in items} == {0, 1, 2, 3}  # the right answer is not always in one place
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
