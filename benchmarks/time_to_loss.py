@@ -1,20 +1,24 @@
-"""Time to a held-out loss: today's GPT-2 recipe against the Llama block, Muon and compile.
+"""Time to a held-out loss: the GPT-2 recipe against the Llama block, Muon and compile.
 
 On Project Gutenberg books (``../shared/data/general/gutenberg``, one document per book), with
 a held-out set of books the training never sees (the corpus's validation split: whole books,
 chosen by a stable hash), four recipes train the same parameter budget for the same
-wall-clock budget on this machine, each in a fresh ``lmforge fit`` process:
+wall-clock budget on this machine, each in a fresh ``lmforge fit`` process from its own whole
+config in ``configs/recipes/`` (no recipe inherits another's, or the quick start's, settings):
 
-- (a) GPT-2 block, AdamW: ``configs/quickstart.yaml``'s model and optimizer (today's defaults);
+- (a) GPT-2 block, AdamW (``time-to-loss-a-gpt2.yaml``: the quick start's recipe until this
+  benchmark made the Llama block its recipe);
 - (b) the Llama block (RMSNorm, RoPE, SwiGLU, 2 key/value heads for 4 query heads) with the
   same width and depth, its SwiGLU width chosen so that the parameter count matches (a)'s, AdamW;
 - (c) (b) with Muon for the blocks' matrices (AdamW for embeddings and norms);
-- (d) (c) with ``--model.compile true``.
+- (d) (c) with ``compile: true``.
 
-Each run validates every ``--val_every`` steps on the held-out books; its held-out loss is
-plotted against wall-clock (from the untrained model's validation, so compilation counts)
-and against training tokens. The verdict: how long each recipe takes to reach (a)'s final
-held-out loss, as a fraction of (a)'s whole budget (target: the best <= 0.5, stretch 0.33).
+Each run is checked to have built the network and optimizer its recipe names (the script
+stops otherwise). Each run validates every ``--val_every`` steps on the held-out books; its
+held-out loss is plotted against wall-clock (from the untrained model's validation, so
+compilation counts) and against training tokens. The verdict: how long each recipe takes to
+reach (a)'s final held-out loss, as a fraction of (a)'s whole budget (target: the best <= 0.5,
+stretch 0.33).
 
     python benchmarks/time_to_loss.py                       # 2 seeds x 4 recipes x 100 s
     python benchmarks/time_to_loss.py --smoke               # seconds, on stand-in books
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +43,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
 import standins  # noqa: E402  (the stand-in books of --smoke)
 
-D_MODEL, N_LAYER, N_HEAD = 128, 4, 4  # configs/quickstart.yaml's shape
-# SwiGLU width for the same parameters per block as GPT-2's (12 d^2): attention with 2 of 4
-# key/value heads is 3 d^2, so the three SwiGLU matrices get 9 d^2, i.e. d_ff = 3 d
-LLAMA = [f"--model.config.n_layer={N_LAYER}", f"--model.config.n_head={N_HEAD}", "--model.config.n_kv_head=2",
-         f"--model.config.d_model={D_MODEL}", f"--model.config.d_ff={3 * D_MODEL}", "--model.config.dropout=0.0"]
-# (a) is the quick start as it was before this benchmark made the Llama block its recipe: a GPT
-# of the same shape trained with AdamW (written next to the runs, from configs/quickstart.yaml)
-GPT2_MODEL = {"class_path": "lmforge.tasks.CausalLMTask", "init_args": {
-    "config": {"n_layer": N_LAYER, "n_head": N_HEAD, "d_model": D_MODEL, "dropout": 0.0},
-    "optimizer": {"name": "adamw", "lr": 3.0e-3, "weight_decay": 0.1, "warmup_steps": 30, "min_lr_ratio": 0.1}}}
-RECIPES: dict[str, list[str]] = {
-    "a": [],  # the GPT-2 recipe's own base config (GPT2_MODEL), nothing more
-    "b": ["--model=lmforge.tasks.LlamaCausalLMTask", *LLAMA],
-    "c": ["--model=lmforge.tasks.LlamaCausalLMTask", *LLAMA, "--model.optimizer.name=muon"],
-    "d": ["--model=lmforge.tasks.LlamaCausalLMTask", *LLAMA, "--model.optimizer.name=muon", "--model.compile=true"],
+RECIPE_DIR = ROOT / "configs" / "recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe: its config in ``configs/recipes/`` and what that config must build."""
+
+    config: str
+    title: str
+    network: str  # the network class the run must build
+    optimizer: str  # ``adamw``, or ``muon`` (Muon for the blocks' matrices, AdamW for the rest)
+    compile: bool
+
+
+RECIPES = {
+    "a": Recipe("time-to-loss-a-gpt2.yaml", "(a) GPT-2 block, AdamW", "lmforge.models.gpt.GPT", "adamw", False),
+    "b": Recipe("time-to-loss-b-llama-adamw.yaml", "(b) Llama block, AdamW", "lmforge.models.llama.Llama", "adamw",
+                False),
+    "c": Recipe("time-to-loss-c-llama-muon.yaml", "(c) Llama block, Muon", "lmforge.models.llama.Llama", "muon",
+                False),
+    "d": Recipe("time-to-loss-d-llama-muon-compile.yaml", "(d) Llama block, Muon, compile",
+                "lmforge.models.llama.Llama", "muon", True),
 }
-TITLES = {"a": "(a) GPT-2 block, AdamW", "b": "(b) Llama block, AdamW", "c": "(c) Llama block, Muon",
-          "d": "(d) Llama block, Muon, compile"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,44 +85,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def base_config(recipe: str, folder: Path) -> Path:
-    """The config a recipe's run starts from: the quick start, or for (a) the quick start with
-    :data:`GPT2_MODEL` as its model."""
-    quickstart = ROOT / "configs" / "quickstart.yaml"
-    if recipe != "a":
-        return quickstart
-    import yaml
-
-    config = {**yaml.safe_load(quickstart.read_text()), "model": GPT2_MODEL}
-    path = folder / "gpt2-quickstart.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def fit_args(args: argparse.Namespace, recipe: str, seed: int, books: str, logs: Path) -> list[str]:
-    """The ``lmforge fit`` command line of one run."""
+    """The ``lmforge fit`` command line of one run: the recipe's config, with the books, the
+    budget and the validation cadence of this invocation (the same for every recipe)."""
     minutes, seconds = divmod(args.seconds, 60)
     return [
-        sys.executable, "-m", "lmforge", "fit", "-c", str(base_config(recipe, logs.parent)),
-        "--data=lmforge.data.TextCorpus", f"--data.source.paths={books}/*.txt", "--data.val_fraction=0.1",
-        "--data.seq_len=128", "--data.batch_size=16", "--data.tokenizer.kind=byte_level_bpe",
-        "--data.tokenizer.vocab_size=2048", "--data.tokenizer.specials=gpt",
-        *RECIPES[recipe],
-        f"--model.optimizer.decay_steps={args.decay_steps}",
-        f"--seed_everything={seed}", "--trainer.max_steps=-1", f"--trainer.max_time=00:00:{int(minutes):02d}:{int(seconds):02d}",
+        sys.executable, "-m", "lmforge", "fit", "-c", str(RECIPE_DIR / RECIPES[recipe].config),
+        f"--data.source.paths={books}/*.txt", f"--model.optimizer.decay_steps={args.decay_steps}",
+        f"--seed_everything={seed}", f"--trainer.max_time=00:00:{int(minutes):02d}:{int(seconds):02d}",
         f"--trainer.val_check_interval={args.val_every}", f"--trainer.limit_val_batches={args.val_batches}",
+        f"--trainer.num_sanity_val_steps={args.val_batches}",
         f"--trainer.logger.init_args.save_dir={logs}", f"--trainer.logger.init_args.name={recipe}-seed{seed}",
         "--sample.enabled=false", "--checkpoint.save_top_k=0", "--checkpoint.save_last=false",
+        *(["--trainer.log_every_n_steps=1"] if args.smoke else []),  # a few steps: log each one's lr
     ]
 
 
 def what_trained(run: Path) -> dict[str, Any]:
-    """The task, optimizer and compile setting a run's saved config.yaml records."""
+    """What a run built: its task, the network that task builds, the optimizer (Muon with AdamW
+    logs ``lr_muon`` every logged step, AdamW alone does not) and compile, from the run's own
+    config.yaml (what LightningCLI instantiated) and TensorBoard events."""
+    import importlib
+
     import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model = yaml.safe_load((run / "config.yaml").read_text())["model"]
-    init = model["init_args"]
-    return {"task": model["class_path"], "optimizer": init["optimizer"]["name"], "compile": init["compile"]}
+    module, name = model["class_path"].rsplit(".", 1)
+    network = getattr(importlib.import_module(module), name).network
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    logged = events.Tags()["scalars"]
+    optimizer = None if "lr" not in logged else "muon" if "lr_muon" in logged else "adamw"  # None: no step logged
+    return {"task": model["class_path"], "network": f"{network.__module__}.{network.__qualname__}",
+            "optimizer": optimizer, "compile": model["init_args"]["compile"]}
+
+
+def check_trained(recipe: str, trained: dict[str, Any]) -> None:
+    """Stop the benchmark when a run trained something other than its recipe names."""
+    named = RECIPES[recipe]
+    built = (trained["network"], trained["optimizer"], trained["compile"])
+    if built != (named.network, named.optimizer, named.compile):
+        sys.exit(f"{named.title} ({named.config}) trained {built}, not {(named.network, named.optimizer, named.compile)}"
+                 ": fix the recipe's config.")
 
 
 def curve(run: Path) -> dict[str, list[float]]:
@@ -150,7 +165,7 @@ def plot(curves: dict[str, list[dict[str, list[float]]]], png: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for recipe, runs in curves.items():
         for i, c in enumerate(runs):
-            label = TITLES[recipe] if i == 0 else None
+            label = RECIPES[recipe].title if i == 0 else None
             axes[0].plot(c["seconds"], c["loss"], color=f"C{'abcd'.index(recipe)}", label=label, alpha=0.8)
             axes[1].plot([t / 1e6 for t in c["tokens"]], c["loss"], color=f"C{'abcd'.index(recipe)}", label=label,
                          alpha=0.8)
@@ -187,10 +202,12 @@ def main(argv: list[str] | None = None) -> None:
                                         text=True, cwd=ROOT)
                 if result.returncode != 0:
                     sys.exit(f"recipe {recipe} seed {seed} failed:\n{result.stderr[-3000:]}")
-                c = curve(logs / f"{recipe}-seed{seed}" / "version_0")
+                run = logs / f"{recipe}-seed{seed}" / "version_0"
+                c = curve(run)
                 curves[recipe].append(c)
-                trained[recipe] = what_trained(logs / f"{recipe}-seed{seed}" / "version_0")
-                print(f"{TITLES[recipe]:32s} seed {seed}: {len(c['loss']) - 1} validations, final held-out loss "
+                trained[recipe] = what_trained(run)
+                check_trained(recipe, trained[recipe])
+                print(f"{RECIPES[recipe].title:32s} seed {seed}: {len(c['loss']) - 1} validations, final held-out loss "
                       f"{c['loss'][-1]:.4f} at {c['tokens'][-1] / 1e6:.2f} M tokens ({time.perf_counter() - start:.0f} s "
                       "with start-up)", flush=True)
         summary = {**summarize(curves, args), "trained": trained}
@@ -215,7 +232,7 @@ def summarize(curves: dict[str, list[dict[str, list[float]]]], args: argparse.Na
         finals = [c["loss"][-1] for c in runs]
         tokens = [c["tokens"][-1] for c in runs]
         shown = ", ".join("never" if f is None else f"{f:.2f}" for f in fractions)
-        print(f"{TITLES[recipe]:32s} {sum(finals) / len(finals):11.4f} {sum(tokens) / len(tokens) / 1e6:9.2f} {shown:>13s}")
+        print(f"{RECIPES[recipe].title:32s} {sum(finals) / len(finals):11.4f} {sum(tokens) / len(tokens) / 1e6:9.2f} {shown:>13s}")
         rows[recipe] = {"final_loss": finals, "tokens": tokens, "fraction_of_budget_to_a_final": fractions}
     best = min((f for r in rows.values() for f in r["fraction_of_budget_to_a_final"] if f is not None), default=None)
     verdict = "not judged (smoke)" if args.smoke else ("MET" if best is not None and best <= 0.5 else "NOT MET")

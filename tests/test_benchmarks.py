@@ -127,15 +127,19 @@ def test_downstream_helps(smoke: Smoke) -> None:
 
 
 def test_time_to_loss(smoke: Smoke) -> None:
-    # the GPT-2 recipe and the Llama block with Muon (compile: tests/tasks/test_compile.py)
-    out, summary = smoke("time_to_loss.py", "--recipes", "a,c")
-    assert set(summary["recipes"]) == {"a", "c"} and summary["seeds"] == 1
+    # GPT-2, and the Llama block with AdamW and with Muon, each from its own config (compile: tests/tasks/test_compile.py)
+    out, summary = smoke("time_to_loss.py", "--recipes", "a,b,c")
+    assert set(summary["recipes"]) == {"a", "b", "c"} and summary["seeds"] == 1
     for recipe in summary["recipes"].values():
         assert recipe["tokens"][0] > 0 and recipe["final_loss"][0] < 7.0  # trained: below a uniform guess over 2048
     assert "to (a) final" in out and "(c) Llama block, Muon" in out  # the verdict's table
-    trained = summary["trained"]  # each side is what it names (the quick start itself is (c) now)
-    assert trained["a"] == {"task": "lmforge.tasks.CausalLMTask", "optimizer": "adamw", "compile": False}
-    assert trained["c"] == {"task": "lmforge.tasks.LlamaCausalLMTask", "optimizer": "muon", "compile": False}
+    trained = summary["trained"]  # each built the network and optimizer it names (the script also stops otherwise)
+    gpt, llama = "lmforge.models.gpt.GPT", "lmforge.models.llama.Llama"
+    assert trained["a"] == {"task": "lmforge.tasks.CausalLMTask", "network": gpt, "optimizer": "adamw", "compile": False}
+    assert trained["b"] == {"task": "lmforge.tasks.LlamaCausalLMTask", "network": llama, "optimizer": "adamw",
+                            "compile": False}
+    assert trained["c"] == {"task": "lmforge.tasks.LlamaCausalLMTask", "network": llama, "optimizer": "muon",
+                            "compile": False}
 
 
 def test_libraries(smoke: Smoke) -> None:

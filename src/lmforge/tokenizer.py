@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import tokenizers
 
@@ -36,6 +37,7 @@ ROLE_SPELLINGS: dict[str, tuple[str, ...]] = {
 
 PIECE_CHARS = 16384  # texts longer than this are encoded in pieces (see Tokenizer.encode_batch)
 _PIECE_END = re.compile(r"\S(?=\s)")
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a byte-fallback token (SentencePiece, Llama 2)
 
 
 class Tokenizer:
@@ -50,6 +52,7 @@ class Tokenizer:
         backend.no_truncation()
         self.backend = backend
         self._pieces_exact: bool | None = None  # whether long texts may be encoded in pieces
+        self._token_bytes: list[int] | None = None
 
     # -- loading and saving -------------------------------------------------------------
     @classmethod
@@ -135,6 +138,32 @@ class Tokenizer:
         added = json.loads(self.to_str()).get("added_tokens", [])
         return [t["content"] for t in sorted(added, key=lambda t: t["id"]) if t.get("special")]
 
+    def token_bytes(self) -> list[int]:
+        """How many UTF-8 bytes of text each token id stands for (0 for special tokens), the
+        denominator of bits per byte. Read from how the tokenizer spells text in its tokens:
+
+        * byte-level BPE (GPT-2, Llama 3; a ``ByteLevel`` decoder): each character is one byte;
+        * Metaspace / SentencePiece (Llama 2, T5, lmforge's ``bpe`` and ``unigram``): ``▁`` is
+          one space and a byte-fallback token ``<0xAB>`` one byte. Such tokenizers prepend a
+          ``▁`` to each text (Metaspace: unless it starts with a space), counted as one byte: one
+          per document, standing for the gap between documents;
+        * WordPiece (BERT): a ``##`` piece counts its text without the ``##``, a word-start token
+          its text. Spaces between words are in no token and not counted.
+
+        Other characters count their UTF-8 length. Bytes are those of the *normalised* text
+        (after NFKC or lowercasing, where the tokenizer does that).
+        """
+        if self._token_bytes is None:
+            spec = json.loads(self.to_str())
+            length = _byte_length(spec)
+            special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+            vocab = self.backend.get_vocab(with_added_tokens=True)
+            table = [0] * max(self.vocab_size, max(vocab.values(), default=-1) + 1)
+            for token, token_id in vocab.items():
+                table[token_id] = 0 if token_id in special else length(token)
+            self._token_bytes = table
+        return list(self._token_bytes)
+
     # -- encoding -------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -178,6 +207,42 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+def byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE spells each byte as one printable character (GPT-2's table): that character -> the byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(shifted)}
+
+
+def _has_type(node: Any, kind: str) -> bool:
+    """Whether a component of a tokenizer.json (a decoder, a ``Sequence`` of them ...) is or holds ``kind``."""
+    if isinstance(node, dict):
+        return node.get("type") == kind or any(_has_type(v, kind) for v in node.values())
+    return isinstance(node, list) and any(_has_type(v, kind) for v in node)
+
+
+def _byte_length(spec: dict[str, Any]) -> Callable[[str], int]:
+    """The number of text bytes a token of the tokenizer.json ``spec`` stands for, as its decoder reads it."""
+    model = spec["model"]
+    if _has_type(spec.get("decoder"), "ByteLevel") or _has_type(spec.get("pre_tokenizer"), "ByteLevel"):
+        alphabet = byte_level_alphabet()
+        # the decoder reads a token with a character outside the alphabet (an added token) as its UTF-8
+        return lambda token: len(token) if all(c in alphabet for c in token) else len(token.encode())
+    if model["type"] == "WordPiece":
+        prefix = model.get("continuing_subword_prefix") or "##"
+        return lambda token: len(token.removeprefix(prefix).encode())
+    fallback = bool(model.get("byte_fallback"))
+    # markers of a BPE trained with them, not text
+    prefix, suffix = model.get("continuing_subword_prefix") or "", model.get("end_of_word_suffix") or ""
+
+    def length(token: str) -> int:
+        if fallback and _BYTE_TOKEN.fullmatch(token):
+            return 1
+        return len(token.removeprefix(prefix).removesuffix(suffix).replace("▁", " ").encode())
+
+    return length
 
 
 def _pieces(text: str, size: int = PIECE_CHARS) -> list[str]:

@@ -1,4 +1,4 @@
-"""The GPT task: it learns, its optimizer groups, self-describing checkpoints."""
+"""The GPT task: it learns, bits per byte, its optimizer groups, self-describing checkpoints."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
-from lmforge.models import GPTConfig
-from lmforge.tasks import CausalLMTask, OptimizerConfig
+from lmforge.models import GPTConfig, LlamaConfig
+from lmforge.tasks import CausalLMTask, LlamaCausalLMTask, OptimizerConfig
 from lmforge.tasks.optim import param_groups
 from lmforge.start import connect
 
@@ -48,6 +48,29 @@ def test_tiny_model_overfits_tiny_corpus(tiny_corpus: Path, tmp_path: Path) -> N
     # the corpus is a handful of sentences repeated: a 2-layer model memorises it
     assert before > math.log(dm.vocab_size) - 1.0
     assert after < 1.0, f"val loss {after:.3f} did not fall from {before:.3f}"
+
+
+@pytest.mark.parametrize("network", ["gpt", "llama"])
+def test_val_bpb_is_the_epoch_s_nats_over_its_text_bytes(network: str, tiny_corpus: Path, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    dm = TextCorpus(source=DataSource(paths=str(tiny_corpus)),
+                    tokenizer=TokenizerSpec(vocab_size=300), seq_len=32, batch_size=4)
+    task = _task(dm.vocab_size) if network == "gpt" else LlamaCausalLMTask(
+        LlamaConfig(vocab_size=dm.vocab_size, max_seq_len=32, n_layer=1, n_head=2, n_kv_head=1, d_model=32, d_ff=64))
+    connect(task, dm)
+    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=2, val_check_interval=2,
+                        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(task, dm)
+    logged = trainer.callback_metrics
+    # the validation targets' text, decoded apart from the byte table (the corpus is ASCII)
+    batches = [batch["targets"] for batch in dm.val_dataloader()]
+    tokens = sum(t.numel() for t in batches)
+    text_bytes = len(dm.tokenizer.decode(torch.cat(batches).flatten().tolist()).encode())
+    # batches of 4 and 1 blocks: a mean of the two batches' ratios would not be the epoch's
+    assert [len(t) for t in batches] == [4, 1] and text_bytes > tokens
+    expected = logged["val/loss"].item() * tokens / text_bytes / math.log(2)
+    assert logged["val/bpb"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_weight_decay_skips_norms_biases_and_embeddings() -> None:

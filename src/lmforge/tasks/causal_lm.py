@@ -1,4 +1,4 @@
-"""Decoder pretraining (GPT, Llama): next-token prediction, perplexity, and text generation."""
+"""Decoder pretraining (GPT, Llama): next-token prediction, perplexity and bits per byte, and text generation."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class CausalLMTask(PretrainingTask):
 
     network = GPT
     prompt_example = "Once upon a time"
+    log_bpb = True
 
     def __init__(
         self,
@@ -77,7 +78,7 @@ class CausalLMTask(PretrainingTask):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
         targets = batch["targets"].flatten()
-        self.record_eval(loss, targets.numel(), (logits.argmax(-1) == targets).sum())
+        self.record_eval(loss, targets.numel(), (logits.argmax(-1) == targets).sum(), target_ids=targets)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)

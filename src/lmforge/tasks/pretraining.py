@@ -1,8 +1,10 @@
 """What the pretraining tasks share: the objective they hand to the data, warmup + cosine
-AdamW, validation loss/perplexity/accuracy summed over the epoch, and ``predict`` prompts."""
+AdamW, validation loss/perplexity/accuracy (and bits per byte) summed over the epoch, and
+``predict`` prompts."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,9 @@ class PretrainingTask(Task):
     predict_batch_size = 1  # prompts per predict_step: one text, or a list of up to this many
     accuracy_name = "acc"  # logged as val/<accuracy_name>: the fraction of predictions right
     log_perplexity = True  # val/ppl = exp(val/<eval_loss_name>), for language-modelling losses
+    # val/bpb: the loss in bits per UTF-8 byte of the targets (record_eval's ``target_ids``), which
+    # unlike val/loss compares runs with different tokenizers
+    log_bpb = False
     eval_loss_name = "loss"  # what record_eval's loss is logged as
     eval_parts: tuple[str, ...] = ()  # parts of that loss (record_eval's ``parts``): val/loss_<name>, val/ppl_<name>
 
@@ -95,22 +100,36 @@ class PretrainingTask(Task):
     def on_validation_epoch_start(self) -> None:
         # (sum of losses, predicted tokens, correct predictions, sum of each part's loss), summed over the epoch
         self._eval_totals = torch.zeros(3 + len(self.eval_parts), dtype=torch.float64, device=self.device)
+        # the text bytes of the predicted tokens, from bytes per token id built from the tokenizer handed over
+        self._eval_bytes = torch.zeros(1, dtype=torch.float64, device=self.device)
+        self._token_bytes = None
+        if self.log_bpb and self.tokenizer is not None:
+            self._token_bytes = torch.tensor(self.tokenizer.token_bytes(), dtype=torch.float64, device=self.device)
 
     on_test_epoch_start = on_validation_epoch_start
 
     def record_eval(
-        self, mean_loss: torch.Tensor, num_tokens: int, num_correct: torch.Tensor, parts: Sequence[torch.Tensor] = ()
+        self,
+        mean_loss: torch.Tensor,
+        num_tokens: int,
+        num_correct: torch.Tensor,
+        parts: Sequence[torch.Tensor] = (),
+        target_ids: torch.Tensor | None = None,
     ) -> None:
         """Accumulate a batch's mean loss (weighted by its predicted tokens) and its correct
         predictions into the epoch's loss, perplexity and accuracy; ``parts`` are the batch's
-        mean losses of ``eval_parts``, weighted alike."""
+        mean losses of ``eval_parts``, weighted alike; ``target_ids``, the ``num_tokens`` ids
+        predicted, give the bytes of bits per byte."""
         self._eval_totals += torch.stack(
             [mean_loss.detach().double() * num_tokens, self._eval_totals.new_tensor(num_tokens), num_correct.double()]
             + [part.detach().double() * num_tokens for part in parts]
         )
+        if target_ids is not None and self._token_bytes is not None:
+            self._eval_bytes += self._token_bytes[target_ids].sum()
 
     def _log_eval(self, prefix: str) -> None:
-        totals = self.trainer.strategy.reduce(self._eval_totals, reduce_op="sum")  # over all ranks
+        summed = torch.cat([self._eval_totals, self._eval_bytes])
+        *totals, num_bytes = self.trainer.strategy.reduce(summed, reduce_op="sum")  # over all ranks, one reduce
         if totals[1] == 0:
             return
         loss = (totals[0] / totals[1]).float()
@@ -118,6 +137,8 @@ class PretrainingTask(Task):
         metrics = {loss_name: loss, f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float()}
         if self.log_perplexity:
             metrics[f"{prefix}/ppl"] = torch.exp(loss)
+        if num_bytes > 0:  # nats over the epoch / bytes over the epoch, not a mean of batch ratios
+            metrics[f"{prefix}/bpb"] = (totals[0] / num_bytes / math.log(2)).float()
         for name, total in zip(self.eval_parts, totals[3:]):
             part = (total / totals[1]).float()
             metrics[f"{prefix}/loss_{name}"] = part
