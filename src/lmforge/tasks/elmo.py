@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import decoders
 
-from lmforge.tokenizer import Tokenizer
+from lmforge.tokenizer import Tokenizer, byte_level_alphabet
 from lmforge.errors import UserError
 from lmforge.models.elmo import Elmo, ElmoConfig, ScalarMix, char_ids
 from lmforge.objectives import BidirectionalLM
@@ -15,13 +15,6 @@ from lmforge.objectives.masked_lm import WORD_START_MARKERS
 from lmforge.tasks.arrays import check_array_file, save_arrays
 from lmforge.tasks.base import OptimizerConfig
 from lmforge.tasks.pretraining import PretrainingTask
-
-
-def _byte_level_bytes() -> dict[str, int]:
-    """Byte-level BPE spells each byte as one printable character: that character -> the byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    shifted = [b for b in range(256) if b not in printable]
-    return {chr(b): b for b in printable} | {chr(256 + n): b for n, b in enumerate(shifted)}
 
 
 def token_char_ids(tokenizer: Tokenizer, max_chars: int) -> torch.Tensor:
@@ -37,7 +30,7 @@ def token_char_ids(tokenizer: Tokenizer, max_chars: int) -> torch.Tensor:
     vocab = backend.get_vocab(with_added_tokens=True)
     special = {token.content for token in backend.get_added_tokens_decoder().values() if token.special}
     wordpiece = any(token.startswith("##") for token in vocab)
-    byte_level = _byte_level_bytes() if isinstance(backend.decoder, decoders.ByteLevel) else {}
+    byte_level = byte_level_alphabet() if isinstance(backend.decoder, decoders.ByteLevel) else {}
     table = torch.zeros(tokenizer.vocab_size, max_chars, dtype=torch.long)
     for token, token_id in vocab.items():
         if token in special:
