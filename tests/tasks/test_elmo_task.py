@@ -20,7 +20,8 @@ from lmforge.errors import UserError
 from lmforge.models.elmo import PIECE_START, SPECIAL_START, TOKEN_END, WORD_START, ElmoConfig
 from lmforge.objectives import BidirectionalLM
 from lmforge.tasks import ElmoTask, OptimizerConfig
-from lmforge.tasks.elmo import _byte_level_bytes, sampled_softmax_loss, token_char_ids
+from lmforge.tasks.elmo import sampled_softmax_loss, token_char_ids
+from lmforge.tokenizer import byte_level_alphabet
 from lmforge.start import connect, load_tokenizer
 
 SHAPE = dict(max_seq_len=16, char_dim=8, max_chars=12, filters=[(1, 8), (2, 8), (3, 16)], n_highway=1, n_layer=2,
@@ -77,8 +78,8 @@ def test_vocabulary_spellings_keep_word_starts_apart_from_pieces(kind: str) -> N
     # the same letters as a word start and as a piece are different inputs
     assert len(set(map(tuple, table.tolist()))) == tok.vocab_size
     if kind == "byte_level_bpe":  # byte-level BPE spells bytes with stand-in characters: read the real bytes
-        assert sorted(_byte_level_bytes()) == sorted(pre_tokenizers.ByteLevel.alphabet())
-        assert sorted(_byte_level_bytes().values()) == list(range(256))
+        assert sorted(byte_level_alphabet()) == sorted(pre_tokenizers.ByteLevel.alphabet())
+        assert sorted(byte_level_alphabet().values()) == list(range(256))
         ids = tok.encode(" café")
         assert b"".join(_spelling(table[i])[1] for i in ids) == "café".encode()
 
