@@ -280,8 +280,8 @@ def test_shipped_suites_name_existing_recipes_metrics_and_the_data_layout(suite:
 
 def test_the_zero_shot_suite_holds_every_shipped_task_file() -> None:
     tasks = read_suite(CONFIGS / "eval" / "zeroshot.yaml")
-    shipped = sorted(p.stem for p in (CONFIGS / "eval" / "tasks").glob("*.yaml"))
-    assert sorted(Path(t.task.path).stem for t in tasks) == shipped
+    shipped = sorted(p.stem for p in (CONFIGS / "eval" / "tasks").glob("*.yaml") if p.stem != "python-docs")
+    assert sorted(Path(t.task.path).stem for t in tasks) == shipped  # all but the quick start's local probe
     assert {t.name: t.metric for t in tasks}["hellaswag"] == "acc_norm"
 
 
