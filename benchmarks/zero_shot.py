@@ -35,12 +35,14 @@ against lmforge's ``Scorer.loglikelihood`` (batch ``--lmforge-batch``), median o
 interleaved rounds, in one process, fp32 on the CPU (target: lmforge >= 1.5x lm-eval's best on
 ``completion``). Generation is timed once per side (lm-eval at ``--gen-batch``).
 
-    python benchmarks/zero_shot.py                 # ~10 min on 2 CPU cores (200 items, 300 training steps)
+    python benchmarks/zero_shot.py                 # ~15 min on 2 shared CPU cores (100 items, 300 steps)
     python benchmarks/zero_shot.py --limit 50 --models llama --tasks completion
+    python benchmarks/zero_shot.py --reference-only   # lm-eval alone: its metrics and speeds
     python benchmarks/zero_shot.py --reference none   # lmforge alone (no lm-eval installed)
     python benchmarks/zero_shot.py --smoke         # stand-ins, 6 items, 2 training steps: the plumbing
 
-lm-eval (``pip install lm-eval``) is the reference, not a dependency of lmforge or of its tests:
+lm-eval (``pip install lm-eval accelerate``; its HF backend imports accelerate) is the reference,
+not a dependency of lmforge or of its tests (``tests/test_benchmarks.py`` runs ``--smoke --reference none``):
 with ``--reference none`` only lmforge runs, and the checks are its own consistency: the same
 log-likelihoods and generations at batch 1 as at ``--lmforge-batch``, and ``lmforge evaluate``'s
 requests equal to the benchmark's own rendering of the prompts. ``--smoke`` writes stand-ins of
@@ -82,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
-    p.add_argument("--limit", type=int, default=None, help="items per task (default 200; smoke 6)")
+    p.add_argument("--limit", type=int, default=None, help="items per task (default 100; smoke 6)")
     p.add_argument("--steps", type=int, default=None, help="training steps of the quick start (default 300; smoke 2)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved timed rounds (default 3; smoke 1)")
     p.add_argument("--batch-sizes", default="1,8,32", help="lm-eval's batch sizes; its best is the baseline")
@@ -97,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--smoke", action="store_true", help="stand-in data, 6 items, 2 training steps: the plumbing only")
     a = p.parse_args(argv)
-    a.limit = a.limit or (6 if a.smoke else 200)
+    a.limit = a.limit or (6 if a.smoke else 100)
     a.steps = a.steps or (2 if a.smoke else 300)
     a.repeats = a.repeats or (1 if a.smoke else 3)
     a.batch_sizes = [int(b) for b in a.batch_sizes.split(",")]
@@ -463,11 +465,11 @@ def lmforge_generate(scorer, contexts: list[str], a: argparse.Namespace) -> tupl
     return list(out), time.perf_counter() - start
 
 
-def lmforge_evaluate(folder: Path, suite: Path, tasks: dict[str, Task], a: argparse.Namespace,
+def lmforge_evaluate(model: str, folder: Path, suite: Path, tasks: dict[str, Task], a: argparse.Namespace,
                      work: Path) -> dict[str, list[dict]]:
     """``lmforge evaluate`` on the suite of the lmforge task files (lmforge renders the prompts
     itself): the lines of each task's ``requests/<task>/<start>.jsonl``."""
-    out = work / f"evaluate-{folder.parent.name}-{folder.name}"
+    out = work / f"evaluate-{model}"
     lmforge_command("evaluate", f"--suite={suite}", f"--starts=[{folder}]", f"--out={out}", f"--limit={a.limit}",
                     "--random_baseline=false", f"--batch_size={a.lmforge_batch}", "--device=cpu", cwd=work)
     lines = {}
@@ -601,14 +603,16 @@ def lmeval_alone(lm, tasks: dict[str, Task], references: dict[str, Answers], a: 
         else:
             runners = {f"lm-eval b{b}": (lambda q, b=b: lmeval_loglikelihood(lm, q, b)) for b in a.batch_sizes}
             speeds, last = timed_rounds(runners, ref.questions, ref.requests, a.repeats)
-            extra = {f"max_abs_diff_{label}_vs_logged": max(abs(x[0] - y[0]) for x, y in zip(flat, (s for q in ref.scores for s in q)))
+            logged = [s for q in ref.scores for s in q]
+            extra = {f"max_abs_diff_{label}_vs_logged": max(abs(x[0] - y[0]) for x, y in zip(flat, logged))
                      for label, flat in last.items()}
         results[name] = {"requests": ref.requests, "reference": metrics(task, ref), "reference_reported": ref.reported,
                          "requests_per_s": speeds, **extra}
     return results
 
 
-def run_model(folder: Path, tasks: dict[str, Task], include: Path, suite: Path, a: argparse.Namespace, work: Path) -> dict:
+def run_model(model: str, folder: Path, tasks: dict[str, Task], include: Path, suite: Path, a: argparse.Namespace,
+              work: Path) -> dict:
     """Both sides on one model folder: every task's comparison, and lmforge evaluate's rendering."""
     open_scorer = None if a.reference_only else lmforge_open_scorer()
     lm = reference_scorer = None
@@ -625,6 +629,10 @@ def run_model(folder: Path, tasks: dict[str, Task], include: Path, suite: Path, 
         references = {name: own_requests(task) for name, task in tasks.items()}
         reference_scorer = open_scorer(str(folder), device="cpu", batch_size=1)
     scorer = open_scorer(str(folder), device="cpu", batch_size=a.lmforge_batch)
+    warm = next(([q[0]] for r in references.values() for q in [r.questions] if q), [])
+    for s in (scorer, reference_scorer):  # untimed, as lm-eval's model has run its evaluation already
+        if s is not None and warm:
+            s.loglikelihood(warm)
     results = {}
     for name, task in tasks.items():
         print(f"-- {name}: {references[name].requests} requests", flush=True)
@@ -633,7 +641,7 @@ def run_model(folder: Path, tasks: dict[str, Task], include: Path, suite: Path, 
             results[name] = score_generation(task, references[name], runners, ours)
         else:
             results[name] = score_choices(task, references[name], runners, ours, a)
-    rendered = lmforge_evaluate(folder, suite, tasks, a, work)
+    rendered = lmforge_evaluate(model, folder, suite, tasks, a, work)
     for name, task in tasks.items():
         results[name]["evaluate"] = render_check(task, references[name], evaluate_answers(task, rendered[name]))
     return results
@@ -686,8 +694,11 @@ def report(results: dict[str, dict], a: argparse.Namespace) -> None:
                   f"| {r.get('greedy_differ', '-')} | {r.get('choices_differ', r.get('generations_differ'))} "
                   f"| {r['evaluate']['requests_differ']} | {fmt(r['reference'])} | {fmt(r['lmforge'])} "
                   f"| {speeds[best]:.1f} ({best}) | {ours:.1f} | {r['speed_ratio']:.2f} |")
-    print(f"\n{ref}'s own metrics, for the record (lm-eval's exact_match drops all spaces): "
-          + "; ".join(f"{m}/{t}: {r['reference_reported']}" for m, ts in results.items() for t, r in ts.items()))
+    if a.reference == "lm-eval":
+        print("\nlm-eval's own metrics, for the record (its exact_match drops all spaces): "
+              + "; ".join(f"{m}/{t}: {r['reference_reported']}" for m, ts in results.items() for t, r in ts.items()))
+    print("lmforge evaluate's own (from its requests files): "
+          + "; ".join(f"{m}/{t}: {r['evaluate']['lmforge_reported']}" for m, ts in results.items() for t, r in ts.items()))
     for model, tasks in results.items():
         for name, r in tasks.items():
             print(f"{model}/{name}: targets {r['targets']}")
@@ -711,12 +722,12 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for model, (folder, about) in folders.items():
         print(f"== scoring with {model} ({about})", flush=True)
-        results[model] = run_model(folder, tasks, include, suite, a, work)
+        results[model] = run_model(model, folder, tasks, include, suite, a, work)
         for name, r in results[model].items():
             if a.reference_only:
                 continue
             if r["requests"] != r["lmforge_requests"]:
-                raise SystemExit(f"{model}/{name}: {r['requests']} reference requests but {r['lmforge_requests']} lmforge answers")
+                raise SystemExit(f"{model}/{name}: {r['requests']} reference requests, {r['lmforge_requests']} lmforge answers")
             r["targets"] = verdict(name, r, a)
     report(results, a)
     print(json.dumps({"smoke": a.smoke, "reference": a.reference, "limit": a.limit, "repeats": a.repeats,
