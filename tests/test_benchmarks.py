@@ -154,3 +154,20 @@ def test_libraries(smoke: Smoke) -> None:
     assert set(splitters) == {"lmforge", "punkt (trained here)", "pysbd", "sentencex"}
     assert splitters["lmforge"]["false_breaks"] == 0  # the stand-ins' et al., vs., Fig., i.v., Dr., approx., U.S.
     assert "3 of " in out and "decisions where a splitter and the label disagree" in out
+
+
+def test_zero_shot(smoke: Smoke) -> None:
+    # lmforge alone (--reference none): lm-eval, the reference of the real run, is no test dependency.
+    # Its scorer at batch 1 is the reference, and `lmforge evaluate` renders its own task files
+    out, summary = smoke("zero_shot.py", "--reference", "none")
+    assert summary["reference"] == "none" and set(summary["results"]) == {"trained", "llama"}
+    for model, tasks in summary["results"].items():
+        assert set(tasks) == {"sentiment", "completion", "squad"}
+        for name, result in tasks.items():
+            assert result["requests"] == result["lmforge_requests"] > 0, (model, name)
+            assert result["evaluate"]["requests_differ"] == 0, (model, name)  # the task file renders the prompts
+        for name in ("sentiment", "completion"):  # padding in a batch of 32 changes no log-likelihood
+            assert tasks[name]["max_abs_diff"] < 1e-4 and tasks[name]["choices_differ"] == 0, (model, name)
+        assert tasks["completion"]["requests"] == 4 * tasks["completion"]["evaluate"]["items"]  # 4 endings each
+        assert tasks["squad"]["generations_differ"] == 0, model
+    assert "| trained | completion |" in out and "| llama | squad |" in out
