@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lmforge-batch", type=int, default=32, help="lmforge's scorer batch")
     p.add_argument("--gen-batch", type=int, default=8, help="lm-eval's batch for generation")
     p.add_argument("--max-tokens", type=int, default=16, help="squad: longest answer generated")
+    p.add_argument("--shots", type=int, default=0,
+                   help="solved examples before each multiple-choice item (lm-eval's num_fewshot; drawn from the "
+                        "task's own items with seed 1234, never the item)")
     p.add_argument("--reference", choices=("lm-eval", "none"), default="lm-eval",
                    help="none: lmforge alone, checked against itself (lm-eval not needed)")
     p.add_argument("--reference-only", action="store_true",
@@ -237,6 +240,8 @@ def lmeval_yaml(task: Task, a: argparse.Namespace) -> dict:
         config.update(output_type="multiple_choice", doc_to_choice=task.choices,
                       doc_to_target="label" if fixed else "gold",
                       metric_list=[{"metric": "acc"}, {"metric": "acc_norm"}])
+        if a.shots:
+            config.update(num_fewshot=a.shots, fewshot_split="test")
     else:
         config.update(output_type="generate_until", doc_to_target="answers",
                       generation_kwargs={"until": ["\n"], "max_gen_toks": a.max_tokens, "do_sample": False},
@@ -253,7 +258,8 @@ def lmforge_yaml(task: Task, a: argparse.Namespace) -> dict:
               "prompt": task.prompt, "target_delimiter": " ", "shots": 0}
     if task.kind == "multiple_choice":
         fixed = isinstance(task.choices, list)
-        config.update(choices=task.choices, gold="label" if fixed else "gold")
+        config.update(choices=task.choices, gold="label" if fixed else "gold", shots=a.shots, seed=1234)
+        config["data"]["shot_split"] = "train"  # the file's one split: the item itself is never drawn
     else:
         config.update(answers="answers", until=["\n"], max_tokens=a.max_tokens,
                       normalize=["strip", "lower", "punctuation", "articles"])
@@ -295,6 +301,7 @@ def trained_folder(work: Path, steps: int, smoke: bool) -> tuple[Path, dict]:
     fit_s = lmforge_command("fit", "-c", str(ROOT / "configs" / "quickstart.yaml"), f"--trainer.max_steps={steps}",
                             f"--trainer.val_check_interval={every}", "--trainer.num_sanity_val_steps=0",
                             "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
+                            "--zeroshot.tasks=[]",  # the quick start's probe: not what is measured here
                             *(["--data.init_args.max_documents=100"] if smoke else []), cwd=run)
     ckpt = run / "logs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     folder = run / "hf"
@@ -619,7 +626,9 @@ def run_model(model: str, folder: Path, tasks: dict[str, Task], include: Path, s
     if a.reference == "lm-eval":
         lm = lmeval_model(folder, max(a.batch_sizes))
         references = lmeval_answers(lm, tasks, include)
-        for name, task in tasks.items():  # this benchmark's own rendering, checked against lm-eval's
+        for name, task in tasks.items():  # this benchmark's own (zero-shot) rendering, checked against lm-eval's
+            if a.shots and task.kind == "multiple_choice":
+                continue  # shots are drawn by lm-eval and by lmforge evaluate, compared with each other below
             own = own_requests(task)
             if (own.questions, own.contexts) != (references[name].questions, references[name].contexts):
                 raise SystemExit(f"{name}: lm-eval rendered other requests than this benchmark's templates")

@@ -51,13 +51,14 @@ def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> _Batch:
 def _score_tokens(logits: torch.Tensor, targets: Sequence[Sequence[int]]) -> list[tuple[float, bool]]:
     """(summed log-probability, every token the argmax) of each row's targets, whose predicting
     logits are ``logits[i, :len(targets[i])]`` ``(N, L, V)``."""
-    logprobs = F.log_softmax(logits.float(), dim=-1)  # (N, L, V)
-    out = []
-    for row, target in zip(logprobs, targets):
-        t = torch.tensor(target, dtype=torch.long, device=row.device)
-        picked = row[: len(t)]  # (len, V)
-        out.append((float(picked.gather(1, t[:, None]).sum()), bool((picked.argmax(-1) == t).all())))
-    return out
+    padded = _pad(targets, logits.device)
+    width = padded.ids.size(1)
+    logprobs = F.log_softmax(logits[:, :width].float(), dim=-1)  # (N, L, V), as lm-eval computes them
+    picked = logprobs.gather(2, padded.ids[:, :, None]).squeeze(2)  # (N, L)
+    real = padded.mask.bool()
+    sums = (picked * real).sum(1)
+    greedy = ((logprobs.argmax(-1) == padded.ids) | ~real).all(1)
+    return list(zip(sums.tolist(), greedy.tolist()))
 
 
 class Scorer:
@@ -94,16 +95,23 @@ class Scorer:
         specials = not (self.prefix_text and text.startswith(self.prefix_text))
         return self.tokenizer.backend.encode(text, add_special_tokens=specials).ids
 
-    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Token ids of a context and its continuation, split as lm-eval splits them."""
+    def encode_pair(self, context: str, continuation: str, context_ids: list[int] | None = None
+                    ) -> tuple[list[int], list[int]]:
+        """Token ids of a context and its continuation, split as lm-eval splits them.
+
+        Args:
+            context: The conditioning text.
+            continuation: The text scored.
+            context_ids: ``encode`` of the context less its trailing spaces, if already known.
+        """
         if not context:
             cont = self.tokenizer.encode(continuation)
             return ([self.prefix_id], cont) if not cont or cont[0] != self.prefix_id else (cont[:1], cont[1:])
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole, ctx = self.encode(context + continuation), self.encode(context)
-        return ctx, whole[len(ctx):]
+        ctx = self.encode(context) if context_ids is None else context_ids
+        return ctx, self.encode(context + continuation)[len(ctx):]
 
     # -- the three kinds of request -------------------------------------------------------
     @torch.no_grad()
@@ -116,7 +124,8 @@ class Scorer:
         """
         encoded = []
         for context, continuations in questions:
-            pairs = [self.encode_pair(context, c) for c in continuations]
+            known = self.encode(context.rstrip()) if context.rstrip() else None  # once for all its continuations
+            pairs = [self.encode_pair(context, c, known) for c in continuations]
             encoded.append((pairs[0][0] if pairs else [], [p[1] for p in pairs], pairs))
         return self.score_ids([(ctx, conts) for ctx, conts, _ in encoded], [pairs for *_, pairs in encoded])
 
@@ -310,11 +319,13 @@ class T5Scorer(Scorer):
         super().__init__(net, tokenizer, batch_size, share_context)
         self.start_id = tokenizer.role_id("pad") or 0  # T5's decoder starts from the padding token
 
-    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    def encode_pair(self, context: str, continuation: str, context_ids: list[int] | None = None
+                    ) -> tuple[list[int], list[int]]:
         spaces = len(context) - len(context.rstrip())
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
-        return (self.encode(context) if context else [self.prefix_id]), self.tokenizer.encode(continuation)
+        ctx = context_ids if context_ids is not None else self.encode(context) if context else [self.prefix_id]
+        return ctx, self.tokenizer.encode(continuation)
 
     def _fit(self, ctx: list[int], cont: list[int]) -> list[int]:
         if len(cont) > self.max_length:
