@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -13,9 +14,10 @@ from lmforge.models.layers import RotaryEmbedding, apply_rotary
 TINY = dict(vocab_size=64, max_seq_len=16, n_layer=2, n_head=4, n_kv_head=2, d_model=32, d_ff=48)
 
 
-def test_grouped_query_attention_equals_attention_with_the_kv_heads_repeated() -> None:
+@pytest.mark.parametrize("window", [None, 4])  # is_causal, and the sliding window's mask
+def test_grouped_query_attention_equals_attention_with_the_kv_heads_repeated(window: int | None) -> None:
     torch.manual_seed(0)
-    net = Llama(LlamaConfig(**TINY)).eval()
+    net = Llama(LlamaConfig(**TINY, sliding_window=window)).eval()
     attn = net.blocks[0].attn
     x = torch.randn(2, 10, 32)
     cos, sin = net.rotary(10)
@@ -25,7 +27,8 @@ def test_grouped_query_attention_equals_attention_with_the_kv_heads_repeated() -
     v = attn.v(x).view(B, T, 2, D).transpose(1, 2)
     head_kv = [0, 0, 1, 1]  # query heads 0, 1 read kv head 0; 2, 3 read kv head 1
     scores = torch.stack([q[:, h] @ k[:, head_kv[h]].transpose(-1, -2) for h in range(4)], 1) / math.sqrt(D)
-    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    back = torch.arange(T)[:, None] - torch.arange(T)  # how far back each key is from each query
+    scores = scores.masked_fill((back < 0) | (back >= (window or T)), float("-inf"))
     y = torch.stack([scores.softmax(-1)[:, h] @ v[:, head_kv[h]] for h in range(4)], 1)  # (B, H, T, D)
     expected = attn.o(y.transpose(1, 2).reshape(B, T, C))
     torch.testing.assert_close(attn(x, cos, sin), expected, rtol=1e-5, atol=1e-5)

@@ -101,16 +101,16 @@ class GroupedQueryAttention(nn.Module):
         if cache is not None:
             past = cache.cached(layer)
             k, v = cache.extend(layer, k, v)  # (B, Hkv, past + T, D)
-        groups = self.n_head // self.n_kv_head
-        # each kv head serves `groups` consecutive query heads, as HF's repeat_kv
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, past + T, D)
         mask = None
         if (self.window is not None and past + T > self.window) or (past and T > 1):
             # causal after the cached positions, and (a band) no further back than the window
             back = torch.arange(past, past + T, device=x.device)[:, None] - torch.arange(past + T, device=x.device)
             mask = (back >= 0) & (back < self.window) if self.window is not None else back >= 0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=mask is None and not past)
+                                           is_causal=mask is None and not past,
+                                           # each kv head serves n_head / n_kv_head consecutive query
+                                           # heads (HF's repeat_kv) without copying it that many times
+                                           enable_gqa=self.n_kv_head != self.n_head)
         return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
