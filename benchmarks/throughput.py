@@ -725,7 +725,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps before them, at least 1 (default 2; smoke 1)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of (a), (b), (c) (default 3; smoke 1)")
     parser.add_argument("--shape", choices=list(SHAPES), default="default",
-                        help="default: the shape above; quickstart: configs/quickstart.yaml's network, sequence, "
+                        help="default: vocab 8192, 4 layers, width 256, sequence 256, batch 8; quickstart: "
+                             "configs/quickstart.yaml's network, sequence, "
                              "batch and vocabulary")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shape, 1 round of 1 + 2 steps, no target judged: the plumbing only (seconds)")
