@@ -2,8 +2,10 @@
 
 Measures training tokens/s (input tokens per second of steady-state optimizer steps) of GPT,
 BERT and T5 at one shape -- vocab 8192, 4 layers (T5: 4 encoder + 4 decoder), width 256,
-4 heads, sequence 256, batch 8, dropout 0, fp32 -- and of ELMo at a small shape of its own,
-each trained three ways.
+4 heads, sequence 256, batch 8, dropout 0, fp32 -- of Llama at the same size with 8 query and
+2 key/value heads and SwiGLU 704, and of ELMo at a small shape of its own, each trained three
+ways. ``--shape quickstart`` takes configs/quickstart.yaml's network (its Llama; the others
+take its layers, heads and width), vocabulary, sequence and batch instead.
 
 GPT (causal LM, byte-level BPE tokenizer):
 
@@ -63,18 +65,31 @@ of the char CNN (what the char CNN costs):
     it) and the same loss, the mean of both directions' cross-entropy, in the hand-written loop.
 (c) ``lmforge fit`` with ``ElmoTask`` and ``token_repr: embedding``.
 
+Llama (causal LM, the GPT family's tokenizer; RoPE theta 10000, tied output head):
+
+(a) ``lmforge fit`` as above with ``LlamaCausalLMTask`` (AdamW and the schedule of
+    ``CausalLMTask``, as the GPT family).
+(b) The same ``lmforge.models.Llama`` and next-token cross-entropy in the hand-written loop.
+(c) ``transformers`` LlamaForCausalLM (``attn_implementation="sdpa"``) with the config that
+    ``lmforge export`` writes for (b)'s network, on the same input batches, ``labels=input_ids``.
+    Targets (b)/(c) >= 1.05 (the network against its peer) and (a)/(b) >= 0.97, at both shapes.
+
+After every run the benchmark checks that the variant trained the network class it names with
+``torch.optim.AdamW``; the JSON line records both classes per variant.
+
 Run from the repository root (prints a table per family; the last line is a JSON object
 with a section per family)::
 
     python benchmarks/throughput.py                    # all families, ~4 minutes on 2 quiet cores
     python benchmarks/throughput.py --family elmo      # ELMo only
     python benchmarks/throughput.py --family bert      # one family, ~2 minutes (longer under load)
+    python benchmarks/throughput.py --family llama --shape quickstart   # at the quick start's shape
     python benchmarks/throughput.py --rounds 1 --warmup 2 --steps 3   # quick check
     python benchmarks/throughput.py --smoke            # the plumbing only, seconds: see below
 
 ``--smoke`` runs every variant of every family through the same functions at a tiny shape
 (``SMOKE``: vocab 512, 1 layer, width 32, sequence 32, batch 2, the first 80 documents of the
-bundled corpus) for 1 round of 1 warmup + 2 timed steps, and judges no target: it checks that
+bundled corpus; ``--shape`` is ignored) for 1 round of 1 warmup + 2 timed steps, and judges no target: it checks that
 the benchmark runs (the CI test does), and its figures mean nothing.
 """
 
@@ -102,11 +117,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import transformers
+import yaml
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import BertConfig as HFBertConfig
-from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel, T5ForConditionalGeneration
+from transformers import BertForMaskedLM, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM, T5ForConditionalGeneration
+from transformers import LlamaConfig as HFLlamaConfig
 from transformers import T5Config as HFT5Config
 
 from lmforge.commands.lightning import LmforgeCLI
@@ -114,16 +131,20 @@ from lmforge.data import BundledCorpus, TokenizerSpec
 from lmforge.models.bert import Bert, BertConfig
 from lmforge.models.elmo import Elmo, ElmoConfig
 from lmforge.models.gpt import GPT, GPTConfig
+from lmforge.models.llama import Llama, LlamaConfig
 from lmforge.models.t5 import T5, T5Config
 from lmforge.batching import Objective
 from lmforge.objectives import BidirectionalLM, CausalLM, MaskedLM, SpanCorruption
 from lmforge.objectives.masked_lm import IGNORE
-from lmforge.tasks import CausalLMTask, ElmoTask, MaskedLMTask, OptimizerConfig, PretrainingTask, SpanCorruptionTask
+from lmforge.start.hf import ADAPTERS
+from lmforge.tasks import (CausalLMTask, ElmoTask, LlamaCausalLMTask, MaskedLMTask, OptimizerConfig, PretrainingTask,
+                           SpanCorruptionTask)
 from lmforge.tasks.elmo import token_char_ids
 from lmforge.tasks.optim import build_optimizer
 from lmforge.tasks.schedules import warmup_cosine
 
 SEED = 1234  # the CLI's seed_everything default, also used to initialise (b) and (c)
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 CLIP = 1.0
 
 Batch = dict[str, torch.Tensor]
@@ -143,6 +164,7 @@ class Shape:
     n_head: int
     d_model: int
     elmo: dict[str, Any]  # ElmoConfig's shape arguments
+    llama: dict[str, int]  # LlamaConfig's shape arguments
     max_documents: int | None = None  # of the bundled corpus; None: all of it
 
     @property
@@ -162,20 +184,38 @@ class Shape:
 
 REAL = Shape(vocab_size=8192, seq_len=256, batch_size=8, n_layer=4, n_head=4, d_model=256,
              elmo={"n_layer": 2, "hidden_size": 1024, "projection_size": 128, "char_dim": 16, "max_chars": 50,
-                   "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "n_highway": 2})
+                   "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]], "n_highway": 2},
+             llama={"n_layer": 4, "n_head": 8, "n_kv_head": 2, "d_model": 256, "d_ff": 704})
 # --smoke: the same code at a shape that trains in a blink; its figures mean nothing
 SMOKE = Shape(vocab_size=512, seq_len=32, batch_size=2, n_layer=1, n_head=2, d_model=32,
               elmo={"n_layer": 1, "hidden_size": 64, "projection_size": 16, "char_dim": 4, "max_chars": 12,
                     "filters": [[1, 8], [2, 8]], "n_highway": 1},
+              llama={"n_layer": 1, "n_head": 2, "n_kv_head": 1, "d_model": 32, "d_ff": 64},
               max_documents=80)
+LLAMA_SHAPE_KEYS = ("n_layer", "n_head", "n_kv_head", "d_model", "d_ff")
+
+
+def quickstart_shape() -> Shape:
+    """The quick start's network (configs/quickstart.yaml: its Llama, whose core sizes the other
+    families take) and its data's vocabulary, sequence and batch; ELMo keeps its own shape."""
+    quickstart = yaml.safe_load(QUICKSTART.read_text())
+    net, data = quickstart["model"]["init_args"]["config"], quickstart["data"]["init_args"]
+    llama = {key: net[key] for key in LLAMA_SHAPE_KEYS}
+    return Shape(vocab_size=data["tokenizer"]["vocab_size"], seq_len=data["seq_len"], batch_size=data["batch_size"],
+                 n_layer=net["n_layer"], n_head=net["n_head"], d_model=net["d_model"], elmo=REAL.elmo, llama=llama)
+
+
+SHAPES: dict[str, Callable[[], Shape]] = {"default": lambda: REAL, "quickstart": quickstart_shape}
 
 
 @dataclass
 class Run:
-    """One training run of one variant: step-end times, per-step losses, torch threads."""
+    """One training run of one variant: step-end times, per-step losses, what it trained, torch threads."""
 
     ends: list[float]
     losses: list[torch.Tensor]
+    network: type[nn.Module] | None = None  # the class of the network it trained
+    optimizer: type[torch.optim.Optimizer] | None = None  # the class of its optimizer
     threads: int | None = None  # seen inside the Lightning loop, for (a)
 
 
@@ -184,6 +224,7 @@ class Variant:
     label: str  # in the table
     json_name: str  # in the JSON line
     run: Callable[[Setup, int], Run]  # (setup, total steps) -> run
+    network: type[nn.Module]  # the class it names, checked after every run (with AdamW as its optimizer)
 
 
 @dataclass(frozen=True)
@@ -201,8 +242,11 @@ class Family:
 
     @property
     def optim(self) -> OptimizerConfig:
-        """The task's default optimizer and schedule, which (a) trains with and (b), (c) copy."""
-        return inspect.signature(self.task).parameters["optimizer"].default
+        """The task's default optimizer and schedule, which (a) trains with and (b), (c) copy
+        (from the first class up its MRO that spells ``optimizer`` out: LlamaCausalLMTask takes
+        CausalLMTask's through ``**kwargs``)."""
+        params = (inspect.signature(cls).parameters for cls in self.task.__mro__)
+        return next(p["optimizer"].default for p in params if "optimizer" in p)
 
 
 @dataclass
@@ -221,18 +265,25 @@ class Measurements:
     """One family's figures over all rounds."""
 
     tps: dict[str, list[float]] = field(default_factory=dict)  # per round: timed tokens / timed seconds
+    trained: dict[str, tuple[type, type]] = field(default_factory=dict)  # (network, optimizer) classes
     step_seconds: dict[str, list[float]] = field(default_factory=dict)  # every timed step, all rounds
     loss_diffs: list[float] = field(default_factory=list)  # per round: max |loss(a) - loss(b)|
     lightning_threads: set[int] = field(default_factory=set)
 
 
 class StepTimer(L.Callback):
-    """Records the time, the loss and the torch thread count at the end of every optimizer step."""
+    """Records the time, the loss and the torch thread count at the end of every optimizer step,
+    and the classes of the network and optimizer being trained."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
         self.losses: list[torch.Tensor] = []
         self.threads = 0
+        self.network: type[nn.Module] | None = None
+        self.optimizer: type[torch.optim.Optimizer] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.network, self.optimizer = type(pl_module.net), type(trainer.optimizers[0])
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -321,7 +372,7 @@ def run_lmforge_fit(setup: Setup, total_steps: int, extra_args: dict[str, Any] |
     ]
     cli = LmforgeCLI(args=args)
     timer = next(c for c in cli.trainer.callbacks if isinstance(c, StepTimer))
-    return Run(timer.ends, timer.losses, timer.threads)
+    return Run(timer.ends, timer.losses, timer.network, timer.optimizer, timer.threads)
 
 
 # -- (b) and (c): a hand-written loop around a model ----------------------------------------
@@ -333,7 +384,7 @@ def run_loop(build: Callable[[Setup, OptimizerConfig], LoopModel], setup: Setup,
     decay_steps = o.decay_steps or total_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio))
     model.train()
-    run = Run([], [])
+    run = Run([], [], type(model), type(optimizer))
     for _, batch in zip(range(total_steps), train_batches(setup)):
         loss = loss_fn(batch)
         loss.backward()
@@ -385,6 +436,34 @@ def hf_gpt2(setup: Setup, o: OptimizerConfig) -> LoopModel:
         attn_implementation="sdpa",
     )
     model = GPT2LMHeadModel(config)
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        ids = batch["input_ids"]
+        return model(input_ids=ids, labels=ids).loss
+
+    return model, plain_adamw(model, o), loss_fn
+
+
+def llama_config(shape: Shape) -> LlamaConfig:
+    """The Llama of (a), (b) and (c): the shape's sizes, every other field LlamaConfig's default."""
+    return LlamaConfig(vocab_size=shape.vocab_size, max_seq_len=shape.seq_len, dropout=0.0, **shape.llama)
+
+
+def llama_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
+    """(b) Llama: lmforge's Llama and next-token cross-entropy."""
+    net = Llama(llama_config(setup.shape))
+
+    def loss_fn(batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(net(batch["input_ids"]).flatten(0, 1), batch["targets"].flatten())
+
+    return net, lmforge_adamw(net, o), loss_fn
+
+
+def hf_llama(setup: Setup, o: OptimizerConfig) -> LoopModel:
+    """(c) Llama: Hugging Face LlamaForCausalLM with the config ``lmforge export`` writes for (b)'s
+    network (same sizes, RoPE theta, RMSNorm epsilon, tied head), SDPA attention."""
+    hf = ADAPTERS["llama"].config_to_hf(llama_config(setup.shape), {})
+    model = LlamaForCausalLM(HFLlamaConfig(**hf, use_cache=False, attn_implementation="sdpa"))
 
     def loss_fn(batch: Batch) -> torch.Tensor:
         ids = batch["input_ids"]
@@ -482,11 +561,13 @@ def elmo_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
     return net, lmforge_adamw(net, o), loss_fn
 
 
-def variants(hf_label: str, hf_name: str, loop: Callable, hf: Callable) -> dict[str, Variant]:
+def variants(hf_label: str, hf_name: str, loop: Callable, hf: Callable, ours: type[nn.Module],
+             theirs: type[nn.Module]) -> dict[str, Variant]:
+    """(a) and (b) train ``ours``, (c) trains ``theirs``."""
     return {
-        "a": Variant("(a) lmforge fit (Lightning CLI)", "a_lmforge_fit", run_lmforge_fit),
-        "b": Variant("(b) hand-written PyTorch loop", "b_pytorch_loop", functools.partial(run_loop, loop)),
-        "c": Variant(hf_label, hf_name, functools.partial(run_loop, hf)),
+        "a": Variant("(a) lmforge fit (Lightning CLI)", "a_lmforge_fit", run_lmforge_fit, ours),
+        "b": Variant("(b) hand-written PyTorch loop", "b_pytorch_loop", functools.partial(run_loop, loop), ours),
+        "c": Variant(hf_label, hf_name, functools.partial(run_loop, hf), theirs),
     }
 
 
@@ -497,7 +578,7 @@ FAMILIES = {
         task=CausalLMTask,
         objective=CausalLM,
         tokenizer=TokenizerSpec(kind="byte_level_bpe", specials="gpt"),
-        variants=variants("(c) HF GPT2LMHeadModel (sdpa)", "c_hf_gpt2_sdpa", gpt_loop, hf_gpt2),
+        variants=variants("(c) HF GPT2LMHeadModel (sdpa)", "c_hf_gpt2_sdpa", gpt_loop, hf_gpt2, GPT, GPT2LMHeadModel),
         targets={"a_over_b": 0.97, "a_over_c": 2.0},
     ),
     "bert": Family(
@@ -506,7 +587,7 @@ FAMILIES = {
         task=MaskedLMTask,
         objective=MaskedLM,  # MaskedLMTask's defaults: mask_prob 0.15, single pieces, seed 0
         tokenizer=TokenizerSpec(kind="wordpiece", specials="bert"),
-        variants=variants("(c) HF BertForMaskedLM (sdpa)", "c_hf_bert_sdpa", bert_loop, hf_bert),
+        variants=variants("(c) HF BertForMaskedLM (sdpa)", "c_hf_bert_sdpa", bert_loop, hf_bert, Bert, BertForMaskedLM),
         targets={"a_over_c": 1.5},
     ),
     "t5": Family(
@@ -515,7 +596,8 @@ FAMILIES = {
         task=SpanCorruptionTask,
         objective=SpanCorruption,  # SpanCorruptionTask's defaults: density 0.15, mean span 3, seed 0
         tokenizer=TokenizerSpec(kind="unigram", specials="t5"),
-        variants=variants("(c) HF T5ForConditionalGeneration (sdpa)", "c_hf_t5_sdpa", t5_loop, hf_t5),
+        variants=variants("(c) HF T5ForConditionalGeneration (sdpa)", "c_hf_t5_sdpa", t5_loop, hf_t5, T5,
+                          T5ForConditionalGeneration),
         targets={"a_over_c": 1.2},
         model_args=lambda shape: shape.t5,
     ),
@@ -526,13 +608,25 @@ FAMILIES = {
         objective=BidirectionalLM,
         tokenizer=TokenizerSpec(kind="bpe", specials="elmo"),
         variants={
-            "a": Variant("(a) lmforge fit, char CNN", "a_lmforge_fit", run_lmforge_fit),
-            "b": Variant("(b) hand-written loop, char CNN", "b_pytorch_loop", functools.partial(run_loop, elmo_loop)),
+            "a": Variant("(a) lmforge fit, char CNN", "a_lmforge_fit", run_lmforge_fit, Elmo),
+            "b": Variant("(b) hand-written loop, char CNN", "b_pytorch_loop", functools.partial(run_loop, elmo_loop),
+                         Elmo),
             "c": Variant("(c) lmforge fit, subword embeddings", "c_lmforge_fit_embedding", functools.partial(
-                run_lmforge_fit, extra_args={"token_repr": "embedding"})),
+                run_lmforge_fit, extra_args={"token_repr": "embedding"}), Elmo),
         },
         targets={},
         model_args=lambda shape: shape.elmo,
+    ),
+    "llama": Family(
+        name="llama",
+        title="Llama causal LM",
+        task=LlamaCausalLMTask,
+        objective=CausalLM,
+        tokenizer=TokenizerSpec(kind="byte_level_bpe", specials="gpt"),
+        variants=variants("(c) HF LlamaForCausalLM (sdpa)", "c_hf_llama_sdpa", llama_loop, hf_llama, Llama,
+                          LlamaForCausalLM),
+        targets={"a_over_b": 0.97, "b_over_c": 1.05},
+        model_args=lambda shape: shape.llama,
     ),
 }
 
@@ -550,6 +644,10 @@ def run_round(setup: Setup, meas: Measurements, r: int, args: argparse.Namespace
         run = variant.run(setup, total)
         if len(run.ends) != total:
             raise RuntimeError(f"{variant.label} ran {len(run.ends)} steps, expected {total}.")
+        if (run.network, run.optimizer) != (variant.network, torch.optim.AdamW):
+            raise RuntimeError(f"{variant.label} trained a {run.network} with {run.optimizer}, expected a "
+                               f"{variant.network} with AdamW.")
+        meas.trained[key] = (run.network, run.optimizer)
         if run.threads is not None:
             meas.lightning_threads.add(run.threads)
         seconds = timed_step_seconds(run.ends, args.warmup)
@@ -562,8 +660,10 @@ def run_round(setup: Setup, meas: Measurements, r: int, args: argparse.Namespace
 
 
 def ratio_report(per_variant: dict[str, float]) -> dict[str, float]:
-    """(a) against each other variant: (a)/(b) and (a)/(c)."""
-    return {f"a_over_{key}": per_variant["a"] / value for key, value in per_variant.items() if key != "a"}
+    """(a) against each other variant, (a)/(b) and (a)/(c), and the network alone against its
+    peer, (b)/(c)."""
+    ratios = {f"a_over_{key}": per_variant["a"] / value for key, value in per_variant.items() if key != "a"}
+    return {**ratios, "b_over_c": per_variant["b"] / per_variant["c"]}
 
 
 def report(family: Family, shape: Shape, meas: Measurements, args: argparse.Namespace) -> dict[str, Any]:
@@ -576,7 +676,9 @@ def report(family: Family, shape: Shape, meas: Measurements, args: argparse.Name
     met = {name: None if args.smoke else ratios[name] >= target for name, target in family.targets.items()}
 
     print()
-    print(f"{family.title}: training tokens/s at {tokens_per_step} tokens/step, {torch.get_num_threads()} threads; "
+    shape_name = "smoke" if args.smoke else args.shape
+    print(f"{family.title}: training tokens/s at {tokens_per_step} tokens/step ({shape_name} shape), "
+          f"{torch.get_num_threads()} threads; "
           f"{args.rounds} round(s) of {args.steps} timed steps after {args.warmup} warmup"
           f"{'; SMOKE RUN (tiny shape): the figures are not meaningful' if args.smoke else ''}")
     print(f"{'variant':<34} {'median':>8} {'ms/step':>8} {'typical':>8}  per round")
@@ -605,6 +707,8 @@ def report(family: Family, shape: Shape, meas: Measurements, args: argparse.Name
                   "precision": "fp32"},
         "tokens_per_step": tokens_per_step,
         "tokens_per_sec": {names[key]: {"median": median[key], "rounds": meas.tps[key]} for key in names},
+        "trained": {names[key]: {"network": network.__name__, "optimizer": optimizer.__name__}
+                    for key, (network, optimizer) in meas.trained.items()},
         "ratios": ratios,
         "targets": {name: {"min": target, "met": met[name]} for name, target in family.targets.items()},
         "tokens_per_sec_typical_step": {names[key]: typical[key] for key in names},
@@ -620,6 +724,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps per variant and round (default 10; smoke 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps before them, at least 1 (default 2; smoke 1)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds of (a), (b), (c) (default 3; smoke 1)")
+    parser.add_argument("--shape", choices=list(SHAPES), default="default",
+                        help="default: vocab 8192, 4 layers, width 256, sequence 256, batch 8; quickstart: "
+                             "configs/quickstart.yaml's network, sequence, "
+                             "batch and vocabulary")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shape, 1 round of 1 + 2 steps, no target judged: the plumbing only (seconds)")
     args = parser.parse_args(argv)
@@ -643,7 +751,7 @@ def quiet() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet()
-    shape = SMOKE if args.smoke else REAL
+    shape = SMOKE if args.smoke else SHAPES[args.shape]()
     if args.smoke:
         print("SMOKE RUN: tiny shape, a few steps -- checks that every variant runs; the figures are not meaningful",
               flush=True)
@@ -660,6 +768,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "training_throughput_cpu",
         "smoke": args.smoke,
         "families": list(sections),
+        "shape_name": "smoke" if args.smoke else args.shape,
         "rounds": args.rounds,
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,

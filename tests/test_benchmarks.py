@@ -64,7 +64,7 @@ def smoke(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Smo
 
 def test_throughput(smoke: Smoke) -> None:
     out, summary = smoke("throughput.py")
-    assert summary["smoke"] is True and summary["families"] == ["gpt", "bert", "t5", "elmo"]
+    assert summary["smoke"] is True and summary["families"] == ["gpt", "bert", "t5", "elmo", "llama"]
     for name in summary["families"]:
         family = summary[name]
         assert len(family["tokens_per_sec"]) == 3  # (a), (b) and (c) all ran
@@ -72,8 +72,15 @@ def test_throughput(smoke: Smoke) -> None:
         assert all(target["met"] is None for target in family["targets"].values())  # not judged
         # (b) is the same model, batches and updates as (a) in a hand-written loop
         assert family["loss_max_abs_diff_a_b"] < 1e-4, name
-    for title in ("GPT causal LM", "BERT masked LM", "T5 span corruption", "ELMo bidirectional LM"):
+    for title in ("GPT causal LM", "BERT masked LM", "T5 span corruption", "ELMo bidirectional LM", "Llama causal LM"):
         assert title in out
+    # each side trains what it names: lmforge's Llama in (a) and (b), transformers' in (c), all with AdamW
+    assert summary["llama"]["trained"] == {
+        "a_lmforge_fit": {"network": "Llama", "optimizer": "AdamW"},
+        "b_pytorch_loop": {"network": "Llama", "optimizer": "AdamW"},
+        "c_hf_llama_sdpa": {"network": "LlamaForCausalLM", "optimizer": "AdamW"},
+    }
+    assert summary["gpt"]["trained"]["c_hf_gpt2_sdpa"] == {"network": "GPT2LMHeadModel", "optimizer": "AdamW"}
 
 
 def test_prepare(smoke: Smoke) -> None:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.models import Llama, LlamaConfig
+from lmforge.models import Llama, LlamaConfig, llama
 from lmforge.models.layers import RotaryEmbedding, apply_rotary
 
 TINY = dict(vocab_size=64, max_seq_len=16, n_layer=2, n_head=4, n_kv_head=2, d_model=32, d_ff=48)
 
 
-def test_grouped_query_attention_equals_attention_with_the_kv_heads_repeated() -> None:
+@pytest.mark.parametrize("window", [None, 4])  # is_causal, and the sliding window's mask
+def test_grouped_query_attention_equals_attention_with_the_kv_heads_repeated(window: int | None) -> None:
     torch.manual_seed(0)
-    net = Llama(LlamaConfig(**TINY)).eval()
+    net = Llama(LlamaConfig(**TINY, sliding_window=window)).eval()
     attn = net.blocks[0].attn
     x = torch.randn(2, 10, 32)
     cos, sin = net.rotary(10)
@@ -25,10 +27,29 @@ def test_grouped_query_attention_equals_attention_with_the_kv_heads_repeated() -
     v = attn.v(x).view(B, T, 2, D).transpose(1, 2)
     head_kv = [0, 0, 1, 1]  # query heads 0, 1 read kv head 0; 2, 3 read kv head 1
     scores = torch.stack([q[:, h] @ k[:, head_kv[h]].transpose(-1, -2) for h in range(4)], 1) / math.sqrt(D)
-    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    back = torch.arange(T)[:, None] - torch.arange(T)  # how far back each key is from each query
+    scores = scores.masked_fill((back < 0) | (back >= (window or T)), float("-inf"))
     y = torch.stack([scores.softmax(-1)[:, h] @ v[:, head_kv[h]] for h in range(4)], 1)  # (B, H, T, D)
     expected = attn.o(y.transpose(1, 2).reshape(B, T, C))
     torch.testing.assert_close(attn(x, cos, sin), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_copied_kv_heads_give_what_sdpa_grouping_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    net = Llama(LlamaConfig(**TINY, sliding_window=4)).eval()
+    ids = torch.randint(0, 64, (2, 10))
+    grouped = net(ids)
+    monkeypatch.setattr(llama, "sdpa_groups_heads", lambda q, mask: False)  # as on CUDA in fp32
+    torch.testing.assert_close(net(ids), grouped, rtol=1e-5, atol=1e-5)
+
+
+def test_sdpa_groups_heads_only_where_its_kernel_can() -> None:
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    assert llama.sdpa_groups_heads(torch.empty(1), mask)  # CPU: always
+    # other devices (meta stands in for CUDA): the flash kernel only, half precision and no mask
+    assert llama.sdpa_groups_heads(torch.empty(1, device="meta", dtype=torch.bfloat16), None)
+    assert not llama.sdpa_groups_heads(torch.empty(1, device="meta", dtype=torch.bfloat16), mask)
+    assert not llama.sdpa_groups_heads(torch.empty(1, device="meta"), None)
 
 
 def test_rope_preserves_norms_and_scores_depend_on_relative_position_only() -> None:

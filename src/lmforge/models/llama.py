@@ -64,6 +64,18 @@ class LlamaConfig:
         return self.d_model // self.n_head
 
 
+def sdpa_groups_heads(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Whether ``scaled_dot_product_attention`` should group the key/value heads of queries ``q``
+    itself (``enable_gqa``): its CPU kernels always can; on CUDA only its flash kernel (half
+    precision, no mask) can, and elsewhere GQA would send it to the slow math kernel.
+
+    Args:
+        q: The queries ``(B, H, T, D)``, on the device and in the dtype attention runs in.
+        mask: The boolean attention mask, or ``None`` (causal or no mask).
+    """
+    return q.device.type == "cpu" or (mask is None and q.dtype in (torch.float16, torch.bfloat16))
+
+
 class GroupedQueryAttention(nn.Module):
     """Causal self-attention where ``n_head / n_kv_head`` query heads share each key/value head.
 
@@ -102,15 +114,18 @@ class GroupedQueryAttention(nn.Module):
         if cache is not None:
             past = cache.cached(layer)
             k, v = cache.extend(layer, k, v)  # (B, Hkv, past + T, D)
-        groups = self.n_head // self.n_kv_head
-        # each kv head serves `groups` consecutive query heads, as HF's repeat_kv
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, past + T, D)
         if mask is None and ((self.window is not None and past + T > self.window) or (past and T > 1)):
             # causal after the cached positions, and (a band) no further back than the window
             back = torch.arange(past, past + T, device=x.device)[:, None] - torch.arange(past + T, device=x.device)
             mask = (back >= 0) & (back < self.window) if self.window is not None else back >= 0
+        # each kv head serves n_head / n_kv_head consecutive query heads (HF's repeat_kv): SDPA groups
+        # them itself where its kernel can, else they are copied that many times
+        grouped = sdpa_groups_heads(q, mask)
+        if not grouped:
+            groups = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, H, past + T, D)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=mask is None and not past)
+                                           is_causal=mask is None and not past, enable_gqa=grouped)
         return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
 
