@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from jsonargparse.typing import Path_fr
 
+from lmforge.data.source import plain_path
 from lmforge.errors import UserError
 from lmforge.evaluation.likelihood import Scorer
 from lmforge.evaluation.prompt_tasks import Item, PromptTask, load_items, read_task
@@ -20,20 +22,22 @@ class ZeroShotProbe(L.Callback):
     the run before its first step. Under DDP every rank scores the same items (they are few).
 
     Args:
-        tasks: Task files (see ``configs/eval/tasks/``); none turns the probe off.
+        tasks: Task files (see ``configs/eval/tasks/``); none turns the probe off. A relative
+            path in a config file is looked up next to that file first, then in the working directory.
         every: Score after every ``every``-th validation; the sanity check before training
             (``num_sanity_val_steps``) is the first, logged at step 0.
         limit: Score at most this many items of each task.
         batch_size: Requests per forward pass.
     """
 
-    def __init__(self, tasks: list[str] | None = None, every: int = 1, limit: int | None = 200, batch_size: int = 32):
+    def __init__(self, tasks: list[Path_fr | str] | None = None, every: int = 1, limit: int | None = 200,
+                 batch_size: int = 32):
         if every < 1:
             raise UserError(f"--zeroshot.every={every} must be at least 1 (score after every N-th validation).")
         self.every, self.batch_size = every, batch_size
         self.tasks: list[tuple[PromptTask, list[Item]]] = []
         for path in tasks or []:
-            task = read_task(path).overridden(limit=limit)
+            task = read_task(plain_path(path)).overridden(limit=limit)
             self.tasks.append((task, load_items(task)))
         self.validations = 0
 
