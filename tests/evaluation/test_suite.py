@@ -183,7 +183,7 @@ def test_summary_statistics(tmp_path: Path) -> None:
     assert float(summary["t"]["a mean"]) == pytest.approx(0.7)
     assert float(summary["t"]["a std"]) == pytest.approx(0.2)  # sample standard deviation
     assert float(summary["t"]["b std"]) == 0.0 and summary["t"]["runs"] == "3"
-    assert table.splitlines()[3] == "| u | val/f1 | not logged | 0.5000 ± 0.0000 |"
+    assert table.splitlines()[3] == "| u | val/f1 | not logged | 0.5000 |"  # one run: no spread shown
 
 
 @pytest.mark.parametrize("case, message", [
@@ -363,7 +363,7 @@ def test_a_suite_mixes_fine_tune_and_scoring_tasks(tmp_path: Path, monkeypatch: 
     assert sorted(p.name for p in (tmp_path / "out" / "requests" / "sums").iterdir()) == [
         "a.jsonl", "b.jsonl", "random_init.jsonl"]
     table = (tmp_path / "out" / "summary.md").read_text().splitlines()
-    assert table[3] == "| sums | acc_norm | 0.0000 ± 0.0000 | 1.0000 ± 0.0000 | 1.0000 ± 0.0000 |"
+    assert table[3] == "| sums | acc_norm | 0.0000 | 1.0000 | 1.0000 |"  # one run per start
     assert "sums from b: acc 1.0000, acc_norm 1.0000 (2 items" in capsys.readouterr().out
 
 

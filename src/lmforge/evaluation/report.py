@@ -68,7 +68,9 @@ def write_summary(rows: list[dict], metrics: dict[str, str], out_dir: Path) -> s
             writer.writerow([task, metric, runs, *[f"{v:.6g}" for s in starts for v in table[task][s][:2]]])
     lines = ["| task | metric | " + " | ".join(starts) + " |", "|---|---|" + "---|" * len(starts)]
     for task, metric in metrics.items():
-        cells = [f"{m:.4f} ± {s:.4f}" if n else "not logged" for m, s, n in (table[task][st] for st in starts)]
+        # one run (a scoring task, or one seed) has no spread to show
+        cells = [(f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}") if n else "not logged"
+                 for m, s, n in (table[task][st] for st in starts)]
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines) + "\n"
     (out_dir / "summary.md").write_text(markdown, encoding="utf-8")
