@@ -15,8 +15,10 @@ GPT (causal LM, byte-level BPE tokenizer):
     folder). A callback defined here timestamps the end of every optimizer step.
 (b) The same ``lmforge.models.GPT`` (same seed, so the same initial weights), the same AdamW
     param groups and warmup-cosine schedule, and the same batches (the same data module's
-    train_dataloader) in a hand-written loop: forward, cross_entropy, backward,
-    clip_grad_norm_(1.0), optimizer.step, scheduler.step, zero_grad(set_to_none=True).
+    train_dataloader) in a hand-written loop: ``net.loss`` (the network's next-token loss, its
+    output projection fused with the cross-entropy a chunk of positions at a time, as
+    ``CausalLMTask`` trains), backward, clip_grad_norm_(1.0), optimizer.step, scheduler.step,
+    zero_grad(set_to_none=True).
 (c) ``transformers`` GPT2LMHeadModel (``attn_implementation="sdpa"``, no KV cache) of the same
     shape on the same 256-token input batches, loss from ``labels=input_ids`` (HF shifts
     internally), AdamW on all parameters, the same schedule and clipping.
@@ -408,12 +410,13 @@ def plain_adamw(model: nn.Module, o: OptimizerConfig) -> torch.optim.Optimizer:
 
 
 def gpt_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
-    """(b) GPT: lmforge's GPT and next-token cross-entropy."""
+    """(b) GPT: lmforge's GPT and its next-token loss (``net.loss``, the head fused with the
+    cross-entropy, as ``CausalLMTask`` trains; Hugging Face's models take ``labels=`` alike)."""
     s = setup.shape
     net = GPT(GPTConfig(vocab_size=s.vocab_size, max_seq_len=s.seq_len, dropout=0.0, **s.core))
 
     def loss_fn(batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(net(batch["input_ids"]).flatten(0, 1), batch["targets"].flatten())
+        return net.loss(batch["input_ids"], batch["targets"])
 
     return net, lmforge_adamw(net, o), loss_fn
 
@@ -450,11 +453,11 @@ def llama_config(shape: Shape) -> LlamaConfig:
 
 
 def llama_loop(setup: Setup, o: OptimizerConfig) -> LoopModel:
-    """(b) Llama: lmforge's Llama and next-token cross-entropy."""
+    """(b) Llama: lmforge's Llama and its next-token loss (``net.loss``, as for GPT)."""
     net = Llama(llama_config(setup.shape))
 
     def loss_fn(batch: Batch) -> torch.Tensor:
-        return F.cross_entropy(net(batch["input_ids"]).flatten(0, 1), batch["targets"].flatten())
+        return net.loss(batch["input_ids"], batch["targets"])
 
     return net, lmforge_adamw(net, o), loss_fn
 

@@ -71,7 +71,7 @@ class CausalLMTask(PretrainingTask):
         return F.cross_entropy(logits, batch["targets"].flatten()), logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
+        loss = self.net.loss(batch["input_ids"], batch["targets"])  # the head fused with the loss: no logits kept
         self.log_train(loss)
         return loss
 
