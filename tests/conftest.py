@@ -79,3 +79,26 @@ def refused(capsys: pytest.CaptureFixture, *args: str) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return err.strip().splitlines()[-1]
+
+
+def byte_fallback_bpe(texts: list[str], vocab_size: int = 200):
+    """A Llama-2-style tokenizer as its tokenizer.json is shaped: ``▁`` for spaces (a normaliser
+    prepends one to every text), BPE with the 256 ``<0xNN>`` byte tokens to fall back on."""
+    import json
+
+    from tokenizers import Tokenizer as Backend, decoders, models, normalizers, trainers
+
+    from lmforge.tokenizer import Tokenizer
+
+    specials = ["<unk>", "<s>", "</s>"]
+    backend = Backend(models.BPE(unk_token="<unk>"))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials))
+    spec = json.loads(backend.to_str())
+    learned = sorted(spec["model"]["vocab"], key=spec["model"]["vocab"].get)
+    tokens = specials + [f"<0x{b:02X}>" for b in range(256)] + [t for t in learned if t not in specials]
+    spec["model"].update(vocab={t: i for i, t in enumerate(tokens)}, byte_fallback=True, fuse_unk=True)
+    backend = Backend.from_str(json.dumps(spec))
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    return Tokenizer(backend)

@@ -3,12 +3,10 @@ For each way a tokenizer spells text, the bytes of a text's ids add up to the te
 
 from __future__ import annotations
 
-import json
 
 import pytest
-from tokenizers import Tokenizer as Backend
-from tokenizers import decoders, models, normalizers, trainers
 
+from conftest import byte_fallback_bpe
 from lmforge.data.tokenizer import TokenizerSpec, train_tokenizer
 from lmforge.tokenizer import Tokenizer
 
@@ -20,23 +18,6 @@ ENGLISH = [f"the cat and the dog {i} said hello to the baker, who costs less" fo
 def _bytes_of(tokenizer: Tokenizer, ids: list[int]) -> int:
     table = tokenizer.token_bytes()
     return sum(table[i] for i in ids)
-
-
-def llama2_style(texts: list[str]) -> Tokenizer:
-    """Llama 2's tokenizer.json shape: ``▁`` for spaces (a normaliser prepends one to every text), BPE with
-    the 256 ``<0xNN>`` tokens to fall back on for characters it has no token for."""
-    specials = ["<unk>", "<s>", "</s>"]
-    backend = Backend(models.BPE(unk_token="<unk>"))
-    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=120, special_tokens=specials))
-    spec = json.loads(backend.to_str())
-    learned = sorted(spec["model"]["vocab"], key=spec["model"]["vocab"].get)
-    tokens = specials + [f"<0x{b:02X}>" for b in range(256)] + [t for t in learned if t not in specials]
-    spec["model"].update(vocab={t: i for i, t in enumerate(tokens)}, byte_fallback=True)
-    backend = Backend.from_str(json.dumps(spec))
-    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(" ", 1, 0)])
-    return Tokenizer(backend)
 
 
 def test_byte_level_bpe_counts_each_byte_once() -> None:
@@ -58,7 +39,7 @@ def test_metaspace_counts_the_marker_as_one_space(kind: str, specials: str) -> N
 
 
 def test_byte_fallback_tokens_are_one_byte() -> None:
-    tokenizer = llama2_style(ENGLISH)
+    tokenizer = byte_fallback_bpe(ENGLISH, vocab_size=120)
     ids = tokenizer.encode(TEXT)
     pieces = [tokenizer.backend.id_to_token(i) for i in ids]
     assert "<0xE2>" in pieces and "<0xE6>" in pieces  # "—" and "東" come as their bytes

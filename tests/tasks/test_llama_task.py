@@ -10,33 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS
+from conftest import CONFIGS, byte_fallback_bpe
 from lmforge.cli import main
 from lmforge.data import TokenizerSpec, train_tokenizer
 from lmforge.data.documents import read_local
 from lmforge.models import Llama
 from lmforge.start import open_start
 from lmforge.tasks import LlamaCausalLMTask
-from lmforge.tokenizer import Tokenizer
 
-SPECIALS = ["<unk>", "<s>", "</s>"]
-
-
-def byte_fallback_bpe(texts: list[str]) -> Tokenizer:
-    """A Llama-2-style tokenizer: ``▁`` for spaces, BPE with the 256 ``<0xNN>`` byte tokens to fall back on."""
-    from tokenizers import Tokenizer as Backend, decoders, models, normalizers, trainers
-
-    backend = Backend(models.BPE(unk_token="<unk>"))
-    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=200, special_tokens=SPECIALS))
-    spec = json.loads(backend.to_str())
-    learned = sorted(spec["model"]["vocab"], key=spec["model"]["vocab"].get)
-    tokens = SPECIALS + [f"<0x{b:02X}>" for b in range(256)] + [t for t in learned if t not in SPECIALS]
-    spec["model"].update(vocab={t: i for i, t in enumerate(tokens)}, byte_fallback=True, fuse_unk=True)
-    backend = Backend.from_str(json.dumps(spec))
-    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(" ", 1, 0)])
-    return Tokenizer(backend)
 
 
 def test_continued_pretraining_of_a_hf_llama_and_export_back(tmp_path: Path, tiny_corpus: Path,
