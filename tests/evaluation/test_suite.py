@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,15 @@ def test_suite_args_follow_the_recipe_and_fill_data_dir(tmp_path: Path, monkeypa
     [call] = fit.calls
     assert call[:4] == ["-c", str(FINETUNE), f"--data.source.paths={tmp_path / 'data' / 'toy.tsv'}",
                         "--data.seq_len=16"]
+
+
+def test_without_matplotlib_the_tables_are_written_and_the_chart_is_left_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed: importing it fails
+    rows = [{"task": "t", "start": "a", "source": "a.ckpt", "seed": 0, "val/acc": 0.5}]
+    write_summary(rows, {"t": "val/acc"}, tmp_path)
+    assert (tmp_path / "summary.md").is_file() and (tmp_path / "summary.csv").is_file()
+    assert not (tmp_path / "summary.png").exists() and "No summary.png" in capsys.readouterr().err
 
 
 def test_summary_statistics(tmp_path: Path) -> None:

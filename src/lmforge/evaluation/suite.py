@@ -265,7 +265,7 @@ def _report(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Pa
     folders = [f for f, kind in (("tensorboard/", SuiteTask), ("requests/", ScoringTask))
                if any(isinstance(t, kind) for t in chosen)]
     board = f" (tensorboard --logdir {out_dir / 'tensorboard'})" if "tensorboard/" in folders else ""
-    written = ["summary.md", "summary.csv", "summary.png", *folders]
+    written = ["summary.md", "summary.csv", *(["summary.png"] if (out_dir / "summary.png").exists() else []), *folders]
     print(f"Wrote {out_dir}/runs.csv, {', '.join(written[:-1])} and {written[-1]}{board}.")
 
 
