@@ -22,7 +22,27 @@ def test_io_and_iob1_become_bio() -> None:
     bio = ["B-X", "I-X", "O", "B-X", "B-X"]
     assert to_bio(bio, "BIO") == bio
     with pytest.raises(UserError, match="scheme"):
-        to_bio(bio, "BIOES")  # type: ignore[arg-type]
+        to_bio(bio, "IOE2")  # type: ignore[arg-type]
+
+
+def test_bioes_and_bilou_become_the_same_bio() -> None:
+    bio = ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "O", "B-ORG", "B-PER"]
+    bioes = ["B-PER", "I-PER", "E-PER", "O", "S-LOC", "B-LOC", "E-LOC", "O", "S-ORG", "S-PER"]
+    bilou = ["B-PER", "I-PER", "L-PER", "O", "U-LOC", "B-LOC", "L-LOC", "O", "U-ORG", "U-PER"]
+    assert to_bio(bioes, "BIOES") == to_bio(bioes, "IOBES") == to_bio(bilou, "BILOU") == bio
+    assert entity_spans(to_bio(bioes, "BIOES")) == {("PER", 0, 3), ("LOC", 4, 5), ("LOC", 5, 7), ("ORG", 8, 9),
+                                                   ("PER", 9, 10)}
+
+
+@pytest.mark.parametrize("tags, scheme, message", [
+    (["B-PER", "E-PER", "S-LOC"], "BIO", "tag 'E-PER' is not a BIO tag: the file looks like BIOES; set data.scheme: BIOES"),
+    (["S-LOC"], "IOB1", "tag 'S-LOC' is not an IOB1 tag: the file looks like BIOES"),
+    (["O", "U-LOC"], "BIOES", "tag 'U-LOC' is not a BIOES tag: the file looks like BILOU; set data.scheme: BILOU"),
+    (["B-X", "E-X"], "BILOU", "tag 'E-X' is not a BILOU tag: the file looks like BIOES"),
+])
+def test_a_tag_of_another_scheme_is_refused(tags: list[str], scheme: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        to_bio(tags, scheme)  # type: ignore[arg-type]
 
 
 def test_scheme_detection() -> None:
@@ -31,6 +51,9 @@ def test_scheme_detection() -> None:
     assert detect_scheme([["B-PER", "I-PER", "O"], ["O", "B-LOC"]]) == "BIO"
     assert detect_scheme([["I-PER", "B-LOC"]]) == "BIO"  # a B- after another type is an opening
     assert detect_scheme([["O", "O"]]) == "IO"
+    assert detect_scheme([["B-PER", "E-PER"], ["S-LOC", "O"]]) == "BIOES"
+    assert detect_scheme([["O", "O"], ["U-LOC", "O", "B-PER", "L-PER"]]) == "BILOU"
+    assert detect_scheme([["I-Gene", "Cell"]]) == "IO"  # a tag without a prefix is I- (conlleval)
 
 
 def test_spans_follow_the_conlleval_rules() -> None:

@@ -10,6 +10,7 @@ import pytest
 from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.evaluation import TaggedText
+from lmforge.evaluation.entities import EntityF1, entity_spans, entity_types
 from lmforge.evaluation.tagged_data import read_conll
 
 SENTENCES = [
@@ -148,3 +149,55 @@ def test_unknown_validation_tag_and_overlong_word_are_errors(tmp_path: Path, wor
     d.tokenizer = wordpiece
     with pytest.raises(UserError, match="seq_len=3"):
         d.setup("fit")
+
+
+# One hand-tagged text in three schemes: a three-word entity, a one-word entity, two adjacent
+# entities of the same type, and a one-word entity ending the sentence.
+SCHEMES = {
+    "BIO": [["B-protein", "I-protein", "I-protein", "O", "B-DNA"], ["B-cell", "B-cell", "I-cell", "O", "B-RNA"]],
+    "BIOES": [["B-protein", "I-protein", "E-protein", "O", "S-DNA"], ["S-cell", "B-cell", "E-cell", "O", "S-RNA"]],
+    "BILOU": [["B-protein", "I-protein", "L-protein", "O", "U-DNA"], ["U-cell", "B-cell", "L-cell", "O", "U-RNA"]],
+}
+SCHEME_WORDS = [["IL-2", "receptor", "alpha", "binds", "DNA"], ["T", "B", "cells", "express", "mRNA"]]
+
+
+def test_bioes_and_bilou_files_give_the_bio_file_entities_and_f1(tmp_path: Path) -> None:
+    pred = [["B-protein", "I-protein", "O", "O", "B-DNA"], ["B-cell", "B-cell", "I-cell", "O", "B-protein"]]
+    read, f1 = {}, {}
+    for name, tags in SCHEMES.items():
+        path = write_tab(tmp_path / f"{name}.txt", list(zip(SCHEME_WORDS, tags)))
+        for scheme in ([name, "auto"] + (["IOBES"] if name == "BIOES" else [])):
+            d = TaggedText(source=DataSource(paths=path), validation=path, scheme=scheme)
+            raw = d.raw()
+            read[name, scheme] = [entity_spans(s.tags) for s in raw["val"]], d.labels
+            metric = EntityF1(entity_types(d.labels))
+            metric.update(pred, [s.tags for s in raw["val"]])
+            f1[name, scheme] = metric.compute()
+    assert read[("BIO", "BIO")][0] == [{("protein", 0, 3), ("DNA", 4, 5)},
+                                       {("cell", 0, 1), ("cell", 1, 3), ("RNA", 4, 5)}]
+    assert all(r == read[("BIO", "BIO")] for r in read.values()) and len(read) == 7
+    # 3 of the 5 predicted entities are right, of 5 gold ones
+    assert {k: round(float(v["f1"]), 6) for k, v in f1.items()} == {k: 0.6 for k in f1}
+    assert all(float(v["f1_cell"]) == 1.0 and float(v["f1_protein"]) == 0.0 for v in f1.values())
+
+
+# write_tab puts -DOCSTART- on line 1 and the first sentence on lines 3-7: its third tag is on line 5.
+@pytest.mark.parametrize("train_scheme, val_scheme, declared, message", [
+    ("BIO", "BIOES", "BIO", r"val.txt' line 5 tag 'E-protein' is not a BIO tag: the file looks like BIOES; "
+                            r"set data.scheme: BIOES\.$"),
+    ("BIOES", "BIOES", "BIO", r"train.txt' line 5 tag 'E-protein' is not a BIO tag: the file looks like BIOES"),
+    ("BILOU", "BILOU", "IOBES", r"train.txt' line 5 tag 'L-protein' is not an IOBES tag: the file looks like "
+                                r"BILOU; set data.scheme: BILOU\.$"),
+    ("BIOES", "BILOU", "auto", r"val.txt' line 5 tag 'L-protein' is not a BIOES tag: the file looks like BILOU"),
+])
+def test_a_file_in_another_scheme_is_refused_with_its_line(tmp_path: Path, train_scheme: str, val_scheme: str,
+                                                           declared: str, message: str) -> None:
+    train = write_tab(tmp_path / "train.txt", list(zip(SCHEME_WORDS, SCHEMES[train_scheme])))
+    val = write_tab(tmp_path / "val.txt", list(zip(SCHEME_WORDS, SCHEMES[val_scheme])))
+    d = TaggedText(source=DataSource(paths=train), validation=val, scheme=declared)
+    with pytest.raises(UserError, match=message):
+        d.raw()
+    d = TaggedText(source=DataSource(paths=train), val_fraction=0.5, scheme=declared)  # held out: still the file
+    if train_scheme != declared and declared != "auto":
+        with pytest.raises(UserError, match=r"train.txt' line \d+ tag"):
+            d.raw()

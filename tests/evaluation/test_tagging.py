@@ -95,3 +95,19 @@ def test_ner_tiny_config_trains_from_scratch_and_predict_writes_conll(tmp_path: 
           "--data.predict", "words.txt"])
     blocks = capsys.readouterr().out.strip().split("\n\n")
     assert [[line.split("\t")[0] for line in b.split("\n")] for b in blocks] == [["p53 NN", "binds NN"], ["MYC NN"]]
+
+
+def test_a_file_in_another_scheme_exits_2_writing_nothing_and_help_lists_the_schemes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.txt").write_text("IL-2\tB-protein\nreceptor\tE-protein\n\nDNA\tS-DNA\n", encoding="utf-8")
+    config = ["-c", str(CONFIGS / "finetune" / "ner-tiny.yaml"), "--data.source.paths", "train.txt"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *config, "--data.scheme", "BIO"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'train.txt' line 2 tag 'E-protein' is not a BIO tag: the file looks like BIOES; set data.scheme: BIOES" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.txt"]  # no logs, no checkpoint
+    with pytest.raises(SystemExit):
+        main(["fit", "--data.help", "lmforge.evaluation.TaggedText"])
+    assert "{auto,BIO,IOB1,IO,BIOES,IOBES,BILOU}" in capsys.readouterr().out

@@ -2,9 +2,10 @@
 CoNLL files (one word a line, its tag in a column, a blank line between sentences) or a Hugging
 Face dataset of token lists and tag lists.
 
-Tags are read in the files' scheme (BIO, IOB1 or IO) and turned into BIO. Each sentence is
-encoded as pre-tokenized words with the tokenizer's own template (BERT ``[CLS] ... [SEP]``), or
-``<eos> words <eos>`` for a tokenizer without one; the first piece of each word carries its tag.
+Tags are read in the files' scheme (BIO, IOB1, IO, BIOES or BILOU) and turned into BIO. Each
+sentence is encoded as pre-tokenized words with the tokenizer's own template (BERT ``[CLS] ...
+[SEP]``), or ``<eos> words <eos>`` for a tokenizer without one; the first piece of each word
+carries its tag.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.evaluation.downstream_data import DownstreamData
-from lmforge.evaluation.schemes import detect_scheme, entity_types, split_tag, to_bio
+from lmforge.evaluation.schemes import PREFIXES, detect_scheme, entity_types, foreign_tag, mismatch, split_tag, to_bio
 
 IGNORE = -100  # the label of pieces that are not a word's first (cross-entropy's ignore_index)
 Example = dict[str, Any]
@@ -35,6 +36,8 @@ class Sentence(NamedTuple):
     words: list[str]
     tags: list[str] | None  # BIO once read by TaggedText; None in a predict file without tags
     lines: list[str]  # the original lines (predict writes them back with the predicted tag)
+    origin: str = ""  # the file (or hub dataset:split) it was read from, for errors
+    line: int = 0  # the line of its first word in that file; 0 for a hub dataset
 
 
 def read_conll(path: str | Path, columns: tuple[int, int] = (0, -1), tagged: bool = True) -> list[Sentence]:
@@ -60,11 +63,12 @@ def read_conll(path: str | Path, columns: tuple[int, int] = (0, -1), tagged: boo
     words: list[str] = []
     tags: list[str] = []
     lines: list[str] = []
+    first = 0
     for number, line in enumerate(text.splitlines() + [""], start=1):
         line = line.rstrip("\r\n")
         if not line.strip() or line.startswith("-DOCSTART-"):
             if words:
-                sentences.append(Sentence(words, tags if tagged else None, lines))
+                sentences.append(Sentence(words, tags if tagged else None, lines, str(path), first))
                 words, tags, lines = [], [], []
             continue
         fields = line.split("\t") if "\t" in line else line.split()
@@ -72,6 +76,7 @@ def read_conll(path: str | Path, columns: tuple[int, int] = (0, -1), tagged: boo
         if word_col is None or tagged and (tag_col is None or tag_col == word_col):
             raise UserError(f"{path}, line {number}: {len(fields)} column(s), too few for the word in column "
                             f"{columns[0]} and the tag in column {columns[1]}: fix the line or set `data.columns`.")
+        first = first if words else number
         words.append(fields[word_col])
         tags.append(fields[tag_col] if tagged else "O")
         lines.append(line)
@@ -103,8 +108,9 @@ class TaggedText(DownstreamData):
         test: The test sentences for ``lmforge test``, as ``validation``.
         tag_field: Hub datasets: the column of the tags.
         columns: CoNLL files: the word's and the tag's column (negative counts from the end).
-        scheme: The tagging scheme of the data: ``BIO`` (IOB2), ``IOB1``, ``IO``; ``auto`` detects it
-            from the training tags.
+        scheme: The tagging scheme of the data: ``BIO`` (IOB2), ``IOB1``, ``IO``, ``BIOES`` (also
+            spelt ``IOBES``), ``BILOU``; ``auto`` detects it from the training tags. Tags are read as
+            BIO (S-/U- open an entity, E-/L- continue it); a tag of another scheme is an error.
         labels: The BIO tags in id order; ``None`` takes ``O`` then the sorted ``B-``/``I-`` tags of
             the training entity types.
         val_fraction: Fraction of the training sentences held out when there is no ``validation``.
@@ -127,7 +133,7 @@ class TaggedText(DownstreamData):
         test: Path_fr | str | None = None,
         tag_field: str = "ner_tags",
         columns: tuple[int, int] = (0, -1),
-        scheme: Literal["auto", "BIO", "IOB1", "IO"] = "auto",
+        scheme: Literal["auto", "BIO", "IOB1", "IO", "BIOES", "IOBES", "BILOU"] = "auto",
         labels: list[str] | None = None,
         val_fraction: float = 0.1,
         seed: int = 1234,
@@ -141,8 +147,8 @@ class TaggedText(DownstreamData):
     ):
         super().__init__(source, validation, test, labels, val_fraction, seed, max_documents, tokenizer, seq_len,
                          batch_size, group_by_length, num_workers, min_seq_len=3)
-        if scheme not in ("auto", "BIO", "IOB1", "IO"):
-            raise UserError(f"scheme={scheme!r}: use BIO, IOB1, IO or auto.")
+        if scheme != "auto" and scheme not in PREFIXES:
+            raise UserError(f"scheme={scheme!r}: use {', '.join(PREFIXES)} or auto.")
         self.predict = plain_path(predict) if predict is not None else None
         self.tag_field, self.columns, self.scheme = tag_field, tuple(columns), scheme
         self._raw: dict[str, list[Sentence]] | None = None
@@ -173,7 +179,8 @@ class TaggedText(DownstreamData):
             words = [str(w) for w in r[self.source.text_field]]
             tags = [names[t] if names else str(t) for t in r[self.tag_field]]
             if words:
-                sentences.append(Sentence(words, tags, [f"{w}\t{t}" for w, t in zip(words, tags)]))
+                lines = [f"{w}\t{t}" for w, t in zip(words, tags)]
+                sentences.append(Sentence(words, tags, lines, f"{self.name}:{split}"))
         if not sentences:
             raise UserError(f"Split '{split}' of '{self.name}' holds no sentences: choose another split.")
         return sentences
@@ -196,12 +203,21 @@ class TaggedText(DownstreamData):
             if self.test is not None:
                 raw["test"] = self._read(self.test)
             scheme = detect_scheme(s.tags for s in raw["train"]) if self.scheme == "auto" else self.scheme
-            raw = {split: [s._replace(tags=to_bio(s.tags, scheme)) for s in sentences] for split, sentences in raw.items()}
+            raw = {split: [self._to_bio(s, scheme) for s in sentences] for split, sentences in raw.items()}
             if self.labels is None:
                 types = entity_types(t for s in raw["train"] for t in s.tags)
                 self.labels = ["O", *sorted(f"{p}-{t}" for t in types for p in "BI")]
             self._raw = raw
         return self._raw
+
+    @staticmethod
+    def _to_bio(s: Sentence, scheme: str) -> Sentence:
+        """``s`` with its tags in BIO; a tag of another scheme is an error naming its file and line."""
+        bad = foreign_tag(s.tags or [], scheme)
+        if bad is not None:
+            where = f"line {s.line + bad}" if s.line else f"word {bad + 1} of sentence {' '.join(s.words[:6])!r}"
+            raise UserError(f"'{s.origin}' {where} {mismatch(s.tags[bad], scheme)}.")
+        return s._replace(tags=to_bio(s.tags, scheme))
 
     # -- tokenizer ----------------------------------------------------------------------------
     def training_texts(self) -> Iterable[str]:
