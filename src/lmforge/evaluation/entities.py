@@ -1,4 +1,4 @@
-"""Named entities in tag sequences: tagging schemes (BIO/IOB2, IOB1, IO; from
+"""Named entities in tag sequences: tagging schemes (BIO/IOB2, IOB1, IO, and BIOES/BILOU read as BIO; from
 :mod:`lmforge.evaluation.schemes`, where the tagged data reads them), entity spans under the
 conlleval chunk rules (seqeval's default mode), and entity-level precision, recall and F1 as a
 ``torchmetrics`` metric whose counts are summed over processes (exact under DDP)."""
