@@ -130,7 +130,8 @@ class Scorer:
         return self.score_ids([(ctx, conts) for ctx, conts, _ in encoded], [pairs for *_, pairs in encoded])
 
     def score_ids(self, questions: Sequence[Question],
-                  pairs: Sequence[Sequence[tuple[list[int], list[int]]]] | None = None) -> list[list[tuple[float, bool]]]:
+                  pairs: Sequence[Sequence[tuple[list[int], list[int]]]] | None = None,
+                  ) -> list[list[tuple[float, bool]]]:
         """:meth:`loglikelihood` on token ids. A question whose continuations do not all follow
         one context (``pairs``: each continuation's own context), or that does not fit in
         :attr:`max_length`, is scored request by request, its context cut from the left."""
@@ -236,7 +237,8 @@ class Scorer:
         logits = self.net(_pad(rows, self.device).ids)  # (B, T, V)
         starts = [len(ctx) - 1 for _, _, ctx, _ in batch]
         width = max(len(conts[0]) for *_, conts in batch)
-        index = torch.tensor([[min(s + t, logits.size(1) - 1) for t in range(width)] for s in starts], device=self.device)
+        last = logits.size(1) - 1
+        index = torch.tensor([[min(s + t, last) for t in range(width)] for s in starts], device=self.device)
         picked = logits.gather(1, index[:, :, None].expand(-1, -1, logits.size(-1)))  # (B, width, V)
         return _score_tokens(picked, [conts[0] for *_, conts in batch])
 
