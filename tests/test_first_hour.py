@@ -311,6 +311,23 @@ def test_the_terminal_progress_bar_counts_optimizer_steps_of_max_steps(tmp_path:
     assert (task.description.strip(), task.completed, task.total) == ("Steps", 3, 3)  # 6 batches, 3 steps
 
 
+def test_a_run_measured_in_epochs_prints_its_step_total_and_time_left(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without max_steps the plain lines count towards the optimizer steps of max_epochs."""
+    from lmforge.commands.lightning import LmforgeCLI
+
+    monkeypatch.chdir(tmp_path)
+    cli = LmforgeCLI(args=["fit", "-c", str(CONFIGS / "finetune" / "tiny.yaml"), "--trainer.max_steps=-1",
+                           "--trainer.max_epochs=2", "--trainer.accumulate_grad_batches=2",
+                           "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1",
+                           "--trainer.log_every_n_steps=1", "--throughput.peak_flops=1e12"])
+    steps = cli.trainer.global_step
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert len(lines) == steps > 2  # a line a step (log_every_n_steps 1), the last at the run's end
+    for number, line in enumerate(lines, 1):
+        assert line.startswith(f"step {number}/{steps} | ") and " elapsed, ~" in line and line.endswith(" left"), line
+
+
 @pytest.mark.parametrize(("option", "message"), [
     ("--model.temperature=-0.5", "lmforge: error: model.temperature=-0.5: give a temperature >= 0 (0 decodes greedily)."),
     ("--model.max_new_tokens=0",

@@ -49,20 +49,22 @@ def _suite(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def first_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list]]:
-    """(seed of the order, first training batch's input ids) of every training loader built."""
-    seen: list[tuple[int, list]] = []
+def first_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list, list]]:
+    """(seed of the order, first training batch's input ids, (real tokens, padded tokens) of each
+    batch in the order they were made) of every training loader built."""
+    seen: list[tuple[int, list, list]] = []
     original = downstream.example_loader
 
     def loader(examples, batch_size, collate, shuffle, seed, *args, **kwargs):
         if not shuffle:
             return original(examples, batch_size, collate, shuffle, seed, *args, **kwargs)
-        entry: tuple[int, list] = (seed, [])
+        entry: tuple[int, list, list] = (seed, [], [])
 
         def recording(items):
             batch = collate(items)
             if not entry[1]:
                 entry[1].extend(batch["input_ids"].tolist())
+            entry[2].append((int(batch["attention_mask"].sum()), batch["input_ids"].numel()))
             return batch
 
         seen.append(entry)
@@ -74,7 +76,7 @@ def first_batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, list]]:
 
 def test_suite_of_two_tasks_from_two_starts_writes_runs_table_png_and_tensorboard(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
-        first_batches: list[tuple[int, list]]) -> None:
+        first_batches: list[tuple[int, list, list]]) -> None:
     monkeypatch.chdir(tmp_path)
     first = _pretrained(tmp_path, "general", 2)
     main(["export", "--ckpt_path", str(first), "--to", str(tmp_path / "hf-folder")])  # a transformers folder
@@ -108,10 +110,20 @@ def test_suite_of_two_tasks_from_two_starts_writes_runs_table_png_and_tensorboar
                         for start in ("domain", "general") for seed in (0, 1))
     assert table[2] in capsys.readouterr().out
 
+    # what each run cost, after its metrics: training time, real (unpadded) tokens per second, peak memory
+    assert list(runs[0])[-3:] == ["perf/peak_rss_mb", "perf/train_seconds", "perf/train_tokens_per_sec"]
+    for run, (_, _, made) in zip(runs, first_batches):
+        seconds, rate = float(run["perf/train_seconds"]), float(run["perf/train_tokens_per_sec"])
+        assert 0 < seconds < 60 and 50 < float(run["perf/peak_rss_mb"]) < 100_000
+        # the two steps' batches (FAST: max_steps 2) are the first two made; their padding is not counted
+        real, padded = (sum(counts) for counts in zip(*made[:2]))
+        assert rate * seconds == pytest.approx(real, rel=1e-4) and real < padded
+    assert "perf/" not in "".join(table)  # the table reports each task's metric only
+
     # the seed orders the training examples: seed 0 and seed 1 differ, the same seed repeats
-    assert [seed for seed, _ in first_batches] == [0, 1, 0, 1] * 2
+    assert [seed for seed, _, _ in first_batches] == [0, 1, 0, 1] * 2
     for task in range(2):
-        general_0, general_1, domain_0, domain_1 = (batch for _, batch in first_batches[4 * task: 4 * task + 4])
+        general_0, general_1, domain_0, domain_1 = (batch for _, batch, _ in first_batches[4 * task: 4 * task + 4])
         assert general_0 == domain_0 and general_1 == domain_1
         assert general_0 != general_1
 

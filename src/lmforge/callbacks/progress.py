@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -53,7 +54,8 @@ class ProgressLog(L.Callback):
     """Plain progress lines for output that is not a terminal (a file, a pipe, a scheduler's
     log) or when the progress bar is off: ``step 100/500 | loss 3.214 | val/loss 3.5 | tok/s
     12,345 | 0:01:02 elapsed, ~0:04:08 left``, every ``every_n_steps`` optimizer steps (after a
-    validation due at that step, so its loss is in the line).
+    validation due at that step, so its loss is in the line). The total is ``max_steps``, or for a
+    run measured in epochs the steps those epochs take (Lightning's ``estimated_stepping_batches``).
 
     Args:
         every_n_steps: Steps between lines; 0 picks about 20 lines per run (at least every
@@ -66,20 +68,27 @@ class ProgressLog(L.Callback):
         self._first_step = 0
         self._last_printed = -1
         self._due: int | None = None  # a step whose line waits for the validation due after it
+        self._total = 0  # optimizer steps of the whole run; 0 when unknown (an endless epoch count)
 
     def _every(self, trainer: L.Trainer) -> int:
         if self.every_n_steps > 0:
             return self.every_n_steps
-        return max(trainer.log_every_n_steps, trainer.max_steps // 20 if trainer.max_steps > 0 else 0, 1)
+        return max(trainer.log_every_n_steps, self._total // 20, 1)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start, self._first_step = time.perf_counter(), trainer.global_step
+        if trainer.max_steps > 0:
+            self._total = trainer.max_steps
+        else:
+            total = trainer.estimated_stepping_batches  # max_epochs x optimizer steps per epoch; inf if endless
+            self._total = int(total) if math.isfinite(total) else 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if step != self._last_printed and step % self._every(trainer) == 0:
+        # step > first: a batch that only accumulated gradients before the first optimizer step has no line
+        if step != self._last_printed and step > self._first_step and step % self._every(trainer) == 0:
             self._due = step  # printed when the next batch starts: after a validation due at this step
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
@@ -95,14 +104,14 @@ class ProgressLog(L.Callback):
         self._last_printed, self._due = step, None
         if not trainer.is_global_zero:
             return
-        parts = [f"step {step}/{trainer.max_steps}" if trainer.max_steps > 0 else f"step {step}"]
+        parts = [f"step {step}/{self._total}" if self._total > 0 else f"step {step}"]
         for name, value in progress_metrics(trainer.progress_bar_metrics).items():
             parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
         elapsed = time.perf_counter() - self._start
         timing = f"{_clock(elapsed)} elapsed"
         done = step - self._first_step
-        if trainer.max_steps > 0 and done > 0:
-            timing += f", ~{_clock(elapsed / done * (trainer.max_steps - step))} left"
+        if self._total > 0 and done > 0:
+            timing += f", ~{_clock(elapsed / done * max(self._total - step, 0))} left"
         print(" | ".join([*parts, timing]), flush=True)
 
 

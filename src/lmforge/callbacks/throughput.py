@@ -1,5 +1,6 @@
 """Throughput and model size: ``perf/tokens_per_sec`` and ``perf/mfu`` against the device's peak
-FLOP/s, and the one-line parameter and FLOP count at the start of training."""
+FLOP/s, the run's training time, real-token rate and peak memory, and the one-line parameter and
+FLOP count at the start of training."""
 
 from __future__ import annotations
 
@@ -55,14 +56,41 @@ def measure_cpu_peak_flops(size: int = 1536, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-class ThroughputMonitor(L.Callback):
-    """Logs ``perf/tokens_per_sec`` and ``perf/mfu`` (model FLOPs utilisation).
+def reset_peak_rss() -> bool:
+    """Set the process's peak resident memory (Linux ``VmHWM``) to its current size; False where
+    the system offers no such reset (then no peak of this run alone can be read)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5: reset the high-water mark (proc(5))
+        return True
+    except OSError:
+        return False
 
-    Tokens are the batch's ``input_ids`` (padding included). The rate is taken over the last
-    ``window`` training steps (validation time excluded) and
-    handed to Lightning every step, which writes it at the trainer's ``log_every_n_steps``.
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory (``VmHWM``) in MiB since :func:`reset_peak_rss`."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kib / 1024
+
+
+class ThroughputMonitor(L.Callback):
+    """Logs ``perf/tokens_per_sec`` and ``perf/mfu`` (model FLOPs utilisation) every step, and
+    the run's totals at the end of every epoch.
+
+    Tokens of ``perf/tokens_per_sec`` are the batch's ``input_ids`` (padding included: what the
+    device computed). The rate is taken over the last ``window`` training steps (validation time
+    excluded) and handed to Lightning every step, which writes it at the trainer's ``log_every_n_steps``.
     Model FLOPs per token are counted as nanoGPT's ``estimate_mfu`` does; the peak is the
     GPU's known dense bf16 peak, or on CPU a matmul rate measured once at the start.
+
+    The totals since this fit started (what ``lmforge evaluate`` puts in ``runs.csv``):
+    ``perf/train_seconds`` (training steps and their data loading, validation excluded),
+    ``perf/train_tokens_per_sec`` (real tokens, the ``attention_mask``'s ones where the batch has
+    one, over those seconds, times the number of processes) and the peak memory of the fit:
+    ``perf/peak_cuda_allocated_mb`` (``torch.cuda.max_memory_allocated``) on a GPU, else
+    ``perf/peak_rss_mb``, the process's peak resident memory, all of it, not only what the
+    fit added (Linux only: elsewhere there is no peak of one fit to read).
 
     Args:
         peak_flops: Peak FLOP/s of one device; ``None`` looks it up (GPU) or measures it (CPU).
@@ -73,8 +101,17 @@ class ThroughputMonitor(L.Callback):
         self.peak_flops = peak_flops
         self.window = window
         self._marks: deque[tuple[float, int, float]] = deque(maxlen=window + 1)  # (time, tokens, FLOPs of the step)
+        self._train_seconds = 0.0
+        self._real_tokens: int | torch.Tensor = 0  # a device tensor: adding to it needs no synchronisation
+        self._last_mark: float | None = None  # end of the last timed step; None after validation
+        self._peak_rss = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_seconds, self._real_tokens, self._last_mark = 0.0, 0, None
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+        else:
+            self._peak_rss = reset_peak_rss()
         if self.peak_flops is None:
             if pl_module.device.type == "cuda":
                 self.peak_flops = gpu_peak_flops(torch.cuda.get_device_name(pl_module.device))
@@ -84,15 +121,24 @@ class ThroughputMonitor(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if not self._marks:
             self._marks.append((time.perf_counter(), 0, 0.0))  # the start of the first timed step
+        if self._last_mark is None:
+            self._last_mark = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # no device synchronisation: over a window of steps the asynchronous lag averages out
+        # no device synchronisation: over a window of steps the asynchronous lag averages out, and the
+        # run's totals wait for the device once, before a validation and at an epoch's end
         ids = batch["input_ids"]
         flops_per_token = getattr(pl_module, "flops_per_token", None)
         flops = ids.numel() * flops_per_token(ids.shape[-1]) if flops_per_token is not None else 0.0
-        self._marks.append((time.perf_counter(), ids.numel(), flops))
+        now = time.perf_counter()
+        self._marks.append((now, ids.numel(), flops))
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        self._real_tokens = self._real_tokens + (mask.sum() if mask is not None else ids.numel())
+        if self._last_mark is not None:
+            self._train_seconds += now - self._last_mark
+        self._last_mark = now
         start, end = self._marks[0][0], self._marks[-1][0]
         tokens = sum(n for _, n, _ in list(self._marks)[1:])
         tokens_per_sec = tokens * trainer.world_size / (end - start)
@@ -102,8 +148,32 @@ class ThroughputMonitor(L.Callback):
             flops_per_sec = sum(f for _, _, f in list(self._marks)[1:]) / (end - start)
             pl_module.log("perf/mfu", flops_per_sec / self.peak_flops, on_step=True, on_epoch=False)
 
+    def _wait_for_the_steps(self, pl_module: L.LightningModule) -> None:
+        """On a GPU the last steps' kernels may still run: they finish on the training clock."""
+        if self._last_mark is not None and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+            now = time.perf_counter()
+            self._train_seconds += now - self._last_mark
+            self._last_mark = now
+
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wait_for_the_steps(pl_module)
         self._marks.clear()  # validation time is not training throughput
+        self._last_mark = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wait_for_the_steps(pl_module)
+        totals = {"perf/train_seconds": self._train_seconds}
+        if self._train_seconds > 0:
+            totals["perf/train_tokens_per_sec"] = int(self._real_tokens) * trainer.world_size / self._train_seconds
+        if pl_module.device.type == "cuda":
+            totals["perf/peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+        elif self._peak_rss:
+            totals["perf/peak_rss_mb"] = peak_rss_mb()
+        for name, value in totals.items():
+            # across processes: the slowest one's seconds, the largest peak, the mean of the (whole-run) rates
+            pl_module.log(name, value, on_step=False, on_epoch=True, sync_dist=True,
+                          reduce_fx="mean" if name.endswith("_per_sec") else "max")
 
 
 class ModelSize(ModelSummary):

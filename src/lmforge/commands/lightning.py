@@ -296,7 +296,8 @@ class LmforgeCLI(LightningCLI):
 
 
 def fit_metrics(args: list[str]) -> dict[str, float]:
-    """Run ``lmforge fit`` with ``args``; the metrics it logged last (what ``lmforge evaluate`` tabulates)."""
+    """Run ``lmforge fit`` with ``args``; the metrics it logged last (what ``lmforge evaluate``
+    tabulates), the run's totals from :class:`ThroughputMonitor` among them (``perf/train_seconds`` ...)."""
     cli = LmforgeCLI(args=["fit", *args])
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
 

@@ -23,10 +23,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def write_runs(rows: list[dict], out_dir: Path) -> None:
     """``runs.csv``: one row per run (``task``, ``start``, ``source``, ``seed``, then every metric
-    any run logged: a fine-tune run's ``val/*``, a scoring run's ``acc``, ``bits_per_byte`` ...; a
-    metric another task's runs do not log stays empty, as does a scoring run's seed)."""
+    any run logged: a fine-tune run's ``val/*``, a scoring run's ``acc``, ``bits_per_byte`` ...;
+    last a fine-tune run's cost: ``perf/train_seconds``, ``perf/train_tokens_per_sec`` (real
+    tokens, padding left out) and ``perf/peak_cuda_allocated_mb`` on a GPU or ``perf/peak_rss_mb``
+    (the process's peak resident memory) on a CPU; a column another task's runs do not log stays
+    empty, as does a scoring run's seed)."""
     columns = ["task", "start", "source", "seed"]
-    names = sorted({k for row in rows for k in row} - set(columns))
+    # the metrics first, then what the run cost
+    names = sorted({k for row in rows for k in row} - set(columns), key=lambda k: (k.startswith("perf/"), k))
     with open(out_dir / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, [*columns, *names])
         writer.writeheader()

@@ -8,7 +8,7 @@ zero-shot ones)::
     tasks:
       sciie-ner:
         recipe: [../finetune/ner.yaml]   # fit config file(s), relative to the suite file
-        metric: val/f1                   # what the table reports (every val/* metric goes to runs.csv)
+        metric: val/f1                   # what the table reports (runs.csv: every val/*, time, memory)
         args:                            # fit arguments of this task; {data_dir} becomes --data_dir
           data.source.paths: "{data_dir}/ner/sciie/train.txt"
           data.validation: "{data_dir}/ner/sciie/dev.txt"
@@ -59,6 +59,7 @@ RANDOM = "random init"
 Fit = Callable[[list[str]], dict[str, float]]  # `lmforge fit` arguments -> the run's final logged metrics
 OpenScorer = Callable[..., Any]  # (start, device=, batch_size=) -> a Scorer (lmforge.evaluation.likelihood)
 Plan = list[tuple[str, str, bool]]  # (label, start, random init) in table order
+RUN_COLUMNS = ("val/", "perf/train_", "perf/peak_")  # what runs.csv keeps of a fine-tune run's logged metrics
 
 
 def file_name(name: str) -> str:
@@ -74,7 +75,9 @@ def label_of(start: str) -> str:
 
 def run_one(fit: Fit, task: SuiteTask, start: str, seed: int, out: Path, label: str, random_init: bool,
             overrides: list[str]) -> dict[str, float]:
-    """Fine-tune ``task`` from ``start`` with ``seed``; the run's final ``val/*`` metrics."""
+    """Fine-tune ``task`` from ``start`` with ``seed``; the run's final ``val/*`` metrics and its
+    training time, real-token rate and peak memory (``perf/train_*``, ``perf/peak_*``, see
+    :class:`lmforge.callbacks.ThroughputMonitor`)."""
     args = [*task.fit_args(), f"--model.init_from={start}", f"--seed_everything={seed}",
             "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
             f"--trainer.logger.save_dir={out / 'tensorboard' / file_name(task.name)}",
@@ -82,8 +85,8 @@ def run_one(fit: Fit, task: SuiteTask, start: str, seed: int, out: Path, label: 
             "--trainer.logger.default_hp_metric=false", "--trainer.enable_progress_bar=false"]
     if random_init:
         args.append("--model.random_init=true")
-    metrics = {k: v for k, v in fit([*args, *overrides]).items() if k.startswith("val/")}
-    if not metrics:
+    metrics = {k: v for k, v in fit([*args, *overrides]).items() if k.startswith(RUN_COLUMNS)}
+    if not any(k.startswith("val/") for k in metrics):
         raise UserError(f"Task '{task.name}' from {start} (seed {seed}) logged no val/ metric: let it validate "
                         "(trainer.limit_val_batches > 0, a validation split in the data).")
     return metrics
