@@ -282,7 +282,8 @@ def test_bad_rows_are_refused_by_file_and_line_and_nothing_is_written(
     assert f"'{tsv}' line 3 has the label 'good'" in fit_refused(good, "--data.validation", str(tsv))
     # regression: a score that is no number, in validation as in training
     scores = write_jsonl(tmp_path / "scores.jsonl", [{"sentence": w, "label": i / 7} for i, w in enumerate(WORDS)])
-    dev_scores = write_jsonl(tmp_path / "dev_scores.jsonl", [{"sentence": "a", "label": 0.5}, {"sentence": "b", "label": "high"}])
+    dev_scores = write_jsonl(tmp_path / "dev_scores.jsonl",
+                             [{"sentence": "a", "label": 0.5}, {"sentence": "b", "label": "high"}])
     assert f"'{dev_scores}' line 2 has the label 'high', not a number, but data.task_type is regression" in \
         fit_refused(scores, "--data.validation", str(dev_scores), "--data.task_type", "regression")
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []  # no logs/, no checkpoint
