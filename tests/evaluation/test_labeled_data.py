@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import SENTENCES
+from conftest import CONFIGS, SENTENCES, refused
 from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.errors import UserError
 from lmforge.evaluation import LabeledText
@@ -59,6 +59,9 @@ def test_string_labels_are_sorted_classes_and_unknown_validation_label_is_refuse
     bad = write_tsv(tmp_path / "bad.tsv", ["text", "label"], [["good movie", "positive"]])
     with pytest.raises(UserError, match="'positive'.*not among the training labels"):
         attach(LabeledText(source=DataSource(paths=str(train)), validation=str(bad)), bert_tokenizer)
+    # classes given in data.labels: a training label outside them is named by its line too
+    with pytest.raises(UserError, match=r"train\.tsv' line 5 has the label 'neutral', not among data\.labels \(neg, pos\)"):
+        LabeledText(source=DataSource(paths=str(train)), validation=str(val), labels=["neg", "pos"]).raw()
 
 
 def test_integer_labels_sort_numerically_and_floats_mean_regression(tmp_path: Path, bert_tokenizer) -> None:
@@ -242,3 +245,45 @@ def test_the_training_order_follows_the_run_seed(tmp_path: Path, bert_tokenizer,
     assert run_seed(7) == 7
     monkeypatch.setenv("PL_GLOBAL_SEED", "11")
     assert run_seed(7) == 11
+
+
+def test_bad_rows_are_refused_by_file_and_line_and_nothing_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """What a new user's first files get wrong: one sentence naming the file, the line and the
+    fix, exit status 2 through ``lmforge fit``, and no run folder."""
+    rows = [{"sentence": f"{WORDS[i % len(WORDS)]}", "label": "pos" if i % 2 else "neg"} for i in range(12)]
+    good = write_jsonl(tmp_path / "good.jsonl", rows)
+    monkeypatch.chdir(tmp_path)  # the tiny recipe's logs/ would land here
+
+    def fit_refused(train: Path, *more: str) -> str:
+        return refused(capsys, "fit", "-c", str(CONFIGS / "finetune" / "tiny.yaml"), "--data.source.paths", str(train),
+                       "--trainer.max_steps", "1", *more)
+
+    no_label = write_jsonl(tmp_path / "train.jsonl", rows[:6] + [{"sentence": "a day", "lbl": "pos"}] + rows[6:])
+    assert fit_refused(no_label) == (
+        f"lmforge: error: '{no_label}' line 7 has no 'label' field (its fields: sentence, lbl): set data.label_field "
+        "to the field that holds it, or add it to that line.")
+    no_text = write_jsonl(tmp_path / "notext.jsonl", rows[:3] + [{"text": "a day", "label": "pos"}] + rows[3:])
+    assert f"'{no_text}' line 4 has no 'sentence' field (its fields: text, label): set data.source.text_field" in \
+        fit_refused(no_text)
+    for value in ([], ["pos", "neg"]):
+        listed = write_jsonl(tmp_path / "listed.jsonl", rows[:2] + [{"sentence": "a day", "label": value}] + rows[2:])
+        assert fit_refused(listed) == (
+            f"lmforge: error: '{listed}' line 3 has the label {value!r}, not one classification label: set "
+            "data.task_type multilabel for lists of labels, or give one label there.")
+    null = write_jsonl(tmp_path / "null.jsonl", rows[:4] + [{"sentence": "a day", "label": None}] + rows[4:])
+    assert f"'{null}' line 5: the label ('label') is empty" in fit_refused(null)
+    unseen = write_jsonl(tmp_path / "dev.jsonl", rows[:2] + [{"sentence": "a day", "label": "positive"}])
+    assert fit_refused(good, "--data.validation", str(unseen)) == (
+        f"lmforge: error: '{unseen}' line 3 has the label 'positive', not among the training labels (neg, pos): "
+        "fix that label, or list every class in data.labels.")
+    # a .tsv names the line the row is on, the header being line 1
+    tsv = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [["a day", "neg"], ["a night", "good"]])
+    assert f"'{tsv}' line 3 has the label 'good'" in fit_refused(good, "--data.validation", str(tsv))
+    # regression: a score that is no number, in validation as in training
+    scores = write_jsonl(tmp_path / "scores.jsonl", [{"sentence": w, "label": i / 7} for i, w in enumerate(WORDS)])
+    dev_scores = write_jsonl(tmp_path / "dev_scores.jsonl",
+                             [{"sentence": "a", "label": 0.5}, {"sentence": "b", "label": "high"}])
+    assert f"'{dev_scores}' line 2 has the label 'high', not a number, but data.task_type is regression" in \
+        fit_refused(scores, "--data.validation", str(dev_scores), "--data.task_type", "regression")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == []  # no logs/, no checkpoint

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SENTENCES
+from conftest import CONFIGS, SENTENCES, refused
 from lmforge.callbacks import ThroughputMonitor
 from lmforge.data import DataSource, TokenizerSpec, train_tokenizer
 from lmforge.data.vocab import extension_pieces
@@ -144,6 +144,27 @@ def test_a_marker_cut_off_by_seq_len_is_reported(folder: Path, tmp_path: Path) -
     with pytest.warns(UserWarning, match="2 entity markers .* cut off at seq_len=16"):
         data.setup("fit")
     assert data.datasets["train"][0]["entity_positions"].tolist() == [0, 0]
+
+
+def test_a_row_without_its_markers_is_refused_by_line(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """A short text that lacks a marker is the data's fault, not seq_len's: refused through the
+    relation recipe, naming the line, with nothing written; no "cut off" warning for it."""
+    rows = relation_rows(8, 0)
+    rows[4] = {"text": "we use the model for a parser here .", "label": "USED-FOR"}  # 12 tokens, no markers
+    rows[6] = {"text": "we use << the model >> for a parser ]] here .", "label": "USED-FOR"}
+    train = write_jsonl(tmp_path / "train.txt", rows)
+    monkeypatch.chdir(tmp_path)
+    line = refused(capsys, "fit", "-c", str(CONFIGS / "finetune" / "relation.yaml"), "--model.init_from", str(folder),
+                   "--data.source.paths", train, "--data.validation", train, "--data.seq_len", "32",
+                   "--trainer.max_steps", "1")
+    assert line == (f"lmforge: error: '{train}' line 5 lacks the entity markers << >> [[ ]] (data.markers: << >> [[ ]]): "
+                    "mark both entities of that line, or remove it.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.txt"]  # no logs/, no checkpoint
+    del rows[4]
+    with pytest.raises(UserError, match=r"train\.txt' line 6 lacks the entity marker \[\[ \("):
+        LabeledText(source=DataSource(paths=write_jsonl(tmp_path / "train.txt", rows)), format="jsonl",
+                    markers=MARKERS).raw()
 
 
 def test_class_f1_leaves_out_the_ignored_class_by_hand_counts() -> None:

@@ -81,8 +81,8 @@ class FineTuneTask(Task):
     binary cross-entropy, a label is predicted above ``threshold``); or ``val/pearson``,
     ``val/spearman`` (regression); ``test/...`` alike.
     Checkpoints carry the network's class and shape, so they load without ``init_from``.
-    Heads of the pretraining objective (an MLM head, ELMo's softmax) are not used: they are
-    named once when the weights are loaded.
+    Heads of the pretraining objective (an MLM head, ELMo's softmax) are not used: those the
+    weights carry are named once when they are loaded; those they lack go unmentioned.
 
     Args:
         init_from: The pretrained weights: an lmforge checkpoint, a Hugging Face model folder or

@@ -11,10 +11,8 @@ pretraining stream, so a causal model's last token has read everything.
 
 from __future__ import annotations
 
-import csv
-import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,110 +21,17 @@ import tokenizers
 import torch
 from jsonargparse.typing import Path_fr
 
-from lmforge.data.documents import json_lines
 from lmforge.data.source import DataSource
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.evaluation.downstream_data import DownstreamData
+from lmforge.evaluation.labeled_records import (  # noqa: F401 (read_records: this module's API too)
+    FileFormat, check_columns, class_key, is_integer, is_number, label_names, numbered_records, read_records,
+)
 
 TaskType = Literal["auto", "classification", "regression", "multilabel"]
-FileFormat = Literal["auto", "tsv", "csv", "jsonl", "sts"]
+Row = tuple[str, str | None, Any]  # text, pair text or None, label
 Example = dict[str, Any]  # input_ids, token_type_ids (np arrays), label (int, float or multi-hot array)
-
-SUFFIXES = (".tsv", ".csv", ".jsonl")
-
-
-def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dict[str, Any]]:
-    """The rows of a ``.tsv``/``.csv`` file with a header line, the objects of a ``.jsonl`` file,
-    or the pairs of an STS-Benchmark file (``sts``: no header; tab-separated genre, file, year,
-    id, score, sentence 1, sentence 2, extra fields ignored, no quoting) as ``sentence1``,
-    ``sentence2`` and ``score``.
-
-    Args:
-        path: The file.
-        file_format: ``tsv``, ``csv``, ``jsonl`` or ``sts``; ``auto`` goes by the file's suffix.
-    """
-    path = Path(path)
-    kind = path.suffix if file_format == "auto" else f".{file_format}"
-    if kind not in (*SUFFIXES, ".sts"):
-        raise UserError(f"'{path}' is not a .tsv, .csv or .jsonl file: convert it to one of those, or name its "
-                        "layout with `data.format` (tsv, csv or jsonl).")
-    if not path.is_file():
-        raise UserError(f"Labelled data file '{path}' does not exist: check the path.")
-    if kind == ".jsonl":
-        records = [record for _, record in json_lines(path)]
-    else:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as err:
-            raise UserError(f"'{path}' is not UTF-8 text (byte {err.start}): convert it to UTF-8.") from err
-        if kind == ".sts":
-            records = _sts_records(text, path)
-        else:
-            # GLUE-style .tsv files hold quote characters inside texts: no quoting in .tsv
-            options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == ".tsv" else {}
-            csv.field_size_limit(2**31 - 1)
-            records = [row for row in csv.DictReader(text.splitlines(), **options) if any(row.values())]
-    if not records:
-        raise UserError(f"'{path}' holds no examples: it is empty (or has a header line only).")
-    return records
-
-
-def _sts_records(text: str, path: Path) -> list[dict[str, Any]]:
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        try:
-            records.append({"sentence1": fields[5], "sentence2": fields[6], "score": float(fields[4])})
-        except (IndexError, ValueError) as err:
-            raise UserError(f"{path}, line {number}: expected 7 tab-separated fields with the score fifth "
-                            "(STS-Benchmark layout).") from err
-    return records
-
-
-def check_columns(records: list[dict[str, Any]], fields: Sequence[str], source: str) -> None:
-    """One clear error if a field is missing from the data, naming the columns there are."""
-    available = list(records[0])
-    for field in fields:
-        if field not in available:
-            raise UserError(f"'{source}' has no column '{field}' (columns: {', '.join(map(str, available))}): "
-                            "set the data's source.text_field / text_pair_field / label_field to one of them.")
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    try:
-        return math.isfinite(float(str(value)))
-    except ValueError:
-        return False
-
-
-def _is_integer(value: Any) -> bool:
-    """An int, or a text spelling one (``"3"``, not ``"3.0"``): what a class id looks like."""
-    if isinstance(value, bool) or isinstance(value, float):
-        return False
-    return isinstance(value, int) or str(value).strip().lstrip("+-").isdigit()
-
-
-def label_names(values: Sequence[Any]) -> list[str]:
-    """The sorted class names of ``values``: numerically when every one is an integer (so
-    ``10`` follows ``9``), else as text."""
-    names = {class_key(v) for v in values}
-    if all(_is_integer(v) for v in names):
-        return sorted(names, key=lambda v: int(float(v)))
-    return sorted(names)
-
-
-def class_key(value: Any) -> str:
-    """How a label is looked up among the class names: ``1``, ``1.0`` in JSON and ``"1"`` agree."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def truncate_pair(first: list[int], second: list[int] | None, budget: int) -> tuple[list[int], list[int] | None]:
@@ -230,35 +135,56 @@ class LabeledText(DownstreamData):
         self.requested_task_type = task_type
         self.label_separator = label_separator
         self.markers = list(markers) if markers is not None else None
-        self._raw: dict[str, list[tuple[str, str | None, Any]]] | None = None
+        self._raw: dict[str, list[Row]] | None = None
         self.task_type: Literal["classification", "regression", "multilabel"] | None = None
 
     # -- reading ------------------------------------------------------------------------------
-    def _rows(self, records: list[dict[str, Any]], source: str) -> list[tuple[str, str | None, Any]]:
-        text_field = self.source.text_field
-        fields = [text_field, self.label_field] + ([self.text_pair_field] if self.text_pair_field else [])
-        check_columns(records, fields, source)
-        rows = []
-        for number, r in enumerate(records, start=1):
-            text, label = r[text_field], r[self.label_field]
+    def _rows(self, records: list[tuple[int, dict[str, Any]]], source: str, unit: str = "line",
+              header: bool = True) -> tuple[list[Row], list[str]]:
+        """The examples of one file (or hub split), and where each is (``'train.jsonl' line 7``).
+
+        ``header``: the records share their fields (a table's header, a dataset's columns), so
+        a missing one is named once for the whole source, not for a line."""
+        fields = {self.source.text_field: "data.source.text_field", self.label_field: "data.label_field"}
+        if self.text_pair_field:
+            fields[self.text_pair_field] = "data.text_pair_field"
+        if header:
+            check_columns([records[0][1]], list(fields), source)
+        rows, places = [], []
+        for number, r in records:
+            place = f"'{source}' {unit} {number}"
+            absent = next((f for f in fields if f not in r), None)
+            if absent is not None:
+                raise UserError(f"{place} has no '{absent}' field (its fields: {', '.join(map(str, r))}): set "
+                                f"{fields[absent]} to the field that holds it, or add it to that {unit}.")
+            text, label = str(r[self.source.text_field] or ""), r[self.label_field]
             pair = str(r[self.text_pair_field] or "") if self.text_pair_field else None
             if label is None or label == "" and self.requested_task_type != "multilabel":
-                raise UserError(f"'{source}', example {number}: the label ('{self.label_field}') is empty; "
-                                "fill it or remove the example.")
-            rows.append((str(text or ""), pair, label))
-        return rows
+                raise UserError(f"{place}: the label ('{self.label_field}') is empty; fill it or remove that {unit}.")
+            lacking = [m for m in self.markers or [] if m not in text and m not in (pair or "")]
+            if lacking:
+                raise UserError(f"{place} lacks the entity marker{'s' * (len(lacking) > 1)} {' '.join(lacking)} "
+                                f"(data.markers: {' '.join(self.markers)}): mark both entities of that {unit}, or "
+                                "remove it.")
+            rows.append((text, pair, label))
+            places.append(place)
+        return rows, places
 
-    def _read(self, where: str | list[str]) -> list[tuple[str, str | None, Any]]:
-        """The examples of one split: ``where`` names files when the source is local, a split of
-        the hub dataset otherwise."""
+    def _read(self, where: str | list[str]) -> tuple[list[Row], list[str]]:
+        """The examples of one split and where each is: ``where`` names files when the source is
+        local, a split of the hub dataset otherwise."""
         if self.source.is_local:
-            files = [where] if isinstance(where, str) else where
-            rows = [row for file in files for row in self._rows(read_records(file, self.format), file)]
+            rows, places = [], []
+            for file in [where] if isinstance(where, str) else where:
+                jsonl = self.format == "jsonl" or self.format == "auto" and Path(file).suffix == ".jsonl"
+                more, there = self._rows(numbered_records(file, self.format), file, header=not jsonl)
+                rows, places = rows + more, places + there
         else:
-            rows = self._read_hub(where)
-        return rows[: self.max_documents] if self.max_documents else rows
+            rows, places = self._read_hub(where)
+        n = self.max_documents or len(rows)
+        return rows[:n], places[:n]
 
-    def _read_hub(self, split: str) -> list[tuple[str, str | None, Any]]:
+    def _read_hub(self, split: str) -> tuple[list[Row], list[str]]:
         import datasets
 
         try:
@@ -281,51 +207,71 @@ class LabeledText(DownstreamData):
             for r in records:
                 value = r[self.label_field]
                 r[self.label_field] = [names[v] for v in value] if isinstance(value, list) else names[value]
-        return self._rows(records, f"{self.name}:{split}")
+        return self._rows(list(enumerate(records, start=1)), f"{self.name}:{split}", unit="example")
 
-    def _hold_out(self, train: list[tuple[str, str | None, Any]]) -> tuple[list, list]:
-        """(train, validation): ``val_fraction`` of the training examples, drawn by ``seed``, held out."""
-        order = np.random.default_rng(self.seed).permutation(len(train))
-        n_val = max(1, round(len(train) * self.val_fraction))
-        if n_val >= len(train):
-            raise UserError(f"'{self.name}' has {len(train)} examples, too few to hold out "
+    def _hold_out(self, n: int) -> tuple[list[int], list[int]]:
+        """The indices (train, validation) of ``n`` training examples with ``val_fraction`` of them,
+        drawn by ``seed``, held out."""
+        order = np.random.default_rng(self.seed).permutation(n)
+        n_val = max(1, round(n * self.val_fraction))
+        if n_val >= n:
+            raise UserError(f"'{self.name}' has {n} examples, too few to hold out "
                             f"val_fraction={self.val_fraction} for validation: add examples or give `validation`.")
-        return [train[i] for i in sorted(order[n_val:])], [train[i] for i in sorted(order[:n_val])]
+        return sorted(order[n_val:]), sorted(order[:n_val])
 
-    def raw(self) -> dict[str, list[tuple[str, str | None, Any]]]:
-        """``(text, pair text or None, label)`` of every example, by split (train, val[, test])."""
+    def raw(self) -> dict[str, list[Row]]:
+        """``(text, pair text or None, label)`` of every example, by split (train, val[, test]),
+        every label checked against the task type and the classes."""
         if self._raw is None:
             self.source.require("labelled data", "a .tsv, .csv or .jsonl file")
-            train = self._read(self.source.paths if self.source.is_local else self.source.hf_split)
+            rows, places = self._read(self.source.paths if self.source.is_local else self.source.hf_split)
+            splits = {"train": (rows, places)}
             if self.validation is not None:
-                raw = {"train": train, "val": self._read(self.validation)}
+                splits["val"] = self._read(self.validation)
             else:
-                raw = dict(zip(("train", "val"), self._hold_out(train)))
+                splits = {split: ([rows[i] for i in kept], [places[i] for i in kept])
+                          for split, kept in zip(("train", "val"), self._hold_out(len(rows)))}
             if self.test is not None:
-                raw["test"] = self._read(self.test)
-            self._settle_labels(raw["train"])
-            self._raw = raw
+                splits["test"] = self._read(self.test)
+            given = self.labels is not None
+            self._settle_labels([label for _, _, label in splits["train"][0]])
+            for rows, places in splits.values():
+                self._check_labels(rows, places, "data.labels" if given else "the training labels")
+            self._raw = {split: rows for split, (rows, _) in splits.items()}
         return self._raw
 
-    def _settle_labels(self, train: list[tuple[str, str | None, Any]]) -> None:
-        values = [label for _, _, label in train]
+    def _settle_labels(self, values: list[Any]) -> None:
         task_type = self.requested_task_type
         if task_type == "auto":
-            numbers = self.labels is None and all(_is_number(v) for v in values)
+            numbers = self.labels is None and all(is_number(v) for v in values)
             if all(isinstance(v, list) for v in values):
                 task_type = "multilabel"
             else:
-                task_type = "regression" if numbers and not all(_is_integer(v) for v in values) else "classification"
-        if task_type == "regression":
-            bad = next((v for v in values if not _is_number(v)), None)
-            if bad is not None:
-                raise UserError(f"Label {bad!r} of '{self.name}' is not a number, but task_type is regression: "
-                                "set task_type to classification.")
-        elif self.labels is None:
+                task_type = "regression" if numbers and not all(is_integer(v) for v in values) else "classification"
+        self.task_type = task_type
+        if task_type != "regression" and self.labels is None:
             if task_type == "multilabel":
                 values = [name for v in values for name in self._label_list(v)]
-            self.labels = label_names(values)
-        self.task_type = task_type
+            self.labels = label_names([v for v in values if not isinstance(v, (list, dict))])
+
+    def _check_labels(self, rows: list[Row], places: list[str], classes: str) -> None:
+        """Refuse the first label that does not fit the task type or is not a class, naming its line."""
+        ids = self._label_ids
+        for (_, _, value), place in zip(rows, places):
+            if isinstance(value, dict) or isinstance(value, list) and self.task_type != "multilabel":
+                hint = "set data.task_type multilabel for lists of labels, or " if isinstance(value, list) else ""
+                raise UserError(f"{place} has the label {value!r}, not one {self.task_type} label: {hint}give one "
+                                "label there.")
+            if self.task_type == "regression":
+                if not is_number(value):
+                    raise UserError(f"{place} has the label {value!r}, not a number, but data.task_type is regression: "
+                                    "fix that label, or set data.task_type classification.")
+                continue
+            keys = [class_key(v) for v in self._label_list(value)] if self.task_type == "multilabel" else [class_key(value)]
+            unknown = next((k for k in keys if k not in ids), None)
+            if unknown is not None:
+                raise UserError(f"{place} has the label {unknown!r}, not among {classes} ({', '.join(self.labels)}): "
+                                "fix that label, or list every class in data.labels.")
 
     def _label_list(self, value: Any) -> list[Any]:
         """The labels of a multi-label example: a JSON list, or a text split at ``label_separator``."""
@@ -354,7 +300,7 @@ class LabeledText(DownstreamData):
             return
         self.datasets = {split: self.encode(rows, split) for split, rows in self.raw().items()}
 
-    def encode(self, rows: list[tuple[str, str | None, Any]], split: str = "train") -> list[Example]:
+    def encode(self, rows: list[Row], split: str = "train") -> list[Example]:
         """Token ids, token type ids and label ids (or scores) of ``(text, pair, label)`` rows."""
         pair = self.text_pair_field is not None
         backend = self.tokenizer.backend
@@ -370,7 +316,7 @@ class LabeledText(DownstreamData):
             inputs_ids = [self.frame(a, b) for a, b in zip(firsts, seconds)]
         examples = [
             {"input_ids": np.asarray(ids, dtype=np.int64), "token_type_ids": np.asarray(types, dtype=np.int64),
-             "label": self._label(label, split)}
+             "label": self._label(label)}
             for (ids, types), (_, _, label) in zip(inputs_ids, rows)
         ]
         if self.markers:
@@ -407,19 +353,14 @@ class LabeledText(DownstreamData):
         types = [0] * (len(first) + 2) + ([1] * (len(second) + 1) if pair else [])
         return ids, types
 
-    def _label(self, value: Any, split: str) -> int | float | np.ndarray:
+    def _label(self, value: Any) -> int | float | np.ndarray:
+        """The label id, score or multi-hot vector of a label that :meth:`raw` checked."""
         if self.task_type == "regression":
             return float(value)
-        ids = self._label_ids
-        keys = [class_key(v) for v in self._label_list(value)] if self.task_type == "multilabel" else [class_key(value)]
-        for key in keys:
-            if key not in ids:
-                raise UserError(f"{split} label {key!r} of '{self.name}' is not among the training labels "
-                                f"{self.labels}: fix the example or list every class in `data.labels`.")
         if self.task_type != "multilabel":
-            return ids[keys[0]]
-        hot = np.zeros(len(ids), dtype=np.float32)
-        hot[[ids[k] for k in keys]] = 1.0
+            return self._label_ids[class_key(value)]
+        hot = np.zeros(len(self.labels), dtype=np.float32)
+        hot[[self._label_ids[class_key(v)] for v in self._label_list(value)]] = 1.0
         return hot
 
     @property

@@ -59,8 +59,9 @@ class Start:
 
     def load_into(self, net: nn.Module, trained_heads: set[str], user: str) -> None:
         """Put the weights into ``net``. Pretraining heads the source lacks (``net.heads``: an
-        encoder without its MLM head) start as ``net`` initialised them; one line names them, and
-        the loaded heads that ``user`` does not train. Anything else missing is an error.
+        encoder without its MLM head) start as ``net`` initialised them; one line names those
+        that ``user`` trains (the others it never uses: not worth a word), and the loaded heads
+        that it does not train. Anything else missing is an error.
 
         Args:
             net: A network of ``self.network``'s class.
@@ -73,8 +74,9 @@ class Start:
         if wrong:
             raise UserError(f"init_from '{self.source}' does not fit this {type(net).__name__}: "
                             f"{', '.join(wrong[:3])} ... differ. Start from weights of the same architecture.")
-        fresh = sorted({k.split(".")[0] for k in missing})
-        unused = sorted(h for h in heads if hasattr(net, h) and h not in fresh and h not in trained_heads)
+        lacked = {k.split(".")[0] for k in missing}
+        fresh = sorted(lacked & trained_heads)
+        unused = sorted(h for h in heads if hasattr(net, h) and h not in lacked and h not in trained_heads)
         said = ([f"{', '.join(fresh)} not in the weights, initialised fresh"] if fresh else []) + \
             ([f"{', '.join(unused)} loaded but not used by {user}"] if unused else [])
         if said:

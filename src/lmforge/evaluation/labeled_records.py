@@ -1,0 +1,123 @@
+"""The records of labelled-data files (``.tsv``, ``.csv``, ``.jsonl``, STS Benchmark), each with
+the line it came from so that a refusal can name it, and how label values are read as classes."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from lmforge.data.documents import json_lines
+from lmforge.errors import UserError
+
+FileFormat = Literal["auto", "tsv", "csv", "jsonl", "sts"]
+SUFFIXES = (".tsv", ".csv", ".jsonl")
+
+
+def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dict[str, Any]]:
+    """The rows of a ``.tsv``/``.csv`` file with a header line, the objects of a ``.jsonl`` file,
+    or the pairs of an STS-Benchmark file (``sts``: no header; tab-separated genre, file, year,
+    id, score, sentence 1, sentence 2, extra fields ignored, no quoting) as ``sentence1``,
+    ``sentence2`` and ``score``.
+
+    Args:
+        path: The file.
+        file_format: ``tsv``, ``csv``, ``jsonl`` or ``sts``; ``auto`` goes by the file's suffix.
+    """
+    return [record for _, record in numbered_records(path, file_format)]
+
+
+def numbered_records(path: str | Path, file_format: FileFormat = "auto") -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of each record of :func:`read_records`; numbers count from 1,
+    the header line included (a quoted ``.csv`` text over several lines: its last).
+
+    Args:
+        path: The file.
+        file_format: ``tsv``, ``csv``, ``jsonl`` or ``sts``; ``auto`` goes by the file's suffix.
+    """
+    path = Path(path)
+    kind = path.suffix if file_format == "auto" else f".{file_format}"
+    if kind not in (*SUFFIXES, ".sts"):
+        raise UserError(f"'{path}' is not a .tsv, .csv or .jsonl file: convert it to one of those, or name its "
+                        "layout with `data.format` (tsv, csv or jsonl).")
+    if not path.is_file():
+        raise UserError(f"Labelled data file '{path}' does not exist: check the path.")
+    if kind == ".jsonl":
+        records = list(json_lines(path))
+    else:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise UserError(f"'{path}' is not UTF-8 text (byte {err.start}): convert it to UTF-8.") from err
+        records = _sts_records(text, path) if kind == ".sts" else _table_records(text, kind)
+    if not records:
+        raise UserError(f"'{path}' holds no examples: it is empty (or has a header line only).")
+    return records
+
+
+def _table_records(text: str, kind: str) -> list[tuple[int, dict[str, Any]]]:
+    # GLUE-style .tsv files hold quote characters inside texts: no quoting in .tsv
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == ".tsv" else {}
+    csv.field_size_limit(2**31 - 1)
+    reader = csv.DictReader(text.splitlines(), **options)
+    return [(reader.line_num, row) for row in reader if any(row.values())]
+
+
+def _sts_records(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            records.append((number, {"sentence1": fields[5], "sentence2": fields[6], "score": float(fields[4])}))
+        except (IndexError, ValueError) as err:
+            raise UserError(f"{path}, line {number}: expected 7 tab-separated fields with the score fifth "
+                            "(STS-Benchmark layout).") from err
+    return records
+
+
+def check_columns(records: list[dict[str, Any]], fields: Sequence[str], source: str) -> None:
+    """One clear error if a field is missing from the data, naming the columns there are."""
+    available = list(records[0])
+    for field in fields:
+        if field not in available:
+            raise UserError(f"'{source}' has no column '{field}' (columns: {', '.join(map(str, available))}): "
+                            "set the data's source.text_field / text_pair_field / label_field to one of them.")
+
+
+def is_number(value: Any) -> bool:
+    """A number, or a text spelling a finite one (not a truth value)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        return math.isfinite(float(str(value)))
+    except ValueError:
+        return False
+
+
+def is_integer(value: Any) -> bool:
+    """An int, or a text spelling one (``"3"``, not ``"3.0"``): what a class id looks like."""
+    if isinstance(value, bool) or isinstance(value, float):
+        return False
+    return isinstance(value, int) or str(value).strip().lstrip("+-").isdigit()
+
+
+def label_names(values: Sequence[Any]) -> list[str]:
+    """The sorted class names of ``values``: numerically when every one is an integer (so
+    ``10`` follows ``9``), else as text."""
+    names = {class_key(v) for v in values}
+    if all(is_integer(v) for v in names):
+        return sorted(names, key=lambda v: int(float(v)))
+    return sorted(names)
+
+
+def class_key(value: Any) -> str:
+    """How a label is looked up among the class names: ``1``, ``1.0`` in JSON and ``"1"`` agree."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
