@@ -138,7 +138,8 @@ class LabeledText(DownstreamData):
             raise UserError(f"markers={markers}: give four distinct markers, [open 1, close 1, open 2, close 2], "
                             "e.g. ['<<', '>>', '[[', ']]'].")
         if train_size is not None and train_size < 1:
-            raise UserError(f"data.train_size={train_size}: give a positive number of training examples, or null for all.")
+            raise UserError(f"data.train_size={train_size}: give a positive number of training examples, or null "
+                            "for all.")
         self.train_size = train_size
         self.format = format
         self.text_pair_field, self.label_field = text_pair_field, label_field

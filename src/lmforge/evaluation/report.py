@@ -16,6 +16,7 @@ from pathlib import Path
 
 RESULT_FILES = ("runs.csv", "summary.csv", "summary.md", "summary.png", "curve.png")
 Size = int | str | None  # a run's training examples: a number, "all", or None (no learning curve)
+Table = dict[tuple[str, Size], dict[str, tuple]]  # (task, size) -> start -> (mean, std, runs)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -47,7 +48,7 @@ def sizes_of(rows: list[dict], task: str) -> list[Size]:
     return sorted(found, key=lambda size: (not isinstance(size, int), size if isinstance(size, int) else 0))
 
 
-def summary_table(rows: list[dict], metrics: dict[str, str]) -> tuple[list[str], dict[tuple[str, Size], dict[str, tuple]]]:
+def summary_table(rows: list[dict], metrics: dict[str, str]) -> tuple[list[str], Table]:
     """The starts in run order, and per (task, training-set size) and start ``(mean, std, runs)``
     of the task's metric.
 
@@ -82,7 +83,8 @@ def write_summary(rows: list[dict], metrics: dict[str, str], out_dir: Path) -> s
     sized = ["train_size"] if curve else []
     with open(out_dir / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["task", *sized, "metric", "runs", *[f"{s} {part}" for s in starts for part in ("mean", "std")]])
+        parts = [f"{s} {part}" for s in starts for part in ("mean", "std")]
+        writer.writerow(["task", *sized, "metric", "runs", *parts])
         for (task, size), cells in table.items():
             runs = max(n for _, _, n in cells.values())
             writer.writerow([task, *([size] if curve else []), metrics[task], runs,
@@ -105,7 +107,7 @@ def write_summary(rows: list[dict], metrics: dict[str, str], out_dir: Path) -> s
     return markdown
 
 
-def _curves(starts: list[str], table: dict[tuple[str, Size], dict[str, tuple]]) -> dict[str, dict[str, list[tuple]]]:
+def _curves(starts: list[str], table: Table) -> dict[str, dict[str, list[tuple]]]:
     """Per task and start, ``(size, mean, std)`` of every numbered size with runs, smallest first."""
     curves: dict[str, dict[str, list[tuple]]] = {}
     for (task, size), cells in table.items():
@@ -117,7 +119,7 @@ def _curves(starts: list[str], table: dict[tuple[str, Size], dict[str, tuple]]) 
     return curves
 
 
-def write_curves(starts: list[str], metrics: dict[str, str], table: dict[tuple[str, Size], dict[str, tuple]],
+def write_curves(starts: list[str], metrics: dict[str, str], table: Table,
                  out_dir: Path) -> None:
     """The learning curves: ``curve.png`` (one panel per task, one line per start, mean ± std over
     seeds, log-scale x; the whole split's score, ``all``, a dashed line) and each start's mean in

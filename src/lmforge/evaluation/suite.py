@@ -105,8 +105,9 @@ def run_one(fit: Fit, task: SuiteTask, start: str, seed: int, out: Path, label: 
         args.append("--model.random_init=true")
     metrics = {k: v for k, v in fit([*args, *overrides]).items() if k.startswith(RUN_COLUMNS)}
     if not any(k.startswith("val/") for k in metrics):
-        raise UserError(f"Task '{task.name}' from {start} (seed {seed}{f', {size} examples' if size else ''}) logged no val/ metric: let it validate "
-                        "(trainer.limit_val_batches > 0, a validation split in the data).")
+        examples = f", {size} examples" if size else ""
+        raise UserError(f"Task '{task.name}' from {start} (seed {seed}{examples}) logged no val/ metric: let it "
+                        "validate (trainer.limit_val_batches > 0, a validation split in the data).")
     return metrics
 
 
@@ -151,36 +152,34 @@ def evaluate(
         shots: Solved examples before each item of every scoring task (overrides the task files and suite).
         batch_size: Sequences per forward pass of the scoring model.
         device: Where the scoring model runs: ``cpu``, ``cuda``, ``cuda:1`` ...
-        train_sizes: A learning curve: fine-tune every task, start and seed once per size, e.g.
-            ``[100, 1000, all]``, on that many training examples (``data.train_size``: drawn by the
-            run's seed, stratified by class for classification; a size over the split is refused
-            when that run starts). The step rule, the same for every start: a run on N examples
-            trains for exactly ``curve_steps`` optimizer steps, however small N is (the epochs it
-            takes vary); ``all`` trains as the recipe says. Writes ``curve.png`` and
-            ``tensorboard/curve/``; runs.csv and the summary gain the size.
+        train_sizes: A learning curve, e.g. ``[100, 1000, all]``: every fine-tune run once per size on that many
+            training examples (``data.train_size``, drawn by the run's seed, stratified by class). Step rule, the same
+            for every start: a subsample trains for exactly ``curve_steps`` optimizer steps; ``all`` as the recipe says.
         curve_steps: Optimizer steps of every run on a subsample (see ``train_sizes``).
-        fit: Runs ``lmforge fit`` with the given arguments and returns its final metrics (the
-            command line hands over its own).
+        fit: Runs ``lmforge fit`` with these arguments, returning its final metrics (the command gives its own).
         scorer: Opens a start for scoring (default: ``lmforge.evaluation.likelihood.open_scorer``).
     """
     names = _start_labels(starts, labels, seeds)
-    sizes = _curve_sizes(train_sizes, curve_steps)
+    sizes = _curve_sizes(train_sizes, curve_steps)  # refused before anything runs
     out_dir = Path(out)
     _refuse_earlier_results(out_dir)
     chosen = [_overridden(t, shots, limit) for t in chosen_tasks(suite, recipe, metric, tasks, data_dir)]
+    items = _checked(chosen, starts, fit)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused suite leaves no folder behind
+    plan = [(RANDOM, starts[0], True)] * random_baseline + [(n, start, False) for n, start in zip(names, starts)]
+    rows = _score_all(scorer, chosen, items, plan, out_dir, device, batch_size)
+    _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []), rows, sizes, curve_steps)
+    _report(rows, chosen, out_dir)
+    return out_dir
+
+
+def _checked(chosen: list[SuiteTask | ScoringTask], starts: list[str], fit: Fit | None) -> dict[str, list[Item]]:
+    """The items of every scoring task, once the suite and the starts are checked: refusals before any run."""
     if fit is None and any(isinstance(t, SuiteTask) for t in chosen):
         raise UserError("evaluate needs a way to run `lmforge fit`: call it through `lmforge evaluate`.")
     for start in starts:
         check_start(start)
-    items = {t.name: load_items(t.task) for t in chosen if isinstance(t, ScoringTask)}  # refusals before any run
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused suite leaves no folder behind
-    plan = [(RANDOM, starts[0], True)] if random_baseline else []
-    plan += [(name, start, False) for name, start in zip(names, starts)]
-    rows: list[dict] = []
-    _score_all(scorer, chosen, items, plan, out_dir, device, batch_size, rows)
-    _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []), rows, sizes, curve_steps)
-    _report(rows, chosen, out_dir)
-    return out_dir
+    return {t.name: load_items(t.task) for t in chosen if isinstance(t, ScoringTask)}
 
 
 def _overridden(task: SuiteTask | ScoringTask, shots: int | None, limit: int | None) -> SuiteTask | ScoringTask:
@@ -259,9 +258,10 @@ def _write_runs(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir
 
 
 def _score_all(open_scorer: OpenScorer | None, chosen: list[SuiteTask | ScoringTask], items: dict[str, list[Item]],
-               plan: Plan, out_dir: Path, device: str, batch_size: int, rows: list[dict]) -> None:
+               plan: Plan, out_dir: Path, device: str, batch_size: int) -> list[dict]:
     """Every scoring task from every start, each start's model opened once; a row per (task,
-    start) in ``rows`` and ``runs.csv``, the requests in ``requests/<task>/<start>.jsonl``."""
+    start), returned and in ``runs.csv``, the requests in ``requests/<task>/<start>.jsonl``."""
+    rows: list[dict] = []
     scoring = [task for task in chosen if isinstance(task, ScoringTask)]
     if scoring and open_scorer is None:
         from lmforge.evaluation.likelihood import open_scorer
@@ -282,6 +282,7 @@ def _score_all(open_scorer: OpenScorer | None, chosen: list[SuiteTask | ScoringT
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"{task.name} from {name}: {shown} ({len(items[task.name])} items, "
                   f"{time.perf_counter() - began:.1f} s)")
+    return rows
 
 
 def _run_plan(fit: Fit | None, chosen: list[SuiteTask | ScoringTask], plan: Plan, seeds: int, out_dir: Path,

@@ -158,7 +158,8 @@ class TaggedText(DownstreamData):
         self.predict = plain_path(predict) if predict is not None else None
         self.tag_field, self.columns, self.scheme = tag_field, tuple(columns), scheme
         if train_size is not None and train_size < 1:
-            raise UserError(f"data.train_size={train_size}: give a positive number of training sentences, or null for all.")
+            raise UserError(f"data.train_size={train_size}: give a positive number of training sentences, or null "
+                            "for all.")
         self.train_size = train_size
         self._raw: dict[str, list[Sentence]] | None = None
 
