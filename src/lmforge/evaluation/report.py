@@ -132,13 +132,7 @@ def write_curves(starts: list[str], metrics: dict[str, str], table: Table,
         out_dir: Where to write.
     """
     curves = _curves(starts, table)
-    from torch.utils.tensorboard import SummaryWriter
-
-    for task, lines in curves.items():
-        for start, points in lines.items():
-            with SummaryWriter(str(out_dir / "tensorboard" / "curve" / _safe(task) / _safe(start))) as writer:
-                for size, mean, _ in points:
-                    writer.add_scalar(metrics[task], mean, global_step=size)
+    _log_curves(curves, metrics, out_dir)
     try:
         import matplotlib
 
@@ -171,6 +165,20 @@ def write_curves(starts: list[str], metrics: dict[str, str], table: Table,
     fig.tight_layout()
     fig.savefig(out_dir / "curve.png", dpi=120)
     plt.close(fig)
+
+
+def _log_curves(curves: dict[str, dict[str, list[tuple]]], metrics: dict[str, str], out_dir: Path) -> None:
+    """Each start's mean per task at step = training examples, in ``tensorboard/curve/<task>/<start>``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # the runs' own logs need it too; the tables and curve.png do not
+        print("No tensorboard/curve: it needs tensorboard (`pip install tensorboard`).", file=sys.stderr)
+        return
+    for task, lines in curves.items():
+        for start, points in lines.items():
+            with SummaryWriter(str(out_dir / "tensorboard" / "curve" / _safe(task) / _safe(start))) as writer:
+                for size, mean, _ in points:
+                    writer.add_scalar(metrics[task], mean, global_step=size)
 
 
 def _safe(name: str) -> str:
