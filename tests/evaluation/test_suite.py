@@ -170,7 +170,7 @@ def test_recipe_is_the_one_task_suite_with_the_random_baseline_first(tmp_path: P
     with open(tmp_path / "out" / "runs.csv") as f:
         runs = list(csv.DictReader(f))
     assert [(r["task"], r["start"]) for r in runs[::2]] == [("tiny", "random init"), ("tiny", "a"), ("tiny", "org_b")]
-    assert set(runs[0]) == {"task", "start", "source", "seed", "val/acc", "val/loss"}  # val/* only
+    assert set(runs[0]) == {"task", "start", "source", "seed", "train_size", "val/acc", "val/loss"}  # val/* only
     assert (tmp_path / "out" / "summary.md").read_text().splitlines()[0] == "| task | metric | random init | a | org_b |"
 
 
@@ -313,7 +313,8 @@ def test_evaluate_help_and_compare_is_gone(capsys: pytest.CaptureFixture) -> Non
     assert done.value.code in (0, None)
     help_text = capsys.readouterr().out
     assert "--suite" in help_text and "--recipe" in help_text and "--data_dir" in help_text
-    assert all(f"--{option}" in help_text for option in ("limit", "shots", "batch_size", "device"))
+    assert all(f"--{option}" in help_text for option in ("limit", "shots", "batch_size", "device", "train_sizes"))
+    assert "a subsample trains for exactly ``curve_steps`` optimizer steps" in " ".join(help_text.split())
     assert "--scorer" not in help_text and "--fit" not in help_text
     with pytest.raises(SystemExit) as done:
         main(["compare", "--recipe", f"[{FINETUNE}]", "--starts", "[a.ckpt]"])

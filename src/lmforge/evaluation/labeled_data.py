@@ -27,7 +27,9 @@ from lmforge.errors import UserError
 from lmforge.evaluation.downstream_data import DownstreamData
 from lmforge.evaluation.labeled_records import (  # noqa: F401 (read_records: this module's API too)
     FileFormat, check_columns, class_key, is_integer, is_number, label_names, numbered_records, read_records,
+    subsample,
 )
+from lmforge.evaluation.loaders import run_seed
 
 TaskType = Literal["auto", "classification", "regression", "multilabel"]
 Row = tuple[str, str | None, Any]  # text, pair text or None, label
@@ -92,6 +94,10 @@ class LabeledText(DownstreamData):
         seed: Seed of that held-out split. The training order follows the run's
             ``seed_everything`` (so seeds vary it), or this seed when there is none.
         max_documents: Use at most this many examples of each split (quick runs).
+        train_size: Train on this many of the training examples (a learning curve's point), drawn by
+            the run's ``seed_everything`` (else ``seed``), stratified for classification: each
+            class keeps its share, and at least one example when ``train_size`` allows. The
+            classes are still those of the whole split. More than the split holds is refused.
         tokenizer: Only when the task brings no tokenizer (a model trained from scratch): the
             tokenizer to load, or how to train one on the training texts.
         seq_len: Longest input in tokens, special tokens included; longer texts are cut (the
@@ -117,6 +123,7 @@ class LabeledText(DownstreamData):
         val_fraction: float = 0.1,
         seed: int = 1234,
         max_documents: int | None = None,
+        train_size: int | None = None,
         tokenizer: TokenizerSpec = TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=2048, lowercase=True),
         seq_len: int = 128,
         batch_size: int = 32,
@@ -130,6 +137,10 @@ class LabeledText(DownstreamData):
         if markers is not None and (len(markers) != 4 or len(set(markers)) != 4 or not all(m.strip() for m in markers)):
             raise UserError(f"markers={markers}: give four distinct markers, [open 1, close 1, open 2, close 2], "
                             "e.g. ['<<', '>>', '[[', ']]'].")
+        if train_size is not None and train_size < 1:
+            raise UserError(f"data.train_size={train_size}: give a positive number of training examples, or null "
+                            "for all.")
+        self.train_size = train_size
         self.format = format
         self.text_pair_field, self.label_field = text_pair_field, label_field
         self.requested_task_type = task_type
@@ -238,7 +249,17 @@ class LabeledText(DownstreamData):
             for rows, places in splits.values():
                 self._check_labels(rows, places, "data.labels" if given else "the training labels")
             self._raw = {split: rows for split, (rows, _) in splits.items()}
+            if self.train_size is not None:
+                self._raw["train"] = self._subsample(self._raw["train"])
         return self._raw
+
+    def _subsample(self, rows: list[Row]) -> list[Row]:
+        """``train_size`` of the training ``rows``, stratified by class for classification."""
+        if self.train_size > len(rows):
+            raise UserError(f"data.train_size={self.train_size} is more than the {len(rows)} training examples of "
+                            f"'{self.name}': give at most {len(rows)}, or null for all.")
+        keys = [class_key(label) for _, _, label in rows] if self.task_type == "classification" else None
+        return [rows[i] for i in subsample(len(rows), self.train_size, run_seed(self.seed), keys)]
 
     def _settle_labels(self, values: list[Any]) -> None:
         task_type = self.requested_task_type

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from lmforge.data.documents import json_lines
 from lmforge.errors import UserError
 
@@ -121,3 +123,32 @@ def class_key(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def subsample(n: int, size: int, seed: int, keys: Sequence[str] | None = None) -> list[int]:
+    """The indices (in order) of ``size`` of ``n`` examples drawn by ``seed``: stratified when
+    ``keys`` (each example's class) are given, each class keeping its share of the examples (the
+    largest remainders rounded up) and, when ``size`` allows, at least one example.
+
+    Args:
+        n: How many examples there are.
+        size: How many to keep (at most ``n``).
+        seed: The draw's seed: the same seed keeps the same examples.
+        keys: Each example's class, or ``None`` for a plain random draw.
+    """
+    rng = np.random.default_rng([seed, n, size])  # its own stream, not the training order's
+    if keys is None:
+        return sorted(int(i) for i in rng.permutation(n)[:size])
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    names = sorted(groups)
+    share = {k: size * len(groups[k]) / n for k in names}
+    take = {k: min(len(groups[k]), max(int(share[k]), 1 if size >= len(names) else 0)) for k in names}
+    while sum(take.values()) > size:  # the floor of one pushed the total over: trim the most over its share
+        k = max((k for k in names if take[k] > 1), key=lambda k: take[k] - share[k])
+        take[k] -= 1
+    while sum(take.values()) < size:  # the largest remainders round up
+        k = max((k for k in names if take[k] < len(groups[k])), key=lambda k: share[k] - take[k])
+        take[k] += 1
+    return sorted(int(i) for k in names for i in rng.choice(groups[k], take[k], replace=False))

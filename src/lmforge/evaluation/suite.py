@@ -32,6 +32,12 @@ line per request. ``<out>`` receives ``runs.csv`` (rewritten after every run, so
 keeps what it finished), ``summary.csv``, ``summary.md`` and ``summary.png`` (see
 :mod:`lmforge.evaluation.report`).
 
+``--train_sizes '[100, 1000, all]'`` makes a learning curve: every fine-tune run once per size,
+on that many training examples drawn by its seed (``--data.train_size``), each subsample trained
+for ``--curve_steps`` optimizer steps (:func:`size_args`); runs go to
+``tensorboard/<task>/<start>/n<size>_seed_<seed>``, and ``curve.png`` and
+``tensorboard/curve/<task>/<start>`` show the score against the number of examples.
+
 Nothing is overwritten: a ``<out>`` that already holds any of these files, ``tensorboard/`` or
 ``requests/`` is refused before anything runs; choose a new ``--out``. The suite is checked whole
 before the first run too: its tasks, recipe files, ``{data_dir}`` and the data files it names,
@@ -46,7 +52,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lmforge.errors import UserError
 from lmforge.evaluation.prompt_tasks import Item, load_items
@@ -73,22 +79,35 @@ def label_of(start: str) -> str:
     return file_name(start[3:] if start.startswith("hf:") else path.stem if path.suffix == ".ckpt" else path.name)
 
 
+def size_args(size: int | str | None, curve_steps: int) -> list[str]:
+    """The fit arguments of a learning curve's point: ``size`` training examples (drawn by the
+    run's seed) trained for ``curve_steps`` optimizer steps, validated once at the last (however
+    many epochs that is); ``all`` and ``None`` keep the recipe's."""
+    if not isinstance(size, int):
+        return []
+    return [f"--data.train_size={size}", f"--trainer.max_steps={curve_steps}", "--trainer.max_epochs=-1",
+            f"--trainer.val_check_interval={curve_steps}", "--trainer.check_val_every_n_epoch=null"]
+
+
 def run_one(fit: Fit, task: SuiteTask, start: str, seed: int, out: Path, label: str, random_init: bool,
-            overrides: list[str]) -> dict[str, float]:
-    """Fine-tune ``task`` from ``start`` with ``seed``; the run's final ``val/*`` metrics and its
-    training time, real-token rate and peak memory (``perf/train_*``, ``perf/peak_*``, see
-    :class:`lmforge.callbacks.ThroughputMonitor`)."""
+            overrides: list[str], size: int | str | None = None, curve_steps: int = 0) -> dict[str, float]:
+    """Fine-tune ``task`` from ``start`` with ``seed`` (on ``size`` training examples, see
+    :func:`size_args`); the run's final ``val/*`` metrics and its training time, real-token rate
+    and peak memory (``perf/train_*``, ``perf/peak_*``, see :class:`lmforge.callbacks.ThroughputMonitor`)."""
+    version = f"seed_{seed}" if size is None else f"n{size}_seed_{seed}"
     args = [*task.fit_args(), f"--model.init_from={start}", f"--seed_everything={seed}",
             "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
             f"--trainer.logger.save_dir={out / 'tensorboard' / file_name(task.name)}",
-            f"--trainer.logger.name={label}", f"--trainer.logger.version=seed_{seed}",
-            "--trainer.logger.default_hp_metric=false", "--trainer.enable_progress_bar=false"]
+            f"--trainer.logger.name={label}", f"--trainer.logger.version={version}",
+            "--trainer.logger.default_hp_metric=false", "--trainer.enable_progress_bar=false",
+            *size_args(size, curve_steps)]
     if random_init:
         args.append("--model.random_init=true")
     metrics = {k: v for k, v in fit([*args, *overrides]).items() if k.startswith(RUN_COLUMNS)}
     if not any(k.startswith("val/") for k in metrics):
-        raise UserError(f"Task '{task.name}' from {start} (seed {seed}) logged no val/ metric: let it validate "
-                        "(trainer.limit_val_batches > 0, a validation split in the data).")
+        examples = f", {size} examples" if size else ""
+        raise UserError(f"Task '{task.name}' from {start} (seed {seed}{examples}) logged no val/ metric: let it "
+                        "validate (trainer.limit_val_batches > 0, a validation split in the data).")
     return metrics
 
 
@@ -108,6 +127,8 @@ def evaluate(
     shots: int | None = None,
     batch_size: int = 32,
     device: str = "cpu",
+    train_sizes: list[int | Literal["all"]] | None = None,
+    curve_steps: int = 200,
     fit: Fit | None = None,
     scorer: OpenScorer | None = None,
 ) -> Path:
@@ -131,27 +152,34 @@ def evaluate(
         shots: Solved examples before each item of every scoring task (overrides the task files and suite).
         batch_size: Sequences per forward pass of the scoring model.
         device: Where the scoring model runs: ``cpu``, ``cuda``, ``cuda:1`` ...
-        fit: Runs ``lmforge fit`` with the given arguments and returns its final metrics (the
-            command line hands over its own).
+        train_sizes: A learning curve, e.g. ``[100, 1000, all]``: every fine-tune run once per size on that many
+            training examples (``data.train_size``, drawn by the run's seed, stratified by class). Step rule, the same
+            for every start: a subsample trains for exactly ``curve_steps`` optimizer steps; ``all`` as the recipe says.
+        curve_steps: Optimizer steps of every run on a subsample (see ``train_sizes``).
+        fit: Runs ``lmforge fit`` with these arguments, returning its final metrics (the command gives its own).
         scorer: Opens a start for scoring (default: ``lmforge.evaluation.likelihood.open_scorer``).
     """
     names = _start_labels(starts, labels, seeds)
+    sizes = _curve_sizes(train_sizes, curve_steps)  # refused before anything runs
     out_dir = Path(out)
     _refuse_earlier_results(out_dir)
     chosen = [_overridden(t, shots, limit) for t in chosen_tasks(suite, recipe, metric, tasks, data_dir)]
+    items = _checked(chosen, starts, fit)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused suite leaves no folder behind
+    plan = [(RANDOM, starts[0], True)] * random_baseline + [(n, start, False) for n, start in zip(names, starts)]
+    rows = _score_all(scorer, chosen, items, plan, out_dir, device, batch_size)
+    _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []), rows, sizes, curve_steps)
+    _report(rows, chosen, out_dir)
+    return out_dir
+
+
+def _checked(chosen: list[SuiteTask | ScoringTask], starts: list[str], fit: Fit | None) -> dict[str, list[Item]]:
+    """The items of every scoring task, once the suite and the starts are checked: refusals before any run."""
     if fit is None and any(isinstance(t, SuiteTask) for t in chosen):
         raise UserError("evaluate needs a way to run `lmforge fit`: call it through `lmforge evaluate`.")
     for start in starts:
         check_start(start)
-    items = {t.name: load_items(t.task) for t in chosen if isinstance(t, ScoringTask)}  # refusals before any run
-    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused suite leaves no folder behind
-    plan = [(RANDOM, starts[0], True)] if random_baseline else []
-    plan += [(name, start, False) for name, start in zip(names, starts)]
-    rows: list[dict] = []
-    _score_all(scorer, chosen, items, plan, out_dir, device, batch_size, rows)
-    _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []), rows)
-    _report(rows, chosen, out_dir)
-    return out_dir
+    return {t.name: load_items(t.task) for t in chosen if isinstance(t, ScoringTask)}
 
 
 def _overridden(task: SuiteTask | ScoringTask, shots: int | None, limit: int | None) -> SuiteTask | ScoringTask:
@@ -172,6 +200,19 @@ def _start_labels(starts: list[str], labels: list[str] | None, seeds: int) -> li
         raise UserError(f"labels {names} must name each of the {len(starts)} starts once, other than "
                         f"'{RANDOM}': pass distinct --labels.")
     return names
+
+
+def _curve_sizes(train_sizes: list[int | str] | None, curve_steps: int) -> list[int | str | None]:
+    """The training-set sizes to run, smallest first and ``all`` last; ``[None]`` without a curve."""
+    if train_sizes is None:
+        return [None]
+    bad = [s for s in train_sizes if s != "all" and (not isinstance(s, int) or isinstance(s, bool) or s < 1)]
+    if not train_sizes or bad or len(set(train_sizes)) != len(train_sizes):
+        raise UserError(f"train_sizes {train_sizes} must be distinct positive numbers of examples or 'all', "
+                        "e.g. --train_sizes '[100, 1000, all]'.")
+    if curve_steps < 1:
+        raise UserError(f"curve_steps must be at least 1, got {curve_steps}.")
+    return sorted(train_sizes, key=lambda s: (s == "all", s if isinstance(s, int) else 0))
 
 
 def _refuse_earlier_results(out_dir: Path) -> None:
@@ -217,9 +258,10 @@ def _write_runs(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir
 
 
 def _score_all(open_scorer: OpenScorer | None, chosen: list[SuiteTask | ScoringTask], items: dict[str, list[Item]],
-               plan: Plan, out_dir: Path, device: str, batch_size: int, rows: list[dict]) -> None:
+               plan: Plan, out_dir: Path, device: str, batch_size: int) -> list[dict]:
     """Every scoring task from every start, each start's model opened once; a row per (task,
-    start) in ``rows`` and ``runs.csv``, the requests in ``requests/<task>/<start>.jsonl``."""
+    start), returned and in ``runs.csv``, the requests in ``requests/<task>/<start>.jsonl``."""
+    rows: list[dict] = []
     scoring = [task for task in chosen if isinstance(task, ScoringTask)]
     if scoring and open_scorer is None:
         from lmforge.evaluation.likelihood import open_scorer
@@ -240,20 +282,25 @@ def _score_all(open_scorer: OpenScorer | None, chosen: list[SuiteTask | ScoringT
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"{task.name} from {name}: {shown} ({len(items[task.name])} items, "
                   f"{time.perf_counter() - began:.1f} s)")
+    return rows
 
 
 def _run_plan(fit: Fit | None, chosen: list[SuiteTask | ScoringTask], plan: Plan, seeds: int, out_dir: Path,
-              overrides: list[str], rows: list[dict]) -> None:
-    """Every (fine-tune task, start, seed) run, in order; a row in ``rows`` and ``runs.csv`` after each."""
+              overrides: list[str], rows: list[dict], sizes: list[int | str | None], curve_steps: int) -> None:
+    """Every (fine-tune task, size, start, seed) run, in order, smallest size first (a stopped
+    curve compares every start on what it finished); a row in ``rows`` and ``runs.csv`` after each."""
     for task in chosen:
         if not isinstance(task, SuiteTask):
             continue
         assert fit is not None  # evaluate refuses a fine-tune task without it
-        for name, start, random_init in plan:
-            for seed in range(seeds):
-                metrics = run_one(fit, task, start, seed, out_dir, file_name(name), random_init, overrides)
-                rows.append({"task": task.name, "start": name, "source": start, "seed": seed, **metrics})
-                _write_runs(rows, chosen, out_dir)
+        for size in sizes:
+            for name, start, random_init in plan:
+                for seed in range(seeds):
+                    metrics = run_one(fit, task, start, seed, out_dir, file_name(name), random_init, overrides,
+                                      size, curve_steps)
+                    rows.append({"task": task.name, "start": name, "source": start, "seed": seed,
+                                 "train_size": size, **metrics})
+                    _write_runs(rows, chosen, out_dir)
 
 
 def _report(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Path) -> None:
@@ -268,7 +315,8 @@ def _report(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Pa
     folders = [f for f, kind in (("tensorboard/", SuiteTask), ("requests/", ScoringTask))
                if any(isinstance(t, kind) for t in chosen)]
     board = f" (tensorboard --logdir {out_dir / 'tensorboard'})" if "tensorboard/" in folders else ""
-    written = ["summary.md", "summary.csv", *(["summary.png"] if (out_dir / "summary.png").exists() else []), *folders]
+    pictures = [p for p in ("summary.png", "curve.png") if (out_dir / p).exists()]
+    written = ["summary.md", "summary.csv", *pictures, *folders]
     print(f"Wrote {out_dir}/runs.csv, {', '.join(written[:-1])} and {written[-1]}{board}.")
 
 

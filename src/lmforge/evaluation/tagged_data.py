@@ -26,6 +26,8 @@ from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.evaluation.downstream_data import DownstreamData
+from lmforge.evaluation.labeled_records import subsample
+from lmforge.evaluation.loaders import run_seed
 from lmforge.evaluation.schemes import PREFIXES, detect_scheme, entity_types, foreign_tag, mismatch, split_tag, to_bio
 
 IGNORE = -100  # the label of pieces that are not a word's first (cross-entropy's ignore_index)
@@ -116,6 +118,9 @@ class TaggedText(DownstreamData):
         val_fraction: Fraction of the training sentences held out when there is no ``validation``.
         seed: Seed of that split; the training order follows the run's seed, or this one.
         max_documents: Use at most this many sentences of each split (quick runs).
+        train_size: Train on this many of the training sentences (a learning curve's point), drawn
+            at random by the run's ``seed_everything`` (else ``seed``); the tags are still those of
+            the whole split. More than the split holds is refused.
         tokenizer: Only when the task brings none (from scratch): the tokenizer to load or train.
         seq_len: Longest example in pieces, special tokens included.
         batch_size: Examples per batch on each device.
@@ -138,6 +143,7 @@ class TaggedText(DownstreamData):
         val_fraction: float = 0.1,
         seed: int = 1234,
         max_documents: int | None = None,
+        train_size: int | None = None,
         tokenizer: TokenizerSpec = TokenizerSpec(kind="wordpiece", specials="bert", vocab_size=2048, lowercase=True),
         seq_len: int = 128,
         batch_size: int = 32,
@@ -151,6 +157,10 @@ class TaggedText(DownstreamData):
             raise UserError(f"scheme={scheme!r}: use {', '.join(PREFIXES)} or auto.")
         self.predict = plain_path(predict) if predict is not None else None
         self.tag_field, self.columns, self.scheme = tag_field, tuple(columns), scheme
+        if train_size is not None and train_size < 1:
+            raise UserError(f"data.train_size={train_size}: give a positive number of training sentences, or null "
+                            "for all.")
+        self.train_size = train_size
         self._raw: dict[str, list[Sentence]] | None = None
 
     # -- reading ------------------------------------------------------------------------------
@@ -207,6 +217,12 @@ class TaggedText(DownstreamData):
             if self.labels is None:
                 types = entity_types(t for s in raw["train"] for t in s.tags)
                 self.labels = ["O", *sorted(f"{p}-{t}" for t in types for p in "BI")]
+            if self.train_size is not None:
+                train = raw["train"]
+                if self.train_size > len(train):
+                    raise UserError(f"data.train_size={self.train_size} is more than the {len(train)} training "
+                                    f"sentences of '{self.name}': give at most {len(train)}, or null for all.")
+                raw["train"] = [train[i] for i in subsample(len(train), self.train_size, run_seed(self.seed))]
             self._raw = raw
         return self._raw
 
