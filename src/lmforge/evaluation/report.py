@@ -176,12 +176,13 @@ def _log_curves(curves: dict[str, dict[str, list[tuple]]], metrics: dict[str, st
         return
     for task, lines in curves.items():
         for start, points in lines.items():
-            with SummaryWriter(str(out_dir / "tensorboard" / "curve" / _safe(task) / _safe(start))) as writer:
+            with SummaryWriter(str(out_dir / "tensorboard" / "curve" / file_name(task) / file_name(start))) as writer:
                 for size, mean, _ in points:
                     writer.add_scalar(metrics[task], mean, global_step=size)
 
 
-def _safe(name: str) -> str:
+def file_name(name: str) -> str:
+    """``name`` made safe as a file or folder name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"
 
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +55,7 @@ from typing import Any, Literal
 
 from lmforge.errors import UserError
 from lmforge.evaluation.prompt_tasks import Item, load_items
-from lmforge.evaluation.report import RESULT_FILES, write_runs, write_summary
+from lmforge.evaluation.report import RESULT_FILES, file_name, write_runs, write_summary
 from lmforge.evaluation.suite_spec import ScoringTask, SuiteTask, chosen_tasks
 from lmforge.evaluation.zero_shot import score_task
 from lmforge.start.starting_point import read_checkpoint
@@ -66,11 +65,6 @@ Fit = Callable[[list[str]], dict[str, float]]  # `lmforge fit` arguments -> the 
 OpenScorer = Callable[..., Any]  # (start, device=, batch_size=) -> a Scorer (lmforge.evaluation.likelihood)
 Plan = list[tuple[str, str, bool]]  # (label, start, random init) in table order
 RUN_COLUMNS = ("val/", "perf/train_", "perf/peak_")  # what runs.csv keeps of a fine-tune run's logged metrics
-
-
-def file_name(name: str) -> str:
-    """``name`` made safe as a file or folder name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"
 
 
 def label_of(start: str) -> str:
