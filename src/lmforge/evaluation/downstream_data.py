@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
+from lmforge.evaluation.labeled_records import subsample
 from lmforge.evaluation.loaders import example_loader, run_seed
 from lmforge.tokenizer import Tokenizer
 
@@ -29,9 +30,12 @@ class DownstreamData(L.LightningDataModule):
     longest example.
     """
 
+    unit = "examples"  # what one training item is called in messages
+
     def __init__(self, source: DataSource, validation: str | None, test: str | None, labels: list[str] | None,
                  val_fraction: float, seed: int, max_documents: int | None, tokenizer: TokenizerSpec | dict,
-                 seq_len: int, batch_size: int, group_by_length: bool, num_workers: int, min_seq_len: int = 2):
+                 seq_len: int, batch_size: int, group_by_length: bool, num_workers: int, min_seq_len: int = 2,
+                 train_size: int | None = None):
         """The settings every downstream data module has, checked (see the subclasses' ``Args:``)."""
         super().__init__()
         if seq_len < min_seq_len or batch_size < 1:
@@ -39,6 +43,10 @@ class DownstreamData(L.LightningDataModule):
                             f"batch_size={batch_size}.")
         if validation is None and not 0.0 < val_fraction < 1.0:
             raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}.")
+        if train_size is not None and train_size < 1:
+            raise UserError(f"data.train_size={train_size}: give a positive number of training {self.unit}, or null "
+                            "for all.")
+        self.train_size = train_size
         self.source = source
         self.validation, self.test = (plain_path(v) if v is not None else None for v in (validation, test))
         self.labels: list[str] | None = list(labels) if labels is not None else None
@@ -48,6 +56,16 @@ class DownstreamData(L.LightningDataModule):
         self.group_by_length, self.num_workers = group_by_length, num_workers
         self._tokenizer: Tokenizer | None = None
         self.datasets: dict[str, Sequence[Any]] = {}
+
+    def subsample_train(self, rows: list, keys: Sequence[str] | None = None) -> list:
+        """``train_size`` of the training ``rows`` (all when it is unset), drawn by the run's seed;
+        stratified by ``keys`` (each row's class) when given (:func:`labeled_records.subsample`)."""
+        if self.train_size is None:
+            return rows
+        if self.train_size > len(rows):
+            raise UserError(f"data.train_size={self.train_size} is more than the {len(rows)} training {self.unit} of "
+                            f"'{self.name}': give at most {len(rows)}, or null for all.")
+        return [rows[i] for i in subsample(len(rows), self.train_size, run_seed(self.seed), keys)]
 
     @property
     def name(self) -> str:

@@ -27,9 +27,7 @@ from lmforge.errors import UserError
 from lmforge.evaluation.downstream_data import DownstreamData
 from lmforge.evaluation.labeled_records import (  # noqa: F401 (read_records: this module's API too)
     FileFormat, check_columns, class_key, is_integer, is_number, label_names, numbered_records, read_records,
-    subsample,
 )
-from lmforge.evaluation.loaders import run_seed
 
 TaskType = Literal["auto", "classification", "regression", "multilabel"]
 Row = tuple[str, str | None, Any]  # text, pair text or None, label
@@ -131,16 +129,12 @@ class LabeledText(DownstreamData):
         num_workers: int = 0,
     ):
         super().__init__(source, validation, test, labels, val_fraction, seed, max_documents, tokenizer, seq_len,
-                         batch_size, group_by_length, num_workers)
+                         batch_size, group_by_length, num_workers, train_size=train_size)
         if task_type not in ("auto", "classification", "regression", "multilabel"):
             raise UserError(f"task_type={task_type!r}: use classification, regression, multilabel or auto.")
         if markers is not None and (len(markers) != 4 or len(set(markers)) != 4 or not all(m.strip() for m in markers)):
             raise UserError(f"markers={markers}: give four distinct markers, [open 1, close 1, open 2, close 2], "
                             "e.g. ['<<', '>>', '[[', ']]'].")
-        if train_size is not None and train_size < 1:
-            raise UserError(f"data.train_size={train_size}: give a positive number of training examples, or null "
-                            "for all.")
-        self.train_size = train_size
         self.format = format
         self.text_pair_field, self.label_field = text_pair_field, label_field
         self.requested_task_type = task_type
@@ -249,17 +243,10 @@ class LabeledText(DownstreamData):
             for rows, places in splits.values():
                 self._check_labels(rows, places, "data.labels" if given else "the training labels")
             self._raw = {split: rows for split, (rows, _) in splits.items()}
-            if self.train_size is not None:
-                self._raw["train"] = self._subsample(self._raw["train"])
+            train = self._raw["train"]
+            keys = [class_key(label) for _, _, label in train] if self.task_type == "classification" else None
+            self._raw["train"] = self.subsample_train(train, keys)  # stratified by class for classification
         return self._raw
-
-    def _subsample(self, rows: list[Row]) -> list[Row]:
-        """``train_size`` of the training ``rows``, stratified by class for classification."""
-        if self.train_size > len(rows):
-            raise UserError(f"data.train_size={self.train_size} is more than the {len(rows)} training examples of "
-                            f"'{self.name}': give at most {len(rows)}, or null for all.")
-        keys = [class_key(label) for _, _, label in rows] if self.task_type == "classification" else None
-        return [rows[i] for i in subsample(len(rows), self.train_size, run_seed(self.seed), keys)]
 
     def _settle_labels(self, values: list[Any]) -> None:
         task_type = self.requested_task_type

@@ -26,8 +26,6 @@ from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.evaluation.downstream_data import DownstreamData
-from lmforge.evaluation.labeled_records import subsample
-from lmforge.evaluation.loaders import run_seed
 from lmforge.evaluation.schemes import PREFIXES, detect_scheme, entity_types, foreign_tag, mismatch, split_tag, to_bio
 
 IGNORE = -100  # the label of pieces that are not a word's first (cross-entropy's ignore_index)
@@ -130,6 +128,7 @@ class TaggedText(DownstreamData):
     """
 
     task_type = "token_classification"
+    unit = "sentences"  # what one training item is called in messages
 
     def __init__(
         self,
@@ -152,15 +151,11 @@ class TaggedText(DownstreamData):
         predict: Path_fr | str | None = None,
     ):
         super().__init__(source, validation, test, labels, val_fraction, seed, max_documents, tokenizer, seq_len,
-                         batch_size, group_by_length, num_workers, min_seq_len=3)
+                         batch_size, group_by_length, num_workers, min_seq_len=3, train_size=train_size)
         if scheme != "auto" and scheme not in PREFIXES:
             raise UserError(f"scheme={scheme!r}: use {', '.join(PREFIXES)} or auto.")
         self.predict = plain_path(predict) if predict is not None else None
         self.tag_field, self.columns, self.scheme = tag_field, tuple(columns), scheme
-        if train_size is not None and train_size < 1:
-            raise UserError(f"data.train_size={train_size}: give a positive number of training sentences, or null "
-                            "for all.")
-        self.train_size = train_size
         self._raw: dict[str, list[Sentence]] | None = None
 
     # -- reading ------------------------------------------------------------------------------
@@ -217,12 +212,7 @@ class TaggedText(DownstreamData):
             if self.labels is None:
                 types = entity_types(t for s in raw["train"] for t in s.tags)
                 self.labels = ["O", *sorted(f"{p}-{t}" for t in types for p in "BI")]
-            if self.train_size is not None:
-                train = raw["train"]
-                if self.train_size > len(train):
-                    raise UserError(f"data.train_size={self.train_size} is more than the {len(train)} training "
-                                    f"sentences of '{self.name}': give at most {len(train)}, or null for all.")
-                raw["train"] = [train[i] for i in subsample(len(train), self.train_size, run_seed(self.seed))]
+            raw["train"] = self.subsample_train(raw["train"])
             self._raw = raw
         return self._raw
 
