@@ -3,10 +3,10 @@ and runs it; a user's mistake ends as one ``lmforge: error: ...`` line and exit 
 
 from __future__ import annotations
 
-import difflib
 import sys
 
 from lmforge.commands import COMMANDS, usage
+from lmforge.errors import did_you_mean
 
 
 def main(args: list[str] | None = None) -> None:
@@ -21,8 +21,7 @@ def main(args: list[str] | None = None) -> None:
         return
     command = COMMANDS.get(argv[0])
     if command is None:
-        near = difflib.get_close_matches(argv[0], COMMANDS, n=1)
-        hint = f"did you mean '{near[0]}'?" if near else f"the commands are {', '.join(COMMANDS)}."
+        hint = did_you_mean(argv[0], COMMANDS, f"the commands are {', '.join(COMMANDS)}.")
         print(f"lmforge: error: unknown command '{argv[0]}': {hint}", file=sys.stderr)
         sys.exit(2)
     from lmforge.commands.messages import find_user_error, one_line_warnings, quiet_lightning

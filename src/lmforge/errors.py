@@ -5,6 +5,23 @@ bug and keeps its traceback. A problem that does not stop the command is a
 :class:`UserInputWarning`, printed as a single line too.
 """
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(bad: str, known: Iterable[str], otherwise: str | None = None) -> str:
+    """``did you mean 'x'?`` for the nearest of ``known`` to a mistyped ``bad``; else
+    ``otherwise``, by default the list of them (``it takes a, b.``).
+
+    Args:
+        bad: What the user typed.
+        known: The valid names.
+        otherwise: The hint when nothing is near.
+    """
+    known = list(known)
+    near = difflib.get_close_matches(bad, known, n=1, cutoff=0.6)
+    return f"did you mean '{near[0]}'?" if near else otherwise or f"it takes {', '.join(known)}."
+
 
 class UserError(Exception):
     """A problem with the user's input, described in one sentence that says what to do."""

@@ -4,24 +4,17 @@ builder of its extension), and the named preprocessings of lm-evaluation-harness
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import UserError
+from lmforge.errors import UserError, did_you_mean
 
 Example = dict[str, Any]
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 DATA_KEYS = ("path", "name", "split", "shot_split", "limit", "data_files")
-
-
-def did_you_mean(bad: str, known: list[str] | tuple[str, ...]) -> str:
-    """`` did you mean 'x'?`` for the nearest of ``known``, else the list of them."""
-    near = difflib.get_close_matches(bad, list(known), n=1, cutoff=0.6)
-    return f"did you mean '{near[0]}'?" if near else f"it takes {', '.join(known)}."
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from lmforge.errors import UserError
+from lmforge.errors import UserError, did_you_mean
 from lmforge.evaluation.prompt_data import (
-    PREPROCESSINGS, Example, TaskData, did_you_mean, load_splits, preprocessed, read_data, split_of,
+    PREPROCESSINGS, Example, TaskData, load_splits, preprocessed, read_data, split_of,
 )
 
 KINDS = ("multiple_choice", "loglikelihood", "generate", "perplexity")

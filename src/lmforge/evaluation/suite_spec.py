@@ -22,8 +22,7 @@ from typing import Any
 
 import yaml
 
-from lmforge.errors import UserError
-from lmforge.evaluation.prompt_data import did_you_mean
+from lmforge.errors import UserError, did_you_mean
 from lmforge.evaluation.prompt_tasks import KINDS, PromptTask, read_task
 from lmforge.evaluation.zero_shot import METRICS
 
