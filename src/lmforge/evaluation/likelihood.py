@@ -225,11 +225,15 @@ class Scorer:
         return generated
 
     def _fit(self, ctx: list[int], cont: list[int]) -> list[int]:
-        """The context cut from the left so that context + continuation - 1 fits (lm-eval's truncation)."""
+        """The context cut from the left to the room the continuation leaves (lm-eval's truncation)."""
         if len(cont) > self.max_length:
             raise UserError(f"A continuation of {len(cont)} tokens is longer than the model's context of "
                             f"{self.max_length}: shorten the task's choices.")
-        return ctx[max(0, len(ctx) + len(cont) - 1 - self.max_length):]
+        return ctx[max(0, len(ctx) - self._context_room(cont)):]
+
+    def _context_room(self, cont: list[int]) -> int:
+        """Context tokens that fit beside ``cont``: context + continuation - 1 positions are read."""
+        return self.max_length + 1 - len(cont)
 
     def _whole_pass(self, batch: list[tuple[int, int, list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
         """Context + continuation of each request in one row, no cache."""
@@ -329,11 +333,8 @@ class T5Scorer(Scorer):
         ctx = context_ids if context_ids is not None else self.encode(context) if context else [self.prefix_id]
         return ctx, self.tokenizer.encode(continuation)
 
-    def _fit(self, ctx: list[int], cont: list[int]) -> list[int]:
-        if len(cont) > self.max_length:
-            raise UserError(f"A continuation of {len(cont)} tokens is longer than the model's context of "
-                            f"{self.max_length}: shorten the task's choices.")
-        return ctx[-self.max_length:]
+    def _context_room(self, cont: list[int]) -> int:
+        return self.max_length  # the encoder reads the context, the decoder the continuation
 
     def _whole_pass(self, batch: list[tuple[int, int, list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
         return [scores[0] for scores in self._shared_pass(batch)]
