@@ -42,7 +42,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("lmforge.commands.export:export",
                       "Write a checkpoint as a Hugging Face transformers model folder."),
     "evaluate": Command("lmforge.commands.evaluate:evaluate",
-                        "Fine-tune a suite of downstream tasks from several starting points and tabulate them."),
+                        "Fine-tune or score (zero/few-shot) a suite of tasks from several starting points; tabulate."),
     "tokenizer": Command("lmforge.commands.tokenizer:tokenizer",
                          "Train a tokenizer on a corpus (train), or measure and extend one (coverage)."),
     "new": Command("lmforge.commands.new:new", "Create a project built on lmforge from its template."),
