@@ -289,10 +289,8 @@ class LmforgeCLI(LightningCLI):
         rank_zero_info(f"Last checkpoint: {saved.last_model_path}; {best}")
 
     def after_predict(self) -> None:
-        for output in self.trainer.predict_loop.predictions or []:
-            for text in output if isinstance(output, list) else [output]:
-                if isinstance(text, str) and text:
-                    print(text, end="\n\n", flush=True)
+        for text in self.model.prediction_texts(self.trainer.predict_loop.predictions or []):
+            print(text, end="\n\n", flush=True)
 
 
 def fit_metrics(args: list[str]) -> dict[str, float]:

@@ -13,8 +13,12 @@ maps the pieces' start/end scores back to a span of the original text.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from lmforge.errors import UserError
 from lmforge.tokenizer import Tokenizer
@@ -61,35 +65,55 @@ def read_squad(path: str | Path) -> list[Question]:
     articles = spec.get("data") if isinstance(spec, dict) else None
     if not isinstance(articles, list):
         raise UserError(f"'{path}' has no `data` list of articles: it is not in SQuAD layout.")
+    records = [(qa, paragraph.get("context", ""), article.get("title", ""))
+               for article in articles for paragraph in article.get("paragraphs", []) for qa in paragraph.get("qas", [])]
+    return checked_questions(records, f"'{path}'")
+
+
+def checked_questions(records: list[tuple[dict, str, str]], where: str) -> list[Question]:
+    """The questions of ``(qa, context, title)`` records, every offset and id checked: ``qa`` is
+    a ``qas`` entry of the SQuAD layout, or a hub row with ``answers: {text: [...],
+    answer_start: [...]}`` (``rajpurkar/squad``, ``rajpurkar/squad_v2``).
+
+    Args:
+        records: Each question's entry, its paragraph's context and its article's title.
+        where: The source, for messages (``'dev.json'``, ``rajpurkar/squad_v2:validation``).
+    """
     questions: list[Question] = []
     seen: set[str] = set()
-    for article in articles:
-        for paragraph in article.get("paragraphs", []):
-            for qa in paragraph.get("qas", []):
-                question = _question(qa, paragraph.get("context", ""), article.get("title", ""), path)
-                if question.id in seen:
-                    raise UserError(f"'{path}' has question id '{question.id}' twice: ids must be unique (they key "
-                                    "the predictions).")
-                seen.add(question.id)
-                questions.append(question)
+    for qa, context, title in records:
+        question = _question(qa, context, title, where)
+        if question.id in seen:
+            raise UserError(f"{where} has question id '{question.id}' twice: ids must be unique (they key the "
+                            "predictions).")
+        seen.add(question.id)
+        questions.append(question)
     if not questions:
-        raise UserError(f"'{path}' holds no questions: give a SQuAD-layout file with paragraphs and qas.")
+        raise UserError(f"{where} holds no questions: give a SQuAD-layout file with paragraphs and qas.")
     return questions
 
 
-def _question(qa: dict, context: str, title: str, path: Path) -> Question:
+def _answers(qa: dict) -> list[tuple[object, object]]:
+    """``(text, answer_start)`` of each gold answer: a list of objects (SQuAD files) or two columns (the hub's)."""
+    if qa.get("is_impossible"):
+        return []
+    answers = qa.get("answers") or []
+    if isinstance(answers, dict):
+        return list(zip(answers.get("text", []), answers.get("answer_start", [])))
+    return [(a.get("text", ""), a.get("answer_start")) for a in answers]
+
+
+def _question(qa: dict, context: str, title: str, where: str) -> Question:
     qid = str(qa.get("id", ""))
     if not qid or not isinstance(qa.get("question"), str):
-        raise UserError(f"'{path}' has a question without `id` or `question` text ({str(qa)[:80]}): every qas entry "
+        raise UserError(f"{where} has a question without `id` or `question` text ({str(qa)[:80]}): every qas entry "
                         "needs both.")
-    answers = [] if qa.get("is_impossible") else qa.get("answers", [])
     texts, starts = [], []
-    for answer in answers:
-        text, start = answer.get("text", ""), answer.get("answer_start")
-        if not isinstance(start, int) or context[start:start + len(text)] != text:
-            found = context.find(text) if text else -1
+    for text, start in _answers(qa):
+        if not isinstance(start, int) or not isinstance(text, str) or context[start:start + len(text)] != text:
+            found = context.find(text) if isinstance(text, str) and text else -1
             hint = f"the text is at {found}" if found >= 0 else "the text is not in the context"
-            raise UserError(f"'{path}' question '{qid}': answer {text!r} has answer_start {start}, which does not "
+            raise UserError(f"{where} question '{qid}': answer {text!r} has answer_start {start}, which does not "
                             f"point at it ({hint}): fix its answer_start.")
         texts.append(text)
         starts.append(start)
@@ -98,15 +122,16 @@ def _question(qa: dict, context: str, title: str, path: Path) -> Question:
 
 @dataclass(frozen=True)
 class Window:
-    """One input of a question: ``[CLS] question [SEP] context piece [SEP]``.
+    """One input of a question: the question and a piece of its context in the tokenizer's pair
+    template (BERT ``[CLS] question [SEP] piece [SEP]``, RoBERTa ``<s> question </s></s> piece </s>``).
 
     Args:
         question: Index of its question in the list windowed.
         input_ids: The token ids.
-        token_type_ids: 0 for ``[CLS]``, the question and its ``[SEP]``; 1 for the context piece and the last ``[SEP]``.
+        token_type_ids: The template's token types (BERT: 0 up to the first ``[SEP]``, 1 after).
         offsets: Per token, its ``(start, end)`` characters in the context; ``None`` outside the context piece.
-        start: The answer's first token (training labels), 0 (``[CLS]``) when the answer is not
-            wholly in this piece or there is none.
+        start: The answer's first token (training labels), 0 (the first token, ``[CLS]``: "no
+            answer here") when the answer is not wholly in this piece or there is none.
         end: The answer's last token, 0 likewise.
     """
 
@@ -118,6 +143,45 @@ class Window:
     end: int = 0
 
 
+@dataclass(frozen=True)
+class _Template:
+    """Where the tokenizer's pair template puts its special tokens around two texts, and their types."""
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    types: tuple[tuple[int, ...], int, tuple[int, ...], int, tuple[int, ...]]  # prefix, first, middle, second, suffix
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> _Template:
+        backend = tokenizer.backend
+        if backend.num_special_tokens_to_add(True) == 0:
+            raise UserError("Question answering reads the question and its context in the tokenizer's pair template "
+                            "(BERT's [CLS] q [SEP] c [SEP]), and this tokenizer has none: start from an encoder "
+                            "(BERT, RoBERTa) with its tokenizer.")
+        first, second = backend.encode("a", add_special_tokens=False), backend.encode("b c", add_special_tokens=False)
+        framed = backend.post_process(first, second, add_special_tokens=True)
+        n1, n2, ids, types = len(first.ids), len(second.ids), framed.ids, framed.type_ids
+        specials = len(ids) - n1 - n2
+        # the texts sit between the special tokens: find where the first one starts
+        at = next(i for i in range(specials + 1) if ids[i:i + n1] == first.ids
+                  and any(ids[j:j + n2] == second.ids for j in range(i + n1, len(ids) - n2 + 1)))
+        then = next(j for j in range(at + n1, len(ids) - n2 + 1) if ids[j:j + n2] == second.ids)
+        return cls(tuple(ids[:at]), tuple(ids[at + n1:then]), tuple(ids[then + n2:]),
+                   (tuple(types[:at]), types[at], tuple(types[at + n1:then]), types[then], tuple(types[then + n2:])))
+
+    @property
+    def specials(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+    def frame(self, question: list[int], piece: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """Ids and token types of one window, and where its context piece starts."""
+        pre, t1, mid, t2, suf = self.types
+        ids = (*self.prefix, *question, *self.middle, *piece, *self.suffix)
+        types = (*pre, *[t1] * len(question), *mid, *[t2] * len(piece), *suf)
+        return ids, types, len(self.prefix) + len(question) + len(self.middle)
+
+
 def windows(questions: list[Question], tokenizer: Tokenizer, seq_len: int, stride: int = 128,
             max_question_tokens: int = 64) -> list[Window]:
     """Every question with its context cut into pieces that fit ``seq_len``, consecutive pieces
@@ -127,52 +191,79 @@ def windows(questions: list[Question], tokenizer: Tokenizer, seq_len: int, strid
 
     Args:
         questions: Read by :func:`read_squad`.
-        tokenizer: An encoder tokenizer with ``cls``, ``sep`` tokens (BERT, RoBERTa).
+        tokenizer: An encoder tokenizer with a pair template (BERT, RoBERTa).
         seq_len: Longest input.
         stride: Context tokens shared by consecutive pieces.
         max_question_tokens: Longer questions are cut to this many tokens.
     """
-    ids = tokenizer.require(["cls", "sep"], "question answering", "use a BERT or RoBERTa tokenizer.")
+    template = _Template.of(tokenizer)
+    asked = tokenizer.encode_batch([q.question for q in questions])
+    contexts = {c: tokenizer.backend.encode(c, add_special_tokens=False) for c in dict.fromkeys(q.context for q in questions)}
     out: list[Window] = []
-    for index, q in enumerate(questions):
-        question = tokenizer.encode(q.question)[:max_question_tokens]
-        context = tokenizer.backend.encode(q.context, add_special_tokens=False)
-        room = seq_len - len(question) - 3
+    for index, (q, question) in enumerate(zip(questions, asked)):
+        question = question[:max_question_tokens]
+        context = contexts[q.context]
+        room = seq_len - len(question) - template.specials
         if room <= stride:
             raise UserError(f"seq_len={seq_len} leaves {room} context tokens per window after question '{q.id}', "
                             f"not more than stride={stride}: raise seq_len or lower the stride.")
-        head = [ids["cls"], *question, ids["sep"]]
         begin = 0
         while True:
             stop = min(begin + room, len(context.ids))
-            piece = (tuple(context.ids[begin:stop]), tuple(map(tuple, context.offsets[begin:stop])))
-            out.append(_window(index, q, head, piece, ids["sep"]))
+            ids, types, at = template.frame(question, tuple(context.ids[begin:stop]))
+            offsets = (None,) * at + tuple(map(tuple, context.offsets[begin:stop])) + (None,) * len(template.suffix)
+            out.append(Window(index, ids, types, offsets, *_answer_tokens(q, offsets)))
             if stop == len(context.ids):
                 break
             begin = stop - stride
     return out
 
 
-def _window(index: int, q: Question, head: list[int], piece: tuple[tuple, tuple], sep: int) -> Window:
-    piece_ids, piece_offsets = piece
-    input_ids = (*head, *piece_ids, sep)
-    offsets = (None,) * len(head) + piece_offsets + (None,)
-    start = end = 0
-    if q.answers:
-        first, last = q.starts[0], q.starts[0] + len(q.answers[0])
-        covering = [i for i, span in enumerate(offsets) if span is not None and span[0] < last and span[1] > first]
-        if covering and offsets[covering[0]][0] <= first and offsets[covering[-1]][1] >= last:
-            start, end = covering[0], covering[-1]
-    types = (0,) * len(head) + (1,) * (len(piece_ids) + 1)
-    return Window(index, input_ids, types, offsets, start, end)
+def _answer_tokens(q: Question, offsets: tuple[tuple[int, int] | None, ...]) -> tuple[int, int]:
+    """The first and last token of the first gold answer, when the piece holds all of it; else (0, 0)."""
+    if not q.answers:
+        return 0, 0
+    first, last = q.starts[0], q.starts[0] + len(q.answers[0])
+    covering = [i for i, span in enumerate(offsets) if span is not None and span[0] < last and span[1] > first]
+    if covering and offsets[covering[0]][0] <= first and offsets[covering[-1]][1] >= last:
+        return covering[0], covering[-1]
+    return 0, 0
+
+
+def top_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, in_context: torch.Tensor,
+              max_answer_tokens: int = 30, n_best: int = 20, k: int = 1) -> tuple[torch.Tensor, ...]:
+    """The ``k`` best answer spans of each window, BERT's n-best rule: among the ``n_best``
+    highest start and the ``n_best`` highest end scores, the spans with start and end in the
+    context, end not before start and at most ``max_answer_tokens`` tokens, by start + end score.
+    Returns ``scores``, ``starts``, ``ends`` ``(W, k)`` (score ``-inf`` where a window has fewer
+    valid spans) and the no-answer score ``(W,)``: the first token's (``[CLS]``) start + end.
+
+    Args:
+        start_logits: ``(W, T)`` start scores.
+        end_logits: ``(W, T)`` end scores.
+        in_context: ``(W, T)`` whether each token is a context token.
+        max_answer_tokens: Longest answer.
+        n_best: Start and end candidates per window.
+        k: Spans kept per window.
+    """
+    low = torch.finfo(start_logits.dtype).min
+    n = min(n_best, start_logits.size(1))
+    start_scores, start_at = start_logits.masked_fill(~in_context, low).topk(n, dim=1)  # (W, n)
+    end_scores, end_at = end_logits.masked_fill(~in_context, low).topk(n, dim=1)
+    length = end_at[:, None, :] - start_at[:, :, None]  # (W, n, n)
+    valid = ((length >= 0) & (length < max_answer_tokens) & in_context.gather(1, start_at)[:, :, None]
+             & in_context.gather(1, end_at)[:, None, :])
+    grid = (start_scores[:, :, None] + end_scores[:, None, :]).masked_fill(~valid, float("-inf")).flatten(1)
+    scores, best = grid.topk(min(k, grid.size(1)), dim=1)  # (W, k)
+    starts, ends = start_at.gather(1, best // n), end_at.gather(1, best % n)
+    return scores, starts, ends, start_logits[:, 0] + end_logits[:, 0]
 
 
 def best_span(start_logits: list[list[float]], end_logits: list[list[float]], pieces: list[Window], context: str,
               max_answer_tokens: int = 30, n_best: int = 20) -> tuple[str, float, float]:
-    """The answer of one question from its pieces' start/end scores: the best span over all
-    pieces (start and end in the context, end not before start, at most ``max_answer_tokens``
-    tokens), its text cut from the original ``context`` by character offsets, its score, and
-    the no-answer score (the lowest ``[CLS]`` start + end score over the pieces).
+    """The answer of one question from its pieces' start/end scores (:func:`top_spans`): the best
+    span over all pieces, its text cut from the original ``context`` by character offsets, its
+    score, and the no-answer score (the lowest over the pieces, as BERT's reference code takes it).
 
     Args:
         start_logits: Per piece, the start score of each token.
@@ -182,17 +273,60 @@ def best_span(start_logits: list[list[float]], end_logits: list[list[float]], pi
         max_answer_tokens: Longest answer considered.
         n_best: Start and end candidates tried per piece (the highest scoring).
     """
-    best_text, best_score = "", float("-inf")
-    null = float("inf")
+    best_text, best_score, null = "", float("-inf"), float("inf")
     for starts, ends, piece in zip(start_logits, end_logits, pieces):
-        null = min(null, starts[0] + ends[0])
-        top_starts = sorted(range(len(starts)), key=lambda i: -starts[i])[:n_best]
-        top_ends = sorted(range(len(ends)), key=lambda i: -ends[i])[:n_best]
-        for i in top_starts:
-            for j in top_ends:
-                if piece.offsets[i] is None or piece.offsets[j] is None or not 0 <= j - i < max_answer_tokens:
-                    continue
-                if starts[i] + ends[j] > best_score:
-                    best_score = starts[i] + ends[j]
-                    best_text = context[piece.offsets[i][0]:piece.offsets[j][1]]
+        mask = torch.tensor([[span is not None for span in piece.offsets]])
+        scores, first, last, no_answer = top_spans(torch.tensor([starts]), torch.tensor([ends]), mask,
+                                                   max_answer_tokens, n_best)
+        null = min(null, float(no_answer))
+        if float(scores[0, 0]) > best_score:
+            best_score = float(scores[0, 0])
+            best_text = context[piece.offsets[int(first[0, 0])][0]:piece.offsets[int(last[0, 0])][1]]
     return best_text, best_score, null
+
+
+def snippet_group(qid: str) -> str:
+    """The question a BioBERT-converted BioASQ entry belongs to: ``<question>_<snippet number>`` → ``<question>``."""
+    match = re.fullmatch(r"(.+)_\d+", qid)
+    return match.group(1) if match else qid
+
+
+def ranked_answers(questions: list[Question], question: torch.Tensor, scores: torch.Tensor, starts: torch.Tensor,
+                   ends: torch.Tensor, null: torch.Tensor, merge_snippets: bool = False) -> dict[str, tuple]:
+    """Per question id: its distinct candidate answers ``[(text, score)]`` best first, gathered
+    over all its windows and cut from its context, its no-answer score (the lowest of its
+    windows'; ``inf`` for a question no window answered) and its gold answers.
+
+    Args:
+        questions: The split's questions, numbered as the windows' ``question`` numbers them.
+        question: ``(W,)`` each window's question number.
+        scores: ``(W, k)`` each window's best span scores (:func:`top_spans`; ``-inf``: none).
+        starts: ``(W, k)`` their first characters in the context.
+        ends: ``(W, k)`` their ends (exclusive).
+        null: ``(W,)`` each window's no-answer score.
+        merge_snippets: Rank the entries ``<question>_<n>`` of one question together (BioASQ as
+            BioBERT converts it: one entry per snippet); answers then compare ignoring case.
+    """
+    candidates: dict[int, list[tuple[float, str]]] = {}
+    lowest: dict[int, float] = {}
+    for q, row, first, last, no in zip(question.tolist(), scores.tolist(), starts.tolist(), ends.tolist(),
+                                       null.tolist()):
+        context = questions[q].context
+        lowest[q] = min(lowest.get(q, math.inf), no)
+        candidates.setdefault(q, []).extend((s, context[a:b]) for s, a, b in zip(row, first, last) if s > -math.inf)
+    grouped: dict[str, tuple[list, float, list]] = {}
+    for index, q in enumerate(questions):
+        key = snippet_group(q.id) if merge_snippets else q.id
+        found, no, gold = grouped.get(key, ([], math.inf, []))
+        grouped[key] = (found + candidates.get(index, []), min(no, lowest.get(index, math.inf)),
+                        gold + [a for a in q.answers if a not in gold])
+    out = {}
+    for key, (found, no, gold) in grouped.items():
+        ranked, seen = [], set()
+        for score, text in sorted(found, key=lambda c: -c[0]):
+            same = text.lower() if merge_snippets else text
+            if same not in seen:
+                seen.add(same)
+                ranked.append((text, score))
+        out[key] = (ranked, no, gold)
+    return out

@@ -136,3 +136,27 @@ def _best(scores: Mapping[str, float], predictions: Mapping[str, str], reference
         if current > best:
             best, best_threshold = current, no_answer_probs.get(qid, 0.0)
     return 100.0 * best / max(len(references), 1), best_threshold
+
+
+def bioasq_scores(ranked: Mapping[str, Sequence[str]], references: Mapping[str, Sequence[str]],
+                  top: int = 5) -> dict[str, float]:
+    """BioASQ's factoid measures (percent) over the questions with a gold answer: ``strict_acc``
+    (the first answer is a gold one), ``lenient_acc`` (one of the first ``top`` is) and ``mrr``
+    (the mean of 1 / the rank of the first gold answer among the first ``top``, 0 if none);
+    answers compare ignoring case and surrounding spaces, as BioASQ's evaluation does.
+
+    Args:
+        ranked: Question id -> its answers, best first.
+        references: Question id -> its gold answers (synonyms).
+        top: Answers considered per question (BioASQ: 5).
+    """
+    strict = lenient = reciprocal = 0.0
+    scored = [q for q, gold in references.items() if gold]
+    for qid in scored:
+        gold = {g.strip().lower() for g in references[qid]}
+        rank = next((i for i, a in enumerate(ranked.get(qid, [])[:top], start=1) if a.strip().lower() in gold), None)
+        strict += rank == 1
+        lenient += rank is not None
+        reciprocal += 1.0 / rank if rank else 0.0
+    n = max(len(scored), 1)
+    return {"strict_acc": 100.0 * strict / n, "lenient_acc": 100.0 * lenient / n, "mrr": 100.0 * reciprocal / n}

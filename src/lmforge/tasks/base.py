@@ -268,6 +268,15 @@ class Task(L.LightningModule):
                             "ddp strategy, or use optimizer.name=adamw.")
         return build_optimizer(net, self.optim, extra_groups)
 
+    def prediction_texts(self, outputs: list[Any]) -> list[str]:
+        """What ``lmforge predict`` prints of the outputs of every ``predict_step``: the texts they
+        returned (a task that answers over a whole file, as question answering, joins them itself).
+
+        Args:
+            outputs: The ``predict_step`` outputs, batch by batch.
+        """
+        return [t for o in outputs for t in (o if isinstance(o, list) else [o]) if isinstance(t, str) and t]
+
     def log_train(self, loss: torch.Tensor) -> None:
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         schedule = self.lr_schedulers()
