@@ -209,7 +209,12 @@ def test_fit_then_predict_writes_the_official_prediction_json(tmp_path: Path, mo
     main(["fit", *config, f"--model.init_from={bert_ckpt}", "--model.max_answer_tokens=5", "--trainer.max_steps=3",
           "--trainer.val_check_interval=3", "--trainer.enable_model_summary=false"])
     ckpt = next(tmp_path.glob("logs/qa/version_0/checkpoints/last.ckpt"))
-    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["max_answer_tokens"] == 5
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["hyper_parameters"]["max_answer_tokens"] == 5
+    # a SQuAD fine-tune's head carries over to the next fine-tune (BioBERT's SQuAD, then BioASQ)
+    assert torch.equal(QuestionAnsweringTask(init_from=str(ckpt)).head.weight, saved["state_dict"]["head.weight"])
+    assert not torch.equal(QuestionAnsweringTask(init_from=str(ckpt), random_init=True).head.weight,
+                           saved["state_dict"]["head.weight"])
     capsys.readouterr()
     main(["predict", *config, "--ckpt_path", str(ckpt), f"--data.predict={files['dev']}"])
     answers = json.loads(capsys.readouterr().out)

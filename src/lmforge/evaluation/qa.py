@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric, Metric
 
@@ -18,7 +19,8 @@ from lmforge.evaluation.finetune import Batch, FineTuneTask
 from lmforge.evaluation.squad_data import Question, ranked_answers, top_spans
 from lmforge.evaluation.squad_metric import bioasq_scores, best_thresholds, squad_scores
 from lmforge.models import BertConfig
-from lmforge.tasks.base import OptimizerConfig
+from lmforge.start import Start
+from lmforge.tasks.base import OptimizerConfig, class_path
 
 BIOASQ_TOP = 5  # BioASQ scores up to five ranked answers per factoid question
 
@@ -73,7 +75,9 @@ class QuestionAnsweringTask(FineTuneTask):
     ``mrr`` (mean reciprocal rank over five), an answer matching a gold one ignoring case; the
     windows of BioBERT's converted files (ids ``<question>_<snippet number>``) count as one question,
     their candidates ranked together. ``predict`` prints ``{id: answer}`` JSON as the official
-    evaluation script reads it. Everything else is :class:`FineTuneTask`'s.
+    evaluation script reads it. Started from a question-answering checkpoint (a SQuAD fine-tune,
+    before BioASQ as BioBERT does), its start/end head carries over too. Everything else is
+    :class:`FineTuneTask`'s.
 
     Args:
         init_from: The pretrained weights: an lmforge checkpoint, a Hugging Face model folder or ``hf:<id>``.
@@ -129,6 +133,21 @@ class QuestionAnsweringTask(FineTuneTask):
         self.register_buffer("chosen_threshold", torch.tensor(0.0 if null_threshold is None else null_threshold))
         self.task_type = "question_answering"
         self._build_head()
+        if self._start_task == class_path(QuestionAnsweringTask) and not random_init:
+            self._carry_head()
+
+    def _record_start(self, start: Start, config: Any) -> None:
+        super()._record_start(start, config)
+        self._start_task = start.task  # a question-answering checkpoint's head carries over (SQuAD, then BioASQ)
+
+    _start_task: str | None = None
+
+    def _carry_head(self) -> None:
+        """Start the head from the one of the question-answering checkpoint the network came from,
+        as BioBERT starts BioASQ from its SQuAD fine-tune."""
+        state = torch.load(self.start_source, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+        self.head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
+        rank_zero_info(f"init_from '{self.start_source}': its question-answering head carries over.")
 
     @property
     def pooled_width(self) -> int:

@@ -17,7 +17,7 @@ from lmforge.data.source import DataSource, plain_path
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError
 from lmforge.evaluation.downstream_data import DownstreamData
-from lmforge.evaluation.squad_data import Question, Window, checked_questions, read_squad, windows
+from lmforge.evaluation.squad_data import Question, Window, checked_questions, read_squad, snippet_group, windows
 
 Example = dict[str, Any]
 
@@ -30,8 +30,9 @@ class SquadData(DownstreamData):
     or a hub dataset in the hub's SQuAD columns (``id``, ``title``, ``context``, ``question``,
     ``answers``), e.g. ``rajpurkar/squad_v2`` with ``validation: validation``. Without
     ``validation``, ``val_fraction`` of the training articles (whole articles, so no context is
-    in both) is held out, drawn by ``seed``. An ``answer_start`` that does not point at its answer
-    text and a question id seen twice in a split are refused, naming the file and the id.
+    in both; by question in a file of one article) is held out, drawn by ``seed``. An
+    ``answer_start`` that does not point at its answer text and a question id seen twice in a
+    split are refused, naming the file and the id.
 
     Each question and its context are framed with the tokenizer's pair template (BERT's
     ``[CLS] question [SEP] context [SEP]``); a context longer than the room ``seq_len`` leaves is
@@ -140,14 +141,17 @@ class SquadData(DownstreamData):
         return self._raw
 
     def _hold_out(self, questions: list[Question]) -> tuple[list[Question], list[Question]]:
-        """(train, validation): ``val_fraction`` of the articles, drawn by ``seed``, held out whole."""
-        titles = list(dict.fromkeys(q.title for q in questions))
-        n_val = max(1, round(len(titles) * self.val_fraction))
-        if n_val >= len(titles):
-            raise UserError(f"'{self.name}' has {len(titles)} article(s), too few to hold out val_fraction="
-                            f"{self.val_fraction} of them for validation: give `validation`.")
-        held = {titles[i] for i in np.random.default_rng(self.seed).permutation(len(titles))[:n_val]}
-        return [q for q in questions if q.title not in held], [q for q in questions if q.title in held]
+        """(train, validation): ``val_fraction`` of the articles, drawn by ``seed``, held out whole so
+        that no context is in both; a file of one article (BioBERT's BioASQ files) by question
+        (its snippets, ``<question>_<n>``, together)."""
+        group = (lambda q: q.title) if len({q.title for q in questions}) > 1 else (lambda q: snippet_group(q.id))
+        keys = list(dict.fromkeys(map(group, questions)))
+        n_val = max(1, round(len(keys) * self.val_fraction))
+        if n_val >= len(keys):
+            raise UserError(f"'{self.name}' has {len(keys)} article(s) or question(s) to draw from, too few to hold "
+                            f"out val_fraction={self.val_fraction} of them for validation: give `validation`.")
+        held = {keys[i] for i in np.random.default_rng(self.seed).permutation(len(keys))[:n_val]}
+        return [q for q in questions if group(q) not in held], [q for q in questions if group(q) in held]
 
     @property
     def labels(self) -> None:
