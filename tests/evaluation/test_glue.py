@@ -310,18 +310,23 @@ def test_the_average_row_follows_bert_and_pairs_seeds(tmp_path: Path) -> None:
     ({"name": "avg", "of": ["mrpc val/f1"]}, "averages 'val/f1' of task 'mrpc', which reports val/f1_1, val/acc: "
                                              "did you mean 'val/f1_1'?"),
     ({"of": ["mrpc val/f1_1"]}, "needs `name` (the row's) and `of`"),
+    ("averge", "has the unknown key 'averge': did you mean 'average'?"),
 ])
-def test_a_bad_average_is_refused_in_one_sentence_before_any_run(tmp_path: Path, average: dict, said: str) -> None:
+def test_a_bad_average_is_refused_in_one_sentence_before_any_run(tmp_path: Path, average: dict | str, said: str) -> None:
     spec = yaml.safe_load(GLUE_HUB.read_text())
     spec["tasks"] = {name: {**spec["tasks"][name], "recipe": [str(CONFIGS / "finetune" / "glue.yaml")]}
                      for name in ("mrpc", "rte")}
-    spec["average"] = average
+    if average == "averge":  # a misspelt key of the suite itself
+        spec["averge"] = spec.pop("average")
+    else:
+        spec["average"] = average
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump(spec))
     fit = FakeFit()
     with pytest.raises(UserError) as refusal:
         evaluate(["hf:org/b"], suite=str(suite), out=str(tmp_path / "out"), fit=fit)
-    assert f"The average of suite '{suite}' {said}" in str(refusal.value) and "\n" not in str(refusal.value)
+    where = f"Suite '{suite}'" if average == "averge" else f"The average of suite '{suite}'"
+    assert f"{where} {said}" in str(refusal.value) and "\n" not in str(refusal.value)
     assert not fit.calls and not (tmp_path / "out").exists()
 
 

@@ -199,7 +199,8 @@ class LabeledText(DownstreamData):
             rows, places = [], []
             for file in [where] if isinstance(where, str) else where:
                 jsonl = self.format == "jsonl" or self.format == "auto" and Path(file).suffix == ".jsonl"
-                more, there = self._rows(numbered_records(file, self.format, self.columns, self.header), file, header=not jsonl)
+                records = numbered_records(file, self.format, self.columns, self.header)
+                more, there = self._rows(records, file, header=not jsonl)
                 rows, places = rows + more, places + there
         else:
             rows, places = self._read_hub(where)

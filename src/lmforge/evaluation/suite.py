@@ -140,7 +140,7 @@ def evaluate(
 
     Args:
         starts: Starting points: lmforge ``.ckpt`` files, Hugging Face folders or ``hf:<id>``.
-        suite: A suite YAML file (see ``configs/eval/``); or give ``recipe``.
+        suite: A suite YAML file (``configs/eval/``: glue.yaml, glue-tsv.yaml, biomed.yaml ...); or give ``recipe``.
         recipe: Fine-tuning config file(s) of a one-task suite, named after the (first) file's stem.
         metric: With ``recipe``: the metric the table reports (default: ``val/acc``, ``val/spearman`` or the first
             logged). A suite names each task's own, or a list (a row each), and may add an ``average:`` row.
