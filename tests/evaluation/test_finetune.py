@@ -97,7 +97,8 @@ def test_full_finetuning_learns_a_separable_task_and_checkpoints_stand_alone(ber
     after = trainer(1).validate(task, data, verbose=False)[0]
     assert after["val/acc"] >= 0.9 and after["val/acc"] > before["val/acc"] + 0.2
     assert after["val/mcc"] > 0.7 and after["val/loss"] < before["val/loss"]
-    assert set(after) == {"val/loss", "val/acc", "val/f1_macro", "val/f1_micro", "val/mcc"}
+    assert set(after) == {"val/loss", "val/acc", "val/f1_macro", "val/f1_micro", "val/f1_neg", "val/f1_pos", "val/mcc"}
+    assert after["val/f1_macro"] == pytest.approx((after["val/f1_neg"] + after["val/f1_pos"]) / 2, abs=1e-6)
     assert task.labels == ["neg", "pos"] and task.pooling == "cls"
 
     # the fine-tuned checkpoint needs neither init_from nor the data to load

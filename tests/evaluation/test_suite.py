@@ -19,7 +19,7 @@ from lmforge.cli import main
 from lmforge.errors import UserError
 from lmforge.evaluation import evaluate, read_suite
 from lmforge.evaluation.report import write_summary
-from lmforge.evaluation.suite_spec import ScoringTask
+from lmforge.evaluation.suite_spec import ScoringTask, read_average
 from lmforge.evaluation.zero_shot import METRICS
 
 FINETUNE = CONFIGS / "finetune" / "tiny.yaml"
@@ -212,7 +212,8 @@ def test_summary_statistics(tmp_path: Path) -> None:
     ("unknown task", "has no task 'ner': its tasks are sentiment, sentiment-short."),
     ("no data_dir", "Task 'sentiment-short' of suite '{suite}', data.source.paths is '{{data_dir}}/toy.tsv': give "
                     "the data folder with --data_dir."),
-    ("no metric", "Task 'sentiment' of suite '{suite}' needs `recipe` (fit config files) and `metric` (e.g. val/f1)."),
+    ("no metric", "Task 'sentiment' of suite '{suite}' needs `recipe` (fit config files) and `metric` (e.g. val/f1, "
+                  "or a list of distinct metrics such as [val/f1_1, val/acc])."),
     ("missing recipe", "Task 'sentiment' of suite '{suite}': recipe file '{missing}' does not exist."),
     ("missing data", "Task 'sentiment-short' of suite '{suite}', data.source.paths is '{data}/toy.tsv', which does "
                      "not exist: check --data_dir"),
@@ -281,11 +282,14 @@ def test_a_start_no_run_can_use_is_refused_before_anything_is_written(case: str,
 @pytest.mark.parametrize("suite", sorted((CONFIGS / "eval").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_suites_name_existing_recipes_metrics_and_the_data_layout(suite: Path, tmp_path: Path) -> None:
     """Every task of configs/eval/ has its recipe files and a val/ metric, and every data path
-    of the documented layout (made here as empty files) is filled from --data_dir."""
+    of the documented layout (made here as empty files) is filled from --data_dir; a hub task names
+    its dataset instead."""
+    glue = [f"{task}/{split}.tsv" for task in ("CoLA", "SST-2", "MRPC", "QQP", "STS-B", "QNLI", "RTE", "WNLI")
+            for split in ("train", "dev")] + [f"MNLI/{split}.tsv" for split in ("train", "dev_matched", "dev_mismatched")]
     for relative in ("ner/jnlpba/dev.txt", "ner/jnlpba/test.txt", "classification/ohsumed/train.jsonl",
                      *[f"{task}/{split}.txt" for task in ("ner/sciie", "relation/sciie",
                                                            "classification/citation_intent")
-                       for split in ("train", "dev", "test")]):
+                       for split in ("train", "dev", "test")], *glue):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).touch()
     tasks = read_suite(suite, str(tmp_path))
@@ -294,10 +298,16 @@ def test_shipped_suites_name_existing_recipes_metrics_and_the_data_layout(suite:
         if isinstance(task, ScoringTask):  # a zero/few-shot task file: checked in test_prompt_tasks.py
             assert Path(task.task.path).parent == CONFIGS / "eval" / "tasks" and task.metric in METRICS[task.task.kind]
             continue
-        assert task.metric.startswith("val/")
+        assert task.metrics and all(m.startswith("val/") for m in task.metrics)
         assert all(Path(r).resolve().parent == CONFIGS / "finetune" for r in task.recipe)
+        if dict(task.args).get("data.source.hf_dataset"):  # the hub's splits, not files
+            assert "data.source.paths" not in dict(task.args) and dict(task.args)["data.validation"]
+            continue
         paths = [v for k, v in task.args if k in ("data.source.paths", "data.validation")]
+        paths += list(dict(task.args).get("data.extra_validation", {}).values())
         assert paths and all(v is None or v.startswith(str(tmp_path)) for v in paths)
+    average = read_average(suite)
+    assert average is None or {t for t, _ in average.parts} <= {t.name for t in tasks}
 
 
 def test_the_zero_shot_suite_holds_every_shipped_task_file() -> None:

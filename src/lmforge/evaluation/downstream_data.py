@@ -3,7 +3,8 @@ handed over or trained on their training texts, and the loaders of their encoded
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -21,7 +22,10 @@ class DownstreamData(L.LightningDataModule):
     """Base of the downstream data modules. A subclass sets ``tokenizer_spec``, ``seed``,
     ``batch_size``, ``group_by_length`` and ``num_workers``, fills ``datasets`` (the encoded
     ``train``, ``val``, ``test`` splits) in ``setup``, and gives its training texts
-    (:meth:`training_texts`) and ``collate``.
+    (:meth:`training_texts`) and ``collate``. Further validation sets scored in the same run
+    (``extra_validation``, each named) are the splits ``val/<name>``: each is a further
+    validation loader whose batches carry ``set: <name>``, so that the task logs their metrics
+    as ``val/<metric>/<name>`` beside the main set's ``val/<metric>``.
 
     The tokenizer is the task's, handed over by :func:`lmforge.start.connect`; without one (a
     network trained from scratch), the one ``tokenizer_spec`` loads or trains on the training
@@ -35,7 +39,7 @@ class DownstreamData(L.LightningDataModule):
     def __init__(self, source: DataSource, validation: str | None, test: str | None, labels: list[str] | None,
                  val_fraction: float, seed: int, max_documents: int | None, tokenizer: TokenizerSpec | dict,
                  seq_len: int, batch_size: int, group_by_length: bool, num_workers: int, min_seq_len: int = 2,
-                 train_size: int | None = None):
+                 train_size: int | None = None, extra_validation: dict[str, str] | None = None):
         """The settings every downstream data module has, checked (see the subclasses' ``Args:``)."""
         super().__init__()
         if seq_len < min_seq_len or batch_size < 1:
@@ -49,6 +53,11 @@ class DownstreamData(L.LightningDataModule):
         self.train_size = train_size
         self.source = source
         self.validation, self.test = (plain_path(v) if v is not None else None for v in (validation, test))
+        bad = [name for name in extra_validation or {} if not name or "/" in name or "." in name]
+        if bad or extra_validation and validation is None:
+            raise UserError(f"data.extra_validation {extra_validation}: name each further validation set (no '/' or "
+                            "'.' in its name) and give the main one as data.validation too.")
+        self.extra_validation = {name: plain_path(where) for name, where in (extra_validation or {}).items()}
         self.labels: list[str] | None = list(labels) if labels is not None else None
         self.val_fraction, self.seed, self.max_documents = val_fraction, seed, max_documents
         self.tokenizer_spec = TokenizerSpec(**tokenizer) if isinstance(tokenizer, dict) else tokenizer
@@ -113,8 +122,27 @@ class DownstreamData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation loader; with ``extra_validation`` a list: the main set's first, then
+        one per further set, whose batches carry its name (``set``)."""
+        main = self._loader("val", shuffle=False)
+        if not self.extra_validation:
+            return main
+        extra = [example_loader(self.datasets[f"val/{name}"], self.batch_size, partial(named, self.collate, name),
+                                False, run_seed(self.seed), self.group_by_length, self.num_workers)
+                 for name in self.extra_validation]
+        return [main, *extra]
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def named(collate: Callable[[list], dict], name: str, examples: list) -> dict:
+    """A batch of a further validation set, named (a module-level function: loader workers pickle it).
+
+    Args:
+        collate: The data module's collate.
+        name: The set's name in ``extra_validation``.
+        examples: The batch's examples.
+    """
+    return {**collate(examples), "set": name}

@@ -35,20 +35,21 @@ class ClassF1(MulticlassStatScores):
     so exact under DDP), with one class optionally left out: the "no relation" class of relation
     extraction (ChemProt's ``false``), whose correct predictions are no hits and whose
     predictions are no guesses. Macro-F1 averages the classes seen in the gold labels or the
-    predictions (scikit-learn's convention: ``f1_score(labels=...)`` over those classes).
+    predictions (scikit-learn's convention). With ``names``, also each class's F1, ``f1_<name>``.
 
     Args:
         num_classes: Number of classes.
         ignore: The class left out, if any.
+        names: The class names in id order, for the per-class F1s; ``None``: none.
     """
 
     full_state_update = False
 
-    def __init__(self, num_classes: int, ignore: int | None = None):
-        # not torchmetrics' ignore_index: that drops the examples whose gold label it is, while a
-        # class predicted on a "no relation" example must still count as a wrong guess
+    def __init__(self, num_classes: int, ignore: int | None = None, names: list[str] | None = None):
+        # not torchmetrics' ignore_index: that drops the examples of that gold label, yet a class
+        # predicted on a "no relation" example is a wrong guess
         super().__init__(num_classes, average="none")
-        self.ignore = ignore
+        self.ignore, self.names = ignore, list(names or [])
 
     def compute(self) -> dict[str, torch.Tensor]:
         tp, fp, _, fn, _ = super().compute().double().unbind(-1)  # (C, 5): tp, fp, tn, fn, support
@@ -59,7 +60,8 @@ class ClassF1(MulticlassStatScores):
         per_class = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
         seen = keep & ((tp + fp + fn) > 0)
         macro = per_class[seen].mean() if seen.any() else micro.new_zeros(())
-        return {"f1_micro": micro.float(), "f1_macro": macro.float()}
+        classes = {f"f1_{name}": f1.float() for name, f1 in zip(self.names, per_class)}
+        return {"f1_micro": micro.float(), "f1_macro": macro.float(), **classes}
 
 
 class FineTuneTask(Task):
@@ -76,10 +78,14 @@ class FineTuneTask(Task):
 
     The number of classes and the task type come from the data when left unset. Metrics:
     ``val/loss``, and ``val/acc``, ``val/f1_micro``, ``val/f1_macro`` (both without
-    ``ignore_label``), ``val/mcc`` (classification); ``val/f1_micro``, ``val/f1_macro``,
+    ``ignore_label``), ``val/f1_<label>`` per class (GLUE's MRPC/QQP F1 is ``val/f1_1``, the positive
+    class's: micro-F1 equals accuracy there), ``val/mcc`` (classification); ``val/f1_micro``, ``val/f1_macro``,
     ``val/exact_match`` and ``val/f1_<label>`` per label (multi-label: a sigmoid per label,
     binary cross-entropy, a label is predicted above ``threshold``); or ``val/pearson``,
-    ``val/spearman`` (regression); ``test/...`` alike.
+    ``val/spearman`` (regression); ``test/...`` alike. A further validation set of the data
+    (``extra_validation``: its batches carry ``set: <name>``) gets its own metrics, logged as
+    ``val/<metric>/<name>`` (``val/acc/mismatched``, ``val/loss/mismatched``); checkpoints
+    monitor the main set's.
     Checkpoints carry the network's class and shape, so they load without ``init_from``.
     Heads of the pretraining objective (an MLM head, ELMo's softmax) are not used: those the
     weights carry are named once when they are loaded; those they lack go unmentioned.
@@ -210,15 +216,13 @@ class FineTuneTask(Task):
                 "f1_label": MultilabelF1Score(n, threshold=t, average="none"),
                 "exact_match": MultilabelExactMatch(n, threshold=t),
             })
-        ignore = None
-        if self.ignore_label is not None:
-            if self.labels is None or self.ignore_label not in self.labels:
-                raise UserError(f"ignore_label={self.ignore_label!r} is not one of the classes {self.labels}: "
-                                "name one of them, or leave it unset.")
-            ignore = self.labels.index(self.ignore_label)
+        if self.ignore_label is not None and self.ignore_label not in (self.labels or []):
+            raise UserError(f"ignore_label={self.ignore_label!r} is not one of the classes {self.labels}: "
+                            "name one of them, or leave it unset.")
+        ignore = self.labels.index(self.ignore_label) if self.ignore_label is not None else None
         return nn.ModuleDict({
             "acc": MulticlassAccuracy(n, average="micro"),
-            "f1": ClassF1(n, ignore),
+            "f1": ClassF1(n, ignore, self.labels),
             "mcc": MulticlassMatthewsCorrCoef(n),
         })
 
@@ -345,16 +349,25 @@ class FineTuneTask(Task):
         for metric in self.metrics[stage].values():
             metric.update(preds, batch["labels"].long() if self.task_type == "multilabel" else batch["labels"])
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, self._metric_set("val", batch.pop("set", None)))
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, self._metric_set("test", batch.pop("set", None)))
+
+    def _metric_set(self, stage: str, name: str | None) -> str:
+        """The key of the metrics of ``stage``'s set ``name`` (``val/mismatched``), made on its first batch."""
+        key = f"{stage}/{name}" if name is not None else stage
+        if key not in self.metrics:  # no parameters, states outside state_dict: checkpoints do not change
+            self.metrics[key] = self._metrics().to(self.device)
+            self.mean_loss[key] = MeanMetric().to(self.device)
+        return key
 
     def _reset(self, stage: str) -> None:
-        self.mean_loss[stage].reset()
-        for metric in self.metrics[stage].values():
-            metric.reset()
+        for key in (key for key in self.metrics if key.split("/")[0] == stage):
+            self.mean_loss[key].reset()
+            for metric in self.metrics[key].values():
+                metric.reset()
 
     def on_validation_epoch_start(self) -> None:
         self._reset("val")
@@ -363,24 +376,27 @@ class FineTuneTask(Task):
         self._reset("test")
 
     def _computed(self, stage: str) -> dict[str, torch.Tensor]:
-        """Every metric of ``stage`` by its logged name."""
+        """Every metric of ``stage`` by its logged name: ``val/acc``; of set ``val/mismatched``: ``val/acc/mismatched``."""
         values: dict[str, torch.Tensor] = {}
         for name, metric in self.metrics[stage].items():
             value = metric.compute()
             if isinstance(value, dict):
-                values.update({f"{stage}/{k}": v for k, v in value.items()})
+                values.update(value)
             elif value.dim() == 1:  # one per label
-                values.update({f"{stage}/f1_{label}": v for label, v in zip(self.labels or [], value)})
+                values.update({f"f1_{label}": v for label, v in zip(self.labels or [], value)})
             else:
-                values[f"{stage}/{name}"] = value
-        return {k: v.float() for k, v in values.items()}
+                values[name] = value
+        if self.mean_loss[stage].update_called:
+            values["loss"] = self.mean_loss[stage].compute()
+        base, _, name = stage.partition("/")
+        return {f"{base}/{k}" + f"/{name}" * bool(name): v.float() for k, v in values.items()}
 
     def _log_eval(self, stage: str) -> None:
-        values = self._computed(stage)
-        values[f"{stage}/loss"] = self.mean_loss[stage].compute()
+        values = {}  # each set's that had batches (`val`, `val/mismatched`)
+        for key in (key for key in self.metrics if key.split("/")[0] == stage and self.mean_loss[key].update_called):
+            values.update(self._computed(key))
         if self.trainer.sanity_checking:
-            # Lightning drops what is logged in the sanity check; keep it as the step-0 point,
-            # the model before fine-tuning
+            # Lightning drops what is logged in the sanity check; keep it as step 0, before fine-tuning
             for logger in self.loggers if self.global_step == 0 else []:
                 logger.log_metrics({k: float(v) for k, v in values.items()}, step=0)
             return

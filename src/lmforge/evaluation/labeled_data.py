@@ -49,9 +49,10 @@ class LabeledText(DownstreamData):
     """Sentence or sentence-pair classification/regression data for fine-tuning a pretrained model.
 
     Sources: a local file of training examples (``.tsv``, ``.csv`` or ``.jsonl``; ``.tsv`` and
-    ``.csv`` need a header naming the columns) with a ``validation`` file, or a Hugging Face
-    dataset (e.g. ``glue`` with ``hf_config: sst2``) whose ``hf_split`` trains, with a
-    ``validation`` split; without ``validation``, ``val_fraction`` of the training examples is
+    ``.csv`` have a header naming the columns, or ``columns`` names them) with a ``validation``
+    file, or a Hugging Face dataset (e.g. ``nyu-mll/glue`` with ``hf_config: sst2``) whose
+    ``hf_split`` trains, with a ``validation`` split (``extra_validation``: more sets scored in
+    the same run, e.g. MNLI's mismatched one); without ``validation``, ``val_fraction`` of the training examples is
     held out, shuffled by ``seed``. A relative path written in a config file is looked up next
     to that file first, then in the working directory. Texts are tokenized with the task's
     tokenizer (the pretrained model's), cut to ``seq_len`` tokens and padded per batch.
@@ -62,7 +63,8 @@ class LabeledText(DownstreamData):
     With ``multilabel`` each example has a list of labels (a JSON list, or a text split at
     ``label_separator``), possibly empty. ``auto`` picks multilabel when the training labels
     are lists, regression when every one is a number and some is not an integer,
-    classification otherwise.
+    classification otherwise. A hub dataset's class labels (``ClassLabel``) keep its own class
+    names, or ``labels`` renames its classes in id order (``['0', '1']``: GLUE's file names).
 
     Relation classification marks the two entities in each text (``markers``, e.g.
     ``<< subject >>`` and ``[[ object ]]``, the SciERC/ChemProt layout); the markers become
@@ -76,18 +78,29 @@ class LabeledText(DownstreamData):
         validation: The validation examples: a file when ``source`` is local, a split name
             (e.g. ``validation``) when it is a hub dataset; ``None`` holds out ``val_fraction``
             of the training examples.
+        extra_validation: Further validation sets scored in the same run, by name, as
+            ``validation`` (files, or hub split names), e.g. ``{mismatched: MNLI/dev_mismatched.tsv}``:
+            their metrics are logged as ``val/<metric>/<name>`` (``val/acc/mismatched``); checkpoints
+            follow the main set's.
         test: The test examples for ``lmforge test``, as ``validation`` (GLUE test labels are
             hidden: leave it unset there).
         format: The files' layout: ``tsv``, ``csv``, ``jsonl`` or ``sts`` (STS Benchmark: the
             columns are ``sentence1``, ``sentence2``, ``score``); ``auto`` goes by the suffix
             (SciBERT's ``.txt`` files hold JSON lines: set ``jsonl``).
+        columns: The names of the ``.tsv``/``.csv`` files' columns, in order: for files without a
+            header line (``header: false``; GLUE's CoLA: ``[source, label, original_label,
+            sentence]``), or renaming the header's (GLUE MRPC's ``#1 String``: a YAML value cannot
+            start with ``#``); ``None``: the header's names. A line with another number of fields
+            than the header (or ``columns``) is refused.
+        header: Whether the ``.tsv``/``.csv`` files' first line is a header line.
         text_pair_field: Column of the second text of sentence-pair tasks; ``None`` for single texts.
         label_field: Column of the label.
         task_type: ``classification``, ``regression``, ``multilabel`` or ``auto`` (see above).
         label_separator: Multi-label: what separates the labels in a text field (``.tsv``/``.csv``).
         markers: The entity markers ``[open 1, close 1, open 2, close 2]`` in the texts, added
             to the tokenizer as special tokens; ``None`` for texts without them.
-        labels: The class names in id order; ``None`` takes the sorted training labels.
+        labels: The class names in id order; ``None`` takes the sorted training labels (a hub
+            dataset's class labels: its own names).
         val_fraction: Fraction of the training examples held out when there is no ``validation``.
         seed: Seed of that held-out split. The training order follows the run's
             ``seed_everything`` (so seeds vary it), or this seed when there is none.
@@ -110,8 +123,11 @@ class LabeledText(DownstreamData):
         self,
         source: DataSource = DataSource(),
         validation: Path_fr | str | None = None,
+        extra_validation: dict[str, str] | None = None,
         test: Path_fr | str | None = None,
         format: FileFormat = "auto",
+        columns: list[str] | None = None,
+        header: bool = True,
         text_pair_field: str | None = None,
         label_field: str = "label",
         task_type: TaskType = "auto",
@@ -129,13 +145,14 @@ class LabeledText(DownstreamData):
         num_workers: int = 0,
     ):
         super().__init__(source, validation, test, labels, val_fraction, seed, max_documents, tokenizer, seq_len,
-                         batch_size, group_by_length, num_workers, train_size=train_size)
+                         batch_size, group_by_length, num_workers, train_size=train_size,
+                         extra_validation=extra_validation)
         if task_type not in ("auto", "classification", "regression", "multilabel"):
             raise UserError(f"task_type={task_type!r}: use classification, regression, multilabel or auto.")
         if markers is not None and (len(markers) != 4 or len(set(markers)) != 4 or not all(m.strip() for m in markers)):
             raise UserError(f"markers={markers}: give four distinct markers, [open 1, close 1, open 2, close 2], "
                             "e.g. ['<<', '>>', '[[', ']]'].")
-        self.format = format
+        self.format, self.columns, self.header = format, list(columns) if columns else None, header
         self.text_pair_field, self.label_field = text_pair_field, label_field
         self.requested_task_type = task_type
         self.label_separator = label_separator
@@ -182,7 +199,8 @@ class LabeledText(DownstreamData):
             rows, places = [], []
             for file in [where] if isinstance(where, str) else where:
                 jsonl = self.format == "jsonl" or self.format == "auto" and Path(file).suffix == ".jsonl"
-                more, there = self._rows(numbered_records(file, self.format), file, header=not jsonl)
+                records = numbered_records(file, self.format, self.columns, self.header)
+                more, there = self._rows(records, file, header=not jsonl)
                 rows, places = rows + more, places + there
         else:
             rows, places = self._read_hub(where)
@@ -201,6 +219,10 @@ class LabeledText(DownstreamData):
         names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
         if names and self.labels is None:
             self.labels = list(names)
+        elif names and len(self.labels) != len(names):
+            raise UserError(f"data.labels {self.labels} renames the {len(names)} classes of '{self.name}' "
+                            f"({', '.join(names)}) in id order: give {len(names)} names, or null.")
+        names = self.labels if names else None
         records = [dict(r) for r in ds]
         if not records:
             raise UserError(f"Split '{split}' of '{self.name}' holds no examples: choose another split.")
@@ -236,6 +258,8 @@ class LabeledText(DownstreamData):
             else:
                 splits = {split: ([rows[i] for i in kept], [places[i] for i in kept])
                           for split, kept in zip(("train", "val"), self._hold_out(len(rows)))}
+            for name, where in self.extra_validation.items():
+                splits[f"val/{name}"] = self._read(where)
             if self.test is not None:
                 splits["test"] = self._read(self.test)
             given = self.labels is not None

@@ -18,27 +18,39 @@ FileFormat = Literal["auto", "tsv", "csv", "jsonl", "sts"]
 SUFFIXES = (".tsv", ".csv", ".jsonl")
 
 
-def read_records(path: str | Path, file_format: FileFormat = "auto") -> list[dict[str, Any]]:
-    """The rows of a ``.tsv``/``.csv`` file with a header line, the objects of a ``.jsonl`` file,
-    or the pairs of an STS-Benchmark file (``sts``: no header; tab-separated genre, file, year,
-    id, score, sentence 1, sentence 2, extra fields ignored, no quoting) as ``sentence1``,
-    ``sentence2`` and ``score``.
+def read_records(path: str | Path, file_format: FileFormat = "auto", columns: Sequence[str] | None = None,
+                 header: bool = True) -> list[dict[str, Any]]:
+    """The rows of a ``.tsv``/``.csv`` file with a header line (or named by ``columns``), the objects
+    of a ``.jsonl`` file, or the pairs of an STS-Benchmark file (``sts``: no header; tab-separated
+    genre, file, year, id, score, sentence 1, sentence 2, extra fields ignored, no quoting) as
+    ``sentence1``, ``sentence2`` and ``score``. A table row with more or fewer fields than the
+    header (or ``columns``) is refused, naming its line.
 
     Args:
         path: The file.
         file_format: ``tsv``, ``csv``, ``jsonl`` or ``sts``; ``auto`` goes by the file's suffix.
+        columns: The names of a ``.tsv``/``.csv`` file's columns, in order (GLUE's CoLA has no
+            header line); ``None``: the header line's names.
+        header: Whether the file's first line is a header line; with ``columns`` it is skipped
+            (``columns`` rename its columns, e.g. GLUE MRPC's ``#1 String``, which a YAML value
+            cannot start with).
     """
-    return [record for _, record in numbered_records(path, file_format)]
+    return [record for _, record in numbered_records(path, file_format, columns, header)]
 
 
-def numbered_records(path: str | Path, file_format: FileFormat = "auto") -> list[tuple[int, dict[str, Any]]]:
+def numbered_records(path: str | Path, file_format: FileFormat = "auto", columns: Sequence[str] | None = None,
+                     header: bool = True) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` of each record of :func:`read_records`; numbers count from 1,
     the header line included (a quoted ``.csv`` text over several lines: its last).
 
     Args:
         path: The file.
         file_format: ``tsv``, ``csv``, ``jsonl`` or ``sts``; ``auto`` goes by the file's suffix.
+        columns: The names of a ``.tsv``/``.csv`` file's columns; ``None``: the header line's.
+        header: Whether the file's first line is a header line (skipped when ``columns`` are given).
     """
+    if not header and not columns:
+        raise UserError(f"'{path}' has no header line (data.header false): name its columns with data.columns.")
     path = Path(path)
     kind = path.suffix if file_format == "auto" else f".{file_format}"
     if kind not in (*SUFFIXES, ".sts"):
@@ -53,18 +65,31 @@ def numbered_records(path: str | Path, file_format: FileFormat = "auto") -> list
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as err:
             raise UserError(f"'{path}' is not UTF-8 text (byte {err.start}): convert it to UTF-8.") from err
-        records = _sts_records(text, path) if kind == ".sts" else _table_records(text, kind)
+        records = _sts_records(text, path) if kind == ".sts" else _table_records(text, kind, path, columns, header)
     if not records:
         raise UserError(f"'{path}' holds no examples: it is empty (or has a header line only).")
     return records
 
 
-def _table_records(text: str, kind: str) -> list[tuple[int, dict[str, Any]]]:
+def _table_records(text: str, kind: str, path: Path, columns: Sequence[str] | None,
+                   header: bool) -> list[tuple[int, dict[str, Any]]]:
     # GLUE-style .tsv files hold quote characters inside texts: no quoting in .tsv
     options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == ".tsv" else {}
     csv.field_size_limit(2**31 - 1)
-    reader = csv.DictReader(text.splitlines(), **options)
-    return [(reader.line_num, row) for row in reader if any(row.values())]
+    reader = csv.DictReader(text.splitlines(), list(columns) if columns else None, **options)
+    records = []
+    for row in reader:
+        # DictReader files surplus fields under None and fills missing ones with None: a row
+        # that does not fit its header would otherwise shift texts into the wrong columns silently
+        if None in row or None in row.values():
+            found = len(reader.fieldnames) + len(row.get(None, ())) - sum(v is None for v in row.values())
+            named = "data.columns" if columns else "its header"
+            raise UserError(f"'{path}' line {reader.line_num} has {found} {'tab-separated ' * (kind == '.tsv')}fields "
+                            f"but {named} has {len(reader.fieldnames)}: fix or remove that line (a tab or line "
+                            "break inside a text?), or set data.columns to the file's columns.")
+        if any(row.values()) and not (columns and header and reader.line_num == 1):
+            records.append((reader.line_num, row))
+    return records
 
 
 def _sts_records(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -8,7 +8,8 @@ zero-shot ones)::
     tasks:
       sciie-ner:
         recipe: [../finetune/ner.yaml]   # fit config file(s), relative to the suite file
-        metric: val/f1                   # what the table reports (runs.csv: every val/*, time, memory)
+        metric: val/f1                   # what the table reports, or a list: [val/f1_1, val/acc] (a row each;
+                                         # runs.csv: every val/*, time, memory)
         args:                            # fit arguments of this task; {data_dir} becomes --data_dir
           data.source.paths: "{data_dir}/ner/sciie/train.txt"
           data.validation: "{data_dir}/ner/sciie/dev.txt"
@@ -16,6 +17,15 @@ zero-shot ones)::
       sciq:
         kind: multiple_choice            # a zero/few-shot task file (lmforge.evaluation.prompt_tasks)
         task: tasks/sciq.yaml            # optional: shots, limit, metric, random_baseline
+    average:                             # optional: one more row per start, e.g. GLUE's average
+      name: GLUE average
+      of: [sciie-ner val/f1, sciq acc]   # "task metric" each (a pair may come twice)
+      note: on validation sets           # optional: written under the table
+
+The average row is, per start (and training-set size), the mean over seeds of each seed's mean
+of its parts (seed k of every task; a scoring task's one run pairs with every seed), ± its
+standard deviation; a start lacking runs of some averaged task (``--tasks`` chose others) shows
+which, rather than an average of a part.
 
 ``--recipe finetune.yaml`` instead of ``--suite`` is the suite of one task, named after the
 recipe's file stem (its metric: ``--metric``, else ``val/acc``, ``val/spearman`` or the first
@@ -56,7 +66,7 @@ from typing import Any, Literal
 from lmforge.errors import UserError
 from lmforge.evaluation.prompt_tasks import Item, load_items
 from lmforge.evaluation.report import RESULT_FILES, file_name, write_runs, write_summary
-from lmforge.evaluation.suite_spec import ScoringTask, SuiteTask, chosen_tasks
+from lmforge.evaluation.suite_spec import Average, ScoringTask, SuiteTask, chosen_tasks, read_average
 from lmforge.evaluation.zero_shot import score_task
 from lmforge.start.starting_point import read_checkpoint
 
@@ -130,10 +140,10 @@ def evaluate(
 
     Args:
         starts: Starting points: lmforge ``.ckpt`` files, Hugging Face folders or ``hf:<id>``.
-        suite: A suite YAML file (see ``configs/eval/``); or give ``recipe``.
+        suite: A suite YAML file (``configs/eval/``: glue.yaml, glue-tsv.yaml, biomed.yaml ...); or give ``recipe``.
         recipe: Fine-tuning config file(s) of a one-task suite, named after the (first) file's stem.
-        metric: With ``recipe``: the metric the table reports (default: ``val/acc``,
-            ``val/spearman`` or the first logged). A suite names each task's own.
+        metric: With ``recipe``: the metric the table reports (default: ``val/acc``, ``val/spearman`` or the first
+            logged). A suite names each task's own, or a list (a row each), and may add an ``average:`` row.
         tasks: Run only these tasks of the suite.
         data_dir: The data folder that ``{data_dir}`` in the suite's task arguments stands for.
         seeds: Fine-tune runs per task and start, with seeds 0, 1, ... (each passed as ``--seed_everything``).
@@ -155,15 +165,15 @@ def evaluate(
     """
     names = _start_labels(starts, labels, seeds)
     sizes = _curve_sizes(train_sizes, curve_steps)  # refused before anything runs
-    out_dir = Path(out)
-    _refuse_earlier_results(out_dir)
+    _refuse_earlier_results(out_dir := Path(out))
     chosen = [_overridden(t, shots, limit) for t in chosen_tasks(suite, recipe, metric, tasks, data_dir)]
+    average = read_average(suite) if suite is not None else None
     items = _checked(chosen, starts, fit)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a refused suite leaves no folder behind
     plan = [(RANDOM, starts[0], True)] * random_baseline + [(n, start, False) for n, start in zip(names, starts)]
     rows = _score_all(scorer, chosen, items, plan, out_dir, device, batch_size)
     _run_plan(fit, chosen, plan, seeds, out_dir, list(overrides or []), rows, sizes, curve_steps)
-    _report(rows, chosen, out_dir)
+    _report(rows, chosen, out_dir, average)
     return out_dir
 
 
@@ -297,15 +307,18 @@ def _run_plan(fit: Fit | None, chosen: list[SuiteTask | ScoringTask], plan: Plan
                     _write_runs(rows, chosen, out_dir)
 
 
-def _report(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Path) -> None:
-    """Write and print the summary table; name each task whose metric no run logged."""
-    reported = {t.name: t.metric or _default_metric([r for r in rows if r["task"] == t.name]) for t in chosen}
-    table = write_summary(rows, reported, out_dir)
+def _report(rows: list[dict], chosen: list[SuiteTask | ScoringTask], out_dir: Path, average: Average | None) -> None:
+    """Write and print the summary table; name each task metric no run logged."""
+    reported = {t.name: list(t.metrics) or [_default_metric([r for r in rows if r["task"] == t.name])]
+                for t in chosen}
+    row = (average.name, list(average.parts)) if average is not None else None
+    table = write_summary(rows, reported, out_dir, row, average.note if average is not None else "")
     print(table)
-    for task, name in reported.items():
-        if not any(name in r for r in rows if r["task"] == task):
-            logged = sorted({k for r in rows if r["task"] == task for k in r if k.startswith("val/")})
-            print(f"Task '{task}' logged no {name} (it logged {', '.join(logged)}): fix its metric.")
+    for task, names in reported.items():
+        for name in names:
+            if not any(name in r for r in rows if r["task"] == task):
+                logged = sorted({k for r in rows if r["task"] == task for k in r if k.startswith("val/")})
+                print(f"Task '{task}' logged no {name} (it logged {', '.join(logged)}): fix its metric.")
     folders = [f for f, kind in (("tensorboard/", SuiteTask), ("requests/", ScoringTask))
                if any(isinstance(t, kind) for t in chosen)]
     board = f" (tensorboard --logdir {out_dir / 'tensorboard'})" if "tensorboard/" in folders else ""
