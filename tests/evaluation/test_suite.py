@@ -289,7 +289,7 @@ def test_shipped_suites_name_existing_recipes_metrics_and_the_data_layout(suite:
     for relative in ("ner/jnlpba/dev.txt", "ner/jnlpba/test.txt", "classification/ohsumed/train.jsonl",
                      *[f"{task}/{split}.txt" for task in ("ner/sciie", "relation/sciie",
                                                            "classification/citation_intent")
-                       for split in ("train", "dev", "test")], *glue):
+                       for split in ("train", "dev", "test")], "BioASQ-train-factoid-7b.json", *glue):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).touch()
     tasks = read_suite(suite, str(tmp_path))
