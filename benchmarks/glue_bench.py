@@ -8,7 +8,11 @@ ignored by git) by :func:`glue_data_folder`: ``SST-2/{train,dev}.tsv`` (``senten
 shared files already are that layout) and ``STS-B/{train,dev}.tsv`` converted from the STS Benchmark
 files (GLUE's header: index, genre, filename, year, old_index, source1, source2, sentence1,
 sentence2, score). Training files are a seeded draw (``--split-seed``) of ``--train`` examples,
-the same for every seed; dev files are whole (SST-2 872 sentences, STS-B 1,500 pairs).
+the same for every seed; dev files are whole (SST-2 872 sentences, STS-B 1,500 pairs). ``glue``'s
+default, 1,000 training examples and 1 epoch (32 steps of 32), is sized for ~17 min on a quiet 2-core
+CPU (estimated: ~1.7 s a step of SST-2, ~3 s of STS-B pairs; ~3x that measured on the shared
+machine); at lr 2e-5 that leaves SST-2 near chance, so it checks the plumbing and the speed more
+than the scores. For scores near the papers': ``--train 100000 --epochs 3`` (all of both), on a GPU.
 
 The tasks are those of ``configs/eval/glue-tsv.yaml`` (``sst2``: val/acc; ``stsb``: val/pearson,
 val/spearman); while that file is missing (or with ``--standin-suite``) a stand-in suite with the
@@ -30,15 +34,18 @@ on every seed; the table shows the median over seeds, both sides from the same r
 
 ``curve``: ``lmforge.evaluation.evaluate`` (the ``lmforge evaluate`` path, ``fit=fit_metrics``) on the
 suite's ``sst2`` task from the MiniLM folder plus the random baseline, 3 seeds, training sizes 50,
-200, 1000 and "all". Each subsample trains ``--curve-steps`` steps (default 150 of batch 32).
-"all" is NOT the 67,349 sentences: at ~0.5 s a step on this 2-core CPU one epoch of those would
-take ~18 min per run, 6 runs x 3 epochs some 5 hours. Here "all" is the curve's training file,
-``--curve-all`` sentences (default 2,000, a seeded draw), trained as the recipe says (3 epochs:
-188 steps). The subsamples are drawn from that file by each run's seed (stratified).
+200, 1000 and "all": 24 runs. Each subsample (drawn by the run's seed, stratified) trains
+``--curve-steps`` steps of batch 32 (default 30). "all" is NOT the 67,349 sentences: MiniLM takes
+~5.5 s a step of 32 measured while this 2-core CPU was shared (~1.7 s estimated on a quiet one), so one
+epoch of those would take ~1 h per run. Here "all" is the curve's training file, ``--curve-all``
+sentences (default 2,000, a seeded draw) for ``--all-epochs`` epochs (default 1: 63 steps), the
+recipe's other settings kept. So the last point has both more data and more steps than the
+others; and 30 steps at the recipe's lr 2e-5 may leave both starts near chance. On a faster
+machine: ``--curve-steps 150 --curve-all 8000``.
 
-    python benchmarks/downstream.py glue                 # 2 tasks x 3 seeds x 2 sides, 2,000 train, 1 epoch: ~15 min
-    python benchmarks/downstream.py glue --seeds 1 --train 500
-    python benchmarks/downstream.py curve                # 24 runs: ~20 min
+    python benchmarks/downstream.py glue                 # 2 tasks x 3 seeds x 2 sides, 1,000 train, 1 epoch: ~17 min
+    python benchmarks/downstream.py glue --seeds 1 --train 160 --tasks stsb
+    python benchmarks/downstream.py curve                # 24 runs, ~920 steps: ~30 min on a quiet 2-core CPU
     python benchmarks/downstream.py glue --smoke         # stand-in model and data, a few steps
     python benchmarks/downstream.py curve --smoke
 
@@ -82,12 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("command", choices=("glue", "curve"))
     p.add_argument("--tasks", default=",".join(TASKS), help="glue: comma-separated, of sst2, stsb")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 3; smoke 1 for glue)")
-    p.add_argument("--train", type=int, default=None, help="glue: training examples per task (default 2000)")
+    p.add_argument("--train", type=int, default=None, help="glue: training examples per task (default 1000)")
     p.add_argument("--epochs", type=int, default=1, help="glue: epochs (the recipe's 3 overridden)")
-    p.add_argument("--curve-steps", type=int, default=None, help="curve: steps of each subsample run (default 150)")
+    p.add_argument("--curve-steps", type=int, default=None, help="curve: steps of each subsample run (default 30)")
     p.add_argument("--curve-all", type=int, default=None,
                    help="curve: the SST-2 sentences the 'all' point trains on (default 2000)")
-    p.add_argument("--all-epochs", type=int, default=1, help="curve: epochs of the 'all' point (the recipe's 3 overridden)")
+    p.add_argument("--all-epochs", type=int, default=1,
+                   help="curve: epochs of the 'all' point (overrides the recipe's)")
     p.add_argument("--split-seed", type=int, default=1234, help="seed of the training files' draw")
     p.add_argument("--suite", default=None, help=f"the suite file (default {SUITE.relative_to(ROOT)} when it exists)")
     p.add_argument("--standin-suite", action="store_true", help="use the stand-in suite even if the real one exists")
@@ -99,8 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.parse_args(argv)
     smoke = a.smoke
     a.seeds = a.seeds if a.seeds is not None else (1 if smoke else 3)
-    a.train = a.train if a.train is not None else (24 if smoke else 2000)
-    a.curve_steps = a.curve_steps if a.curve_steps is not None else (2 if smoke else 150)
+    a.train = a.train if a.train is not None else (24 if smoke else 1000)
+    a.curve_steps = a.curve_steps if a.curve_steps is not None else (2 if smoke else 30)
     a.curve_all = a.curve_all if a.curve_all is not None else (24 if smoke else 2000)
     a.sizes = [8, 16, "all"] if smoke else [50, 200, 1000, "all"]
     a.tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
@@ -343,7 +351,8 @@ def run_reference(name: str, folder: Path, rows: tuple, order: list[list[list[in
             logits = model(**batch).logits
             predictions += logits.squeeze(-1).tolist() if regression else logits.argmax(-1).tolist()
     return {"metrics": glue_scores(name, [e["labels"] for e in dev], predictions),
-            "tokens_per_s": tokens / max(seconds, 1e-9), "train_seconds": seconds, "steps": steps, "train_tokens": tokens,
+            "tokens_per_s": tokens / max(seconds, 1e-9), "train_seconds": seconds, "steps": steps,
+            "train_tokens": tokens,
             "model_class": type(model).__name__, "problem_type": model.config.problem_type}
 
 
