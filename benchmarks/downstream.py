@@ -47,6 +47,10 @@ papers', run on a GPU with e.g. ``--max-train 100000 --max-dev 100000 --epochs 3
     python benchmarks/downstream.py parity --smoke     # 32 examples, 1 seed, a few steps: the plumbing
     python benchmarks/downstream.py helps --smoke
 
+``glue`` (SST-2 and STS-B through ``configs/eval/glue-tsv.yaml``, lmforge against a plain
+``transformers`` loop) and ``curve`` (the SST-2 learning curve of ``lmforge evaluate``, MiniLM
+against random init) live in ``glue_bench.py``, with their own options (``glue --help``).
+
 ``--smoke`` also replaces what lies outside the repository by stand-ins written to a temporary
 folder (``standins.py``), unless ``--data`` / ``--model`` name real ones: a tiny random BERT folder
 in the MiniLM folder's layout and generated files in the layout of every task above; the run
@@ -83,7 +87,7 @@ DEFAULTS = {"parity": (800, 200, 1, 3), "helps": (800, 200, 1, 3)}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("parity", "helps"))
+    p.add_argument("command", choices=("parity", "helps"), help="(glue, curve: see glue_bench.py)")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 3)")
     p.add_argument("--epochs", type=int, default=None, help="default 1")
@@ -411,7 +415,7 @@ def init_marker_rows(model, tok, folder: Path) -> None:
             emb[tok.convert_tokens_to_ids(marker)] = emb[pieces].mean(0)
 
 
-def adamw(model, lr: float, weight_decay: float):
+def adamw(model, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
     """AdamW; weight decay on matrices, never on embeddings, norms or biases."""
     import torch
 
@@ -419,7 +423,7 @@ def adamw(model, lr: float, weight_decay: float):
     decay = [p for p in model.parameters() if p.ndim >= 2 and id(p) not in embeddings]
     rest = [p for p in model.parameters() if not (p.ndim >= 2 and id(p) not in embeddings)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.999), eps=1e-8)
+                             lr=lr, betas=tuple(betas), eps=eps)
 
 
 def linear_schedule(optimizer, total: int, warmup_ratio: float = 0.1):
@@ -622,6 +626,11 @@ def helps(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("glue", "curve"):  # GLUE parity and the SST-2 learning curve: glue_bench.py
+        import glue_bench
+
+        return glue_bench.main(argv)
     a = parse_args(argv)
     import torch
 

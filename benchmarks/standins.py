@@ -54,16 +54,18 @@ def write_books(folder: Path, books: int = 6, paragraphs: int = 30, seed: int = 
     return folder
 
 
-def write_sts(path: Path, pairs: int = 40, seed: int = 0) -> Path:
+def write_sts(path: Path, pairs: int = 40, seed: int = 0, extra_columns: bool = False) -> Path:
     """An STS-Benchmark file (genre, file, year, id, score, sentence 1, sentence 2, tab-separated):
-    each second sentence is the first with some words replaced, scored by the share kept."""
+    each second sentence is the first with some words replaced, scored by the share kept. With
+    ``extra_columns`` every fifth line carries two more fields, as a few of the real file's do."""
     rng = random.Random(seed)
     lines = []
     for i in range(pairs):
         words = sentence(rng).rstrip(".").split()
         kept = [w if rng.random() < i / pairs else rng.choice(WORDS) for w in words]
         score = 5.0 * sum(a == b for a, b in zip(words, kept)) / len(words)
-        lines.append(f"main-captions\tsmoke\t2024\t{i:04d}\t{score:.3f}\t{' '.join(words)}.\t{' '.join(kept)}.")
+        extra = "\tsource-a\tsource-b" if extra_columns and i % 5 == 4 else ""
+        lines.append(f"main-captions\tsmoke\t2024\t{i:04d}\t{score:.3f}\t{' '.join(words)}.\t{' '.join(kept)}.{extra}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

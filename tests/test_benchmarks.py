@@ -133,6 +133,37 @@ def test_downstream_helps(smoke: Smoke) -> None:
     assert summary["results"]["mlm_checkpoint"].endswith("last.ckpt")
 
 
+def test_downstream_glue(smoke: Smoke) -> None:
+    # SST-2 and STS-B in GLUE's layout (STS-B converted from the STS Benchmark's), lmforge's suite task
+    # against transformers' own classifier, on the same batches
+    out, summary = smoke("downstream.py", "glue")
+    results = summary["results"]
+    for row in ("| sst2 | acc |", "| stsb | pearson |", "| stsb | spearman |"):
+        assert row in out
+    assert results["sst2"]["train"] == results["stsb"]["train"] == 24  # drawn from 40 stand-in examples
+    assert results["stsb"]["dev"] == 24  # every STS line read, those with 2 extra fields too
+    for task, (problem, task_type) in {"sst2": ("single_label_classification", "classification"),
+                                       "stsb": ("regression", "regression")}.items():
+        (ours,), (ref,) = results[task]["lmforge"], results[task]["reference"]
+        assert ours["settings"]["network"] == "Bert" and ours["settings"]["pooling"] == "cls"
+        assert ours["settings"]["task_type"] == task_type
+        assert ref["model_class"] == "BertForSequenceClassification" and ref["problem_type"] == problem
+        assert ref["order"] == "lmforge" and ref["steps"] == ours["steps"] == 3  # 24 examples, batch 8
+        assert abs(ours["train_tokens"] - ref["train_tokens"]) <= 1  # the same real tokens trained on both sides
+        assert set(ref["metrics"]) <= set(ours["metrics"])
+
+
+def test_downstream_curve(smoke: Smoke) -> None:
+    # `lmforge evaluate`'s learning curve on the suite's sst2 task: every size from both starts
+    out, summary = smoke("downstream.py", "curve")
+    runs = summary["results"]["runs"]
+    assert sorted((r["start"], r["train_size"]) for r in runs) == sorted(
+        (start, size) for start in ("MiniLM", "random init") for size in ("8", "16", "all"))
+    assert all(0.0 <= float(r["val/acc"]) <= 1.0 for r in runs)
+    assert summary["results"]["curve_png"].endswith("curve.png")
+    assert "| sst2 | all | val/acc |" in out
+
+
 def test_time_to_loss(smoke: Smoke) -> None:
     # GPT-2, and the Llama block with AdamW and with Muon, each from its own config (compile: tests/tasks/test_compile.py)
     out, summary = smoke("time_to_loss.py", "--recipes", "a,b,c")
