@@ -34,6 +34,8 @@ SKIPS: dict[str, str] = {
     "scibert/data": "SciBERT's downstream data, downloaded by the user",
     "general.ckpt": "the user's own checkpoints",
     "configs/eval/zeroshot.yaml": "its tasks' data comes from the Hugging Face hub",
+    "configs/eval/glue.yaml": "GLUE comes from the Hugging Face hub",
+    "configs/eval/qa.yaml": "SQuAD comes from the Hugging Face hub",
 }
 # `lmforge new` without arguments asks for each value: it needs a person at the keyboard
 INTERACTIVE = "lmforge new"
