@@ -49,7 +49,9 @@ papers', run on a GPU with e.g. ``--max-train 100000 --max-dev 100000 --epochs 3
 
 ``glue`` (SST-2 and STS-B through ``configs/eval/glue-tsv.yaml``, lmforge against a plain
 ``transformers`` loop) and ``curve`` (the SST-2 learning curve of ``lmforge evaluate``, MiniLM
-against random init) live in ``glue_bench.py``, with their own options (``glue --help``).
+against random init) live in ``glue_bench.py``, with their own options (``glue --help``);
+``qa`` (SQuAD 2.0 articles, lmforge's QuestionAnsweringTask against a plain ``transformers`` loop)
+in ``qa_parity.py`` (``qa --help``).
 
 ``--smoke`` also replaces what lies outside the repository by stand-ins written to a temporary
 folder (``standins.py``), unless ``--data`` / ``--model`` name real ones: a tiny random BERT folder
@@ -65,7 +67,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -74,6 +75,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+from bench_report import open_run, publish, threads_and_notice  # noqa: E402
 import standins  # noqa: E402  (the stand-in model and data of --smoke)
 from real_weights import model_folder  # noqa: E402  (the MiniLM folder, or --model)
 
@@ -87,7 +89,7 @@ DEFAULTS = {"parity": (800, 200, 1, 3), "helps": (800, 200, 1, 3)}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("parity", "helps"), help="(glue, curve: see glue_bench.py)")
+    p.add_argument("command", choices=("parity", "helps"), help="(glue, curve: see glue_bench.py; qa: qa_parity.py)")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 3)")
     p.add_argument("--epochs", type=int, default=None, help="default 1")
@@ -627,6 +629,10 @@ def helps(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) ->
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "qa":  # extractive QA parity: qa_parity.py
+        import qa_parity
+
+        return qa_parity.main(argv)
     if argv and argv[0] in ("glue", "curve"):  # GLUE parity and the SST-2 learning curve: glue_bench.py
         import glue_bench
 
@@ -634,11 +640,8 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     import torch
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    threads_and_notice(a)
     if a.smoke:
-        print("SMOKE RUN: stand-in model and data, a few steps -- checks that the benchmark runs; "
-              "the figures are not meaningful", flush=True)
         base = standins.temporary_folder("lmforge-downstream-smoke-")
         folder = Path(a.model) if a.model else standins.tiny_bert_folder(base / "model")
         if a.data is None:
@@ -650,10 +653,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = model_folder(a.model)
         work = ROOT / "benchmarks" / ".runs" / f"downstream-{time.strftime('%Y%m%d-%H%M%S')}"
     a.data = a.data or str(DATA)
-    work.mkdir(parents=True)
-    os.environ["LMFORGE_CACHE_DIR"] = str(work / "cache")
-    print(f"[downstream {a.command}] {folder} -> {work}", flush=True)
-    started = time.perf_counter()
+    started = open_run(work, folder, a.command)
     report = [f"### `benchmarks/downstream.py {a.command}`", "",
               f"{folder.name} folder {folder}; tasks {', '.join(a.tasks)}; train ≤ {a.max_train}, dev ≤ {a.max_dev} "
               f"examples; {a.epochs} epoch(s), batch {a.batch_size}, seq_len {a.seq_len}, lr {a.lr}; seeds 0..{a.seeds - 1}"
@@ -662,14 +662,7 @@ def main(argv: list[str] | None = None) -> None:
               + f"; {torch.get_num_threads()} threads. Scores x100 (mean ± std over seeds); tokens/s on seed 0."
               + (" SMOKE RUN on stand-ins: the figures are not meaningful." if a.smoke else ""), ""]
     results = (parity if a.command == "parity" else helps)(a, folder, work, report)
-    minutes = (time.perf_counter() - started) / 60
-    report += ["", f"Total {minutes:.1f} min."]
-    block = "\n".join(report)
-    print("\n" + block + "\n")
-    if a.out:
-        Path(a.out).write_text(block + "\n", encoding="utf-8")
-    print(json.dumps({"command": a.command, "minutes": round(minutes, 2), "settings": vars(a), "results": results},
-                     default=str))
+    publish(report, started, a, results)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -69,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
 import downstream  # noqa: E402  (the shared reference pieces: AdamW groups, schedule, data order)
 import standins  # noqa: E402
+from bench_report import open_run, publish, threads_and_notice  # noqa: E402
 from real_weights import model_folder  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -431,8 +431,6 @@ def curve(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) ->
 def setup(a: argparse.Namespace) -> tuple[Path, Path]:
     """The model folder and the run folder (smoke: stand-ins in a temporary folder)."""
     if a.smoke:
-        print("SMOKE RUN: stand-in model and data, a few steps -- checks that the benchmark runs; "
-              "the figures are not meaningful", flush=True)
         base = standins.temporary_folder("lmforge-glue-smoke-")
         folder = Path(a.model) if a.model else standins.tiny_bert_folder(base / "model")
         if a.data is None:
@@ -454,14 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     import torch
 
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
+    threads_and_notice(a)
     folder, work = setup(a)
     a.data = a.data or str(DATA)
-    work.mkdir(parents=True)
-    os.environ["LMFORGE_CACHE_DIR"] = str(work / "cache")
-    print(f"[downstream {a.command}] {folder} -> {work}", flush=True)
-    started = time.perf_counter()
+    started = open_run(work, folder, a.command)
     sizes = (f"train {a.train} examples per task (a seeded draw), full dev sets, {a.epochs} epoch(s)"
              if a.command == "glue" else
              f"SST-2 sizes {', '.join(map(str, a.sizes))} ('all' = {a.curve_all} sentences, {a.all_epochs} epoch(s)), "
@@ -472,11 +466,4 @@ def main(argv: list[str] | None = None) -> None:
                  "val/acc as a fraction (mean ± std over seeds).")
               + (" SMOKE RUN on stand-ins: the figures are not meaningful." if a.smoke else ""), ""]
     results = (glue if a.command == "glue" else curve)(a, folder, work, report)
-    minutes = (time.perf_counter() - started) / 60
-    report += ["", f"Total {minutes:.1f} min."]
-    block = "\n".join(report)
-    print("\n" + block + "\n")
-    if a.out:
-        Path(a.out).write_text(block + "\n", encoding="utf-8")
-    print(json.dumps({"command": a.command, "minutes": round(minutes, 2), "settings": vars(a), "results": results},
-                     default=str))
+    publish(report, started, a, results)

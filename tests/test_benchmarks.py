@@ -133,6 +133,17 @@ def test_downstream_helps(smoke: Smoke) -> None:
     assert summary["results"]["mlm_checkpoint"].endswith("last.ckpt")
 
 
+def test_downstream_qa(smoke: Smoke) -> None:
+    # SQuAD 2.0-layout stand-in: lmforge's QuestionAnsweringTask against transformers' own QA model
+    out, summary = smoke("downstream.py", "qa")
+    (ours,), (ref,) = summary["results"]["lmforge"], summary["results"]["reference"]
+    assert ours["task"] == "QuestionAnsweringTask" and ours["network"] == "Bert"
+    assert ref["network"] == "BertForQuestionAnswering"
+    assert ours["windows"] == ref["windows"] and ours["steps"] == ref["steps"]  # the same windows, batch by batch
+    assert {"exact", "f1", "HasAns_f1", "NoAns_f1"} <= set(ours["test"]) & set(ref["test"])
+    assert "| f1 |" in out and "training tokens/s" in out
+
+
 def test_downstream_glue(smoke: Smoke) -> None:
     # SST-2 and STS-B in GLUE's layout (STS-B converted from the STS Benchmark's), lmforge's suite task
     # against transformers' own classifier, on the same batches

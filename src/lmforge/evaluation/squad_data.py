@@ -233,8 +233,8 @@ def _answer_tokens(q: Question, offsets: tuple[tuple[int, int] | None, ...]) -> 
 def top_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, in_context: torch.Tensor,
               max_answer_tokens: int = 30, n_best: int = 20, k: int = 1) -> tuple[torch.Tensor, ...]:
     """The ``k`` best answer spans of each window, BERT's n-best rule: among the ``n_best``
-    highest start and the ``n_best`` highest end scores, the spans with start and end in the
-    context, end not before start and at most ``max_answer_tokens`` tokens, by start + end score.
+    highest start and the ``n_best`` highest end scores of all its tokens, the spans with start
+    and end in the context, end not before start and at most ``max_answer_tokens`` tokens, by start + end score.
     Returns ``scores``, ``starts``, ``ends`` ``(W, k)`` (score ``-inf`` where a window has fewer
     valid spans) and the no-answer score ``(W,)``: the first token's (``[CLS]``) start + end.
 
@@ -246,10 +246,10 @@ def top_spans(start_logits: torch.Tensor, end_logits: torch.Tensor, in_context: 
         n_best: Start and end candidates per window.
         k: Spans kept per window.
     """
-    low = torch.finfo(start_logits.dtype).min
     n = min(n_best, start_logits.size(1))
-    start_scores, start_at = start_logits.masked_fill(~in_context, low).topk(n, dim=1)  # (W, n)
-    end_scores, end_at = end_logits.masked_fill(~in_context, low).topk(n, dim=1)
+    # BERT's rule: the best starts and ends among all tokens, those outside the context then dropped
+    start_scores, start_at = start_logits.topk(n, dim=1)  # (W, n)
+    end_scores, end_at = end_logits.topk(n, dim=1)
     length = end_at[:, None, :] - start_at[:, :, None]  # (W, n, n)
     valid = ((length >= 0) & (length < max_answer_tokens) & in_context.gather(1, start_at)[:, :, None]
              & in_context.gather(1, end_at)[:, None, :])
@@ -276,7 +276,8 @@ def best_span(start_logits: list[list[float]], end_logits: list[list[float]], pi
     best_text, best_score, null = "", float("-inf"), float("inf")
     for starts, ends, piece in zip(start_logits, end_logits, pieces):
         mask = torch.tensor([[span is not None for span in piece.offsets]])
-        scores, first, last, no_answer = top_spans(torch.tensor([starts]), torch.tensor([ends]), mask,
+        scores, first, last, no_answer = top_spans(torch.tensor([starts], dtype=torch.float64),
+                                                   torch.tensor([ends], dtype=torch.float64), mask,
                                                    max_answer_tokens, n_best)
         null = min(null, float(no_answer))
         if float(scores[0, 0]) > best_score:
