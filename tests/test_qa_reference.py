@@ -104,4 +104,4 @@ def test_answerable_only_never_answers_null(qa: ModuleType, files: tuple[Path, P
     order = [[[0, 1, 2, 3]], [[3, 2]]]  # an explicit order (lmforge's, in the benchmark) is followed
     run = qa.run_reference(folder, splits, seed=1, seq_len=64, doc_stride=16, threads=1, order=order)
     assert run["threshold"] is None and run["steps"] == 2 and "NoAns_f1" not in run["test"]
-    assert all(run["predictions"].values())
+    assert all(run["predictions"].values()) and run["test_answering_all"] == run["test"]
