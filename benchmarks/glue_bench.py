@@ -22,13 +22,15 @@ to the run folder by :func:`standin_suite`.
 
 ``glue``: for every task and seed, lmforge first: ``lmforge fit`` in this process with the suite
 task's recipe and args plus ``--model.init_from``, ``--seed_everything``, ``--trainer.max_epochs``
-(``--epochs``, default 1) and no checkpoints; then the reference: ``AutoModelForSequenceClassification``
-(``num_labels=1`` and MSE for STS-B, as ``problem_type: regression`` does) from the same folder, in
-a hand-written loop with the hyper-parameters the lmforge run was built with (read from its task,
+(``--epochs``, default 1) and no checkpoints; then the reference from the same folder, in a
+hand-written loop with the hyper-parameters the lmforge run was built with (read from its task,
 data module and trainer) and the SAME index batches its training loader yields for that seed.
-Known difference by design: transformers' head reads the pooler (dense + tanh over [CLS]), lmforge's
-``pooling: cls`` the raw [CLS] state. Scores x100 on the same dev examples: SST-2 accuracy, STS-B
-Pearson and Spearman. Training tokens/s: real (non-pad) tokens over the training steps and their
+The reference's head is lmforge's: ``AutoModel``, dropout and a linear layer on the last [CLS]
+state (MSE for STS-B, as ``problem_type: regression`` does) with ``--reference-head cls``, the
+default: the same fine-tune. ``--reference-head pooler`` takes ``BertForSequenceClassification``
+instead, whose head reads the pooler (a dense layer and tanh over that state, trained by BERT's
+next-sentence task; BERT's ``run_classifier`` reads it too). Scores x100 on the same dev
+examples: SST-2 accuracy, STS-B Pearson and Spearman. Training tokens/s: real (non-pad) tokens over the training steps and their
 batch assembly, validation excluded (lmforge: ``perf/train_tokens_per_sec`` of ThroughputMonitor),
 on every seed; the table shows the median over seeds, both sides from the same run.
 
@@ -96,6 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="curve: the SST-2 sentences the 'all' point trains on (default 2000)")
     p.add_argument("--all-epochs", type=int, default=1,
                    help="curve: epochs of the 'all' point (overrides the recipe's)")
+    p.add_argument("--reference-head", choices=("cls", "pooler"), default="cls",
+                   help="glue: the reference's head: on the [CLS] state as lmforge's recipe (cls: the same fine-tune), "
+                        "or transformers' BertForSequenceClassification on its pooler (dense + tanh)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of every lmforge run (and so the reference's); default the recipe's 2e-5")
     p.add_argument("--split-seed", type=int, default=1234, help="seed of the training files' draw")
     p.add_argument("--suite", default=None, help=f"the suite file (default {SUITE.relative_to(ROOT)} when it exists)")
     p.add_argument("--standin-suite", action="store_true", help="use the stand-in suite even if the real one exists")
@@ -243,7 +250,8 @@ def run_lmforge(task, folder: Path, seed: int, a: argparse.Namespace, work: Path
     args = [*task.fit_args(), f"--model.init_from={folder}", f"--seed_everything={seed}",
             f"--trainer.max_epochs={a.epochs}", "--trainer.enable_checkpointing=false",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            f"--trainer.logger={json.dumps(logger)}", *(["--data.batch_size=8"] if a.smoke else [])]
+            f"--trainer.logger={json.dumps(logger)}", *(["--data.batch_size=8"] if a.smoke else []),
+            *([f"--model.optimizer.lr={a.lr}"] if a.lr is not None else [])]
     started = time.perf_counter()
     cli = fit_in_process(args)
     logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
@@ -324,7 +332,10 @@ def run_reference(name: str, folder: Path, rows: tuple, order: list[list[list[in
     train, dev = (encode(tok, r, s["seq_len"]) for r in rows)
     torch.manual_seed(seed)
     kind = {"num_labels": 1, "problem_type": "regression"} if regression else {"num_labels": 2}
-    model = AutoModelForSequenceClassification.from_pretrained(folder, **kind)
+    if s.get("reference_head", "cls") == "pooler":
+        model = AutoModelForSequenceClassification.from_pretrained(folder, **kind)
+    else:
+        model = ClsClassifier(folder, kind["num_labels"], regression)
     optimizer = downstream.adamw(model, s["lr"], s["weight_decay"], s["betas"], s["eps"])
     schedule = downstream.linear_schedule(optimizer, sum(len(epoch) for epoch in order), s["warmup_ratio"])
     seconds, tokens, steps = 0.0, 0, 0
@@ -352,8 +363,37 @@ def run_reference(name: str, folder: Path, rows: tuple, order: list[list[list[in
             predictions += logits.squeeze(-1).tolist() if regression else logits.argmax(-1).tolist()
     return {"metrics": glue_scores(name, [e["labels"] for e in dev], predictions),
             "tokens_per_s": tokens / max(seconds, 1e-9), "train_seconds": seconds, "steps": steps,
-            "train_tokens": tokens,
-            "model_class": type(model).__name__, "problem_type": model.config.problem_type}
+            "train_tokens": tokens, "model_class": type(model).__name__,
+            "encoder_class": type(getattr(model, "encoder", model)).__name__,
+            "problem_type": "regression" if regression else "single_label_classification"}
+
+
+def ClsClassifier(folder: Path, num_labels: int, regression: bool):
+    """``AutoModel`` with dropout and a linear head on the last [CLS] state: the head of lmforge's
+    ``pooling: cls`` (transformers' ``BertForSequenceClassification`` reads the pooler instead:
+    a dense layer and tanh over that state). Called like a transformers model: ``.loss``, ``.logits``."""
+    import torch
+    from transformers import AutoModel
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(folder, add_pooling_layer=False)
+            self.drop = torch.nn.Dropout(self.encoder.config.hidden_dropout_prob)
+            self.head = torch.nn.Linear(self.encoder.config.hidden_size, num_labels)
+            torch.nn.init.normal_(self.head.weight, std=self.encoder.config.initializer_range)
+            torch.nn.init.zeros_(self.head.bias)
+
+        def forward(self, labels=None, **inputs) -> SequenceClassifierOutput:
+            logits = self.head(self.drop(self.encoder(**inputs).last_hidden_state[:, 0]))
+            loss = None
+            if labels is not None:
+                loss = (torch.nn.functional.mse_loss(logits.squeeze(-1), labels) if regression
+                        else torch.nn.functional.cross_entropy(logits, labels))
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    return Classifier()
 
 
 # -- the two commands ------------------------------------------------------------------------------------
@@ -379,7 +419,7 @@ def glue(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) -> 
             runs["lmforge"].append(ours)
             order, source = downstream.batch_order(seed, len(examples[0]), ours["settings"]["batch_size"], a.epochs,
                                                    make_loader)
-            ref = run_reference(name, folder, examples, order, seed, ours["settings"])
+            ref = run_reference(name, folder, examples, order, seed, {**ours["settings"], "reference_head": a.reference_head})
             ref["order"] = source
             runs["reference"].append(ref)
             for side, r in (("lmforge", ours), ("reference", ref)):
@@ -410,7 +450,8 @@ def curve(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) ->
     out = work / "curve"
     print(f"suite {source} (as {suite}); data {data_dir}; 'all' = {a.curve_all} sentences, {a.all_epochs} epoch(s)",
           flush=True)
-    overrides = ["--trainer.enable_checkpointing=false", "--trainer.enable_model_summary=false",
+    overrides = [*([f"--model.optimizer.lr={a.lr}"] if a.lr is not None else []),
+                 "--trainer.enable_checkpointing=false", "--trainer.enable_model_summary=false",
                  *(["--data.batch_size=8"] if a.smoke else [])]
     evaluate(starts=[str(folder)], suite=str(suite), tasks=["sst2"], data_dir=str(data_dir), seeds=a.seeds,
              random_baseline=True, labels=["MiniLM"], out=str(out), overrides=overrides, train_sizes=a.sizes,

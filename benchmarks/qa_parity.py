@@ -11,7 +11,8 @@ lmforge: ``QuestionAnsweringTask`` and ``SquadData`` with ``configs/finetune/qa.
 (n-best 20, at most 30 answer tokens), fine-tuned on the training articles, validated on the
 threshold article once at the end (where the threshold is chosen) and tested on the last. The
 reference: ``benchmarks/qa_reference.py`` (``AutoModelForQuestionAnswering``, run_qa-style
-windows and decoding). Same hyper-parameters on both sides: sequence 256, windows sharing 64
+windows and decoding), trained on the same windows in the same batches (those of lmforge's
+training loader for the seed). Same hyper-parameters on both sides: sequence 256, windows sharing 64
 tokens, batch 16, AdamW lr 1e-4 (MiniLM), weight decay 0.01, 10% warmup then linear decay,
 dropout 0.1, clipping 1.0, 2 epochs. Both are scored by ``lmforge.evaluation.squad_metric`` (the
 official rules). Training tokens/s counts real (non-pad) tokens over the training steps only, on
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import lightning as L
 
+import downstream  # noqa: E402  (the loader's batch order)
 from bench_report import open_run, publish, threads_and_notice  # noqa: E402
 import qa_reference  # noqa: E402  (benchmarks/ is on sys.path: run as a script or imported)
 
@@ -74,7 +76,7 @@ def run_lmforge(folder: Path, files: dict[str, Path], seed: int, a: argparse.Nam
     return {"test": scores, "threshold": tested.get("test/threshold"), "steps": timer.steps,
             "network": type(task.net).__name__, "task": type(task).__name__,
             "windows": len(data.windows["train"]), "tokens_per_s": timer.tokens / max(timer.seconds, 1e-9),
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "make_loader": data.train_dataloader}
 
 
 def mean_std(values: list[float]) -> str:
@@ -89,9 +91,13 @@ def qa(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) -> di
     runs: dict[str, list[dict]] = {"lmforge": [], "reference": []}
     for seed in range(a.seeds):
         ours = run_lmforge(folder, files, seed, a)
+        # the windows are the same on both sides (tested): the reference trains on lmforge's batches
+        order, source = downstream.batch_order(seed, ours["windows"], a.batch_size, a.epochs, ours.pop("make_loader"))
         ref = qa_reference.run_reference(folder, splits, seed, seq_len=a.seq_len, doc_stride=a.stride,
-                                         batch_size=a.batch_size, epochs=a.epochs, lr=a.lr, threads=a.threads)
+                                         batch_size=a.batch_size, epochs=a.epochs, lr=a.lr, threads=a.threads,
+                                         order=order)
         ref.pop("predictions", None)
+        ref["order"] = source
         for side, run in (("lmforge", ours), ("reference", ref)):
             runs[side].append(run)
             shown = ", ".join(f"{k} {v:.2f}" for k, v in run["test"].items())

@@ -53,3 +53,10 @@ def test_the_best_threshold_is_searched_over_the_no_answer_probabilities() -> No
     # answering only a (threshold 0.1: b, c, d become "no answer"): a, c, d right -> 75%
     assert best["best_exact"] == 75.0 and best["best_exact_thresh"] == 0.1
     assert squad_scores(predictions, references, probs, threshold=best["best_exact_thresh"])["exact"] == 75.0
+    # when answering nothing is best, the threshold says "no answer" to every question, whatever the
+    # sign of the scores (BERT's score differences may be negative)
+    differences = {"a": -2.0, "b": -1.0, "c": 0.5, "d": 1.0}
+    wrong = {"a": "Rome", "b": "1890", "c": "Rome", "d": "London"}
+    nothing = best_thresholds(wrong, references, differences)
+    assert nothing["best_exact"] == 50.0 and nothing["best_exact_thresh"] < -2.0
+    assert squad_scores(wrong, references, differences, threshold=nothing["best_exact_thresh"])["exact"] == 50.0

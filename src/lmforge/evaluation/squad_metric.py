@@ -127,7 +127,9 @@ def _best(scores: Mapping[str, float], predictions: Mapping[str, str], reference
     time; keep the best total."""
     unanswerable = {q for q, answers in references.items() if not [a for a in answers if normalize_answer(a)]}
     current = best = float(len(unanswerable))
-    best_threshold = 0.0
+    # answering nothing: below every question's score (the official script's 0.0 is that for
+    # probabilities; a score difference, as BERT's null_score_diff, may be negative)
+    best_threshold = min(no_answer_probs.get(q, 0.0) for q in references) - 1.0 if references else 0.0
     for qid in sorted(references, key=lambda q: no_answer_probs.get(q, 0.0)):
         if qid in unanswerable:
             current -= 1.0 if predictions.get(qid, "") else 0.0  # answering it loses its point
