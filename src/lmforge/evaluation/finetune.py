@@ -23,7 +23,7 @@ from lmforge.models.layers import pool
 from lmforge.start import Start, import_class
 from lmforge.tasks.base import OptimizerConfig, Task, class_path
 from lmforge.tasks.optim import param_groups
-from lmforge.tasks.schedules import warmup_linear
+from lmforge.tasks.schedules import schedule_factor
 
 Pooling = Literal["auto", "cls", "mean", "last", "entity_start"]
 TaskType = Literal["classification", "regression", "multilabel", "token_classification"]
@@ -111,7 +111,7 @@ class FineTuneTask(Task):
         threshold: Multi-label: a label is predicted when its probability exceeds this.
         optimizer: AdamW (or Muon for the network's hidden matrices) settings; the schedule is
             linear warmup then linear decay to ``min_lr_ratio`` at the end of training
-            (``decay_steps`` if set).
+            (``decay_steps`` if set), unless ``optimizer.schedule`` names another.
         warmup_ratio: Fraction of the training steps warmed up; overrides
             ``optimizer.warmup_steps`` when set.
         head_lr: Learning rate of the head (and ELMo's scalar mix); ``None`` uses ``optimizer.lr``.
@@ -417,7 +417,9 @@ class FineTuneTask(Task):
         optimizer = self.build_optimizer(self.net if self.mode == "full" else None, head_groups)
         total = o.decay_steps or int(self.trainer.estimated_stepping_batches)
         warmup = round(self.warmup_ratio * total) if self.warmup_ratio is not None else o.warmup_steps
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(warmup, total, o.min_lr_ratio))
+        factor = schedule_factor(o.schedule or "linear", warmup, total, o.min_lr_ratio, o.cooldown_fraction,
+                                 o.cooldown_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def flops_per_token(self, seq_len: int | None = None) -> float:

@@ -28,6 +28,12 @@ class OptimizerConfig:
         warmup_steps: Steps of linear warmup.
         decay_steps: Step where the decay reaches its floor; ``None`` means the end of training.
         min_lr_ratio: The floor, as a fraction of the peak learning rates.
+        schedule: ``cosine``, ``linear`` or ``wsd`` (warmup-stable-decay: the peak held, then a
+            linear cooldown to the floor ending at ``decay_steps``; to decay from a stable-phase
+            checkpoint at step S, resume it with ``decay_steps`` S + D and ``cooldown_steps`` D);
+            ``None``: the task's own (cosine when pretraining, linear when fine-tuning).
+        cooldown_steps: WSD: steps of the cooldown; ``None``: ``cooldown_fraction`` of ``decay_steps``.
+        cooldown_fraction: WSD: the cooldown's share of the training steps when ``cooldown_steps`` is unset.
         muon_lr: Peak learning rate of Muon (with ``name: muon``).
         muon_momentum: Muon's momentum.
         muon_nesterov: Nesterov momentum in Muon.
@@ -42,6 +48,9 @@ class OptimizerConfig:
     warmup_steps: int = 100
     decay_steps: int | None = None
     min_lr_ratio: float = 0.1
+    schedule: Literal["cosine", "linear", "wsd"] | None = None
+    cooldown_steps: int | None = None
+    cooldown_fraction: float = 0.2
     # Muon's lr and momentum as in Keller Jordan's Muon (github.com/KellerJordan/Muon, README:
     # lr=0.02, momentum=0.95, Nesterov), the recipe modded-nanogpt's train_gpt.py trains with,
     # where the hidden matrices get no weight decay
@@ -62,6 +71,8 @@ class OptimizerConfig:
         betas = tuple(self.betas)
         if self.name not in ("adamw", "muon"):
             return f"optimizer.name={self.name!r} is unknown: use adamw or muon."
+        if self.schedule not in (None, "cosine", "linear", "wsd"):
+            return f"optimizer.schedule={self.schedule!r} is unknown: use cosine, linear or wsd."
         if len(betas) != 2:
             return f"optimizer.betas={list(betas)} must be two numbers, e.g. [0.9, 0.95]."
         # (key, value, allowed, the rule as said to the user); lr 0 is allowed: it freezes the
@@ -78,6 +89,9 @@ class OptimizerConfig:
             ("decay_steps", self.decay_steps, self.decay_steps is None or self.decay_steps > 0,
              "a number of steps > 0, or null for the end of training"),
             ("min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a fraction of the peak in [0, 1]"),
+            ("cooldown_steps", self.cooldown_steps, self.cooldown_steps is None or self.cooldown_steps > 0,
+             "a number of steps > 0, or null for cooldown_fraction of the training"),
+            ("cooldown_fraction", self.cooldown_fraction, 0 < self.cooldown_fraction <= 1, "a fraction in (0, 1]"),
         ]
         for key, value, allowed, rule in rules:
             numbers = value if isinstance(value, list) else [value]

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from lmforge.batching import Objective
 from lmforge.errors import UserError
 from lmforge.tasks.base import Task
-from lmforge.tasks.schedules import warmup_cosine
+from lmforge.tasks.schedules import schedule_factor
 
 # Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
 # predict's command line always wins over what the training run had.
@@ -91,9 +91,9 @@ class PretrainingTask(Task):
         o = self.optim
         optimizer = self.build_optimizer(self.net)
         decay_steps = o.decay_steps or int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(o.warmup_steps, decay_steps, o.min_lr_ratio)
-        )
+        factor = schedule_factor(o.schedule or "cosine", o.warmup_steps, decay_steps, o.min_lr_ratio,
+                                 o.cooldown_fraction, o.cooldown_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- validation metrics -------------------------------------------------------------------
