@@ -35,7 +35,7 @@ def test_warmup_stable_decay_holds_the_peak_then_cools_down_linearly() -> None:
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert {f(s) for s in range(10, 161)} == {1.0}  # stable from the warmup's end to the cooldown's start
     assert f(180) == pytest.approx(0.5) and f(200) == 0.0 and f(300) == 0.0
-    # a stable-phase checkpoint at step 100 decays from there over 50 steps with decay_steps 150
+    # the stable phase does not depend on where it ends: ending at 150 after 50 steps of cooldown
     resumed = warmup_stable_decay(10, 150, 50, 0.0)
     assert [resumed(s) for s in range(100)] == [f(s) for s in range(100)]
     assert resumed(100) == 1.0 and resumed(125) == pytest.approx(0.5) and resumed(150) == 0.0

@@ -29,9 +29,8 @@ class OptimizerConfig:
         decay_steps: Step where the decay reaches its floor; ``None`` means the end of training.
         min_lr_ratio: The floor, as a fraction of the peak learning rates.
         schedule: ``cosine``, ``linear`` or ``wsd`` (warmup-stable-decay: the peak held, then a
-            linear cooldown to the floor ending at ``decay_steps``; to decay from a stable-phase
-            checkpoint at step S, resume it with ``decay_steps`` S + D and ``cooldown_steps`` D);
-            ``None``: the task's own (cosine when pretraining, linear when fine-tuning).
+            linear cooldown to the floor ending at ``decay_steps``); ``None``: the task's own
+            (cosine when pretraining, linear when fine-tuning).
         cooldown_steps: WSD: steps of the cooldown; ``None``: ``cooldown_fraction`` of ``decay_steps``.
         cooldown_fraction: WSD: the cooldown's share of the training steps when ``cooldown_steps`` is unset.
         muon_lr: Peak learning rate of Muon (with ``name: muon``).

@@ -1,6 +1,6 @@
 """Learning-rate schedules, as multipliers of the peak rate for ``LambdaLR``: warmup + cosine
 (pretraining's default), warmup + linear decay (fine-tuning's), and warmup-stable-decay (WSD:
-a constant peak, then a short decay whose start any stable-phase checkpoint can choose)."""
+a constant peak, then a short linear cooldown)."""
 
 from __future__ import annotations
 
@@ -52,9 +52,8 @@ def warmup_stable_decay(warmup_steps: int, decay_steps: int, cooldown_steps: int
     """Multiplier of the peak learning rate: linear warmup, the peak held (stable), then a linear
     cooldown over the last ``cooldown_steps`` before ``decay_steps`` to ``min_lr_ratio``
     (warmup-stable-decay: Hu et al. 2024, MiniCPM; Hägele et al. 2024 find a 20% linear
-    cooldown matches cosine). The stable phase does not depend on where it ends, so a run
-    resumed from any stable-phase checkpoint at step S with ``decay_steps`` S + D and
-    ``cooldown_steps`` D decays from there.
+    cooldown matches cosine). The stable phase does not depend on where it ends: the schedule
+    with ``decay_steps`` S + D and ``cooldown_steps`` D equals this one up to step S, then decays.
 
     Args:
         warmup_steps: Steps of linear increase from 0 to the peak.
