@@ -102,3 +102,36 @@ def byte_fallback_bpe(texts: list[str], vocab_size: int = 200):
     backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                          decoders.Strip(" ", 1, 0)])
     return Tokenizer(backend)
+
+
+def record_batches(data, folder: Path, max_steps: int, ckpt_path: Path | None = None) -> list:
+    """Train a one-layer GPT on ``data`` (a corpus or mixture with its tokenizer, ``seq_len`` 16) for
+    ``max_steps`` steps, a checkpoint at every step in ``folder`` (``step=N.ckpt`` and ``last.ckpt``),
+    resuming from ``ckpt_path``; returns ``(epoch, input ids)`` of every training batch, in order."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lmforge.models import GPTConfig
+    from lmforge.start import connect
+    from lmforge.tasks import CausalLMTask, OptimizerConfig
+
+    class Recorder(L.Callback):
+        def __init__(self) -> None:
+            self.batches: list[tuple[int, list]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.batches.append((trainer.current_epoch, batch["input_ids"].tolist()))
+
+    L.seed_everything(0)
+    # the schedule sizes itself from estimated_stepping_batches (no decay_steps), before the restore
+    task = CausalLMTask(config=GPTConfig(vocab_size=data.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
+                        optimizer=OptimizerConfig(warmup_steps=2))
+    connect(task, data)
+    recorder = Recorder()
+    trainer = L.Trainer(
+        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=1, val_check_interval=5,
+        callbacks=[recorder, ModelCheckpoint(folder, "{step}", save_last=True, every_n_train_steps=1, save_top_k=-1)],
+    )
+    trainer.fit(task, data, ckpt_path=ckpt_path)
+    return recorder.batches

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from conftest import record_batches
 
 from lmforge.data import DataSource, TextCorpus, TokenizerSpec, train_tokenizer
 from lmforge.data.documents import read_local
 from lmforge.data.sampler import ResumableSampler
 from lmforge.data.streaming import StreamingBlocks
 from lmforge.errors import UserError
-from lmforge.models import GPTConfig
-from lmforge.tasks import CausalLMTask, OptimizerConfig
-from lmforge.start import connect
 
 
 def _epoch(sampler: ResumableSampler, epoch: int) -> list[int]:
@@ -78,44 +74,27 @@ def test_sampler_resumes_on_another_number_of_ranks_reading_each_item_once(new_w
 
 
 # -- through Lightning's checkpoints ------------------------------------------------------------
-class Recorder(L.Callback):
-    def __init__(self) -> None:
-        self.batches: list[tuple[int, list]] = []
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.batches.append((trainer.current_epoch, batch["input_ids"].tolist()))
-
-
 def _fit(corpus: Path, tmp_path: Path, run: str, max_steps: int, ckpt_path: Path | None = None, **data) -> list:
     tokenizer = tmp_path / "tokenizer.json"
     if not tokenizer.exists():
         train_tokenizer(read_local(str(corpus)), TokenizerSpec(vocab_size=300)).save(tokenizer)
-    L.seed_everything(0)
     dm = TextCorpus(source=DataSource(paths=str(corpus)),
                     tokenizer=TokenizerSpec(path=str(tokenizer)), seq_len=16, batch_size=16,
                     cache_dir=str(tmp_path / "cache"), **data)
-    # the schedule sizes itself from estimated_stepping_batches (no decay_steps), before the restore
-    task = CausalLMTask(config=GPTConfig(vocab_size=dm.vocab_size, max_seq_len=16, n_layer=1, n_head=2, d_model=32),
-                        optimizer=OptimizerConfig(warmup_steps=2))
-    connect(task, dm)
-    recorder = Recorder()
-    trainer = L.Trainer(
-        max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=1, val_check_interval=5,
-        callbacks=[recorder, ModelCheckpoint(tmp_path / run, "{step}", every_n_train_steps=1, save_top_k=-1)],
-    )
-    trainer.fit(task, dm, ckpt_path=ckpt_path)
-    return recorder.batches
+    return record_batches(dm, tmp_path / run, max_steps, ckpt_path)
 
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["shards", "streaming"])
+@pytest.mark.parametrize("streaming", [False, True], ids=["shards", "streaming-2-workers"])
 def test_mid_epoch_resume_continues_with_exactly_the_next_batch(streaming: bool, tiny_corpus: Path,
                                                                 tmp_path: Path) -> None:
-    full = _fit(tiny_corpus, tmp_path, "full", 24, streaming=streaming)
+    # a stream's DataLoader takes batches from its workers in turn: the resumed one starts with the
+    # worker whose turn it was
+    workers = 2 if streaming else 0
+    full = _fit(tiny_corpus, tmp_path, "full", 24, streaming=streaming, num_workers=workers)
     assert len(full) == 24 and full[7][0] == 0 and full[19][0] == 1  # 13-14 steps per epoch
     for stop in (7, 19):  # within the first epoch, and within a later one
         resumed = _fit(tiny_corpus, tmp_path, f"from{stop}", 24, ckpt_path=tmp_path / "full" / f"step={stop}.ckpt",
-                       streaming=streaming)
+                       streaming=streaming, num_workers=workers)
         assert resumed == full[stop:], f"resuming at step {stop}"
     assert len({str(b) for _, b in full}) > 1
 

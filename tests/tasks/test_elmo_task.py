@@ -108,10 +108,11 @@ def test_loss_is_the_mean_of_forward_and_backward_next_token_nll(tiny_corpus: Pa
     # validation records the mean of the two, weighted by the 2 * B * T predictions
     task.on_validation_epoch_start()
     task.validation_step(batch, 0)
-    assert task._eval_totals[1].item() == 2 * B * T
-    mean = (task._eval_totals[0] / task._eval_totals[1]).item()
+    totals = task._eval_totals[None]  # (loss sum, tokens, correct, bytes, each part's loss sum) of the one set
+    assert totals[1].item() == 2 * B * T
+    mean = (totals[0] / totals[1]).item()
     assert mean == pytest.approx((nll_f + nll_b) / (2 * B * T), rel=1e-5)
-    torch.testing.assert_close(task._eval_totals[3:].float(), torch.tensor([nll_f, nll_b]) * 2, rtol=1e-5, atol=0)
+    torch.testing.assert_close(totals[4:].float(), torch.tensor([nll_f, nll_b]) * 2, rtol=1e-5, atol=0)
 
 
 def test_sampled_softmax_with_every_class_is_the_full_softmax_and_never_exceeds_it() -> None:
@@ -141,8 +142,8 @@ def test_sampled_softmax_trains_on_samples_but_validation_scores_the_full_softma
         task.eval()
         task.on_validation_epoch_start()
         task.validation_step(batch, 0)
-    torch.testing.assert_close(sampled._eval_totals, full._eval_totals)  # same weights, full softmax both
-    assert sampled._eval_totals[0] / sampled._eval_totals[1] == pytest.approx(loss_full.item(), rel=1e-5)
+    torch.testing.assert_close(sampled._eval_totals[None], full._eval_totals[None])  # same weights, full softmax both
+    assert sampled._eval_totals[None][0] / sampled._eval_totals[None][1] == pytest.approx(loss_full.item(), rel=1e-5)
     with pytest.raises(UserError, match="sampled_softmax=0"):
         ElmoTask(config=ElmoConfig(vocab_size=dm.vocab_size, **SHAPE), sampled_softmax=0)
 

@@ -66,7 +66,8 @@ def unknown_key_hint(message: str, options: list[str] | tuple[str, ...] = ()) ->
         return None
     bad = ".".join(found.groups())
     top = re.search(r'Parser key "([\w.]+)"', message)
-    owner = re.search(r"Problem with given class_path '([\w.]+)'", message)
+    # the innermost class (a corpus inside a mixture's sources, say) is the one that refused the key
+    owner = ([None] + list(re.finditer(r"Problem with given class_path '([\w.]+)'", message)))[-1]
     valid: list[str] = [] if owner is not None else list(options)
     if owner is not None:
         try:
@@ -76,6 +77,9 @@ def unknown_key_hint(message: str, options: list[str] | tuple[str, ...] = ()) ->
         except Exception:  # the hint is a courtesy: never hide the original error behind another
             valid = []
     prefix = f"{top.group(1)}." if top is not None and owner is not None else ""
+    nested = re.search(r"NestedArg\(key='([\w.]+)'", message)  # given on the command line, under a class
+    if prefix and nested is not None and nested.group(1).endswith(bad):
+        prefix += nested.group(1)[: len(nested.group(1)) - len(bad)]
     old = bad.rsplit(".", 1)[-1]
     renamed = bad[: len(bad) - len(old)] + RENAMED_KEYS.get(old, old)
     if old in RENAMED_KEYS and (not valid or renamed in valid):

@@ -20,7 +20,7 @@ def prepare(argv: list[str]) -> None:
 
     It takes the same configs and options as ``lmforge fit`` and resolves the run's tokenizer
     the same way (``init_from`` weights, an explicit ``data.tokenizer.path``, or one trained on
-    the corpus), so the ``fit`` that follows finds the shards ready. See
+    the corpus), so the ``fit`` that follows finds the shards ready (a mixture's: every corpus's). See
     :meth:`lmforge.data.CorpusDataModule.prepare`.
     """
     if argv and argv[0] in ("-h", "--help"):
@@ -35,6 +35,7 @@ def prepare(argv: list[str]) -> None:
     if data.streaming:
         raise UserError(f"{name} is configured with `streaming: true`, which tokenizes during training and keeps no "
                         "shards: set `--data.streaming false` to prepare it.")
-    prepared = data.prepare()
-    print(f"Prepared {name} in {prepared.folder}: {prepared.num_tokens('train'):,} train and "
-          f"{prepared.num_tokens('val'):,} val tokens ({prepared.meta['dtype']}).")
+    for corpus in data.corpora() if hasattr(data, "corpora") else [data]:  # a mixture's, each with the run's tokenizer
+        prepared = corpus.prepare()
+        print(f"Prepared {corpus.name} in {prepared.folder}: {prepared.num_tokens('train'):,} train and "
+              f"{prepared.num_tokens('val'):,} val tokens ({prepared.meta['dtype']}).")

@@ -282,13 +282,7 @@ class CorpusDataModule(L.LightningDataModule):
         sizes = f"{len(self.val_set):,} val" if self.streaming else f"{len(self.train_set):,} / {len(self.val_set):,}"
         rank_zero_info(f"{self.name}: {counts}{sizes} {unit}.")
 
-        # the run folder, if the run has one (without a logger, log_dir would be the working folder);
-        # a resumed run's is already there (another tokenizer is refused: never overwrite it)
-        log_dir = self.trainer.log_dir if self.trainer is not None and self.trainer.loggers else None
-        if log_dir and self.trainer.is_global_zero and not self.tokenizer_spec.path:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            if not (Path(log_dir) / "tokenizer.json").exists():
-                tok.save(Path(log_dir) / "tokenizer.json")
+        save_run_tokenizer(self.trainer, tok, self.tokenizer_spec)
 
     def _stream_documents(self, start: int) -> Iterator[str]:
         return self.train_documents(start) if not self.augment else itertools.islice(
@@ -297,7 +291,7 @@ class CorpusDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         options: dict[str, Any] = {}
         if isinstance(dataset, StreamingBlocks):
-            dataset.resume_from = self.position.stream_resume()
+            self.position.resume_stream(dataset, self.trainer.global_rank if self.trainer else 0)
             collate = collate_stream(self.objective)
         else:
             if train:
@@ -353,3 +347,20 @@ class CorpusDataModule(L.LightningDataModule):
     def _streams(self) -> int:
         """Sub-streams a stream is read as: one per worker (or the main process) of every rank."""
         return (self.trainer.world_size if self.trainer else 1) * max(1, self.num_workers)
+
+
+def save_run_tokenizer(trainer: L.Trainer | None, tokenizer: Tokenizer, spec: TokenizerSpec) -> None:
+    """Save a trained tokenizer into the run folder as ``tokenizer.json``, if the run has one
+    (without a logger, ``log_dir`` would be the working folder); a resumed run's is already
+    there (another tokenizer is refused: it is never overwritten).
+
+    Args:
+        trainer: The run's trainer, if any.
+        tokenizer: The run's tokenizer.
+        spec: How it was made (one loaded from ``spec.path`` is not copied).
+    """
+    log_dir = trainer.log_dir if trainer is not None and trainer.loggers else None
+    if log_dir and trainer.is_global_zero and not spec.path:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        if not (Path(log_dir) / "tokenizer.json").exists():
+            tokenizer.save(Path(log_dir) / "tokenizer.json")

@@ -62,10 +62,13 @@ class DataPosition:
     def __init__(self) -> None:
         self.sampler: ResumableSampler | None = None
         self.pending: dict[str, Any] = {}  # restored state the next loader starts from
-        self.stream_positions: dict[int, tuple[int, int]] = {}  # sub-stream -> (document, offset) consumed
+        # sub-stream -> where it goes on: (document, offset), or a mixture's position and its sources'
+        self.stream_positions: dict[int, tuple[int, ...]] = {}
         self.first_batch = (-1, 0)  # (epoch, batch) where the sampler's iteration began on resume
+        self.last_stream = -1  # the sub-stream of the last streamed batch
 
-    def sampler_for(self, num_items: int, world_size: int, rank: int, seed: int) -> ResumableSampler:
+    def sampler_for(self, num_items: int, world_size: int, rank: int, seed: int,
+                    kind: type[ResumableSampler] = ResumableSampler) -> ResumableSampler:
         """The training sampler of this rank, continuing where a restored checkpoint stopped.
 
         Args:
@@ -73,15 +76,23 @@ class DataPosition:
             world_size: Number of ranks.
             rank: This rank.
             seed: Seed of the order.
+            kind: The sampler's class (a mixture's numbers its positions instead of shuffling).
         """
-        self.sampler = ResumableSampler(num_items, world_size, rank, shuffle=True, seed=seed)
+        self.sampler = kind(num_items, world_size, rank, shuffle=True, seed=seed)
         if "sampler" in self.pending:
             self.sampler.load_state_dict(self.pending.pop("sampler"))
         return self.sampler
 
-    def stream_resume(self) -> dict[int, tuple[int, int]]:
-        """Each sub-stream's restored position (empty when not resuming)."""
-        return self.pending.pop("stream", {})
+    def resume_stream(self, dataset: Any, rank: int) -> None:
+        """Give a stream (``resume_from``, ``rotation``) each sub-stream's restored position and the
+        sub-stream whose turn it was on this rank; nothing when not resuming.
+
+        Args:
+            dataset: A stream of blocks (:class:`~lmforge.data.streaming.StreamingBlocks`, a mixture's).
+            rank: This process's rank.
+        """
+        dataset.resume_from = self.pending.pop("stream", {})
+        dataset.rotation = self.pending.pop("rotation", {}).get(rank, 0)
 
     def track(self, batch: Any) -> Any:
         """Note a streamed batch's position and remove it from the batch (the model has no use for it).
@@ -90,8 +101,9 @@ class DataPosition:
             batch: A batch, before it moves to the device.
         """
         if isinstance(batch, dict) and "stream_position" in batch:
-            stream, doc, offset = batch.pop("stream_position").tolist()
-            self.stream_positions[stream] = (doc, offset)
+            stream, *position = batch.pop("stream_position").tolist()
+            self.stream_positions[stream] = tuple(position)
+            self.last_stream = stream
         return batch
 
     def sample_ids(self, batch_idx: int, batch_size: int) -> list[int] | None:
@@ -124,8 +136,12 @@ class DataPosition:
         if self.sampler is not None:
             state.update(sampler=self.sampler.state_dict(batches_done * batch_size), batches=batches_done)
         elif streaming:
-            positions = {k: v for part in gather_objects(dict(self.stream_positions)) for k, v in part.items()}
-            state.update(stream=positions, streams=streams)
+            parts = gather_objects((dict(self.stream_positions), self.last_stream))
+            positions = {k: v for part, _ in parts for k, v in part.items()}
+            workers = streams // len(parts)
+            # each rank's next batch comes from the sub-stream after its last one's
+            rotation = {rank: (last % workers + 1) % workers for rank, (_, last) in enumerate(parts) if last >= 0}
+            state.update(stream=positions, streams=streams, rotation=rotation)
         return state
 
     def load_state_dict(self, state: dict[str, Any], identity: dict[str, Any], streams: int, world_size: int) -> None:
@@ -154,6 +170,7 @@ class DataPosition:
                     f"this run as {streams}: resume with the same number of devices and `num_workers`."
                 )
             self.pending["stream"] = {int(k): tuple(v) for k, v in state["stream"].items()}
+            self.pending["rotation"] = {int(k): v for k, v in state.get("rotation", {}).items()}
             self.stream_positions = dict(self.pending["stream"])
         elif "sampler" in state:
             sampler = state["sampler"]

@@ -59,16 +59,15 @@ class StreamingBlocks(IterableDataset):
         self.world_size = world_size
         self.batch_documents = batch_documents
         self.resume_from: dict[int, Position] = {}  # sub-stream -> position, used by the next iteration only
+        self.rotation = 0  # the sub-stream DataLoader worker 0 reads (the rest follow in turn): see substream
 
     def _substream(self) -> tuple[int, int]:
-        worker = get_worker_info()
-        workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
-        return self.rank * workers + worker_id, self.world_size * workers
+        return substream(self.rank, self.world_size, self.rotation)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         stream, n = self._substream()
         start_doc, skip_tokens = self.resume_from.pop(stream, (stream, 0))
-        self.resume_from = {}
+        self.resume_from, self.rotation = {}, 0  # a resume applies to the first iteration only
         # the documents of this sub-stream, tokenized in batches: (index, ids with eos)
         docs = self._tokenized(start_doc, stream, n)
         L = self.block_length
@@ -112,6 +111,23 @@ class StreamingBlocks(IterableDataset):
             doc[:-1] = ids
             doc[-1] = self.eos_id
             yield g, doc
+
+
+def substream(rank: int, world_size: int, rotation: int = 0) -> tuple[int, int]:
+    """``(t, n)``: the sub-stream this process (or DataLoader worker) reads, of ``n`` in all.
+
+    A DataLoader takes its batches from its workers in turn, from worker 0 on. A resumed loader
+    must take its first batch from the sub-stream whose turn it was: worker ``w`` reads the
+    rank's sub-stream ``(w + rotation) % workers``.
+
+    Args:
+        rank: This process's rank.
+        world_size: Number of ranks.
+        rotation: The rank's sub-stream read by worker 0.
+    """
+    worker = get_worker_info()
+    workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+    return rank * workers + (worker_id + rotation) % workers, world_size * workers
 
 
 def collate_stream(objective: Callable[[list], dict[str, torch.Tensor]]) -> Callable[[list[dict]], dict]:

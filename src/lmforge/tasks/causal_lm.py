@@ -75,12 +75,12 @@ class CausalLMTask(PretrainingTask):
         self.log_train(loss)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits = self._loss(batch)
         targets = batch["targets"].flatten()
         self.record_eval(loss, targets.numel(), (logits.argmax(-1) == targets).sum(), target_ids=targets)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.validation_step(batch, batch_idx)
 
     # -- generation -----------------------------------------------------------------------

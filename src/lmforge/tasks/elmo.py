@@ -190,7 +190,7 @@ class ElmoTask(PretrainingTask):
         self.log_dict({"train/loss_forward": forward, "train/loss_backward": backward}, on_step=True, on_epoch=False)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self.net(batch["input_ids"])  # full softmax, always
         targets = (batch["forward_targets"].flatten(), batch["backward_targets"].flatten())
         losses = [F.cross_entropy(lg.flatten(0, 1), t) for lg, t in zip(logits, targets)]
@@ -198,7 +198,7 @@ class ElmoTask(PretrainingTask):
         # both directions predict every position: 2 * B * T predictions
         self.record_eval((losses[0] + losses[1]) / 2, 2 * targets[0].numel(), correct, parts=losses)
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.validation_step(batch, batch_idx)
 
     # -- predict: ELMo embeddings to a file -----------------------------------------------

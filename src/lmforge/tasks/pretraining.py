@@ -97,16 +97,27 @@ class PretrainingTask(Task):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- validation metrics -------------------------------------------------------------------
+    # A mixture's validation batches name their set (``set``) and its weight in the overall loss
+    # (``set_weight``); every other corpus's batches belong to the one set ``None``.
     def on_validation_epoch_start(self) -> None:
-        # (sum of losses, predicted tokens, correct predictions, sum of each part's loss), summed over the epoch
-        self._eval_totals = torch.zeros(3 + len(self.eval_parts), dtype=torch.float64, device=self.device)
-        # the text bytes of the predicted tokens, from bytes per token id built from the tokenizer handed over
-        self._eval_bytes = torch.zeros(1, dtype=torch.float64, device=self.device)
+        # per set: (sum of losses, predicted tokens, correct predictions, text bytes of the predicted
+        # tokens, sum of each part's loss), summed over the epoch
+        self._eval_totals: dict[str | None, torch.Tensor] = {}
+        self._eval_weights: dict[str | None, float] = {}
+        self._eval_set: str | None = None
+        # bytes per token id, from the tokenizer handed over, for bits per byte
         self._token_bytes = None
         if self.log_bpb and self.tokenizer is not None:
             self._token_bytes = torch.tensor(self.tokenizer.token_bytes(), dtype=torch.float64, device=self.device)
 
     on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if isinstance(batch, dict) and "set" in batch:
+            self._eval_set = batch.pop("set")
+            self._eval_weights[self._eval_set] = float(batch.pop("set_weight"))
+
+    on_test_batch_start = on_validation_batch_start
 
     def record_eval(
         self,
@@ -117,41 +128,79 @@ class PretrainingTask(Task):
         target_ids: torch.Tensor | None = None,
     ) -> None:
         """Accumulate a batch's mean loss (weighted by its predicted tokens) and its correct
-        predictions into the epoch's loss, perplexity and accuracy; ``parts`` are the batch's
-        mean losses of ``eval_parts``, weighted alike; ``target_ids``, the ``num_tokens`` ids
-        predicted, give the bytes of bits per byte."""
-        self._eval_totals += torch.stack(
-            [mean_loss.detach().double() * num_tokens, self._eval_totals.new_tensor(num_tokens), num_correct.double()]
+        predictions into the epoch's loss, perplexity and accuracy of the batch's set; ``parts`` are
+        the batch's mean losses of ``eval_parts``, weighted alike; ``target_ids``, the
+        ``num_tokens`` ids predicted, give the bytes of bits per byte."""
+        totals = self._eval_totals.get(self._eval_set)
+        if totals is None:
+            totals = self._eval_totals[self._eval_set] = torch.zeros(
+                4 + len(self.eval_parts), dtype=torch.float64, device=self.device)
+        num_bytes = (self._token_bytes[target_ids].sum() if target_ids is not None and self._token_bytes is not None
+                     else totals.new_zeros(()))
+        totals += torch.stack(
+            [mean_loss.detach().double() * num_tokens, totals.new_tensor(num_tokens), num_correct.double(), num_bytes]
             + [part.detach().double() * num_tokens for part in parts]
         )
-        if target_ids is not None and self._token_bytes is not None:
-            self._eval_bytes += self._token_bytes[target_ids].sum()
+
+    def _set_metrics(self, totals: torch.Tensor, prefix: str, suffix: str) -> dict[str, torch.Tensor]:
+        """The metrics of one set's summed ``totals``: ``{prefix}/loss{suffix}``, ppl, accuracy, bpb, parts."""
+        loss = (totals[0] / totals[1]).float()
+        metrics = {f"{prefix}/{self.eval_loss_name}{suffix}": loss,
+                   f"{prefix}/{self.accuracy_name}{suffix}": (totals[2] / totals[1]).float()}
+        if self.log_perplexity:
+            metrics[f"{prefix}/ppl{suffix}"] = torch.exp(loss)
+        if totals[3] > 0:  # nats over the epoch / bytes over the epoch, not a mean of batch ratios
+            metrics[f"{prefix}/bpb{suffix}"] = (totals[0] / totals[3] / math.log(2)).float()
+        for name, total in zip(self.eval_parts, totals[4:]):
+            part = (total / totals[1]).float()
+            metrics[f"{prefix}/loss_{name}{suffix}"] = part
+            if self.log_perplexity:
+                metrics[f"{prefix}/ppl_{name}{suffix}"] = torch.exp(part)
+        return metrics
+
+    def _eval_metrics(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The epoch's metrics, summed over all ranks in one reduce. With named sets (a mixture),
+        each set's as ``{prefix}/loss/<set>``, and overall the mean of the sets' metrics weighted
+        by their ``set_weight`` (the sets of weight 0 are only validated on)."""
+        names = sorted(self._eval_totals, key=lambda n: (n is not None, n or ""))
+        if not names:
+            return {}
+        summed = self.trainer.strategy.reduce(torch.stack([self._eval_totals[n] for n in names]), reduce_op="sum")
+        if names == [None]:
+            return self._set_metrics(summed[0], prefix, "") if summed[0][1] > 0 else {}
+        metrics: dict[str, torch.Tensor] = {}
+        overall: dict[str, torch.Tensor] = {}
+        weight = sum(self._eval_weights.get(n, 0.0) for n in names)
+        for name, totals in zip(names, summed):
+            if totals[1] == 0:
+                continue
+            one = self._set_metrics(totals, prefix, f"/{name}")
+            metrics.update(one)
+            w = self._eval_weights.get(name, 0.0) / weight if weight > 0 else 0.0
+            for key, value in one.items():
+                if w > 0 and not key.startswith(f"{prefix}/ppl"):
+                    base = key[: -len(name) - 1]
+                    overall[base] = overall.get(base, 0.0) + w * value
+        metrics.update(overall)
+        for name in (self.eval_loss_name, *(f"loss_{part}" for part in self.eval_parts)) if self.log_perplexity else ():
+            if f"{prefix}/{name}" in overall:
+                ppl = "ppl" if name == self.eval_loss_name else name.replace("loss_", "ppl_", 1)
+                metrics[f"{prefix}/{ppl}"] = torch.exp(overall[f"{prefix}/{name}"])
+        return metrics
 
     def _log_eval(self, prefix: str) -> None:
-        summed = torch.cat([self._eval_totals, self._eval_bytes])
-        *totals, num_bytes = self.trainer.strategy.reduce(summed, reduce_op="sum")  # over all ranks, one reduce
-        if totals[1] == 0:
-            return
-        loss = (totals[0] / totals[1]).float()
+        metrics = self._eval_metrics(prefix)
         loss_name = f"{prefix}/{self.eval_loss_name}"
-        metrics = {loss_name: loss, f"{prefix}/{self.accuracy_name}": (totals[2] / totals[1]).float()}
-        if self.log_perplexity:
-            metrics[f"{prefix}/ppl"] = torch.exp(loss)
-        if num_bytes > 0:  # nats over the epoch / bytes over the epoch, not a mean of batch ratios
-            metrics[f"{prefix}/bpb"] = (totals[0] / num_bytes / math.log(2)).float()
-        for name, total in zip(self.eval_parts, totals[3:]):
-            part = (total / totals[1]).float()
-            metrics[f"{prefix}/loss_{name}"] = part
-            if self.log_perplexity:
-                metrics[f"{prefix}/ppl_{name}"] = torch.exp(part)
+        if loss_name not in metrics:
+            return
         if self.trainer.sanity_checking:
             # Lightning drops what is logged in the sanity check; keep it as the step-0 point
             # of the validation curve, the untrained model's loss (not again on resume)
             for logger in self.loggers if self.global_step == 0 else []:
                 logger.log_metrics({k: v.item() for k, v in metrics.items()}, step=0)
             return
-        self.log(loss_name, metrics.pop(loss_name), prog_bar=prefix == "val")
-        self.log_dict(metrics)
+        self.log(loss_name, metrics.pop(loss_name), prog_bar=prefix == "val", add_dataloader_idx=False)
+        self.log_dict(metrics, add_dataloader_idx=False)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")

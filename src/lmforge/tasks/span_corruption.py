@@ -103,11 +103,11 @@ class SpanCorruptionTask(PretrainingTask):
         self.log("train/acc", (logits.argmax(-1) == labels).float().mean(), on_step=True, on_epoch=False)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits, labels = self._loss(batch)  # targets are never padded: every label counts
         self.record_eval(loss, labels.numel(), (logits.argmax(-1) == labels).sum())
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.validation_step(batch, batch_idx)
 
     # -- filling sentinels ------------------------------------------------------------------
