@@ -237,3 +237,34 @@ def test_one_process_checkpoint_continues_under_ddp(gpt_runs: dict[str, Run], tm
     assert_ddp_step_is_single_step(resumed, single, list(range(SAVED_AT + 1, STEPS + 1)))
     assert_same_weights(resumed.weights[1]["end"], resumed.weights[0]["end"], "rank 1 vs rank 0")
     assert_same_weights(resumed.weights[0]["end"], single.weights[0]["end"], "resumed vs uninterrupted", **WEIGHT_TOL)
+
+
+def test_a_mixture_splits_its_positions_over_ranks_and_validates_each_source(tmp_path: Path,
+                                                                              isolated_cache: Path) -> None:
+    """Two ranks read disjoint halves of the one process's mixture positions, step by step, and
+    the per-source validation (summed over the ranks) is logged once, by name."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name, word in (("general", "alpha"), ("domain", "kinase")):
+        (tmp_path / name).mkdir()
+        for d in range(12):
+            (tmp_path / name / f"{d}.txt").write_text(" ".join(f"{word}{(d * 5 + i) % 17}" for i in range(80)))
+    source = {name: {"class_path": "lmforge.data.TextCorpus",
+                     "init_args": {"source": {"paths": str(tmp_path / name)}, "val_fraction": 0.2}}
+              for name in ("general", "domain")}
+    config = tmp_path / "mixture.yaml"
+    config.write_text(yaml.safe_dump({"data": {"class_path": "lmforge.data.CorpusMixture", "init_args": {
+        "sources": source, "weights": {"general": 0.3, "domain": 0.7}, "seq_len": 16}}}))
+    runs = {ddp: fit(tmp_path / f"ddp{ddp}", GPT_TINY, "-c", str(config),
+                     f"--data.init_args.batch_size={B if ddp else 2 * B}", ddp=ddp) for ddp in (False, True)}
+    ids = [[runs[True].steps(r)[step]["sample_ids"] for r in range(2)] for step in range(1, STEPS + 1)]
+    for step, (a, b) in enumerate(ids, 1):
+        assert not set(a) & set(b) and sorted(a + b) == sorted(runs[False].steps()[step]["sample_ids"]), step
+    for run in runs.values():
+        events = EventAccumulator(str(run.folder))
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        assert {"val/loss", "val/loss/general", "val/loss/domain", "data/tokens/domain"} <= set(tags), tags
+        (point,), (general,), (domain,) = (events.Scalars(f"val/loss{t}") for t in ("", "/general", "/domain"))
+        assert point.value == pytest.approx(0.3 * general.value + 0.7 * domain.value, rel=1e-5)  # one validation

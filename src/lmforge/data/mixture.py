@@ -281,6 +281,11 @@ class CorpusMixture(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
 
+    def sample_ids(self, batch_idx: int) -> list[int] | None:
+        """The mixture positions of training batch ``batch_idx`` of the current epoch on this rank,
+        for messages about a batch; ``None`` when streaming."""
+        return self.position.sample_ids(batch_idx, self.batch_size)
+
     # -- per-source tokens in TensorBoard; exact resume ------------------------------------------
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         start = batch.pop("mixture_start", None)
