@@ -80,6 +80,20 @@ def test_a_packed_decoder_block_scores_each_document_as_alone(name: str) -> None
         torch.testing.assert_close(fused, loss[targets != IGNORE].mean(), atol=1e-5, rtol=0)
 
 
+def test_llama_rotates_each_token_by_its_position_in_its_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    # RoPE's scores depend on the distance of query and key only, which a restart within one
+    # document keeps: the outputs cannot show it, the angles the blocks receive can
+    net = DECODERS["llama"]().eval()
+    batch = causal_batch()
+    seen = []
+    block = type(net.blocks[0])
+    forward = block.forward
+    monkeypatch.setattr(block, "forward", lambda self, x, cos, *a: seen.append(cos) or forward(self, x, cos, *a))
+    with torch.no_grad():
+        net(batch["input_ids"], position_ids=batch["position_ids"])
+    torch.testing.assert_close(seen[0][:, 0], net.rotary.cos[batch["position_ids"]])  # (B, T, D)
+
+
 @pytest.mark.parametrize("name", DECODERS)
 def test_one_document_per_row_is_the_plain_causal_forward(name: str) -> None:
     torch.manual_seed(1)
