@@ -1,6 +1,7 @@
 """Document-aware packing from the command line: ``--model.document_mask true`` trains and
 validates with the documents of each block kept apart (GPT for a few steps, the other families a
-fast_dev_run); validation counts only the targets inside a document; NSP refuses it."""
+fast_dev_run); the steps hand the batch's ``position_ids`` to the network; validation counts only
+the targets inside a document; NSP refuses it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from conftest import CONFIGS, fit_tiny_gpt
 from lmforge.batching import IGNORE
 from lmforge.cli import main
 from lmforge.errors import UserError
-from lmforge.models import GPTConfig
+from lmforge.models import BertConfig, GPTConfig
 from lmforge.objectives import CausalLM
 from lmforge.tasks import CausalLMTask, MaskedLMTask
 
@@ -56,3 +57,28 @@ def test_validation_counts_the_targets_inside_documents_only() -> None:
 def test_nsp_pairs_refuse_document_mask() -> None:
     with pytest.raises(UserError, match="document_mask.*nsp"):
         MaskedLMTask(nsp=True, document_mask=True)
+
+
+def test_the_training_steps_read_the_position_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    ids = torch.randint(2, 32, (2, 16))
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3]] * 2)
+    causal = CausalLMTask(GPTConfig(vocab_size=32, max_seq_len=16, n_layer=1, n_head=2, d_model=16),
+                          document_mask=True)
+    monkeypatch.setattr(causal, "log_train", lambda loss: None)  # no trainer to log to
+    batch = {"input_ids": ids, "targets": ids.roll(-1, 1), "position_ids": positions}
+    step = causal.training_step(batch, 0)
+    assert step.item() == pytest.approx(causal.net.loss(ids, batch["targets"], positions).item(), abs=1e-6)
+    assert step.item() != pytest.approx(causal.net.loss(ids, batch["targets"]).item(), abs=1e-4)
+    shape = BertConfig(vocab_size=32, max_seq_len=16, n_layer=1, n_head=2, d_model=16, nsp_head=False, dropout=0.0)
+    masked = MaskedLMTask(shape, document_mask=True)
+    monkeypatch.setattr(masked, "log_train", lambda loss: None)
+    monkeypatch.setattr(masked, "log", lambda *args, **kwargs: None)
+    labels = torch.full_like(ids, IGNORE)
+    labels[:, [3, 6, 13]] = ids[:, [3, 6, 13]]
+    batch = {"input_ids": ids, "labels": labels, "position_ids": positions}
+    chosen = labels != IGNORE
+    for position_ids, close in ((positions, True), (None, False)):
+        logits = masked.net.mlm_logits(masked.net.encode(ids, position_ids=position_ids)[chosen])
+        expected = torch.nn.functional.cross_entropy(logits, labels[chosen]).item()
+        assert (masked.training_step(batch, 0).item() == pytest.approx(expected, abs=1e-6)) is close
