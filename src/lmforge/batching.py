@@ -15,6 +15,8 @@ from torch.utils.data import get_worker_info
 
 from lmforge.tokenizer import Tokenizer
 
+IGNORE = -100  # a target (label) that takes no loss: ``cross_entropy``'s default ``ignore_index``
+
 
 @runtime_checkable
 class Objective(Protocol):
@@ -22,7 +24,8 @@ class Objective(Protocol):
 
     Most objectives take packed blocks of ``block_length(seq_len)`` tokens. One that sets
     ``sentences`` gets each document as a list of tokenized sentences instead and builds its
-    own examples (``build_examples``), e.g. BERT's next-sentence pairs.
+    own examples (``build_examples``), e.g. BERT's next-sentence pairs. A batch of packed blocks
+    that keeps its documents apart carries ``position_ids`` (:func:`document_positions`).
     """
 
     sentences: bool
@@ -42,6 +45,22 @@ class Objective(Protocol):
     def __call__(self, examples: list) -> dict[str, torch.Tensor]:
         """Collate blocks (or the objective's own examples) into a batch of tensors."""
         ...
+
+
+def document_positions(ends: torch.Tensor) -> torch.Tensor:
+    """Each token's position in its document, ``(B, T)``, for rows packed with documents, each
+    ending at a token where ``ends`` ``(B, T)`` is true (its end-of-document token): positions
+    restart at 0 after every end, and the network keeps each document's attention to itself
+    (``position_ids`` of the batch, 0 where a document starts, as ``transformers``' packing
+    collators write them). A document cut by the row's start begins at 0 too.
+
+    Args:
+        ends: Where a document ends, ``(B, T)`` booleans.
+    """
+    steps = torch.arange(ends.size(1), device=ends.device).expand_as(ends)  # (B, T)
+    starts = torch.ones_like(ends)
+    starts[:, 1:] = ends[:, :-1]  # a document starts at the row's start and after every end
+    return steps - torch.where(starts, steps, 0).cummax(1).values  # (B, T)
 
 
 class BatchRNG:

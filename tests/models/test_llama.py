@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.models import Llama, LlamaConfig, llama
-from lmforge.models.layers import RotaryEmbedding, apply_rotary
+from lmforge.models.llama import RotaryEmbedding, apply_rotary
 
 TINY = dict(vocab_size=64, max_seq_len=16, n_layer=2, n_head=4, n_kv_head=2, d_model=32, d_ff=48)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.layers import PostNormBlock, init_weights
+from lmforge.models.layers import PostNormBlock, document_mask, init_weights
 
 
 @dataclass
@@ -107,18 +107,31 @@ class Bert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states ``(B, T, C)``; ``attention_mask`` (B, T) is 1 for real tokens, 0 for padding."""
+        """Hidden states ``(B, T, C)``.
+
+        Args:
+            input_ids: Token ids ``(B, T)``.
+            attention_mask: ``(B, T)``, 1 for real tokens, 0 for padding.
+            token_type_ids: Segment ids ``(B, T)``; ``None`` reads every token as segment 0.
+            position_ids: Rows packed with documents: ``(B, T)``, each token's position in its
+                document, 0 where one starts; a token attends to its own document only.
+        """
         B, T = input_ids.shape
         if T > self.config.max_seq_len:
             raise ValueError(f"Sequence of {T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
-        pos = torch.arange(self.config.position_offset, T + self.config.position_offset, device=input_ids.device)
+        offset, mask = self.config.position_offset, None
+        if position_ids is None:
+            pos = torch.arange(offset, T + offset, device=input_ids.device)  # (T,)
+        else:
+            pos, mask = position_ids + offset, document_mask(position_ids, causal=False)  # (B, T), (B, 1, T, T)
         x = self.wte(input_ids) + self.wpe(pos)
         x = x + (self.wse(token_type_ids) if token_type_ids is not None else self.wse.weight[0])
         x = self.drop(self.ln_emb(x))  # (B, T, C)
-        mask = None
         if attention_mask is not None:
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): who may be attended to
+            padding = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): who may be attended to
+            mask = padding if mask is None else mask & padding
         for block in self.blocks:
             x = block(x, mask)
         return x
@@ -156,9 +169,11 @@ class Bert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """MLM logits ``(B, T, V)`` of every position (the dense path; tasks use the sparse one)."""
-        return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids))
+        """MLM logits ``(B, T, V)`` of every position (the dense path; tasks use the sparse one);
+        the arguments are :meth:`encode`'s."""
+        return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids, position_ids))
 
     def num_params(self) -> int:
         """Number of parameters, the tied embedding counted once."""

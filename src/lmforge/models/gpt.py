@@ -90,7 +90,8 @@ class GPT(DecoderLM, nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                      attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The final-LayerNorm states ``(B, T, C)`` that the output projection reads; position
         ``t`` has seen tokens ``0..t`` only (padding on the right leaves real positions unchanged).
 
@@ -98,8 +99,10 @@ class GPT(DecoderLM, nn.Module):
             input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
             cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
             attention_mask: With a ``cache``: ``(B, T)``, 1 on real tokens of right-padded rows.
+            position_ids: Rows packed with documents (no cache): ``(B, T)``, each token's position
+                in its document, 0 where one starts; a token sees its own document only.
         """
-        ragged = self.ragged_span(input_ids, cache, attention_mask)
+        ragged = self.ragged_span(input_ids, cache, attention_mask, position_ids)
         if ragged is None:
             start, T = self.span(input_ids, cache)
             pos, mask = torch.arange(start, start + T, device=input_ids.device), None  # (T,)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,6 +90,25 @@ class KVCache:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         self.self_attn[layer] = (k, v)
         return k, v
+
+
+def document_mask(position_ids: torch.Tensor, causal: bool, window: int | None = None) -> torch.Tensor:
+    """The boolean attention mask ``(B, 1, T, T)`` of rows packed with several documents: a token
+    attends to the tokens of its own document only (block-diagonal attention).
+
+    Args:
+        position_ids: ``(B, T)``, each token's position in its document: a document starts
+            where it is 0 (the convention of ``transformers``' packing collators).
+        causal: Attend only to tokens at or before the query.
+        window: With ``causal``, no further back than ``window - 1`` tokens (sliding window).
+    """
+    doc = (position_ids == 0).cumsum(1)  # (B, T): which document of its row each token is in
+    mask = doc[:, :, None] == doc[:, None, :]  # (B, T, T)
+    if causal:
+        steps = torch.arange(doc.size(1), device=doc.device)
+        back = steps[:, None] - steps  # (T, T): how far each key lies before each query
+        mask &= (back >= 0) & (back < (window or doc.size(1)))
+    return mask[:, None]
 
 
 def causal_mask_after(past: int, new: int, device: torch.device) -> torch.Tensor | None:
@@ -253,58 +270,6 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-class RotaryEmbedding(nn.Module):
-    """Rotary position embedding tables (Su et al. 2021) as Hugging Face builds them: frequency
-    ``base ** (-2i / dim)`` for pair ``i``, each repeated for both halves of a head (``rotate_half``).
-
-    Args:
-        dim: Width of one attention head.
-        max_len: Longest sequence the tables cover.
-        base: The base period theta.
-        llama3_scaling: Llama 3.1's frequency scaling (``factor``, ``low_freq_factor``,
-            ``high_freq_factor``, ``original_max_position_embeddings``); ``None`` for plain RoPE.
-    """
-
-    def __init__(self, dim: int, max_len: int, base: float = 10000.0, llama3_scaling: dict[str, float] | None = None):
-        super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))  # (D/2,)
-        if llama3_scaling:
-            inv_freq = llama3_frequencies(inv_freq, **llama3_scaling)
-        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, D/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (T, D)
-        # not saved in checkpoints: recomputed from the config, as HF does
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
-
-    def forward(self, seq_len: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tables of positions ``start .. start + seq_len - 1`` (after ``start`` cached ones)."""
-        return self.cos[start : start + seq_len], self.sin[start : start + seq_len]
-
-
-def llama3_frequencies(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
-                       original_max_position_embeddings: float) -> torch.Tensor:
-    """Llama 3.1's RoPE frequencies: wavelengths longer than ``original / low_freq_factor`` slowed
-    by ``factor``, shorter than ``original / high_freq_factor`` kept, those between interpolated."""
-    wavelen = 2 * math.pi / inv_freq
-    low_wavelen = original_max_position_embeddings / low_freq_factor
-    high_wavelen = original_max_position_embeddings / high_freq_factor
-    smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    slowed = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-    between = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
-    return torch.where(between, (1 - smooth) * slowed / factor + smooth * slowed, slowed)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """``(x1, x2) -> (-x2, x1)`` on the two halves of the last dimension."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys ``(B, H, T, D)`` by their positions' angles (``cos``/``sin``: ``(T, D)``)."""
-    return (x * cos.to(x.dtype)) + (rotate_half(x) * sin.to(x.dtype))
-
-
 class DecoderLM:
     """What every decoder-only language model does once it has ``hidden_states`` (ids to final
     states, taking a :class:`KVCache`), ``blocks``, an ``lm_head``, ``num_params`` and a
@@ -312,17 +277,20 @@ class DecoderLM:
     states for a downstream head, training FLOPs, and sampling text with a key/value cache."""
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits ``(B, T, V)``; with a ``cache`` and an ``attention_mask`` ``(B, T)``
-        (1 on real tokens), rows of different lengths right-padded in one batch (:meth:`KVCache.ragged`)."""
-        return self.lm_head(self.hidden_states(input_ids, cache, attention_mask))  # (B, T, V)
+        (1 on real tokens), rows of different lengths right-padded in one batch (:meth:`KVCache.ragged`);
+        with ``position_ids`` ``(B, T)``, rows packed with documents (:func:`document_mask`)."""
+        return self.lm_head(self.hidden_states(input_ids, cache, attention_mask, position_ids))  # (B, T, V)
 
-    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor,
+             position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The mean next-token cross-entropy of ``targets`` ``(B, T)`` (``-100``: no loss), the
         output projection fused with the loss a chunk at a time (:mod:`lmforge.models.loss`):
         what training calls, faster than ``cross_entropy(self(input_ids), targets)`` and without
-        the ``(B, T, V)`` logits."""
-        return linear_cross_entropy(self.hidden_states(input_ids).flatten(0, 1), self.lm_head, targets.flatten())
+        the ``(B, T, V)`` logits. ``position_ids``: as in :meth:`forward`."""
+        hidden = self.hidden_states(input_ids, position_ids=position_ids)
+        return linear_cross_entropy(hidden.flatten(0, 1), self.lm_head, targets.flatten())
 
     def new_cache(self) -> KVCache:
         """An empty key/value cache for :meth:`forward` (one per sequence being generated)."""
@@ -336,16 +304,23 @@ class DecoderLM:
             raise ValueError(f"Sequence of {start + T} tokens is longer than max_seq_len={self.config.max_seq_len}.")
         return start, T
 
-    def ragged_span(self, input_ids: torch.Tensor, cache: KVCache | None,
-                    attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def ragged_span(self, input_ids: torch.Tensor, cache: KVCache | None, attention_mask: torch.Tensor | None,
+                    position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(positions (B, T), attention mask (B, 1, T, S + T))`` when rows have different
-        lengths (an ``attention_mask`` with a cache, or a cache that already has one), else
-        ``None``: every row starts after the cached positions and a causal mask is enough."""
+        lengths (an ``attention_mask`` with a cache, or a cache that already has one) or hold
+        several documents (``position_ids``, no cache: :func:`document_mask`), else ``None``:
+        every row starts after the cached positions and a causal mask is enough."""
+        window = getattr(self.config, "sliding_window", None)
+        if position_ids is not None:
+            if cache is not None:
+                raise ValueError("position_ids (rows packed with documents) are for training, not with a cache.")
+            self.span(input_ids, None)
+            return position_ids, document_mask(position_ids, causal=True, window=window)
         if cache is None or (attention_mask is None and cache.key_pos is None):
             return None
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        positions, mask = cache.ragged(attention_mask, getattr(self.config, "sliding_window", None))
+        positions, mask = cache.ragged(attention_mask, window)
         if int(positions.max()) >= self.config.max_seq_len:
             raise ValueError(f"Sequence of {int(positions.max()) + 1} tokens is longer than "
                              f"max_seq_len={self.config.max_seq_len}.")

@@ -15,7 +15,59 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.layers import DecoderLM, KVCache, RMSNorm, RotaryEmbedding, apply_rotary, init_weights
+from lmforge.models.layers import DecoderLM, KVCache, RMSNorm, init_weights
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding tables (Su et al. 2021) as Hugging Face builds them: frequency
+    ``base ** (-2i / dim)`` for pair ``i``, each repeated for both halves of a head (``rotate_half``).
+
+    Args:
+        dim: Width of one attention head.
+        max_len: Longest sequence the tables cover.
+        base: The base period theta.
+        llama3_scaling: Llama 3.1's frequency scaling (``factor``, ``low_freq_factor``,
+            ``high_freq_factor``, ``original_max_position_embeddings``); ``None`` for plain RoPE.
+    """
+
+    def __init__(self, dim: int, max_len: int, base: float = 10000.0, llama3_scaling: dict[str, float] | None = None):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))  # (D/2,)
+        if llama3_scaling:
+            inv_freq = llama3_frequencies(inv_freq, **llama3_scaling)
+        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, D/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, D)
+        # not saved in checkpoints: recomputed from the config, as HF does
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, seq_len: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tables of positions ``start .. start + seq_len - 1`` (after ``start`` cached ones)."""
+        return self.cos[start : start + seq_len], self.sin[start : start + seq_len]
+
+
+def llama3_frequencies(inv_freq: torch.Tensor, factor: float, low_freq_factor: float, high_freq_factor: float,
+                       original_max_position_embeddings: float) -> torch.Tensor:
+    """Llama 3.1's RoPE frequencies: wavelengths longer than ``original / low_freq_factor`` slowed
+    by ``factor``, shorter than ``original / high_freq_factor`` kept, those between interpolated."""
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen = original_max_position_embeddings / low_freq_factor
+    high_wavelen = original_max_position_embeddings / high_freq_factor
+    smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    slowed = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    between = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(between, (1 - smooth) * slowed / factor + smooth * slowed, slowed)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``(x1, x2) -> (-x2, x1)`` on the two halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys ``(B, H, T, D)`` by their positions' angles (``cos``/``sin``: ``(T, D)``)."""
+    return (x * cos.to(x.dtype)) + (rotate_half(x) * sin.to(x.dtype))
 
 
 @dataclass
@@ -200,15 +252,19 @@ class Llama(DecoderLM, nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def hidden_states(self, input_ids: torch.Tensor, cache: KVCache | None = None,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                      attention_mask: torch.Tensor | None = None,
+                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The final-RMSNorm states ``(B, T, C)`` that the output head reads (causal).
 
         Args:
             input_ids: Token ids ``(B, T)``; with a ``cache``, the positions after the cached ones.
             cache: Keys/values of earlier positions (:meth:`new_cache`), extended in place.
             attention_mask: With a ``cache``: ``(B, T)``, 1 on real tokens of right-padded rows.
+            position_ids: Rows packed with documents (no cache): ``(B, T)``, each token's position
+                in its document, 0 where one starts (RoPE restarts there); a token sees its own
+                document only.
         """
-        ragged = self.ragged_span(input_ids, cache, attention_mask)
+        ragged = self.ragged_span(input_ids, cache, attention_mask, position_ids)
         if ragged is None:
             start, T = self.span(input_ids, cache)
             cos, sin = self.rotary(T, start)  # (T, D) each: the angles of positions start .. start + T - 1

@@ -12,6 +12,12 @@ With ``nsp`` an example is a pair of segments ``[CLS] A [SEP] B [SEP]`` (segment
 1) cut from a document's sentences and filled up to the sequence length: half the time B is
 the text that follows A, half the time a segment of another document (Devlin et al. 2019,
 appendix A). Pairs are drawn once from the seed; masks are drawn afresh for every batch.
+
+With ``document_mask`` the documents packed in a block are kept apart: each ends at its
+end-of-document token (the tokenizer's ``eos``: ``[SEP]`` for BERT, ``</s>`` for RoBERTa, which
+the data appends to every document), which belongs to it; the block's own ``[CLS]`` joins its
+first document and its closing ``[SEP]`` its last. The batch's ``position_ids`` restart at 0 at
+each document, and the network attends within a document only (bidirectionally).
 """
 
 from __future__ import annotations
@@ -19,11 +25,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lmforge.batching import BatchRNG
-
+from lmforge.batching import IGNORE, BatchRNG, document_positions
 from lmforge.tokenizer import Tokenizer
 
-IGNORE = -100
 WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE, Metaspace (SentencePiece-style)
 
 
@@ -38,6 +42,8 @@ class MaskedLM:
         whole_word: Select whole words rather than single pieces.
         nsp: Make next-sentence-prediction pairs from sentences instead of packed blocks.
         seed: Seed of the masks, drawn per batch from (seed, the batch's key): see ``BatchRNG``.
+        document_mask: Keep the documents of a packed block apart (``position_ids`` per document,
+            attention within a document); packed blocks only, not ``nsp`` pairs.
     """
 
     def __init__(
@@ -48,6 +54,7 @@ class MaskedLM:
         whole_word: bool = False,
         nsp: bool = False,
         seed: int = 0,
+        document_mask: bool = False,
     ):
         replacement = (mask_token_prob, random_token_prob)
         if not 0 < mask_prob < 1 or min(replacement) < 0 or sum(replacement) > 1:
@@ -58,8 +65,11 @@ class MaskedLM:
         self.mask_prob = mask_prob
         self.mask_token_prob = mask_token_prob
         self.random_token_prob = random_token_prob
+        if nsp and document_mask:
+            raise ValueError("document_mask keeps the documents of packed blocks apart; nsp builds sentence pairs.")
         self.whole_word = whole_word
         self.nsp = nsp
+        self.document_mask = document_mask
         self.seed = seed
         self.rng = BatchRNG(seed)
         self.bound = False
@@ -69,6 +79,7 @@ class MaskedLM:
         ids = tokenizer.require(["mask", "cls", "sep", "pad"], "masked LM",
                                 "use a BERT or RoBERTa tokenizer (train it with `specials: bert` or `specials: roberta`).")
         self.mask_id, self.cls_id, self.sep_id, self.pad_id = ids["mask"], ids["cls"], ids["sep"], ids["pad"]
+        self.eos_id = tokenizer.eos_id if self.document_mask else None  # what the data ends every document with
         self.vocab_size = tokenizer.vocab_size
         vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
         special = [i for i, token in tokenizer.backend.get_added_tokens_decoder().items() if token.special]
@@ -169,7 +180,12 @@ class MaskedLM:
             [torch.full((B, 1), self.cls_id), body, torch.full((B, 1), self.sep_id)], dim=1
         )  # (B, T)
         # packed blocks have no padding: no attention mask, so SDPA can take its fastest kernel
-        return self.mask(ids)
+        batch = self.mask(ids)
+        if self.document_mask:  # from the ids before masking: a random replacement may be an eos
+            ends = ids == self.eos_id
+            ends[:, -2] = False  # the block's closing [SEP] joins its last document
+            batch["position_ids"] = document_positions(ends)
+        return batch
 
     def _collate_pairs(self, pairs: list[tuple]) -> dict[str, torch.Tensor]:
         """``[CLS] A [SEP] B [SEP]`` padded to the longest pair, with segment ids and NSP labels."""

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lmforge.batching import IGNORE
 from lmforge.errors import UserError
 from lmforge.models.gpt import GPT, GPTConfig
 from lmforge.models.llama import Llama, LlamaConfig
@@ -37,6 +38,10 @@ class CausalLMTask(PretrainingTask):
         generation_seed: Seed of the sampler, for reproducible generations.
         compile: Compile the network with ``torch.compile`` when training starts (each transformer block
             once); checkpoints keep the plain parameter names.
+        document_mask: Document-aware packing: a token attends only to the earlier tokens of its
+            own document in a packed block, positions restart at 0 at each document, and the
+            end-of-document token's target (the next document's first token) takes no loss;
+            validation is masked alike. Weights and shapes are unchanged (export as usual).
     """
 
     network = GPT
@@ -55,30 +60,35 @@ class CausalLMTask(PretrainingTask):
         top_k: int | None = 50,
         generation_seed: int = 0,
         compile: bool = False,
+        document_mask: bool = False,
     ):
         super().__init__(optimizer, compile)
         self._store_hparams(ignore=GENERATION_ARGS)
         self._set_prompts(prompts, prompt_file)
         self._set_generation(max_new_tokens, temperature, top_k, generation_seed)
         self.build_network(config, init_from)
-        self.objective = CausalLM()
+        self.objective = CausalLM(document_mask=document_mask)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(batch["input_ids"]).flatten(0, 1)  # (B * T, V)
-        return F.cross_entropy(logits, batch["targets"].flatten()), logits
+        logits = self.net(batch["input_ids"], position_ids=batch.get("position_ids")).flatten(0, 1)  # (B * T, V)
+        return F.cross_entropy(logits, batch["targets"].flatten(), ignore_index=IGNORE), logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.net.loss(batch["input_ids"], batch["targets"])  # the head fused with the loss: no logits kept
+        # the head fused with the loss: no logits kept
+        loss = self.net.loss(batch["input_ids"], batch["targets"], batch.get("position_ids"))
         self.log_train(loss)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, logits = self._loss(batch)
         targets = batch["targets"].flatten()
-        self.record_eval(loss, targets.numel(), (logits.argmax(-1) == targets).sum(), target_ids=targets)
+        correct = (logits.argmax(-1) == targets).sum()  # an ignored target (-100) is never right
+        if "position_ids" in batch:  # document-aware: the targets across a boundary are no prediction
+            targets = targets[targets != IGNORE]
+        self.record_eval(loss, targets.numel(), correct, target_ids=targets)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.validation_step(batch, batch_idx)

@@ -36,6 +36,10 @@ class MaskedLMTask(PretrainingTask):
         top_k: Candidates to show for each mask.
         compile: Compile the network with ``torch.compile`` when training starts (each transformer block
             once); checkpoints keep the plain parameter names.
+        document_mask: Document-aware packing: a token attends only to the tokens of its own
+            document in a packed block (each ending at its ``[SEP]``/``</s>``), and positions
+            restart at 0 at each document; validation is masked alike. Weights and shapes are
+            unchanged (export as usual). Packed blocks only: not with ``nsp``.
     """
 
     network = Bert
@@ -56,13 +60,18 @@ class MaskedLMTask(PretrainingTask):
         prompt_file: str | None = None,
         top_k: int = 5,
         compile: bool = False,
+        document_mask: bool = False,
     ):
         super().__init__(optimizer, compile)
         self._store_hparams(ignore=["prompts", "prompt_file", "top_k"])
         nsp_head = config.get("nsp_head") if isinstance(config, dict) else config.nsp_head
         if nsp and not init_from and not nsp_head:
             raise UserError("`nsp: true` needs the network's NSP head: set `config.nsp_head: true` (BERT).")
-        self.objective = MaskedLM(mask_prob=mask_prob, whole_word=whole_word, nsp=nsp, seed=masking_seed)
+        if nsp and document_mask:
+            raise UserError("`document_mask: true` keeps the documents of packed blocks apart, and `nsp: true` trains "
+                            "on sentence pairs instead of packed blocks: turn one of them off.")
+        self.objective = MaskedLM(mask_prob=mask_prob, whole_word=whole_word, nsp=nsp, seed=masking_seed,
+                                  document_mask=document_mask)
         self.build_network(config, init_from, **({"nsp_head": True} if nsp else {}))
         self._set_prompts(prompts, prompt_file)
         self.top_k = top_k
@@ -87,7 +96,8 @@ class MaskedLMTask(PretrainingTask):
         return F.cross_entropy(logits, targets), (logits.argmax(-1) == targets).sum(), targets.numel()
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        hidden = self.net.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        hidden = self.net.encode(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
+                                 batch.get("position_ids"))
         mlm_loss, correct, n = self._mlm(batch, hidden)
         loss = mlm_loss
         if "next_sentence_label" in batch:
