@@ -221,3 +221,13 @@ def test_zero_shot(smoke: Smoke) -> None:
         assert tasks["completion"]["requests"] == 4 * tasks["completion"]["evaluate"]["items"]  # 4 endings each
         assert tasks["squad"]["generations_differ"] == 0, model
     assert "| trained | completion |" in out and "| llama | squad |" in out
+
+
+def test_replay(smoke: Smoke) -> None:
+    out, summary = smoke("replay.py")
+    runs = summary["results"]["runs"]
+    assert set(runs) == {"0", "0.25"}
+    assert "books" not in runs["0"]["tokens"] and runs["0.25"]["tokens"]["books"] > 0  # each run trains what it names
+    for run in runs.values():  # both curves, from the same pretrained start
+        assert run["abstracts"][0] == runs["0"]["abstracts"][0] and len(run["books"]) >= 2
+    assert "| continue, replay 0.25 |" in out
