@@ -84,17 +84,21 @@ def test_ranks_take_disjoint_positions_and_together_all_of_them() -> None:
 
 
 # -- through Lightning: exact resume, per-source validation --------------------------------------
-def _fit(corpora: tuple[Path, Path], tmp_path: Path, run: str, max_steps: int, ckpt_path: Path | None = None,
-         **options) -> list:
+def _mixture(corpora: tuple[Path, Path], tmp_path: Path, **options) -> CorpusMixture:
+    """General text (1 part) and the domain (3 parts), with a tokenizer trained on both."""
     tokenizer = tmp_path / "tokenizer.json"
     if not tokenizer.exists():
         texts = [*read_local(str(corpora[0])), *read_local(str(corpora[1]))]
         train_tokenizer(texts, TokenizerSpec(vocab_size=300)).save(tokenizer)
     sources = {name: TextCorpus(source=DataSource(paths=str(path)), val_fraction=0.2, cache_dir=str(tmp_path / "c"))
                for name, path in zip(("general", "domain"), corpora)}
-    data = CorpusMixture(sources, {"general": 1, "domain": 3}, tokenizer=TokenizerSpec(path=str(tokenizer)),
+    return CorpusMixture(sources, {"general": 1, "domain": 3}, tokenizer=TokenizerSpec(path=str(tokenizer)),
                          seq_len=16, batch_size=4, **options)
-    return record_batches(data, tmp_path / run, max_steps, ckpt_path)
+
+
+def _fit(corpora: tuple[Path, Path], tmp_path: Path, run: str, max_steps: int, ckpt_path: Path | None = None,
+         **options) -> list:
+    return record_batches(_mixture(corpora, tmp_path, **options), tmp_path / run, max_steps, ckpt_path)
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["prepared", "streaming"])
@@ -107,6 +111,18 @@ def test_a_stopped_mixture_resumes_with_exactly_the_next_batch(streaming: bool, 
     resumed = _fit(two_corpora, tmp_path, "resumed", 30, ckpt_path=tmp_path / "stopped" / "last.ckpt", **options)
     assert resumed == full[11:]
     assert len({str(b) for _, b in full}) == len(full)  # no batch twice: the sources repeat in new orders
+
+
+def test_on_exhausted_stop_ends_the_run_before_a_source_gives_a_block_twice(two_corpora: tuple[Path, Path],
+                                                                           tmp_path: Path) -> None:
+    data = _mixture(two_corpora, tmp_path, on_exhausted="stop")
+    batches = record_batches(data, tmp_path / "run", 1000)
+    mixture = data.train_set
+    assert mixture.epoch_length == data.blend.first_exhausted([len(source) for source in mixture.sources])
+    assert {epoch for epoch, _ in batches} == {0} and len(batches) == mixture.epoch_length // 4 < 1000
+    # the run read the mixture's positions in order, up to where the first source would give a block twice
+    rows = [row for _, batch in batches for row in batch]
+    assert rows == [mixture[k][:-1].tolist() for k in range(len(rows))]
 
 
 def test_the_mixture_refuses_resuming_with_other_weights(two_corpora: tuple[Path, Path], tmp_path: Path) -> None:

@@ -322,8 +322,9 @@ class _HandOver(_InstantiatorFn):
         if self.key == "model" and run.weights is not None and kwargs.get("init_from"):
             kwargs["init_from"] = run.weights  # the source this run opened, not opened again
         made = super().__call__(class_type, *args, applied_instantiation_links=applied_instantiation_links, **kwargs)
-        if self.key == "data" and class_type is import_class(self.cli._configured("data.class_path")):
-            run.hand_tokenizer(made)  # the run's data module, not a corpus inside a mixture (its own gets it)
+        top = self.cli._configured("data.class_path")  # the run's data module, not a corpus inside a mixture
+        if self.key == "data" and (top is None or class_type is import_class(top)):
+            run.hand_tokenizer(made)
         return made
 
 

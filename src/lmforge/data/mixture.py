@@ -235,9 +235,9 @@ class CorpusMixture(L.LightningDataModule):
             if stage == "fit" and epoch < self.batch_size * world:
                 raise UserError(f"{self.name} gives {epoch} examples before a source runs out, fewer than one batch "
                                 f"of {self.batch_size}: lower `data.batch_size`, add text or use `on_exhausted: repeat`.")
-            if stage == "fit" and self.on_exhausted == "stop" and self.trainer is not None:
-                self.trainer.fit_loop.max_epochs = 1  # the epoch ends where the first source does
             sizes = ", ".join(f"{n}: {len(b):,}" for n, b in zip(self.names, train)) + f" train blocks; epoch {epoch:,}"
+        if stage == "fit" and self.on_exhausted == "stop" and self.trainer is not None:
+            self.trainer.fit_loop.max_epochs = 1  # the epoch ends where the first source does: so does the run
         val = ", ".join(f"{n}: {len(b):,}" for n, _, b in self.val_sets)
         rank_zero_info(f"{self.name}: {sizes}; validation blocks {val} ({block} tokens each).")
         save_run_tokenizer(self.trainer, tok, self.tokenizer_spec)
