@@ -21,7 +21,6 @@ It prints a markdown table (also written to ``--out``), draws both validation cu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
