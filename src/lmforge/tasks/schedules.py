@@ -126,7 +126,7 @@ class StagedSchedule(torch.optim.lr_scheduler.LambdaLR):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """The checkpoint's step (and ``start``: a new stage sets it to the checkpoint's step); the
         optimizer's settings, peaks and rate from this run."""
-        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("_settings",)})
+        super().load_state_dict(state_dict)
         self._factor = self._factor_from(self.start)
         for group, settings in zip(self.optimizer.param_groups, self._settings, strict=True):
             group.update(settings)
