@@ -114,10 +114,8 @@ class PretrainingTask(Task):
                             f"to resume it, or {stored + 1} to start a new stage from it.")
         if stage == stored:
             return
-        for state in checkpoint["lr_schedulers"]:
-            state["start"] = step
-        for state in checkpoint["optimizer_states"] if self.optim.reset_state else []:
-            state["state"] = {}
+        for state in checkpoint["lr_schedulers"]:  # read by StagedSchedule once the optimizer is restored
+            state.update(start=step, reset_state=self.optim.reset_state)
         start_data_afresh(checkpoint)
         rank_zero_info(f"Stage {stage} starts at step {step} (the checkpoint's stage is {stored}): the learning rate "
                        f"warms up again over {self.optim.warmup_steps} steps, the optimizer's moments are "

@@ -125,8 +125,12 @@ class StagedSchedule(torch.optim.lr_scheduler.LambdaLR):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """The checkpoint's step (and ``start``: a new stage sets it to the checkpoint's step); the
-        optimizer's settings, peaks and rate from this run."""
-        super().load_state_dict(state_dict)
+        optimizer's settings, peaks and rate from this run. A new stage may also set ``reset_state``:
+        the optimizer, restored before (by every strategy), drops its moments."""
+        state = dict(state_dict)
+        if state.pop("reset_state", False):
+            self.optimizer.state.clear()  # AdamW and Muon start their moments again at their next step
+        super().load_state_dict(state)
         self._factor = self._factor_from(self.start)
         for group, settings in zip(self.optimizer.param_groups, self._settings, strict=True):
             group.update(settings)
