@@ -48,9 +48,10 @@ def tiny_corpus(tmp_path: Path) -> Path:
     return folder
 
 
-def fit_tiny_gpt(folder: Path, steps: int, *args: str) -> dict:
+def fit_tiny_gpt(folder: Path, steps: int, *args: str, version: int = 0) -> dict:
     """Run ``lmforge fit`` in-process on configs/gpt/tiny.yaml for ``steps`` steps (a few documents,
-    validation every 3 steps) in ``folder`` (made if missing); returns its last checkpoint."""
+    validation every 3 steps) in ``folder`` (made if missing); returns the last checkpoint of its
+    run folder ``version_<version>``."""
     from lmforge.cli import main
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,8 @@ def fit_tiny_gpt(folder: Path, steps: int, *args: str) -> dict:
               "--trainer.enable_model_summary=false", *args])
     finally:
         os.chdir(cwd)
-    ckpt = torch.load(folder / "logs" / "gpt-tiny" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(folder / "logs" / "gpt-tiny" / f"version_{version}" / "checkpoints" / "last.ckpt",
+                      weights_only=True)
     assert ckpt["global_step"] == steps
     return ckpt
 

@@ -138,3 +138,22 @@ def test_streaming_resumes_from_a_position_without_retokenizing_what_came_before
     rest = list(resumed)
     assert [b["block"].tolist() for b in rest] == [b["block"].tolist() for b in full[10:]]
     assert encoded[0] == docs[full[9]["position"][0]]  # tokenizing starts at the resume document
+
+
+def test_a_position_marked_afresh_starts_the_data_from_its_beginning_whatever_its_identity() -> None:
+    from lmforge.data.resume import DataPosition, start_data_afresh
+
+    sampler = {"epoch": 2, "position": 24, "seed": 1, "num_items": 100, "num_replicas": 1}
+    checkpoint = {"global_step": 9, "SomeCorpus": {"identity": {"corpus": "A", "seq_len": 64}, "sampler": sampler,
+                                                   "batches": 3}, "loops": {"fit_loop": {}}}
+    position = DataPosition()
+    with pytest.raises(UserError, match=r"^The checkpoint was trained on other data \(corpus A, this run has B\)"):
+        position.load_state_dict(checkpoint["SomeCorpus"], {"corpus": "B", "seq_len": 64}, 1, 1)
+    start_data_afresh(checkpoint)
+    assert "afresh" not in checkpoint["loops"]
+    position = DataPosition()
+    position.load_state_dict(checkpoint["SomeCorpus"], {"corpus": "B", "seq_len": 64}, 1, 1)
+    assert position.pending == {}  # no position: the first loader starts at the beginning
+    new = position.sampler_for(10, 1, 0, seed=5)
+    new.set_epoch(2)  # Lightning's epoch goes on, and so does its batch count: sample ids follow it
+    assert list(new) and position.sample_ids(3, 4) == new.order[:4]

@@ -197,6 +197,7 @@ class LmforgeCLI(LightningCLI):
     # -- where the run starts ---------------------------------------------------------------
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         argv = list(sys.argv[1:] if args is None else args)
+        self.given_model_keys = _given_model_keys(argv)
         ckpt = _given_checkpoint(argv)
         if ckpt is not None:
             # `predict --ckpt_path X --model.prompts ...` must know the task class while parsing;
@@ -211,12 +212,21 @@ class LmforgeCLI(LightningCLI):
             ckpt = cfg.ckpt_path = str(newest_checkpoint(cfg))
         if ckpt and not Path(ckpt).is_file():
             raise UserError(f"Checkpoint '{ckpt}' does not exist: give the path of a .ckpt file, or `last`.")
-        if ckpt and subcommand == "fit":
-            continue_in_run_folder(cfg, Path(ckpt))
+        if ckpt and subcommand == "fit" and not self._starts_stage(cfg, ckpt):
+            continue_in_run_folder(cfg, Path(ckpt))  # a new stage writes a run folder of its own
+
+    def _starts_stage(self, cfg: Any, ckpt: str) -> bool:
+        """Whether the command line sets a higher ``optimizer.stage`` than the checkpoint's."""
+        if not {"optimizer", "optimizer.stage"} & set(self.given_model_keys):
+            return False
+        stored = (self.run.open(ckpt).hparams.get("optimizer") or {}).get("stage", 0)
+        return (self._configured("model.init_args.optimizer.stage") or 0) > stored
 
     def _parse_ckpt_path(self) -> None:
         """The resumed checkpoint's hyper-parameters update the config (Lightning's rule), read
-        from the checkpoint this run opened once."""
+        from the checkpoint this run opened once; the model's arguments given on the command line
+        win over them (``--model.optimizer.decay_steps``), except the network's shape (``config``,
+        the checkpoint's: a changed one is refused when the weights load) and ``init_from``."""
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt:
@@ -236,7 +246,10 @@ class LmforgeCLI(LightningCLI):
             )
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        given = {key: self._configured(f"model.init_args.{key}") for key in self.given_model_keys}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        for key, value in given.items():
+            self.config[subcommand][f"model.init_args.{key}"] = value
 
     def before_instantiate_classes(self) -> None:
         """Resolve the run's start, once: the config is final now (the resumed checkpoint's
@@ -326,6 +339,19 @@ class _HandOver(_InstantiatorFn):
         if self.key == "data" and (top is None or class_type is import_class(top)):
             run.hand_tokenizer(made)
         return made
+
+
+def _given_model_keys(argv: list[str]) -> list[str]:
+    """The model's arguments set on the command line (``--model.optimizer.lr=1e-3`` gives
+    ``optimizer.lr``), which win over a resumed checkpoint's; not the network's shape
+    (``config``) nor ``init_from``, which stay the checkpoint's."""
+    keys: list[str] = []
+    for arg in argv:
+        key = arg.split("=", 1)[0].removeprefix("--model.").removeprefix("init_args.")
+        if arg.startswith("--model.") and key.split(".")[0] not in ("config", "init_from", "class_path") \
+                and key not in keys:
+            keys.append(key)
+    return keys
 
 
 def _given_checkpoint(argv: list[str]) -> str | None:

@@ -51,6 +51,19 @@ def digest(dataset: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def start_data_afresh(checkpoint: dict[str, Any]) -> None:
+    """Mark the data positions in a Lightning checkpoint so that each corpus restored from it
+    starts its training data from the beginning, without comparing identities: a new training
+    stage, perhaps on other data.
+
+    Args:
+        checkpoint: The loaded checkpoint, before its data module is restored.
+    """
+    for state in checkpoint.values():
+        if isinstance(state, dict) and "identity" in state:  # what DataPosition.state_dict saves
+            state["afresh"] = True
+
+
 class DataPosition:
     """Where a corpus's training data stands, saved in checkpoints and restored from them.
 
@@ -153,16 +166,20 @@ class DataPosition:
             streams: This run's sub-streams in all (ranks x workers).
             world_size: This run's number of ranks.
         """
-        for key, value in state.get("identity", {}).items():
+        for key, value in state.get("identity", {}).items() if not state.get("afresh") else ():
             if key in identity and identity[key] != value:
                 differs = (f"{key} {value}, this run has {identity[key]}" if key != "examples" else
                            "training examples (their number or their tokens) than this run's")
                 raise UserError(
                     f"The checkpoint was trained on other data ({differs}): resume with the same data settings "
-                    "and corpus, or start a new run from its weights with `--model.init_from`."
+                    "and corpus, start a new training stage on this data from it with a higher "
+                    "`--model.optimizer.stage`, or a new run from its weights with `--model.init_from`."
                 )
         # Lightning cannot see that the data module resumes the loader itself
         warnings.filterwarnings("ignore", message=".*ended before the epoch ended and your dataloader is not resumable")
+        if state.get("afresh"):  # the data from its start, Lightning's batch count goes on: sample_ids count from there
+            self.first_batch = (state["sampler"]["epoch"], state.get("batches", 0)) if "sampler" in state else (-1, 0)
+            return
         if "stream" in state:
             if state["streams"] != streams:
                 raise UserError(

@@ -23,7 +23,7 @@ from lmforge.models.layers import pool
 from lmforge.start import Start, import_class
 from lmforge.tasks.base import OptimizerConfig, Task, class_path
 from lmforge.tasks.optim import param_groups
-from lmforge.tasks.schedules import schedule_factor
+from lmforge.tasks.schedules import StagedSchedule, schedule_factor
 
 Pooling = Literal["auto", "cls", "mean", "last", "entity_start"]
 TaskType = Literal["classification", "regression", "multilabel", "token_classification"]
@@ -419,7 +419,7 @@ class FineTuneTask(Task):
         warmup = round(self.warmup_ratio * total) if self.warmup_ratio is not None else o.warmup_steps
         factor = schedule_factor(o.schedule or "linear", warmup, total, o.min_lr_ratio, o.cooldown_fraction,
                                  o.cooldown_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        schedule = StagedSchedule(optimizer, lambda start: factor)  # resumed: this run's settings win
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def flops_per_token(self, seq_len: int | None = None) -> float:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from lmforge.errors import UserError
+from lmforge.tasks.schedules import schedule_factor
 
 
 @dataclasses.dataclass
@@ -33,6 +35,13 @@ class OptimizerConfig:
             (cosine when pretraining, linear when fine-tuning).
         cooldown_steps: WSD: steps of the cooldown; ``None``: ``cooldown_fraction`` of ``decay_steps``.
         cooldown_fraction: WSD: the cooldown's share of the training steps when ``cooldown_steps`` is unset.
+        stage: The training stage, for continual pretraining in stages (Ibrahim et al. 2024): a
+            pretraining run resuming (``--ckpt_path``) a checkpoint of a lower stage starts a new
+            schedule at its step (re-warm: warmup to ``lr`` over ``warmup_steps``, then decay to the
+            floor at ``decay_steps``, a global step as always; the step count goes on) and its
+            training data from the start, other data allowed; a checkpoint of this stage resumes as usual.
+        reset_state: When a new ``stage`` starts: AdamW's moments (and Muon's momentum) start from
+            zero instead of the checkpoint's.
         muon_lr: Peak learning rate of Muon (with ``name: muon``).
         muon_momentum: Muon's momentum.
         muon_nesterov: Nesterov momentum in Muon.
@@ -50,6 +59,8 @@ class OptimizerConfig:
     schedule: Literal["cosine", "linear", "wsd"] | None = None
     cooldown_steps: int | None = None
     cooldown_fraction: float = 0.2
+    stage: int = 0
+    reset_state: bool = False
     # Muon's lr and momentum as in Keller Jordan's Muon (github.com/KellerJordan/Muon, README:
     # lr=0.02, momentum=0.95, Nesterov), the recipe modded-nanogpt's train_gpt.py trains with,
     # where the hidden matrices get no weight decay
@@ -91,12 +102,35 @@ class OptimizerConfig:
             ("cooldown_steps", self.cooldown_steps, self.cooldown_steps is None or self.cooldown_steps > 0,
              "a number of steps > 0, or null for cooldown_fraction of the training"),
             ("cooldown_fraction", self.cooldown_fraction, 0 < self.cooldown_fraction <= 1, "a fraction in (0, 1]"),
+            ("stage", self.stage, self.stage >= 0, "a stage number >= 0"),
         ]
         for key, value, allowed, rule in rules:
             numbers = value if isinstance(value, list) else [value]
             if not allowed or not all(v is None or math.isfinite(v) for v in numbers):
                 return f"optimizer.{key}={value} is out of range: give {rule}."
         return None
+
+    def stage_factor(self, default: str, end: int, start: int = 0) -> Callable[[int], float]:
+        """The schedule's multiplier of the steps counted from ``start``, the global step where this
+        stage began (0 for the first), reaching its floor at global step ``end``; a new stage that
+        leaves no room for its warmup is refused.
+
+        Args:
+            default: The task's schedule when ``schedule`` is unset.
+            end: Global step where the decay reaches its floor (``decay_steps``, or the end of training).
+            start: Global step where this stage's schedule begins.
+        """
+        if start > 0:
+            ends = f"optimizer.decay_steps={end}" if self.decay_steps else f"the end of training (step {end})"
+            if end <= start:
+                raise UserError(f"Stage {self.stage} starts at the checkpoint's step {start} but decays to its floor "
+                                f"at {ends}: give a later one (trainer.max_steps counts on from {start}).")
+            if start + self.warmup_steps > end:
+                raise UserError(f"optimizer.warmup_steps={self.warmup_steps}: stage {self.stage} would warm up from "
+                                f"the checkpoint's step {start} to {start + self.warmup_steps}, past {ends}: give "
+                                "fewer warmup steps or a later end.")
+        return schedule_factor(self.schedule or default, self.warmup_steps, end - start, self.min_lr_ratio,
+                               self.cooldown_fraction, self.cooldown_steps)
 
 
 def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:

@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from lmforge.batching import Objective
+from lmforge.data.resume import start_data_afresh
 from lmforge.errors import UserError
 from lmforge.tasks.base import Task
-from lmforge.tasks.schedules import schedule_factor
+from lmforge.tasks.schedules import StagedSchedule
 
 # Per-call settings of text generation: kept out of a checkpoint's hyper-parameters, so that
 # predict's command line always wins over what the training run had.
@@ -90,11 +93,33 @@ class PretrainingTask(Task):
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optim
         optimizer = self.build_optimizer(self.net)
-        decay_steps = o.decay_steps or int(self.trainer.estimated_stepping_batches)
-        factor = schedule_factor(o.schedule or "cosine", o.warmup_steps, decay_steps, o.min_lr_ratio,
-                                 o.cooldown_fraction, o.cooldown_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        end = o.decay_steps or int(self.trainer.estimated_stepping_batches)
+        schedule = StagedSchedule(optimizer, lambda start: o.stage_factor("cosine", end, start))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lmforge"]["stage"] = self.optim.stage
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of a lower ``optimizer.stage`` starts this stage at its step: the schedule
+        counts from there (:class:`StagedSchedule`), the moments are dropped with
+        ``reset_state``, and the training data starts from its beginning."""
+        super().on_load_checkpoint(checkpoint)
+        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING or "lr_schedulers" not in checkpoint:
+            return
+        stored, stage, step = checkpoint.get("lmforge", {}).get("stage", 0), self.optim.stage, checkpoint["global_step"]
+        if stage < stored:
+            raise UserError(f"optimizer.stage={stage} is lower than the checkpoint's stage {stored}: give {stored} "
+                            f"to resume it, or {stored + 1} to start a new stage from it.")
+        if stage == stored:
+            return
+        for state in checkpoint["lr_schedulers"]:  # read by StagedSchedule once the optimizer is restored
+            state.update(start=step, reset_state=self.optim.reset_state)
+        start_data_afresh(checkpoint)
+        rank_zero_info(f"Stage {stage} starts at step {step} (the checkpoint's stage is {stored}): the learning rate "
+                       f"warms up again over {self.optim.warmup_steps} steps, the optimizer's moments are "
+                       f"{'reset' if self.optim.reset_state else 'kept'}, the training data starts from its beginning.")
 
     # -- validation metrics -------------------------------------------------------------------
     # A mixture's validation batches name their set (``set``) and its weight in the overall loss
