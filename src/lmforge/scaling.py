@@ -69,9 +69,9 @@ FITS: dict[str, ScalingLaw] = {
     # Besiroglu, Erdil, Barnett, You 2024, "Chinchilla Scaling: A replication attempt" (arXiv:2404.10102):
     # Hoffmann et al.'s approach 3 refitted on their data; consistent with their approaches 1 and 2
     "besiroglu": ScalingLaw(1.8172, 482.01, 2085.43, 0.3478, 0.3658,
-                            "Besiroglu et al. 2024, Chinchilla Scaling: A replication attempt"),
+                            "Besiroglu et al. 2024 (Chinchilla replicated)"),
     # Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", approach 3 (eq. 10)
-    "chinchilla": ScalingLaw(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022 (Chinchilla), approach 3"),
+    "chinchilla": ScalingLaw(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022 (Chinchilla, approach 3)"),
 }
 DEFAULT_FIT = "besiroglu"
 

@@ -180,9 +180,9 @@ def size_run(
     n = size if size is not None else law.optimal_params(budget)
     step_tokens = batch_size * seq_len * devices * accumulate_grad_batches
     if budget < training_flops(n, step_tokens):
-        raise UserError(f"The budget of {budget:.3g} FLOPs is less than one step of {human(n)} parameters on "
-                        f"{step_tokens:,} tokens ({training_flops(n, step_tokens):.3g} FLOPs): raise the budget or "
-                        "lower --batch_size/--seq_len.")
+        raise UserError(f"The budget of {budget:.3g} FLOPs ({source}) is less than one step of {human(n)} parameters "
+                        f"on {step_tokens:,} tokens ({training_flops(n, step_tokens):.3g} FLOPs): raise it or lower "
+                        "--batch_size/--seq_len.")
     lines = [f"Budget: {budget:.3g} FLOPs ({source}; C = 6 N D).",
              *_report(budget, n, fit, step_tokens, device, gpu_hours, devices, original_tokens, folder)]
     print("\n".join(lines))
