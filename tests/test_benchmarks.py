@@ -221,3 +221,11 @@ def test_zero_shot(smoke: Smoke) -> None:
         assert tasks["completion"]["requests"] == 4 * tasks["completion"]["evaluate"]["items"]  # 4 endings each
         assert tasks["squad"]["generations_differ"] == 0, model
     assert "| trained | completion |" in out and "| llama | squad |" in out
+
+
+def test_scaling(smoke: Smoke) -> None:
+    # the script asserts each run's parameters and steps (6 N D on its budget); the fit and the prediction run
+    out, summary = smoke("scaling.py")
+    assert len(summary["runs"]) == 6 and {r["budget"] for r in summary["runs"]} == {6e9, 1.5e10}
+    assert set(summary["fit"]) == {"E", "A", "B", "alpha", "beta"} and summary["held_out"]["predicted"] > 0
+    assert "Chinchilla" in out and "Besiroglu" in out and "held-out run" in out

@@ -56,6 +56,14 @@ class ScalingLaw:
         """
         return self.G * (flops / FLOPS_PER_PARAM_TOKEN) ** (self.beta / (self.alpha + self.beta))
 
+    def optimal_flops(self, params: float) -> float:
+        """The budget C at which ``params`` is the compute-optimal size (:meth:`optimal_params` inverted).
+
+        Args:
+            params: Parameters N.
+        """
+        return FLOPS_PER_PARAM_TOKEN * (params / self.G) ** ((self.alpha + self.beta) / self.beta)
+
     def optimal_tokens(self, flops: float) -> float:
         """``D_opt = G^-1 (C/6)^(alpha / (alpha + beta))``, so that ``6 N_opt D_opt = C``.
 
@@ -71,7 +79,7 @@ FITS: dict[str, ScalingLaw] = {
     "besiroglu": ScalingLaw(1.8172, 482.01, 2085.43, 0.3478, 0.3658,
                             "Besiroglu et al. 2024 (Chinchilla replicated)"),
     # Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", approach 3 (eq. 10)
-    "chinchilla": ScalingLaw(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022 (Chinchilla, approach 3)"),
+    "chinchilla": ScalingLaw(1.69, 406.4, 410.7, 0.34, 0.28, "Hoffmann et al. 2022, Chinchilla's approach 3"),
 }
 DEFAULT_FIT = "besiroglu"
 

@@ -72,7 +72,7 @@ def test_the_optimum_is_the_closed_form_and_the_brute_force_minimum(flops: float
 
 def test_the_default_fit_is_besiroglus_replication(capsys: pytest.CaptureFixture) -> None:
     out = plan(capsys, "--flops", "5.76e23")
-    assert "Besiroglu et al. 2024" in out and "(the default)" in out
+    assert "Besiroglu et al. 2024 (Chinchilla replicated), the default" in out
     e, a, b, alpha, beta = 1.8172, 482.01, 2085.43, 0.3478, 0.3658
     g = (alpha * a / (beta * b)) ** (1 / (alpha + beta))
     n_opt = g * (5.76e23 / 6) ** (beta / (alpha + beta))

@@ -74,8 +74,11 @@ def _positive(**values: float | None) -> None:
             raise UserError(f"--{key} {value:g} must be positive.")
 
 
-def _device(gpu: str | None, peak_flops: float | None, mfu: float) -> Device | None:
-    """The device of ``--gpu`` (or ``--peak_flops``) at ``--mfu``; None when neither is given."""
+def _device(gpu: str | None, peak_flops: float | None, mfu: float, fit: str) -> Device | None:
+    """The device of ``--gpu`` (or ``--peak_flops``) at ``--mfu``; None when neither is given.
+    (``--fit`` is checked here too, with the other names.)"""
+    if fit not in FITS:
+        raise UserError(f"Unknown --fit '{fit}': {did_you_mean(fit, FITS)}")
     if gpu is not None and peak_flops is not None:
         raise UserError(f"--gpu {gpu} and --peak_flops both give the device's peak: keep one.")
     if not 0 < mfu <= 1:
@@ -107,6 +110,15 @@ def _sustained(device: Device) -> str:
     return f"{device.name} at {device.peak / 1e12:g} TFLOP/s peak x MFU {device.mfu:g}"
 
 
+def _configs_folder(configs: str | None) -> Path | None:
+    """``--configs``, else :func:`checkout_configs`."""
+    if configs is None:
+        return checkout_configs()
+    if not Path(configs).is_dir():
+        raise UserError(f"--configs '{configs}' is not a folder: give lmforge's configs/ folder.")
+    return Path(configs)
+
+
 def _preset_params(preset: str | None, params: float | None, configs: Path | None) -> float | None:
     """``--params``, or the parameters of ``--preset``."""
     if preset is None:
@@ -136,12 +148,9 @@ def size_run(
     original_tokens: float | None = None,
     configs: str | None = None,
 ) -> None:
-    """Size a decoder's pretraining run: the compute-optimal parameters N and tokens D of a budget (or
-    the tokens and budget of a size), the predicted loss, the nearest preset, steps and wall-clock.
-
-    The optimum is that of a fit of ``L(N, D) = E + A / N^alpha + B / D^beta`` with ``C = 6 N D``:
-    ``besiroglu`` (Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt", the default)
-    or ``chinchilla`` (Hoffmann et al. 2022, approach 3). N counts all parameters, embeddings included.
+    """Size a decoder's pretraining run: the compute-optimal parameters N and tokens D of a budget C = 6 N D
+    (or the tokens and budget of a size) under a fit of ``L(N, D) = E + A / N^alpha + B / D^beta``, the
+    predicted loss, the nearest preset, steps and wall-clock. N counts all parameters, embeddings included.
 
     Args:
         flops: The compute budget C in FLOPs.
@@ -152,7 +161,8 @@ def size_run(
         mfu: Model FLOPs utilisation: the share of the peak a run sustains (0.3 to 0.5 is typical).
         params: The model's size N; with a budget, its tokens are ``C / (6 N)``.
         preset: A decoder preset for N, e.g. ``gpt/small`` (``configs/gpt/small.yaml``).
-        fit: The scaling law: besiroglu or chinchilla.
+        fit: The fit: besiroglu (Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt", the
+            default) or chinchilla (Hoffmann et al. 2022, approach 3).
         batch_size: Sequences per step on one device (``data.batch_size``).
         seq_len: Tokens per sequence (``data.seq_len``).
         devices: Devices in data parallel (all nodes together).
@@ -163,29 +173,23 @@ def size_run(
     _positive(flops=flops, gpu_hours=gpu_hours, peak_flops=peak_flops, params=params, batch_size=batch_size,
               seq_len=seq_len, devices=devices, accumulate_grad_batches=accumulate_grad_batches,
               original_tokens=original_tokens)
-    if fit not in FITS:
-        raise UserError(f"Unknown --fit '{fit}': {did_you_mean(fit, FITS)}")
-    device = _device(gpu, peak_flops, mfu)
+    device = _device(gpu, peak_flops, mfu, fit)
     budget, source = _budget(flops, gpu_hours, device)
-    folder = Path(configs) if configs is not None else checkout_configs()
-    if configs is not None and not folder.is_dir():
-        raise UserError(f"--configs '{configs}' is not a folder: give lmforge's configs/ folder.")
+    folder = _configs_folder(configs)
     size = _preset_params(preset, params, folder)
     if budget is None and size is None:
         raise UserError("Nothing to plan: give a budget (--flops, or --gpu_hours with --gpu) or a size "
                         "(--params or --preset).")
-    law = FITS[fit]
     if budget is None:
-        budget, source = 6 * (size / law.G) ** ((law.alpha + law.beta) / law.beta), "at which N is compute-optimal"
-    n = size if size is not None else law.optimal_params(budget)
+        budget, source = FITS[fit].optimal_flops(size), "at which N is compute-optimal"
+    n = size if size is not None else FITS[fit].optimal_params(budget)
     step_tokens = batch_size * seq_len * devices * accumulate_grad_batches
     if budget < training_flops(n, step_tokens):
         raise UserError(f"The budget of {budget:.3g} FLOPs ({source}) is less than one step of {human(n)} parameters "
                         f"on {step_tokens:,} tokens ({training_flops(n, step_tokens):.3g} FLOPs): raise it or lower "
                         "--batch_size/--seq_len.")
-    lines = [f"Budget: {budget:.3g} FLOPs ({source}; C = 6 N D).",
-             *_report(budget, n, fit, step_tokens, device, gpu_hours, devices, original_tokens, folder)]
-    print("\n".join(lines))
+    print("\n".join([f"Budget: {budget:.3g} FLOPs ({source}; C = 6 N D).",
+                     *_report(budget, n, fit, step_tokens, device, gpu_hours, devices, original_tokens, folder)]))
 
 
 def _report(budget: float, n: float, fit: str, step_tokens: int, device: Device | None, gpu_hours: float | None,
@@ -197,7 +201,7 @@ def _report(budget: float, n: float, fit: str, step_tokens: int, device: Device 
     n_rule = math.sqrt(budget / (6 * TOKENS_PER_PARAM_RULE))
     other = "chinchilla" if fit == "besiroglu" else "besiroglu"
     lines = [
-        f"Fit: {law.source}{' (the default)' if fit == DEFAULT_FIT else ''}, --fit {other} for the other: "
+        f"Fit: {law.source}{', the default' if fit == DEFAULT_FIT else ''} (--fit {other}: {FITS[other].source}): "
         f"L(N, D) = {law.E:g} + {law.A:g} / N^{law.alpha:g} + {law.B:g} / D^{law.beta:g}, N counting all "
         "parameters, embeddings included.",
         f"Compute-optimal:      N = {human(n_opt)} parameters, D = {human(d_opt)} tokens "
