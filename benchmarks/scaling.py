@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val_batches", type=int, default=24, help="held-out batches of 8 x 128 tokens")
     parser.add_argument("--png", default=str(ROOT / "benchmarks" / "scaling.png"))
     parser.add_argument("--smoke", action="store_true", help="stand-in books, seconds: checks that it runs")
+    parser.add_argument("--refit", help="no training: fit and report again the runs of a JSON line this script printed")
+    parser.add_argument("--json", help="also write the final JSON line to this file")
     return parser.parse_args(argv)
 
 
@@ -171,6 +173,22 @@ def fit_law(runs: list[Run], grid: int = 5, delta: float = 1e-3) -> ScalingLaw:
     return ScalingLaw(math.exp(e), math.exp(a), math.exp(b), alpha, beta, "this CPU sweep")
 
 
+def isoflop_minima(runs: list[Run]) -> dict[str, Any]:
+    """Hoffmann et al.'s approach 2 on the same runs: per budget, a parabola in log N through the best
+    run and its two neighbours, its vertex N_opt; then N_opt ~ C^a fitted over the budgets."""
+    minima = {}
+    for budget in sorted({r.budget for r in runs}):
+        curve = sorted((r for r in runs if r.budget == budget), key=lambda r: r.params)
+        best = min(range(len(curve)), key=lambda i: curve[i].loss)
+        near = curve[min(max(best - 1, 0), len(curve) - 3):][:3]
+        a, b, _ = np.polyfit([math.log(r.params) for r in near], [r.loss for r in near], 2)
+        minima[budget] = math.exp(-b / (2 * a)) if a > 0 else curve[best].params
+    budgets = sorted(minima)
+    exponent = float(np.polyfit(np.log(budgets), np.log([minima[c] for c in budgets]), 1)[0])
+    return {"n_opt": {f"{c:.0e}": n for c, n in minima.items()},
+            "tokens_per_param": {f"{c:.0e}": c / (6 * n * n) for c, n in minima.items()}, "a": exponent}
+
+
 def check_isoflops(runs: list[Run], tolerance: float) -> float:
     """Each run's 6 N D is its budget up to the rounding of its steps, and the runs of one budget
     agree within ``tolerance``; the largest relative spread found."""
@@ -223,6 +241,7 @@ def plot(runs: list[Run], held_out: Run, law: ScalingLaw, png: str) -> None:
 
 
 def report(runs: list[Run], held_out: Run, law: ScalingLaw) -> dict[str, Any]:
+    minima = isoflop_minima(runs)
     predicted = law.loss(held_out.params, held_out.tokens)
     error = predicted - held_out.loss
     print(f"\nfit on {len(runs)} runs: L(N, D) = {law.E:.4g} + {law.A:.4g} / N^{law.alpha:.4f} + "
@@ -234,17 +253,47 @@ def report(runs: list[Run], held_out: Run, law: ScalingLaw) -> dict[str, Any]:
         print(f"compute-optimal at C = {budget:.0e}: N {law.optimal_params(budget):,.0f}, D "
               f"{law.optimal_tokens(budget):,.0f} ({law.optimal_tokens(budget) / law.optimal_params(budget):.3g} "
               "tokens/param)")
+    print("IsoFLOP minima (approach 2, a parabola in log N through the best run and its neighbours): " + ", ".join(
+        f"C {c}: N {n:,.0f} ({minima['tokens_per_param'][c]:.3g} tokens/param)" for c, n in minima["n_opt"].items())
+        + f"; N_opt ~ C^{minima['a']:.3f}")
     print(f"held-out run N {held_out.params:,} D {held_out.tokens:,} (C {held_out.flops:.3e}): predicted "
           f"{predicted:.4f}, measured {held_out.loss:.4f}, error {error:+.4f} ({error / held_out.loss:+.2%})")
-    return {"fit": {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta},
+    return {"isoflop_minima": minima, "fit": {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta},
             "runs": [{"shape": r.shape, "budget": r.budget, "N": r.params, "D": r.tokens, "loss": r.loss,
                       "seconds": r.seconds} for r in runs],
-            "held_out": {"shape": held_out.shape, "N": held_out.params, "D": held_out.tokens, "loss": held_out.loss,
+            "held_out": {"shape": held_out.shape, "budget": held_out.budget, "N": held_out.params, "D": held_out.tokens, "loss": held_out.loss,
                          "predicted": predicted, "error": error, "relative_error": error / held_out.loss}}
+
+
+def saved_runs(path: str) -> tuple[list[Run], Run, int]:
+    """The runs, the held-out run and the vocabulary of a JSON line this script printed (``--refit``)."""
+    saved = json.loads(Path(path).read_text().strip().splitlines()[-1])
+
+    def run(r: dict[str, Any], budget: float) -> Run:
+        return Run(tuple(r["shape"]), budget, r["N"], r["D"] // TOKENS_PER_STEP, r["loss"], r.get("seconds"))
+
+    held = saved["held_out"]
+    return ([run(r, r["budget"]) for r in saved["runs"]], run(held, held.get("budget", 6 * held["N"] * held["D"])),
+            saved["vocab"])
+
+
+def finish(args: argparse.Namespace, runs: list[Run], held_out: Run, vocab: int, started: float) -> None:
+    """Fit, report, plot and print the JSON line."""
+    law = fit_law(runs, grid=2 if args.smoke else 5)
+    summary = {"benchmark": "scaling", "smoke": args.smoke, "threads": args.threads, "vocab": vocab,
+               "refit": args.refit, "seconds": time.perf_counter() - started, **report(runs, held_out, law)}
+    if not args.smoke:
+        plot(runs, held_out, law, args.png)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary) + "\n")
+    print(json.dumps(summary))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.refit:
+        finish(args, *saved_runs(args.refit), time.perf_counter())
+        return
     import torch
 
     from lmforge.commands.prepare import PrepareCLI
@@ -272,12 +321,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{vocab}, {args.threads} thread(s)", flush=True)
         for run in [*runs, held_out]:
             train(run, config_file, Path(tmp) / "logs")
-    law = fit_law(runs, grid=2 if args.smoke else 5)
-    summary = {"benchmark": "scaling", "smoke": args.smoke, "threads": args.threads, "vocab": vocab,
-               "seconds": time.perf_counter() - started, **report(runs, held_out, law)}
-    if not args.smoke:
-        plot(runs, held_out, law, args.png)
-    print(json.dumps(summary))
+    finish(args, runs, held_out, vocab, started)
 
 
 if __name__ == "__main__":
