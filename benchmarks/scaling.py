@@ -10,7 +10,8 @@ fitted theirs (Huber loss, delta 1e-3, on log L, L-BFGS from a grid of starts); 
 predicts the held-out loss of a larger model trained at a larger budget than any in the fit,
 which is run afterwards. N counts all parameters, embeddings included.
 
-    python benchmarks/scaling.py                  # the sweep (about 20 minutes on one CPU thread)
+    python benchmarks/scaling.py                  # the sweep (24 minutes on one thread of a shared 2-core CPU)
+    python benchmarks/scaling.py --refit benchmarks/scaling.json   # fit and report saved runs again
     python benchmarks/scaling.py --smoke          # seconds, on stand-in books
 
 Not a test: it prints figures, a JSON line and writes ``--png``.
