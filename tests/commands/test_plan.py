@@ -117,6 +117,9 @@ def test_a_given_size_its_tokens_and_the_nearest_preset(capsys: pytest.CaptureFi
     (["--gpu_hours", "10"], "--gpu_hours"),
     (["--flops", "1e20", "--fit", "kaplan"], "--fit 'kaplan'"),
     (["--preset", "gpt/smal"], "did you mean 'gpt/small'"),
+    (["--flops", "1e20", "--gpu", "h100", "--peak_flops", "1e15"], "--peak_flops"),
+    (["--flops", "1e20", "--gpu_hours", "10", "--gpu", "h100"], "--gpu_hours"),
+    (["--flops", "1e20", "--configs", "no/such/folder"], "--configs"),
     ([], "Nothing to plan"),
 ])
 def test_bad_input_is_refused_in_one_line_before_anything_is_printed(args: list[str], key: str,

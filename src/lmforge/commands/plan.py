@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,13 @@ ENCODER_NOTE = ("Encoders (BERT, RoBERTa, T5, ELMo): the fit is of a decoder's n
 
 @dataclass(frozen=True)
 class Device:
-    """What one device sustains: its peak FLOP/s and the model FLOPs utilisation (MFU)."""
+    """What one device sustains: its peak FLOP/s times the model FLOPs utilisation (MFU).
+
+    Args:
+        name: The device's name, for the output.
+        peak: Its peak FLOP/s.
+        mfu: The share of the peak a run sustains.
+    """
 
     name: str
     peak: float
@@ -43,6 +50,7 @@ def checkout_configs() -> Path | None:
     return None
 
 
+@functools.cache
 def decoder_presets(configs: Path) -> dict[str, int]:
     """``{"gpt/small": 124439808, ...}``: each decoder preset's parameters, counted as the preset
     tests count them (its network on the meta device, vocabulary and positions from its data).
