@@ -231,3 +231,11 @@ def test_replay(smoke: Smoke) -> None:
     for run in runs.values():  # both curves, from the same pretrained start
         assert run["abstracts"][0] == runs["0"]["abstracts"][0] and len(run["books"]) >= 2
     assert "| continue, replay 0.25 |" in out
+
+
+def test_scaling(smoke: Smoke) -> None:
+    # the script asserts each run's parameters and steps (6 N D on its budget); the fit and the prediction run
+    out, summary = smoke("scaling.py")
+    assert len(summary["runs"]) == 6 and {r["budget"] for r in summary["runs"]} == {6e9, 1.5e10}
+    assert set(summary["fit"]) == {"E", "A", "B", "alpha", "beta"} and summary["held_out"]["predicted"] > 0
+    assert "Chinchilla" in out and "Besiroglu" in out and "held-out run" in out

@@ -45,6 +45,8 @@ COMMANDS: dict[str, Command] = {
                         "Fine-tune or score (zero/few-shot) a suite of tasks from several starting points; tabulate."),
     "tokenizer": Command("lmforge.commands.tokenizer:tokenizer",
                          "Train a tokenizer on a corpus (train), or measure and extend one (coverage)."),
+    "plan": Command("lmforge.commands.plan:plan",
+                    "Size a run: compute-optimal parameters and tokens of a budget, steps, wall-clock."),
     "new": Command("lmforge.commands.new:new", "Create a project built on lmforge from its template."),
 }
 

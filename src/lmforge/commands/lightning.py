@@ -47,8 +47,9 @@ from lmforge.errors import UserError
 from lmforge.evaluation.probes import ZeroShotProbe
 from lmforge.evaluation.sts import STSEvaluation
 from lmforge.renames import parser_kwargs
+from lmforge.scaling import DECODER_FAMILIES, budget_line
 from lmforge.start import RunStart, connect, import_class
-from lmforge.tasks import OptimizerConfig, Task
+from lmforge.tasks import OptimizerConfig, PretrainingTask, Task
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="lmforge", default_hp_metric=False),
@@ -292,6 +293,11 @@ class LmforgeCLI(LightningCLI):
             rank_zero_info(
                 f"Run folder: {logger.log_dir}\nWatch it: tensorboard --logdir {Path(logger.log_dir).parent}"
             )
+        if isinstance(self.model, PretrainingTask) and hasattr(self.datamodule, "seq_len"):  # tokens/parameter
+            run, data, params = self.trainer, self.datamodule, sum(p.numel() for p in self.model.parameters())
+            tokens = run.max_steps * data.batch_size * data.seq_len * run.world_size * run.accumulate_grad_batches
+            rank_zero_info(budget_line(params, tokens if run.max_steps > 0 else None,
+                                       self.model.family in DECODER_FAMILIES))
 
     def after_fit(self) -> None:
         saved = self.trainer.checkpoint_callback
