@@ -49,10 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val_every", type=int, default=50, help="steps between validations")
     p.add_argument("--val_batches", type=int, default=16, help="batches of each validation set")
     p.add_argument("--vocab_size", type=int, default=4096)
+    p.add_argument("--seeds", type=int, default=1, help="continued runs per replay share, each with its own seed "
+                   "(the order of the data and the sampling of the mixture; the held-out sets stay the same)")
+    p.add_argument("--pretrained", default=None, help="a checkpoint of the general pretraining to continue from, "
+                   "instead of pretraining first (e.g. the pretrain run of an earlier --work)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="also write the markdown report here")
     p.add_argument("--plot", default=None, help="draw the curves into this PNG")
-    p.add_argument("--smoke", action="store_true", help="stand-in data, a tiny model, a few steps")
+    p.add_argument("--smoke", action="store_true", help="stand-in data, a tiny model, a few steps (2 seeds)")
     a = p.parse_args(argv)
     a.command = "replay"
     return a
@@ -69,8 +73,8 @@ def abstracts(path: Path) -> dict:
             "init_args": {"source": {"paths": str(path), "text_field": "text"}, "val_fraction": 0.1, "seed": 1}}
 
 
-def fit(work: Path, name: str, model: dict, data: dict, steps: int, a: argparse.Namespace) -> Path:
-    """``lmforge fit`` of one stage in ``work``; its run folder."""
+def fit(work: Path, name: str, model: dict, data: dict, steps: int, a: argparse.Namespace, seed: int = 1234) -> Path:
+    """``lmforge fit`` of one stage in ``work`` from ``seed``; its run folder."""
     import yaml
 
     from lmforge.cli import main
@@ -81,7 +85,7 @@ def fit(work: Path, name: str, model: dict, data: dict, steps: int, a: argparse.
                "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                           "init_args": {"save_dir": str(work / "logs"), "name": name, "default_hp_metric": False}}}
     config = work / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({"model": model, "data": data, "trainer": trainer}))
+    config.write_text(yaml.safe_dump({"seed_everything": seed, "model": model, "data": data, "trainer": trainer}))
     started = time.perf_counter()
     main(["fit", "-c", str(config), "--sample.enabled=false"])
     print(f"[replay] {name}: {steps} steps in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         book_folder = standins.write_books(base / "gutenberg", books=8)
         ohsumed = standins.write_ohsumed(base / "ohsumed.jsonl", abstracts=80)
         a.pretrain_steps, a.continue_steps, a.val_every, a.val_batches = 6, 4, 2, 2
-        a.seq_len, a.batch_size, a.vocab_size, a.replay = 32, 4, 400, [0.25]
+        a.seq_len, a.batch_size, a.vocab_size, a.replay, a.seeds = 32, 4, 400, [0.25], 2
     else:
         data = Path(a.data) if a.data else DATA
         book_folder, ohsumed = data / "general" / "gutenberg", data / "biomed" / "ohsumed_train.jsonl"
@@ -122,58 +126,76 @@ def main(argv: list[str] | None = None) -> None:
     general = {"class_path": "lmforge.data.CorpusMixture",
                "init_args": {"sources": {"books": books(book_folder)}, "weights": {"books": 1.0},
                              "validate_on": {"abstracts": abstracts(ohsumed)}, "tokenizer": tokenizer, **shared}}
-    pretrained = fit(run_dir, "pretrain", model, general, a.pretrain_steps, a)
-    start = str(pretrained / "checkpoints" / "last.ckpt")
+    if a.pretrained:
+        start, pretrained = a.pretrained, Path(a.pretrained).parents[1]
+    else:
+        pretrained = fit(run_dir, "pretrain", model, general, a.pretrain_steps, a)
+        start = str(pretrained / "checkpoints" / "last.ckpt")
 
     # 2. continued on the abstracts, from those weights (a new, re-warmed schedule), with each replay share
-    runs: dict[float, Path] = {}
+    results: dict[str, list[dict]] = {}
     for share in [0.0, *a.replay]:
-        model = {"class_path": "lmforge.tasks.CausalLMTask", "init_args": {"init_from": start, "optimizer": optimizer}}
-        sources, weights, validate_on = {"abstracts": abstracts(ohsumed)}, {"abstracts": 1 - share}, {}
-        if share > 0:
-            sources["books"], weights["books"] = books(book_folder), share
-        else:
-            validate_on["books"] = books(book_folder)
-        data = {"class_path": "lmforge.data.CorpusMixture",
-                "init_args": {"sources": sources, "weights": weights, "validate_on": validate_on, **shared}}
-        runs[share] = fit(run_dir, f"continue-replay{share:g}", model, data, a.continue_steps, a)
+        for seed in range(a.seeds):
+            model = {"class_path": "lmforge.tasks.CausalLMTask",
+                     "init_args": {"init_from": start, "optimizer": optimizer}}
+            sources, weights, validate_on = {"abstracts": abstracts(ohsumed)}, {"abstracts": 1 - share}, {}
+            if share > 0:
+                sources["books"], weights["books"] = books(book_folder), share
+            else:
+                validate_on["books"] = books(book_folder)
+            data = {"class_path": "lmforge.data.CorpusMixture",
+                    "init_args": {"sources": sources, "weights": weights, "validate_on": validate_on,
+                                  "seed": 1234 + seed, **shared}}
+            run = fit(run_dir, f"continue-replay{share:g}-seed{seed}", model, data, a.continue_steps, a, 1234 + seed)
+            results.setdefault(f"{share:g}", []).append(trained_and_scored(run, share, a))
 
-    # what each run trained on and scored
-    results: dict[str, dict] = {}
-    block = a.seq_len + 1
-    for share, run in runs.items():
-        s = scalars(run)
-        tokens = {name: s[f"data/tokens/{name}"][-1][1] for name in ("abstracts", "books") if f"data/tokens/{name}" in s}
-        # each side is what it names: no books trained on without replay, and the books' share as asked
-        assert ("books" in tokens) == (share > 0), tokens
-        examples = sum(tokens.values()) / block
-        assert examples == int(examples)
-        if share > 0:  # (within 2 points of the share over 200 batches of 8: tests/data/test_mixture.py)
-            assert tokens["books"] > 0 and (examples < 1600 or abs(tokens["books"] / block / examples - share) < 0.02)
-        results[f"{share:g}"] = {"tokens": tokens, **{f"{tag}": s[f"val/loss/{tag}"] for tag in ("abstracts", "books")}}
     base = scalars(pretrained)
+    end = {tag: base[f"val/loss/{tag}"][-1][1] for tag in ("abstracts", "books")}
+    seeds = f", mean ± sd over {a.seeds} seeds" if a.seeds > 1 else " (one seed)"
     report = [
         f"Pretrained {a.pretrain_steps} steps on the books ({shape}), then continued {a.continue_steps} steps "
         f"({a.batch_size} x {a.seq_len} tokens a step) from its weights with a re-warmed schedule (peak lr {a.lr}).",
-        "Validation loss (nats per token) on held-out abstracts and held-out whole books:",
+        f"Validation loss (nats per token) on held-out abstracts and held-out whole books{seeds}:",
         "",
-        "| run | books trained on | abstracts: start -> end | books: start -> end (forgetting) |",
-        "|---|---|---|---|",
+        "| run | books trained on | abstracts: end | books: end | books: change (forgetting) |",
+        "|---|---|---|---|---|",
+        f"| the start: pretrained on books | all of the training | {end['abstracts']:.3f} | {end['books']:.3f} | |",
     ]
-    for share, r in results.items():
-        (_, d0), (_, d1), (_, g0), (_, g1) = r["abstracts"][0], r["abstracts"][-1], r["books"][0], r["books"][-1]
+    for share, runs in results.items():
         share_text = "none" if share == "0" else f"{float(share):.0%} of tokens"
-        report.append(f"| continue, replay {share} | {share_text} | {d0:.3f} -> {d1:.3f} | {g0:.3f} -> {g1:.3f} "
-                      f"({g1 - g0:+.3f}) |")
-    end = {tag: base[f"val/loss/{tag}"][-1][1] for tag in ("abstracts", "books")}
-    report.append(f"| pretraining's end | all | {end['abstracts']:.3f} | {end['books']:.3f} |")
+        domain, general = (spread([r[tag][-1][1] for r in runs]) for tag in ("abstracts", "books"))
+        change = spread([r["books"][-1][1] - r["books"][0][1] for r in runs], signed=True)
+        report.append(f"| continued, replay {float(share):.0%} | {share_text} | {domain} | {general} | {change} |")
     if a.plot:
         plot(results, Path(a.plot))
         report += ["", f"Curves: {a.plot}"]
     bench_report.publish(report, started, a, {"runs": results, "pretrained": end})
 
 
-def plot(results: dict[str, dict], path: Path) -> None:
+def trained_and_scored(run: Path, share: float, a: argparse.Namespace) -> dict:
+    """What a continued run trained on (tokens per source, checked against its replay share) and its
+    two validation curves."""
+    s = scalars(run)
+    tokens = {name: s[f"data/tokens/{name}"][-1][1] for name in ("abstracts", "books") if f"data/tokens/{name}" in s}
+    # each side is what it names: no books trained on without replay, and the books' share as asked
+    assert ("books" in tokens) == (share > 0), tokens
+    block = a.seq_len + 1
+    examples = sum(tokens.values()) / block
+    assert examples == int(examples)
+    if share > 0:  # (within 2 points of the share over 200 batches of 8: tests/data/test_mixture.py)
+        assert tokens["books"] > 0 and (examples < 1600 or abs(tokens["books"] / block / examples - share) < 0.02)
+    return {"tokens": tokens, **{tag: s[f"val/loss/{tag}"] for tag in ("abstracts", "books")}}
+
+
+def spread(values: list[float], signed: bool = False) -> str:
+    """``mean ± sd`` of ``values`` (the mean alone for one)."""
+    import statistics
+
+    mean = f"{statistics.mean(values):{'+' if signed else ''}.3f}"
+    return mean if len(values) == 1 else f"{mean} ± {statistics.stdev(values):.3f}"
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,9 +203,11 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, tag, title in zip(axes, ("abstracts", "books"), ("domain: held-out abstracts", "general: held-out books")):
-        for share, r in results.items():
-            steps, values = zip(*r[tag])
-            ax.plot(steps, values, marker=".", label=f"replay {float(share):.0%}")
+        for i, (share, runs) in enumerate(results.items()):
+            for j, r in enumerate(runs):  # every seed, one colour per share
+                steps, values = zip(*r[tag])
+                ax.plot(steps, values, marker=".", color=f"C{i}", alpha=0.8,
+                        label=f"replay {float(share):.0%}" if j == 0 else None)
         ax.set_title(title)
         ax.set_xlabel("continued-pretraining step")
         ax.set_ylabel("validation loss (nats/token)")

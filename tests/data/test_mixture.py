@@ -14,8 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import CONFIGS, record_batches, refused
 from lmforge.data import CorpusMixture, DataSource, TextCorpus, TokenizerSpec, train_tokenizer
-from lmforge.data.blend import Blend, MixtureBlocks, MixtureSampler
+from lmforge.data.blend import Blend, MixtureBlocks, MixtureSampler, MixtureStream
 from lmforge.data.documents import read_local
+from lmforge.data.streaming import StreamingBlocks
 from lmforge.errors import UserError
 
 
@@ -81,6 +82,30 @@ def test_ranks_take_disjoint_positions_and_together_all_of_them() -> None:
         sampler.set_epoch(1)
         taken.append([k for _, k in sampler])
     assert not set(taken[0]) & set(taken[1]) and sorted(taken[0] + taken[1]) == list(range(50, 100))
+
+
+def test_streamed_sources_split_over_ranks_and_workers_and_follow_the_draw() -> None:
+    """Two ranks x 2 workers: every document of each source in one sub-stream only, and each
+    sub-stream's blocks come from the sources the draw gives its positions (t, t + 4, ...)."""
+    def source(offset: int, rank: int) -> StreamingBlocks:
+        docs = [f"doc{offset + g} " + "word " * (g % 5) for g in range(60)]
+        encode = lambda texts: [[int(t.split()[0][3:])] * len(t.split()) for t in texts]  # noqa: E731
+        return StreamingBlocks(lambda start: iter(docs[start:]), encode, eos_id=9999, dtype=np.uint16,
+                               block_length=3, rank=rank, world_size=2)
+
+    blend = Blend([0.7, 0.3], seed=5)
+    owners: dict[int, set] = {}
+    for rank in range(2):
+        stream = MixtureStream([source(0, rank), source(1000, rank)], blend)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2, collate_fn=lambda x: x)
+        for item, _ in zip(loader, range(120)):
+            tokens = [t for t in item["block"].tolist() if t != 9999]
+            assert tokens and all((t >= 1000) == (blend.locate(item["index"])[0] == 1) for t in tokens)
+            assert item["index"] % 4 == item["stream"]
+            for token in tokens:
+                owners.setdefault(token, set()).add(item["stream"])
+    assert all(len(o) == 1 for o in owners.values())  # each document in exactly one sub-stream
+    assert {s for o in owners.values() for s in o} == {0, 1, 2, 3}
 
 
 # -- through Lightning: exact resume, per-source validation --------------------------------------
