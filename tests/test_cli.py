@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import CONFIGS, ROOT
 from lmforge.cli import main
 from lmforge.data import Tokenizer
-from lmforge.models import GPT, Bert, BertConfig, GPTConfig, Llama, LlamaConfig, T5, T5Config
+from lmforge.models import GPT, Bert, BertConfig, Electra, ElectraConfig, GPTConfig, Llama, LlamaConfig, T5, T5Config
 
 TINY = str(CONFIGS / "gpt" / "tiny.yaml")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -51,6 +51,9 @@ PRESETS = {  # preset -> (network, parameters as in the paper's reference implem
     "bert/base.yaml": (Bert, BertConfig, 110_106_428),
     "roberta/base.yaml": (Bert, BertConfig, 124_697_433),
     "t5/small.yaml": (T5, T5Config, 60_506_624),
+    # the discriminator with its head, as Hugging Face counts google/electra-{small,base}-discriminator
+    "electra/small.yaml": (Electra, ElectraConfig, 13_549_057),
+    "electra/base.yaml": (Electra, ElectraConfig, 109_483_009),
     "t5/base.yaml": (T5, T5Config, 222_903_552),
     # Hugging Face's counts of the published checkpoints (tied embeddings counted once)
     "llama/smollm2-135m.yaml": (Llama, LlamaConfig, 134_515_008),  # HuggingFaceTB/SmolLM2-135M: 134.5M
@@ -69,7 +72,8 @@ def test_presets_have_their_paper_sizes(preset: str, capsys: pytest.CaptureFixtu
     shape = {**config["model"]["init_args"]["config"], "vocab_size": data["tokenizer"]["vocab_size"],
              "max_seq_len": data["seq_len"]}
     with torch.device("meta"):
-        assert network(config_class(**shape)).num_params() == params
+        net = network(config_class(**shape))
+    assert (net.discriminator_params() if network is Electra else net.num_params()) == params
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ FAMILIES: dict[str, FamilyChoice] = {
     "bert": FamilyChoice("configs/bert/tiny.yaml", "BERT (masked LM and next sentence prediction)"),
     "roberta": FamilyChoice("configs/roberta/tiny.yaml", "RoBERTa (masked LM on full sentences)"),
     "contrastive": FamilyChoice("configs/contrastive/tiny.yaml", "SimCSE sentence encoder (contrastive)"),
+    "electra": FamilyChoice("configs/electra/tiny.yaml", "ELECTRA (replaced-token detection)"),
     "t5": FamilyChoice("configs/t5/tiny.yaml", "T5 (span corruption)"),
     "elmo": FamilyChoice("configs/elmo/tiny.yaml", "ELMo (bidirectional LSTM language model)"),
 }

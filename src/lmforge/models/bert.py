@@ -35,6 +35,11 @@ class BertConfig:
             the padding index and one more).
         norm_eps: LayerNorm epsilon (BERT 1e-12, RoBERTa 1e-5).
         nsp_head: Whether the network has the pooler and next-sentence-prediction head.
+        embedding_size: Width of the token, position and segment embeddings when smaller than
+            ``d_model`` (ELECTRA's factorised embeddings): a linear layer projects them to
+            ``d_model``, and the MLM head maps back to this width for the tied output matrix.
+            ``None``: ``d_model`` (BERT, RoBERTa).
+        mlm_head: Whether the network has the MLM head (ELECTRA's discriminator has none).
     """
 
     vocab_size: int = 30522
@@ -48,6 +53,13 @@ class BertConfig:
     position_offset: int = 0
     norm_eps: float = 1e-12
     nsp_head: bool = True
+    embedding_size: int | None = None
+    mlm_head: bool = True
+
+    @property
+    def embedding_width(self) -> int:
+        """Width of the embeddings (HF ELECTRA's ``embedding_size``)."""
+        return self.embedding_size or self.d_model
 
     @property
     def mlp_width(self) -> int:
@@ -57,12 +69,13 @@ class BertConfig:
 
 class MLMHead(nn.Module):
     """``Linear -> GELU -> LayerNorm``, then the vocabulary projection (tied to the token
-    embedding, which the caller passes) plus a bias."""
+    embedding, which the caller passes) plus a bias. With factorised embeddings the linear layer
+    maps ``d_model`` down to their width."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.d_model, config.d_model)
-        self.ln = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.dense = nn.Linear(config.d_model, config.embedding_width)
+        self.ln = nn.LayerNorm(config.embedding_width, eps=config.norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -88,15 +101,19 @@ class Bert(nn.Module):
         self.config = config
         self.state_width, self.max_positions = config.d_model, config.max_seq_len  # token_states' width, longest input
         c = config
-        self.wte = nn.Embedding(c.vocab_size, c.d_model)
-        self.wpe = nn.Embedding(c.max_seq_len + c.position_offset, c.d_model)
-        self.wse = nn.Embedding(c.type_vocab_size, c.d_model)  # segment (token type) embeddings
-        self.ln_emb = nn.LayerNorm(c.d_model, eps=c.norm_eps)
+        e = c.embedding_width
+        self.wte = nn.Embedding(c.vocab_size, e)
+        self.wpe = nn.Embedding(c.max_seq_len + c.position_offset, e)
+        self.wse = nn.Embedding(c.type_vocab_size, e)  # segment (token type) embeddings
+        self.ln_emb = nn.LayerNorm(e, eps=c.norm_eps)
+        if e != c.d_model:  # factorised embeddings (ELECTRA): projected to the model width
+            self.proj_emb = nn.Linear(e, c.d_model)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             PostNormBlock(c.d_model, c.n_head, c.mlp_width, c.dropout, c.norm_eps) for _ in range(c.n_layer)
         )
-        self.mlm_head = MLMHead(c)
+        if c.mlm_head:
+            self.mlm_head = MLMHead(c)
         if c.nsp_head:
             self.pooler = nn.Linear(c.d_model, c.d_model)
             self.nsp = nn.Linear(c.d_model, 2)
@@ -128,7 +145,9 @@ class Bert(nn.Module):
             pos, mask = position_ids + offset, document_mask(position_ids, causal=False)  # (B, T), (B, 1, T, T)
         x = self.wte(input_ids) + self.wpe(pos)
         x = x + (self.wse(token_type_ids) if token_type_ids is not None else self.wse.weight[0])
-        x = self.drop(self.ln_emb(x))  # (B, T, C)
+        x = self.drop(self.ln_emb(x))  # (B, T, E)
+        if hasattr(self, "proj_emb"):
+            x = self.proj_emb(x)  # (B, T, C)
         if attention_mask is not None:
             padding = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): who may be attended to
             mask = padding if mask is None else mask & padding
@@ -149,13 +168,16 @@ class Bert(nn.Module):
         more rows: new tokens. Their output biases start at the mean of the old ones."""
         old = self.wte.weight.shape[0]
         self.wte = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=False)
-        bias = self.mlm_head.bias.detach()
-        grown = torch.cat([bias, bias.mean().expand(embeddings.shape[0] - old)])
-        self.mlm_head.bias = nn.Parameter(grown)
+        if self.config.mlm_head:
+            bias = self.mlm_head.bias.detach()
+            grown = torch.cat([bias, bias.mean().expand(embeddings.shape[0] - old)])
+            self.mlm_head.bias = nn.Parameter(grown)
         self.config.vocab_size = embeddings.shape[0]
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of the given hidden states (all positions, or only the masked ones)."""
+        if not self.config.mlm_head:
+            raise ValueError("This network has no MLM head (mlm_head=False).")
         return self.mlm_head(hidden, self.wte.weight)
 
     def nsp_logits(self, hidden: torch.Tensor) -> torch.Tensor:

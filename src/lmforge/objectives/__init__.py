@@ -7,6 +7,7 @@ Every objective is a callable collate function with the same small interface
 from lmforge.objectives.bidirectional_lm import BidirectionalLM
 from lmforge.objectives.causal_lm import CausalLM
 from lmforge.objectives.masked_lm import MaskedLM
+from lmforge.objectives.replaced_tokens import ReplacedTokens
 from lmforge.objectives.span_corruption import SpanCorruption, TextInfilling
 
-__all__ = ["BidirectionalLM", "CausalLM", "MaskedLM", "SpanCorruption", "TextInfilling"]
+__all__ = ["BidirectionalLM", "CausalLM", "MaskedLM", "ReplacedTokens", "SpanCorruption", "TextInfilling"]

@@ -46,6 +46,8 @@ class MaskedLM:
             attention within a document); packed blocks only, not ``nsp`` pairs.
     """
 
+    user = "masked LM"  # who needs the special tokens, in the refusal of a tokenizer without them
+
     def __init__(
         self,
         mask_prob: float = 0.15,
@@ -76,7 +78,7 @@ class MaskedLM:
 
     def bind(self, tokenizer: Tokenizer) -> None:
         """Learn the special tokens and word boundaries of the tokenizer the data uses."""
-        ids = tokenizer.require(["mask", "cls", "sep", "pad"], "masked LM",
+        ids = tokenizer.require(["mask", "cls", "sep", "pad"], self.user,
                                 "use a BERT or RoBERTa tokenizer (train it with `specials: bert` or `specials: roberta`).")
         self.mask_id, self.cls_id, self.sep_id, self.pad_id = ids["mask"], ids["cls"], ids["sep"], ids["pad"]
         self.eos_id = tokenizer.eos_id if self.document_mask else None  # what the data ends every document with

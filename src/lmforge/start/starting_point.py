@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,16 @@ class Start:
         ``net``: the architecture without the training, for a random-initialisation baseline."""
         learned = dict(net.named_parameters())
         net.load_state_dict({k: v for k, v in self.state_dict().items() if k not in learned}, strict=False)
+
+    def encoder(self) -> Start:
+        """The weights a downstream task fine-tunes: these, or the encoder part the network names
+        with its ``encoder`` method (ELECTRA: its discriminator, as a BERT network)."""
+        part = getattr(self.network, "encoder", None)
+        if part is None:
+            return self
+        network, config, _ = part(self.config, {})
+        return replace(self, network=network, config=config,
+                       read_weights=lambda: part(self.config, self.read_weights())[2])
 
     def require(self, network: type[nn.Module], user: str) -> Start:
         """This start if it holds weights of ``network``, else one clear error (``user`` names the task)."""

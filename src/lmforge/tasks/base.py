@@ -110,6 +110,8 @@ class Task(L.LightningModule):
             start = init_from if isinstance(init_from, Start) else open_start(init_from)
             if self.network is not None:
                 start.require(self.network, type(self).__name__)
+            else:  # downstream: the network's encoder (ELECTRA's discriminator)
+                start = start.encoder()
             network = start.network
             if config is not None:
                 shape = {"dropout": config.dropout, **shape}

@@ -3,6 +3,7 @@
     "GPT": "`self.net.blocks[i]`",
     "Llama": "`self.net.blocks[i]`",
     "Bert": "`self.net.blocks[i]`",
+    "Electra": "`self.net.discriminator.blocks[i]` or `.generator.blocks[i]`",
     "T5": "`self.net.encoder.blocks[i]` or `.decoder.blocks[i]`",
     "Elmo": "`self.net.char_cnn`, `self.net.forward_lm.layers[i]`",
 }[family.net] -%}
