@@ -53,6 +53,9 @@ class BertAdapter(Adapter):
         if config.position_offset != self.position_offset:
             return (f"A BERT network with position_offset: {config.position_offset} has no {self.model_type} "
                     f"equivalent (its positions start at {self.position_offset}).")
+        if config.embedding_width != config.d_model or not config.mlm_head:
+            return (f"A BERT network with factorised embeddings or no MLM head (an ELECTRA discriminator) has no "
+                    f"{self.model_type} equivalent: use it within lmforge (fine-tuning, `lmforge evaluate`).")
         return None
 
     def fit_folder(self, config: BertConfig, hf_keys: set[str]) -> BertConfig:
