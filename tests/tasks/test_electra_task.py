@@ -196,3 +196,13 @@ def test_a_discriminator_is_not_exported_as_a_bert(tok, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="factorised embeddings or no MLM head .* has no bert equivalent"):
         export_hf(network, config, state, tok, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_marks_the_tokens_the_discriminator_reads_as_replaced(tok) -> None:
+    task = make_task(tok, prompts="the grey heron")
+    task.tokenizer = tok
+    with torch.no_grad():
+        task.net.discriminator_head.out.bias.fill_(5.0)  # every token looks replaced
+    lines = task.predict_step("the grey heron", 0).splitlines()
+    assert lines[0] == "the grey heron" and lines[1].split()[0].startswith("the*(0.9")
+    assert len(lines[1].split()) == len(tok.encode("the grey heron"))

@@ -40,12 +40,15 @@ class ElectraTask(PretrainingTask):
         masking_seed: Seed of the masks (and of the validation samples).
         compile: Compile both networks' blocks with ``torch.compile`` when training starts.
         document_mask: Keep the documents of packed blocks apart (attention and positions).
+        prompts: Texts whose tokens ``predict`` marks as the discriminator reads them (``*``: replaced).
+        prompt_file: A text file of such texts for ``predict``, one per line.
     """
 
     network = Electra
     accuracy_name = "acc_rtd"  # val/acc_rtd: the discriminator's accuracy over real tokens
     log_perplexity = False  # the loss mixes two objectives: no perplexity
     eval_parts = ("mlm", "rtd")  # val/loss_mlm, val/loss_rtd
+    prompt_example = "the chef cooked the car."
 
     def __init__(
         self,
@@ -59,9 +62,11 @@ class ElectraTask(PretrainingTask):
         masking_seed: int = 0,
         compile: bool = False,
         document_mask: bool = False,
+        prompts: str | list[str] | None = None,
+        prompt_file: str | None = None,
     ):
         super().__init__(optimizer, compile)
-        self._store_hparams()
+        self._store_hparams(ignore=["prompts", "prompt_file"])
         if not rtd_weight > 0:  # also NaN
             raise UserError(f"model.rtd_weight={rtd_weight}: give the weight of the replaced-token-detection loss "
                             "(> 0; the paper's 50).")
@@ -72,6 +77,7 @@ class ElectraTask(PretrainingTask):
         self.objective = ReplacedTokens(mask_prob=mask_prob, mask_token_prob=mask_token_prob, whole_word=whole_word,
                                         seed=masking_seed, document_mask=document_mask)
         self.build_network(config, init_from)
+        self._set_prompts(prompts, prompt_file)
         self.val_auc = BinaryAUROC()
 
     def trained_heads(self) -> set[str]:
@@ -135,3 +141,15 @@ class ElectraTask(PretrainingTask):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, batch_idx, "test")
+
+    def predict_step(self, text: str, batch_idx: int) -> str:
+        """The text, then its tokens, each one the discriminator reads as replaced marked ``*``
+        with its probability."""
+        if self.tokenizer is None:
+            raise UserError("This model has no tokenizer: load it from an lmforge checkpoint (`--ckpt_path`).")
+        cls_id, sep_id = (self.tokenizer.role_id(r) for r in ("cls", "sep"))
+        ids = [cls_id, *self.tokenizer.encode(text)[: self.net.config.max_seq_len - 2], sep_id]
+        with torch.no_grad():
+            probs = torch.sigmoid(self.net(torch.tensor([ids], device=self.device)))[0, 1:-1].tolist()
+        tokens = [self.tokenizer.backend.id_to_token(i) for i in ids[1:-1]]
+        return text + "\n  " + " ".join(f"{t}*({p:.2f})" if p > 0.5 else t for t, p in zip(tokens, probs))
