@@ -242,7 +242,7 @@ def test_the_wheel_carries_the_template_and_lmforge_new_renders_what_cookiecutte
 # every family and every corpus once; one project without the stubs
 PROJECTS = [
     ("gpt", "bundled", True), ("llama", "local", True), ("bert", "pubmed", True), ("roberta", "wikipedia", False),
-    ("contrastive", "fineweb", True), ("t5", "bookcorpus", True), ("elmo", "bundled", True),
+    ("contrastive", "fineweb", True), ("electra", "local", True), ("t5", "bookcorpus", True), ("elmo", "bundled", True),
 ]
 
 
