@@ -18,7 +18,8 @@ from lmforge.scaffold import FAMILIES
 from lmforge.start import import_class
 from lmforge.start.hf import ADAPTERS
 
-NO_HF = {"elmo": "transformers has no ELMo", "electra": "its adapter is still to come (issue 28)"}  # the families without a Hugging Face counterpart
+# the families without a Hugging Face adapter
+NO_HF = {"elmo": "transformers has no ELMo", "electra": "its adapter is still to come (issue 28)"}
 CONFIGURATIONS = {"roberta": Bert, "contrastive": Bert}  # configurations of a network, not families
 TEXT = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
 PATHS = sorted(set(re.findall(r"`((?:src|configs|tests)/[^`\s]*)`", TEXT)))

@@ -40,7 +40,8 @@ def test_an_encoder_without_mlm_head_says_so() -> None:
 def test_generator_and_discriminator_share_one_embedding_layer() -> None:
     net = Electra(TINY)
     for name in SHARED:
-        for p_gen, p_disc in zip(getattr(net.generator, name).parameters(), getattr(net.discriminator, name).parameters()):
+        pairs = zip(getattr(net.generator, name).parameters(), getattr(net.discriminator, name).parameters())
+        for p_gen, p_disc in pairs:
             assert p_gen is p_disc and p_gen.data_ptr() == p_disc.data_ptr()
     # each projects the shared width to its own
     assert net.generator.proj_emb.weight.shape == (8, 16) and net.discriminator.proj_emb.weight.shape == (32, 16)
@@ -104,4 +105,5 @@ def test_the_discriminator_is_the_encoder_downstream() -> None:
     encoder.load_state_dict(state)  # strict: every weight of the encoder, nothing else
     ids = torch.randint(97, (2, 16))
     net.eval(), encoder.eval()
-    torch.testing.assert_close(encoder.token_states(ids, torch.ones_like(ids)), net.token_states(ids, torch.ones_like(ids)))
+    ones = torch.ones_like(ids)
+    torch.testing.assert_close(encoder.token_states(ids, ones), net.token_states(ids, ones))

@@ -12,5 +12,5 @@ from lmforge.models.t5 import T5, T5Config
 # every network family, by its ``family`` name (RoBERTa and the contrastive encoders are BERTs configured)
 NETWORKS: dict[str, type[nn.Module]] = {net.family: net for net in (GPT, Llama, Bert, Electra, T5, Elmo)}
 
-__all__ = ["GPT", "NETWORKS", "Bert", "BertConfig", "Electra", "ElectraConfig", "Elmo", "ElmoConfig", "GPTConfig", "Llama", "LlamaConfig", "T5",
-           "T5Config"]
+__all__ = ["GPT", "NETWORKS", "Bert", "BertConfig", "Electra", "ElectraConfig", "Elmo", "ElmoConfig", "GPTConfig",
+           "Llama", "LlamaConfig", "T5", "T5Config"]

@@ -13,5 +13,5 @@ from lmforge.tasks.masked_lm import MaskedLMTask
 from lmforge.tasks.pretraining import PretrainingTask
 from lmforge.tasks.span_corruption import SpanCorruptionTask
 
-__all__ = ["CausalLMTask", "ContrastiveTask", "ElectraTask", "ElmoTask", "LlamaCausalLMTask", "MaskedLMTask", "OptimizerConfig", "PretrainingTask",
-           "SpanCorruptionTask", "Task"]
+__all__ = ["CausalLMTask", "ContrastiveTask", "ElectraTask", "ElmoTask", "LlamaCausalLMTask", "MaskedLMTask",
+           "OptimizerConfig", "PretrainingTask", "SpanCorruptionTask", "Task"]
