@@ -87,7 +87,11 @@ class ElectraConfig:
 
 
 class DiscriminatorHead(nn.Module):
-    """``Linear -> GELU -> Linear``: one logit per token, "replaced" when positive."""
+    """``Linear -> GELU -> Linear``: one logit per token, "replaced" when positive.
+
+    Args:
+        config: The discriminator's shape (its width ``d_model``).
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
