@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
 import standins  # noqa: E402  (the stand-in data of --smoke)
+from bench_report import threads_and_notice  # noqa: E402
 
 SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 256, "vocab": 16384, "seq_len": 128, "batch_size": 32}
 SMOKE_SHAPE = {"n_layer": 1, "n_head": 2, "d_model": 32, "vocab": 512, "seq_len": 32, "batch_size": 4}
@@ -92,8 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="the pretraining arms, in order")
     p.add_argument("--electra-config", default=None, help="the ELECTRA arm's config (default configs/electra/tiny.yaml)")
     p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
-    p.add_argument("--corpus-mb", type=float, default=8.0, help="MB of books to pretrain on")
-    p.add_argument("--reference-steps", type=int, default=2000, help="the budget: this many steps of the first arm")
+    p.add_argument("--corpus-mb", type=float, default=8.0, help="MB of books (8 MB: 1.8 M tokens, one pass of a run)")
+    p.add_argument("--reference-steps", type=int, default=500,
+                   help="the budget: this many steps of the first arm (500 x 4096 tokens: ~20 min at ~1,700 tokens/s)")
     p.add_argument("--budget-flops", type=float, default=None, help="the budget in FLOPs (instead of --reference-steps)")
     p.add_argument("--only-pretrain", action="store_true", help="stop after pretraining (sizing and tokens/s)")
     p.add_argument("--sst2-train", type=int, default=1000, help="SST-2 training sentences per fine-tune")
@@ -101,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ner-steps", type=int, default=300)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     p.add_argument("--smoke", action="store_true",
                    help="stand-in data, tiny model, a few steps, 1 seed: the plumbing only, no shared data")
     return p.parse_args(argv)
@@ -251,9 +254,8 @@ def report(results: dict, arms: list[str], budget: float, run: Path) -> list[str
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     shape = SMOKE_SHAPE if a.smoke else SHAPE
+    threads_and_notice(a)
     if a.smoke:
-        print("SMOKE RUN: stand-in data, tiny model, a few steps -- checks that the benchmark runs; "
-              "the figures are not meaningful", flush=True)
         a.reference_steps, a.sst2_train, a.sst2_steps, a.ner_steps, a.seeds = 8, 20, 2, 2, 1
         base = standins.temporary_folder("lmforge-electra-smoke-")
         if a.data is None:
@@ -282,15 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["LMFORGE_CACHE_DIR"] = str(run / "cache")  # the shards and tokenizer, shared by the arms
     started = time.perf_counter()
 
+    import itertools
     import random
 
     random.Random(a.seed).shuffle(books)
-    chosen, size = [], 0
-    for book in books:
-        if size >= a.corpus_mb * 1e6:
-            break
-        chosen.append(str(book))
-        size += book.stat().st_size
+    before = itertools.accumulate((b.stat().st_size for b in books), initial=0)  # MB of the books before each
+    chosen = [str(book) for book, mb in zip(books, before) if mb < a.corpus_mb * 1e6]
+    size = sum(Path(b).stat().st_size for b in chosen)
     print(f"books {len(chosen)} ({size / 1e6:.1f} MB); arms {', '.join(a.arms)}", flush=True)
     data_args = ["--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps(chosen)}",
                  "--data.txt_split=blank_line", "--data.val_fraction=0.02", "--data.tokenizer.kind=wordpiece",
