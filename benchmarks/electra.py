@@ -91,12 +91,12 @@ ARMS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="the pretraining arms, in order")
-    p.add_argument("--electra-config", default=None, help="the ELECTRA arm's config (default configs/electra/tiny.yaml)")
+    p.add_argument("--electra-config", default=None, help="the ELECTRA arm config (default configs/electra/tiny.yaml)")
     p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
     p.add_argument("--corpus-mb", type=float, default=8.0, help="MB of books (8 MB: 1.8 M tokens, one pass of a run)")
     p.add_argument("--reference-steps", type=int, default=500,
                    help="the budget: this many steps of the first arm (500 x 4096 tokens: ~20 min at ~1,700 tokens/s)")
-    p.add_argument("--budget-flops", type=float, default=None, help="the budget in FLOPs (instead of --reference-steps)")
+    p.add_argument("--budget-flops", type=float, default=None, help="the budget in FLOPs (not --reference-steps)")
     p.add_argument("--only-pretrain", action="store_true", help="stop after pretraining (sizing and tokens/s)")
     p.add_argument("--sst2-train", type=int, default=1000, help="SST-2 training sentences per fine-tune")
     p.add_argument("--sst2-steps", type=int, default=300)

@@ -2,9 +2,9 @@
 (Devlin et al. 2019); with ``position_offset=2``, ``type_vocab_size=1`` and no NSP head it is
 RoBERTa's network (Liu et al. 2019).
 
-Post-LayerNorm blocks (or pre-LayerNorm ones and a final norm, ``pre_norm``), learned position and segment embeddings, attention through SDPA with
-a padding mask, an MLM head tied to the token embedding that can run on the masked
-positions only, a pooler and a next-sentence-prediction head.
+Post-LayerNorm blocks (``pre_norm``: pre-LayerNorm ones and a final norm), learned position and
+segment embeddings, attention through SDPA with a padding mask, an MLM head tied to the token
+embedding that can run on the masked positions only, a pooler and a next-sentence-prediction head.
 """
 
 from __future__ import annotations
