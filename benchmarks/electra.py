@@ -81,9 +81,10 @@ ARMS = {
                 ["--model.nsp=false", "--model.config.nsp_head=false", "--model.optimizer.lr=5e-4",
                  "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
     "recipe": Arm(["configs/recipes/encoder-small-budget.yaml"], warmup=0.75),  # the triangle's peak at 3/4
-    # the lead wires ELECTRA's shape keys once ElectraTask exists: the discriminator as BERT's here
+    # its config names lmforge.tasks.ElectraTask; check its shape keys (the discriminator's, as
+    # BERT's here) and flops_per_token's vocabulary link when wiring it
     "electra": Arm(["configs/electra/tiny.yaml"],
-                   ["--model=lmforge.tasks.ElectraTask", "--model.optimizer.lr=5e-4",
+                   ["--model.optimizer.lr=5e-4",
                     "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
 }
 

@@ -78,3 +78,38 @@ def test_export_refuses_shapes_transformers_lacks(options: dict, named: str, kin
     message = str(refused.value)
     assert named in message and "cannot be exported" in message and message.count(". ") == 0
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_sparse_prediction_equals_dense_with_the_options() -> None:
+    """MaskedLMTask projects the masked positions only (cramming's sparse prediction): the same loss."""
+    from lmforge.tasks import MaskedLMTask
+
+    torch.manual_seed(0)
+    task = MaskedLMTask(config=BertConfig(**TINY, pre_norm=True, bias=False))
+    ids = torch.randint(0, 61, (3, 12))
+    labels = torch.where(torch.rand(3, 12) < 0.3, ids, torch.full_like(ids, -100))
+    sparse, _, n = task._mlm({"input_ids": ids, "labels": labels}, task.net.encode(ids))
+    dense = F.cross_entropy(task.net(ids).flatten(0, 1), labels.flatten(), ignore_index=-100)
+    torch.testing.assert_close(sparse, dense)
+    assert n == int((labels != -100).sum()) > 0
+
+
+def test_the_small_budget_recipe_is_a_one_cycle_triangle_on_the_options() -> None:
+    """configs/recipes/encoder-small-budget.yaml: pre-norm, no biases, and its `linear` schedule rises from 0
+    to the peak at 3/4 of max_steps, then falls to 0 at the end (cramming's one-cycle triangle)."""
+    import yaml
+
+    from conftest import ROOT
+    from lmforge.tasks import OptimizerConfig
+
+    recipe = yaml.safe_load((ROOT / "configs" / "recipes" / "encoder-small-budget.yaml").read_text())
+    model, steps = recipe["model"]["init_args"], recipe["trainer"]["max_steps"]
+    assert model["config"]["pre_norm"] is True and model["config"]["bias"] is False and model["nsp"] is False
+    factor = OptimizerConfig(**model["optimizer"]).stage_factor("cosine", end=steps)
+    curve = [factor(step) for step in range(steps + 1)]
+    peak = max(range(steps + 1), key=curve.__getitem__)
+    assert abs(peak - 0.75 * steps) <= 1 and curve[peak] == 1.0
+    assert curve[0] < 0.01 and curve[steps] == 0.0
+    rise, fall = curve[1] - curve[0], curve[peak + 1] - curve[peak + 2]
+    assert all(abs((curve[s + 1] - curve[s]) - rise) < 1e-9 for s in range(peak - 1))  # straight lines
+    assert all(abs((curve[s] - curve[s + 1]) - fall) < 1e-9 for s in range(peak + 1, steps))
