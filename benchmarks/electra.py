@@ -256,6 +256,12 @@ def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     shape = SMOKE_SHAPE if a.smoke else SHAPE
     threads_and_notice(a)
+    for arm in a.arms:
+        configs = [a.electra_config] if arm == "electra" and a.electra_config else ARMS[arm].configs
+        missing = [c for c in configs if not (ROOT / c).is_file()]
+        if missing:
+            sys.exit(f"Arm {arm} needs {', '.join(missing)}, which is not in this checkout: leave the arm out "
+                     f"(--arms {' '.join(x for x in a.arms if x != arm)}) or add the config.")
     if a.smoke:
         a.reference_steps, a.sst2_train, a.sst2_steps, a.ner_steps, a.seeds = 8, 20, 2, 2, 1
         base = standins.temporary_folder("lmforge-electra-smoke-")
@@ -265,12 +271,6 @@ def main(argv: list[str] | None = None) -> None:
             standins.write_sst2(Path(a.data) / "labeled" / "sst2")
             standins.write_downstream(Path(a.data) / "downstream")
     data = Path(a.data or DATA)
-    for arm in a.arms:
-        configs = [a.electra_config] if arm == "electra" and a.electra_config else ARMS[arm].configs
-        missing = [c for c in configs if not (ROOT / c).is_file()]
-        if missing:
-            sys.exit(f"Arm {arm} needs {', '.join(missing)}, which is not in this checkout: leave the arm out "
-                     f"(--arms {' '.join(x for x in a.arms if x != arm)}) or add the config.")
     books = sorted((data / "general" / "gutenberg").glob("*.txt"))
     if not books or not (data / "labeled" / "sst2" / "train.tsv").is_file() or not (
             data / "downstream" / "ner" / "jnlpba" / "dev.txt").is_file():
