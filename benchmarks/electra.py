@@ -166,7 +166,7 @@ def pretrain(name: str, args: list[str], steps: int, warmup: float, run: Path, s
 def trained(folder: Path) -> dict:
     """What a pretraining run trained, from the config it saved: the task, the network's options, the schedule."""
     model = yaml.safe_load((folder / "version_0" / "config.yaml").read_text())["model"]
-    config, optimizer = model["init_args"]["config"], model["init_args"]["optimizer"]
+    config, optimizer = model["init_args"].get("config") or {}, model["init_args"]["optimizer"]
     keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head")
     return {"task": model["class_path"], **{k: config.get(k) for k in keys},
             **{k: optimizer[k] for k in ("lr", "schedule", "warmup_steps", "min_lr_ratio")}}
