@@ -243,3 +243,23 @@ def test_scaling(smoke: Smoke) -> None:
     assert len(summary["runs"]) == 6 and {r["budget"] for r in summary["runs"]} == {6e9, 1.5e10}
     assert set(summary["fit"]) == {"E", "A", "B", "alpha", "beta"} and summary["held_out"]["predicted"] > 0
     assert "Chinchilla" in out and "Besiroglu" in out and "held-out run" in out
+
+
+def test_electra(smoke: Smoke) -> None:
+    # the arms whose configs exist (ELECTRA's is wired once its task is merged), each on the same FLOPs
+    out, summary = smoke("electra.py", "--arms", "bert", "recipe")
+    arms, budget = summary["arms"], summary["budget_flops"]
+    assert set(arms) == {"bert", "recipe"}
+    for arm in arms.values():
+        assert arm["steps"] % 4 == 0 and abs(arm["flops"] - budget) / budget < 0.3  # whole quarters, near the budget
+    assert arms["bert"]["flops"] == budget  # the first arm sets it: its reference steps
+    bert, recipe = arms["bert"]["trained"], arms["recipe"]["trained"]
+    assert bert["task"] == recipe["task"] == "lmforge.tasks.MaskedLMTask"
+    assert (bert["pre_norm"], bert["bias"], bert["nsp_head"]) == (False, True, False)
+    assert (recipe["pre_norm"], recipe["bias"], recipe["dropout"]) == (True, False, 0.0)
+    assert recipe["schedule"] == "linear" and recipe["warmup_steps"] == round(0.75 * arms["recipe"]["steps"])
+    assert recipe["lr"] == 1e-3 and recipe["min_lr_ratio"] == 0.0  # the one-cycle triangle
+    for task in ("sst2", "jnlpba"):
+        starts = summary["downstream"][task]["scores"]
+        assert set(starts) == {"random init"} | {f"{a} {f}" for a in arms for f in ("0.25", "0.5", "1")}
+    assert "| start | pretraining FLOPs | sst2 | jnlpba |" in out and "| recipe 1 |" in out

@@ -2,9 +2,9 @@
 (Devlin et al. 2019); with ``position_offset=2``, ``type_vocab_size=1`` and no NSP head it is
 RoBERTa's network (Liu et al. 2019).
 
-Post-LayerNorm blocks, learned position and segment embeddings, attention through SDPA with
-a padding mask, an MLM head tied to the token embedding that can run on the masked
-positions only, a pooler and a next-sentence-prediction head.
+Post-LayerNorm blocks (``pre_norm``: pre-LayerNorm ones and a final norm), learned position and
+segment embeddings, attention through SDPA with a padding mask, an MLM head tied to the token
+embedding that can run on the masked positions only, a pooler and a next-sentence-prediction head.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.models.layers import PostNormBlock, document_mask, init_weights
+from lmforge.models.layers import PostNormBlock, PreNormBlock, document_mask, init_weights
 
 
 @dataclass
@@ -34,6 +34,13 @@ class BertConfig:
         position_offset: Index of the first position embedding (RoBERTa 2: its table reserves
             the padding index and one more).
         norm_eps: LayerNorm epsilon (BERT 1e-12, RoBERTa 1e-5).
+        pre_norm: Pre-LayerNorm blocks (``x + attn(ln(x))``) and a final LayerNorm after the last
+            block, instead of BERT's post-LayerNorm: stable at larger learning rates with less warmup
+            (Xiong et al. 2020; cramming, Geiping & Goldstein 2022, section 4.2). ``transformers``'
+            BERT has no such network: ``export`` refuses it.
+        bias: Whether the linear layers of attention and MLP have bias terms; cramming (section 4.2)
+            drops them for speed at no cost in loss per step (LayerNorms keep theirs, as there).
+            ``export`` refuses ``false``.
         nsp_head: Whether the network has the pooler and next-sentence-prediction head.
         embedding_size: Width of the token, position and segment embeddings when smaller than
             ``d_model`` (ELECTRA's factorised embeddings): a linear layer projects them to
@@ -52,6 +59,8 @@ class BertConfig:
     type_vocab_size: int = 2
     position_offset: int = 0
     norm_eps: float = 1e-12
+    pre_norm: bool = False
+    bias: bool = True
     nsp_head: bool = True
     embedding_size: int | None = None
     mlm_head: bool = True
@@ -109,9 +118,8 @@ class Bert(nn.Module):
         if e != c.d_model:  # factorised embeddings (ELECTRA): projected to the model width
             self.proj_emb = nn.Linear(e, c.d_model)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
-            PostNormBlock(c.d_model, c.n_head, c.mlp_width, c.dropout, c.norm_eps) for _ in range(c.n_layer)
-        )
+        self.blocks = nn.ModuleList(self._block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.d_model, eps=c.norm_eps) if c.pre_norm else nn.Identity()  # pre-norm's last norm
         if c.mlm_head:
             self.mlm_head = MLMHead(c)
         if c.nsp_head:
@@ -153,7 +161,15 @@ class Bert(nn.Module):
             mask = padding if mask is None else mask & padding
         for block in self.blocks:
             x = block(x, mask)
-        return x
+        return self.ln_f(x)
+
+    @staticmethod
+    def _block(c: BertConfig) -> nn.Module:
+        """One Transformer block: BERT's post-LayerNorm one, or a pre-LayerNorm one (exact GELU as BERT's)."""
+        if c.pre_norm:
+            return PreNormBlock(c.d_model, c.n_head, c.mlp_width, c.dropout, c.bias, causal=False, eps=c.norm_eps,
+                                approximate="none", norm_bias=True)
+        return PostNormBlock(c.d_model, c.n_head, c.mlp_width, c.dropout, c.norm_eps, c.bias)
 
     def token_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None

@@ -202,6 +202,8 @@ class PreNormBlock(nn.Module):
         bias: Whether linear and norm layers have bias terms.
         causal: Whether attention is causal.
         eps: LayerNorm epsilon.
+        approximate: The MLP's GELU approximation (:class:`FeedForward`).
+        norm_bias: Whether the norm layers have bias terms; ``None``: as ``bias``.
     """
 
     def __init__(
@@ -213,12 +215,15 @@ class PreNormBlock(nn.Module):
         bias: bool = True,
         causal: bool = False,
         eps: float = 1e-5,
+        approximate: str = "tanh",
+        norm_bias: bool | None = None,
     ):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model, eps=eps, bias=bias)
+        norm_bias = bias if norm_bias is None else norm_bias
+        self.ln_1 = nn.LayerNorm(d_model, eps=eps, bias=norm_bias)
         self.attn = SelfAttention(d_model, n_head, dropout, bias, causal)
-        self.ln_2 = nn.LayerNorm(d_model, eps=eps, bias=bias)
-        self.mlp = FeedForward(d_model, d_ff, dropout, bias)
+        self.ln_2 = nn.LayerNorm(d_model, eps=eps, bias=norm_bias)
+        self.mlp = FeedForward(d_model, d_ff, dropout, bias, approximate)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
@@ -235,13 +240,15 @@ class PostNormBlock(nn.Module):
         d_ff: Hidden width of the MLP.
         dropout: Dropout probability.
         eps: LayerNorm epsilon.
+        bias: Whether the linear layers have bias terms (the norms always do).
     """
 
-    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float = 0.0, eps: float = 1e-12):
+    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float = 0.0, eps: float = 1e-12,
+                 bias: bool = True):
         super().__init__()
-        self.attn = SelfAttention(d_model, n_head, dropout, bias=True, causal=False)
+        self.attn = SelfAttention(d_model, n_head, dropout, bias=bias, causal=False)
         self.ln_1 = nn.LayerNorm(d_model, eps=eps)
-        self.mlp = FeedForward(d_model, d_ff, dropout, bias=True, approximate="none")
+        self.mlp = FeedForward(d_model, d_ff, dropout, bias=bias, approximate="none")
         self.ln_2 = nn.LayerNorm(d_model, eps=eps)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:

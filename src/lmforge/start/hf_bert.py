@@ -50,6 +50,10 @@ class BertAdapter(Adapter):
         return "BertForPreTraining" if config.nsp_head else "BertForMaskedLM"
 
     def refusal(self, config: BertConfig) -> str | None:
+        if config.pre_norm or not config.bias:
+            option = "pre_norm: true" if config.pre_norm else "bias: false"
+            return (f"A BERT network with {option} has no {self.model_type} equivalent (transformers' "
+                    "encoder has post-LayerNorm blocks with biases), so it cannot be exported.")
         if config.position_offset != self.position_offset:
             return (f"A BERT network with position_offset: {config.position_offset} has no {self.model_type} "
                     f"equivalent (its positions start at {self.position_offset}).")

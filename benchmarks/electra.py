@@ -1,0 +1,332 @@
+"""Equal-compute encoder pretraining on the CPU: BERT MLM vs the small-budget recipe vs ELECTRA, then downstream.
+
+End to end through the real CLI (``lmforge fit`` and ``lmforge evaluate``, in process), on the
+books of ``../shared/data/general/gutenberg`` (one document per paragraph, one WordPiece
+vocabulary trained on them and shared by every arm, blocks of 128 tokens):
+
+1. Each arm pretrains from scratch on the SAME number of training FLOPs: its steps are the budget
+   divided by its task's ``flops_per_token()`` (the work its step does: sparse prediction's MLM
+   head on the masked positions only; ELECTRA's generator and discriminator) times the tokens of
+   a step. The budget is what ``--reference-steps`` steps of the first arm cost (sized so that a
+   run takes about 20 minutes here), or ``--budget-flops``. A checkpoint is kept at a quarter, a
+   half and all of each arm's steps.
+   - ``bert``: ``configs/bert/mini.yaml`` (post-norm, biases, dropout 0.1), masked LM without NSP,
+     peak 5e-4, linear warmup over 10% of the steps then linear decay (OUR choice: the preset's
+     1e-4 with 10k warmup steps is for a million steps);
+   - ``recipe``: ``configs/recipes/encoder-small-budget.yaml`` (cramming's pre-norm, no biases, 1e-3
+     one-cycle triangle with the peak at 3/4 of the steps, no dropout, clipping 0.5), same shape;
+   - ``electra``: ``lmforge.tasks.ElectraTask`` from ``--electra-config``, the discriminator at the
+     same shape, peak 5e-4, warmup 10% (the arm runs once that config exists).
+2. ``lmforge evaluate`` fine-tunes every checkpoint and a random initialisation (of the first
+   arm's architecture), ``--seeds`` seeds each, on SST-2 (``--sst2-train`` sentences drawn per seed
+   from ``labeled/sst2/train.tsv``, scored on its dev set) and JNLPBA entities
+   (``downstream/ner/jnlpba``: trained on dev.txt, scored on test.txt, as SciBERT's copy ships it).
+3. A table (mean ± sd over seeds) and a plot (``electra.png``) of each score against the
+   pretraining FLOPs, and a final JSON line with every figure.
+
+    python benchmarks/electra.py                       # hours on 2 shared CPU cores
+    python benchmarks/electra.py --arms bert recipe    # the arms whose configs exist
+    python benchmarks/electra.py --smoke               # plumbing only on stand-in data, about a minute
+
+Runs go to ``benchmarks/.runs/electra-<time>/`` (ignored by git). ``--smoke`` runs every step
+through the same code on stand-ins of the data folder (``standins.py``) unless ``--data`` names a
+real one, with a 1-layer width-32 encoder, blocks of 32 x 4, a budget of a few steps, 1 seed and a
+few fine-tuning steps; its runs go to a temporary folder. Its figures are not meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+import standins  # noqa: E402  (the stand-in data of --smoke)
+from bench_report import threads_and_notice  # noqa: E402
+
+SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 256, "vocab": 16384, "seq_len": 128, "batch_size": 32}
+SMOKE_SHAPE = {"n_layer": 1, "n_head": 2, "d_model": 32, "vocab": 512, "seq_len": 32, "batch_size": 4}
+FRACTIONS = (0.25, 0.5, 1.0)  # the checkpoints kept, as shares of each arm's steps
+
+
+@dataclass
+class Arm:
+    """One pretraining arm: its config files, its own arguments, and its warmup as a share of its steps.
+
+    Args:
+        configs: ``-c`` files, relative to the repository root.
+        args: More ``fit`` arguments (after the files, before the shared ones).
+        warmup: ``optimizer.warmup_steps`` as a share of the arm's steps.
+        shaped: Whether the shared shape (``--model.config.n_layer`` ...) applies to its ``model.config``.
+    """
+
+    configs: list[str]
+    args: list[str] = field(default_factory=list)
+    warmup: float = 0.1
+    shaped: bool = True
+
+
+ARMS = {
+    "bert": Arm(["configs/bert/mini.yaml"],
+                ["--model.nsp=false", "--model.config.nsp_head=false", "--model.optimizer.lr=5e-4",
+                 "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
+    "recipe": Arm(["configs/recipes/encoder-small-budget.yaml"], warmup=0.75),  # the triangle's peak at 3/4
+    # its config names lmforge.tasks.ElectraTask; check its shape keys (the discriminator's, as
+    # BERT's here) and flops_per_token's vocabulary link when wiring it
+    "electra": Arm(["configs/electra/tiny.yaml"],
+                   ["--model.optimizer.lr=5e-4",
+                    "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="the pretraining arms, in order")
+    p.add_argument("--electra-config", default=None, help="the ELECTRA arm config (default configs/electra/tiny.yaml)")
+    p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
+    p.add_argument("--corpus-mb", type=float, default=8.0, help="MB of books (8 MB: 1.8 M tokens, one pass of a run)")
+    p.add_argument("--reference-steps", type=int, default=500,
+                   help="the budget: this many steps of the first arm (500 x 4096 tokens: ~20 min at ~1,700 tokens/s)")
+    p.add_argument("--budget-flops", type=float, default=None, help="the budget in FLOPs (not --reference-steps)")
+    p.add_argument("--only-pretrain", action="store_true", help="stop after pretraining (sizing and tokens/s)")
+    p.add_argument("--sst2-train", type=int, default=1000, help="SST-2 training sentences per fine-tune")
+    p.add_argument("--sst2-steps", type=int, default=300)
+    p.add_argument("--ner-steps", type=int, default=300)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    p.add_argument("--smoke", action="store_true",
+                   help="stand-in data, tiny model, a few steps, 1 seed: the plumbing only, no shared data")
+    return p.parse_args(argv)
+
+
+def arm_args(name: str, a: argparse.Namespace, shape: dict, data: list[str]) -> list[str]:
+    """The ``fit`` arguments every run of arm ``name`` shares: its files and arguments, the shape, the data."""
+    arm = ARMS[name]
+    configs = [a.electra_config] if name == "electra" and a.electra_config else arm.configs
+    args = [f for c in configs for f in ("-c", str(ROOT / c))] + arm.args
+    if arm.shaped:
+        args += [f"--model.config.{key}={shape[key]}" for key in ("n_layer", "n_head", "d_model")]
+    return args + data + [f"--data.seq_len={shape['seq_len']}", f"--data.batch_size={shape['batch_size']}"]
+
+
+def flops_per_token(args: list[str], shape: dict) -> float:
+    """The arm's task's ``flops_per_token()``: its resolved config (``fit --print_config``) built on
+    the meta device with the vocabulary and block length the data will link."""
+    import torch
+
+    from lmforge.cli import main
+    from lmforge.start import import_class
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        main(["fit", *args, "--print_config"])
+    model = yaml.safe_load(printed.getvalue())["model"]
+    init = dict(model["init_args"])
+    init["config"] = {**init["config"], "vocab_size": shape["vocab"], "max_seq_len": shape["seq_len"]}
+    with torch.device("meta"):
+        return float(import_class(model["class_path"])(**init).flops_per_token())
+
+
+def pretrain(name: str, args: list[str], steps: int, warmup: float, run: Path, seed: int) -> tuple[dict, float]:
+    """Fit arm ``name`` for ``steps`` steps keeping the checkpoints at :data:`FRACTIONS` of them; those
+    checkpoints by fraction, and the seconds it took."""
+    from lmforge.cli import main
+
+    logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+              "init_args": {"save_dir": str(run), "name": name, "default_hp_metric": False}}
+    quarter = steps // 4
+    started = time.perf_counter()
+    main(["fit", *args, f"--model.optimizer.warmup_steps={max(round(warmup * steps), 1)}",
+          f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={quarter}", "--trainer.limit_val_batches=10",
+          "--trainer.check_val_every_n_epoch=null", "--trainer.accelerator=cpu", "--trainer.precision=32-true",
+          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--sample.enabled=false",
+          f"--seed_everything={seed}", f"--trainer.logger={json.dumps(logger)}",
+          "--checkpoint.monitor=null", "--checkpoint.save_top_k=-1", f"--checkpoint.every_n_train_steps={quarter}",
+          "--checkpoint.filename=step-{step}"])
+    seconds = time.perf_counter() - started
+    folder = run / name / "version_0" / "checkpoints"
+    assert (run / name / "version_0" / "config.yaml").is_file()
+    ckpts = {f: folder / f"step-{round(f * steps)}.ckpt" for f in FRACTIONS}
+    missing = [str(p) for p in ckpts.values() if not p.is_file()]
+    assert not missing, f"{name}: no checkpoint {missing} in {sorted(p.name for p in folder.iterdir())}"
+    return ckpts, seconds
+
+
+def trained(folder: Path) -> dict:
+    """What a pretraining run trained, from the config it saved: the task, the network's options, the schedule."""
+    model = yaml.safe_load((folder / "version_0" / "config.yaml").read_text())["model"]
+    config, optimizer = model["init_args"].get("config") or {}, model["init_args"]["optimizer"]
+    keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head")
+    return {"task": model["class_path"], **{k: config.get(k) for k in keys},
+            **{k: optimizer[k] for k in ("lr", "schedule", "warmup_steps", "min_lr_ratio")}}
+
+
+def finetune_recipes(run: Path, data: Path, shape: dict, a: argparse.Namespace) -> dict[str, tuple[Path, str]]:
+    """The fine-tuning config of each task (file, the metric the table reports), written into ``run``."""
+    trainer = {"accelerator": "cpu", "precision": "32-true", "check_val_every_n_epoch": None,
+               "log_every_n_steps": 10, "enable_model_summary": False, "enable_progress_bar": False}
+    optimizer = {"lr": 5.0e-4, "weight_decay": 0.01, "betas": [0.9, 0.999], "min_lr_ratio": 0.0}
+    seq_len = min(64, shape["seq_len"])
+    sst2 = {"model": {"class_path": "lmforge.evaluation.FineTuneTask", "init_args": {
+                "mode": "full", "pooling": "mean", "dropout": 0.1, "optimizer": optimizer, "warmup_ratio": 0.1}},
+            "data": {"class_path": "lmforge.evaluation.LabeledText", "init_args": {
+                "source": {"paths": str(data / "labeled" / "sst2" / "train.tsv"), "text_field": "sentence"},
+                "validation": str(data / "labeled" / "sst2" / "dev.tsv"), "label_field": "label",
+                "task_type": "classification", "seq_len": seq_len, "batch_size": 32}},
+            "trainer": {**trainer, "max_steps": a.sst2_steps, "val_check_interval": a.sst2_steps}}
+    jnlpba = data / "downstream" / "ner" / "jnlpba"
+    ner = {"model": {"class_path": "lmforge.evaluation.TokenClassificationTask", "init_args": {
+               "dropout": 0.1, "optimizer": optimizer, "warmup_ratio": 0.1}},
+           "data": {"class_path": "lmforge.evaluation.TaggedText", "init_args": {
+               "source": {"paths": str(jnlpba / "dev.txt")}, "validation": str(jnlpba / "test.txt"), "scheme": "BIO",
+               "seq_len": shape["seq_len"], "batch_size": 32}},
+           "trainer": {**trainer, "max_steps": a.ner_steps, "val_check_interval": a.ner_steps},
+           "checkpoint": {"monitor": "val/f1", "mode": "max"}}
+    out = {}
+    for task, recipe, metric in (("sst2", sst2, "val/acc"), ("jnlpba", ner, "val/f1")):
+        path = run / f"{task}.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        out[task] = (path, metric)
+    return out
+
+
+def scores(out: Path, metric: str) -> dict[str, list[float]]:
+    """Each start's ``metric`` over its seeds, from ``lmforge evaluate``'s ``runs.csv``."""
+    import csv
+
+    with open(out / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    found: dict[str, list[float]] = {}
+    for row in rows:
+        if row.get(metric):
+            found.setdefault(row["start"], []).append(float(row[metric]))
+    return found
+
+
+def report(results: dict, arms: list[str], budget: float, run: Path) -> list[str]:
+    """The markdown table (a row per start, a column per task) and the plot of score against FLOPs."""
+    from lmforge.evaluation.report import mean_std
+
+    tasks = list(results["downstream"])
+    lines = ["| start | pretraining FLOPs | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    starts = ["random init"] + [f"{arm} {f:g}" for arm in arms for f in FRACTIONS]
+    for start in starts:
+        flops = 0.0 if start == "random init" else float(start.split()[1]) * budget
+        cells = []
+        for task in tasks:
+            mean, sd = mean_std(results["downstream"][task]["scores"].get(start, []))
+            cells.append(f"{100 * mean:.1f} ± {100 * sd:.1f}")
+        lines.append(f"| {start} | {flops:.2e} | " + " | ".join(cells) + " |")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        lines.append("(no plot: matplotlib is not installed)")
+        return lines
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        found, metric = results["downstream"][task]["scores"], results["downstream"][task]["metric"]
+        base = mean_std(found.get("random init", []))[0]
+        ax.axhline(100 * base, color="grey", linestyle="--", label="random init")
+        for arm in arms:
+            means = [mean_std(found.get(f"{arm} {f:g}", []))[0] for f in FRACTIONS]
+            ax.plot([f * budget for f in FRACTIONS], [100 * m for m in means], marker="o", label=arm)
+        ax.set(title=f"{task} ({metric})", xlabel="pretraining FLOPs", ylabel=metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(run / "electra.png", dpi=120)
+    lines.append(f"Plot: {run / 'electra.png'}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    shape = SMOKE_SHAPE if a.smoke else SHAPE
+    threads_and_notice(a)
+    for arm in a.arms:
+        configs = [a.electra_config] if arm == "electra" and a.electra_config else ARMS[arm].configs
+        missing = [c for c in configs if not (ROOT / c).is_file()]
+        if missing:
+            sys.exit(f"Arm {arm} needs {', '.join(missing)}, which is not in this checkout: leave the arm out "
+                     f"(--arms {' '.join(x for x in a.arms if x != arm)}) or add the config.")
+    if a.smoke:
+        a.reference_steps, a.sst2_train, a.sst2_steps, a.ner_steps, a.seeds = 8, 20, 2, 2, 1
+        base = standins.temporary_folder("lmforge-electra-smoke-")
+        if a.data is None:
+            a.data = str(base / "data")
+            standins.write_books(Path(a.data) / "general" / "gutenberg")
+            standins.write_sst2(Path(a.data) / "labeled" / "sst2")
+            standins.write_downstream(Path(a.data) / "downstream")
+    data = Path(a.data or DATA)
+    books = sorted((data / "general" / "gutenberg").glob("*.txt"))
+    if not books or not (data / "labeled" / "sst2" / "train.tsv").is_file() or not (
+            data / "downstream" / "ner" / "jnlpba" / "dev.txt").is_file():
+        sys.exit(f"The data is missing under {data}: see ../shared/data/README.md.")
+    if a.smoke:
+        run = base / "run"
+        run.mkdir()
+    else:
+        run = ROOT / "benchmarks" / ".runs" / f"electra-{time.strftime('%Y%m%d-%H%M%S')}"
+        run.mkdir(parents=True)
+        (run.parent / ".gitignore").write_text("*\n")
+    os.environ["LMFORGE_CACHE_DIR"] = str(run / "cache")  # the shards and tokenizer, shared by the arms
+    started = time.perf_counter()
+
+    import itertools
+    import random
+
+    random.Random(a.seed).shuffle(books)
+    before = itertools.accumulate((b.stat().st_size for b in books), initial=0)  # MB of the books before each
+    chosen = [str(book) for book, mb in zip(books, before) if mb < a.corpus_mb * 1e6]
+    size = sum(Path(b).stat().st_size for b in chosen)
+    print(f"books {len(chosen)} ({size / 1e6:.1f} MB); arms {', '.join(a.arms)}", flush=True)
+    data_args = ["--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps(chosen)}",
+                 "--data.txt_split=blank_line", "--data.val_fraction=0.02", "--data.tokenizer.kind=wordpiece",
+                 f"--data.tokenizer.vocab_size={shape['vocab']}", "--data.tokenizer.specials=bert",
+                 "--data.tokenizer.lowercase=true"]
+    args = {arm: arm_args(arm, a, shape, data_args) for arm in a.arms}
+    fpt = {arm: flops_per_token(args[arm], shape) for arm in a.arms}
+    step_tokens = shape["seq_len"] * shape["batch_size"]
+    budget = a.budget_flops or fpt[a.arms[0]] * step_tokens * a.reference_steps
+    steps = {arm: max(4, 4 * round(budget / (fpt[arm] * step_tokens) / 4)) for arm in a.arms}  # quarters in whole steps
+    results: dict = {"budget_flops": budget, "arms": {}, "downstream": {}}
+    ckpts = {}
+    for arm in a.arms:
+        ckpts[arm], seconds = pretrain(arm, args[arm], steps[arm], ARMS[arm].warmup, run, a.seed)
+        tokens = steps[arm] * step_tokens
+        results["arms"][arm] = {"flops_per_token": fpt[arm], "steps": steps[arm], "tokens": tokens,
+                                "flops": fpt[arm] * tokens, "minutes": round(seconds / 60, 2),
+                                "tokens_per_sec": round(tokens / seconds, 1), "trained": trained(run / arm)}
+        print(f"{arm}: {steps[arm]} steps, {tokens} tokens, {fpt[arm] * tokens:.3e} FLOPs in {seconds / 60:.1f} min "
+              f"({tokens / seconds:.0f} tokens/s with validation and checkpoints)", flush=True)
+    if not a.only_pretrain:
+        from lmforge.commands.lightning import fit_metrics
+        from lmforge.evaluation import evaluate
+
+        starts = [(f"{arm} {f:g}", str(path)) for arm in a.arms for f, path in ckpts[arm].items()]
+        for task, (recipe, metric) in finetune_recipes(run, data, shape, a).items():
+            out = run / f"eval-{task}"
+            evaluate([s for _, s in starts], recipe=[str(recipe)], metric=metric, seeds=a.seeds,
+                     labels=[label for label, _ in starts], out=str(out), fit=fit_metrics,
+                     train_sizes=[a.sst2_train] if task == "sst2" else None, curve_steps=a.sst2_steps)
+            results["downstream"][task] = {"metric": metric, "scores": scores(out, metric)}
+        print("\n" + "\n".join(report(results, a.arms, budget, run)) + "\n")
+    results.update(minutes=round((time.perf_counter() - started) / 60, 1), run=str(run), settings=vars(a))
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
