@@ -157,7 +157,7 @@ def test_bad_sources_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="has no config.json"):
         open_start(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "falcon"}))
-    with pytest.raises(UserError, match="'falcon' model; lmforge reads bert, roberta, gpt2, t5, llama, mistral and qwen2"):
+    with pytest.raises(UserError, match="'falcon' model; lmforge reads bert, roberta, electra, gpt2, t5, llama, mistral and qwen2"):
         open_start(str(tmp_path))
     hf_model("gpt2").save_pretrained(tmp_path / "g")
     (tmp_path / "g" / "model.safetensors").unlink()

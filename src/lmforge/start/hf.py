@@ -22,6 +22,7 @@ from torch import nn
 from lmforge.errors import UserError
 from lmforge.start.adapters import Adapter, Table
 from lmforge.start.hf_bert import BertAdapter, RobertaAdapter
+from lmforge.start.hf_electra import ElectraAdapter
 from lmforge.start.hf_gpt import GPT2Adapter
 from lmforge.start.hf_llama import LlamaAdapter
 from lmforge.start.hf_t5 import T5Adapter
@@ -33,6 +34,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 ADAPTERS: dict[str, Adapter] = {
     "bert": BertAdapter("bert"),
     "roberta": RobertaAdapter("roberta"),
+    "electra": ElectraAdapter("electra"),
     "gpt2": GPT2Adapter("gpt2"),
     "t5": T5Adapter("t5"),
     "llama": LlamaAdapter("llama"),
@@ -268,7 +270,7 @@ def read_hf_folder(folder: Path, source: str) -> tuple[type[nn.Module], Any, str
 
 
 def export_hf(network: type[nn.Module], config: Any, state: dict[str, torch.Tensor], tokenizer: Tokenizer | None,
-              out: Path, kind: str | None = None) -> Path:
+              out: Path, kind: str | Adapter | None = None) -> Path:
     """Write our network as a ``transformers`` folder: config.json, model.safetensors, tokenizer
     files. Everything is checked before anything is written; the files go to a temporary folder
     beside ``out``, renamed to ``out`` when complete and removed on any failure.
@@ -281,11 +283,11 @@ def export_hf(network: type[nn.Module], config: Any, state: dict[str, torch.Tens
         out: The folder to create (it must not exist, or be empty).
         kind: HF architecture, a key of :data:`ADAPTERS` (default: the first registered for
             ``network`` that fits ``config``: ``roberta`` for positions offset by 2, ``qwen2`` for
-            q/k/v biases, ``mistral`` for a sliding window).
+            q/k/v biases, ``mistral`` for a sliding window), or an adapter outside it (ELECTRA's generator).
     """
     from safetensors.torch import save_file
 
-    adapter = export_adapter(network, config, kind)
+    adapter = kind if isinstance(kind, Adapter) else export_adapter(network, config, kind)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"'{out}' already exists and is not empty: choose another --to folder.")
     hf_state = ours_to_hf(state, adapter.weight_table(config))

@@ -12,6 +12,8 @@ from lmforge.errors import UserError
 from lmforge.models.electra import Electra, ElectraConfig
 from lmforge.objectives.masked_lm import IGNORE
 from lmforge.objectives.replaced_tokens import ReplacedTokens, replace_tokens, sample_tokens
+from lmforge.start import Start, open_start
+from lmforge.start.hf_electra import GENERATOR_SHAPE, with_generator
 from lmforge.tasks.base import OptimizerConfig
 from lmforge.tasks.pretraining import PretrainingTask
 
@@ -30,8 +32,13 @@ class ElectraTask(PretrainingTask):
     Args:
         config: The networks' shape (``vocab_size`` and ``max_seq_len`` come from the data).
         optimizer: Optimizer and learning-rate schedule (one for both networks, as in the paper).
-        init_from: Start from an lmforge ELECTRA checkpoint (weights only). The shape and the
-            tokenizer come with the weights.
+        init_from: Start from ELECTRA weights (weights only): an lmforge checkpoint, or a Hugging
+            Face discriminator folder (``ElectraForPreTraining``) or ``hf:<id>``, whose generator
+            starts fresh in this config's ``generator_*`` shape unless ``generator_from`` gives it.
+            The shape and the tokenizer come with the weights.
+        generator_from: With a Hugging Face ``init_from``, the generator's folder
+            (``ElectraForMaskedLM``, as ``export --generator`` writes to ``<folder>/generator``) or
+            ``hf:<id>``; the discriminator's embeddings are kept (both networks share them).
         rtd_weight: Weight λ of the replaced-token-detection loss (the paper's 50); > 0.
         mask_prob: Fraction of tokens the generator fills.
         mask_token_prob: Of those, the fraction shown to the generator as the mask token (the
@@ -54,7 +61,8 @@ class ElectraTask(PretrainingTask):
         self,
         config: ElectraConfig = ElectraConfig(),
         optimizer: OptimizerConfig = OptimizerConfig(lr=5e-4, betas=(0.9, 0.999), weight_decay=0.01),
-        init_from: str | None = None,
+        init_from: str | Start | None = None,
+        generator_from: str | None = None,
         rtd_weight: float = 50.0,
         mask_prob: float = 0.15,
         mask_token_prob: float = 0.85,
@@ -76,9 +84,27 @@ class ElectraTask(PretrainingTask):
         self.rtd_weight, self.masking_seed = rtd_weight, masking_seed
         self.objective = ReplacedTokens(mask_prob=mask_prob, mask_token_prob=mask_token_prob, whole_word=whole_word,
                                         seed=masking_seed, document_mask=document_mask)
-        self.build_network(config, init_from)
+        self._build(config, init_from, generator_from)
         self._set_prompts(prompts, prompt_file)
         self.val_auc = BinaryAUROC()
+
+    def _build(self, config: ElectraConfig, init_from: str | Start | None, generator_from: str | None) -> None:
+        """Build the networks from ``init_from``, its generator from ``generator_from`` when given,
+        else (a Hugging Face discriminator) fresh in ``config``'s generator shape."""
+        start = open_start(init_from) if isinstance(init_from, str) else init_from
+        if start is None:
+            if generator_from:
+                raise UserError(f"model.generator_from '{generator_from}' needs the discriminator it was trained with: "
+                                "give that as model.init_from.")
+            self.build_network(config)
+            return
+        shape = {}
+        if generator_from:
+            start = with_generator(start.require(Electra, type(self).__name__), generator_from)
+        elif start.hf_model_type is not None:  # a discriminator alone: the generator is this config's
+            shape = {k: getattr(config, k) for k in GENERATOR_SHAPE if getattr(config, k) is not None}
+        self.build_network(config, start, **shape)
+        self.hparams["generator_from"] = None  # its checkpoints rebuild from the recorded shape
 
     def trained_heads(self) -> set[str]:
         return {"discriminator_head", "generator"}
