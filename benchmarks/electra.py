@@ -16,7 +16,8 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
    - ``recipe``: ``configs/recipes/encoder-small-budget.yaml`` (cramming's pre-norm, no biases, 1e-3
      one-cycle triangle with the peak at 3/4 of the steps, no dropout, clipping 0.5), same shape;
    - ``electra``: ``lmforge.tasks.ElectraTask`` from ``--electra-config``, the discriminator at the
-     same shape, peak 5e-4, warmup 10% (the arm runs once that config exists).
+     same shape (embeddings unfactorised, as BERT's), its generator a quarter of its width (ELECTRA-Small's), peak
+     5e-4, warmup 10%.
 2. ``lmforge evaluate`` fine-tunes every checkpoint and a random initialisation (of the first
    arm's architecture), ``--seeds`` seeds each, on SST-2 (``--sst2-train`` sentences drawn per seed
    from ``labeled/sst2/train.tsv``, scored on its dev set) and JNLPBA entities
@@ -25,7 +26,7 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
    pretraining FLOPs, and a final JSON line with every figure.
 
     python benchmarks/electra.py                       # hours on 2 shared CPU cores
-    python benchmarks/electra.py --arms bert recipe    # the arms whose configs exist
+    python benchmarks/electra.py --arms bert electra   # some of the arms
     python benchmarks/electra.py --smoke               # plumbing only on stand-in data, about a minute
 
 Runs go to ``benchmarks/.runs/electra-<time>/`` (ignored by git). ``--smoke`` runs every step
@@ -81,8 +82,8 @@ ARMS = {
                 ["--model.nsp=false", "--model.config.nsp_head=false", "--model.optimizer.lr=5e-4",
                  "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
     "recipe": Arm(["configs/recipes/encoder-small-budget.yaml"], warmup=0.75),  # the triangle's peak at 3/4
-    # its config names lmforge.tasks.ElectraTask; check its shape keys (the discriminator's, as
-    # BERT's here) and flops_per_token's vocabulary link when wiring it
+    # the shape keys are the discriminator's, as BERT's here (unfactorised embeddings, as BERT's);
+    # the generator a quarter of its width (ELECTRA-Small's), set in arm_args
     "electra": Arm(["configs/electra/tiny.yaml"],
                    ["--model.optimizer.lr=5e-4",
                     "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
@@ -117,6 +118,10 @@ def arm_args(name: str, a: argparse.Namespace, shape: dict, data: list[str]) -> 
     args = [f for c in configs for f in ("-c", str(ROOT / c))] + arm.args
     if arm.shaped:
         args += [f"--model.config.{key}={shape[key]}" for key in ("n_layer", "n_head", "d_model")]
+    if arm.shaped and name == "electra":  # embeddings as wide as BERT's; the generator a quarter, a head per 64
+        width = shape["d_model"] // 4
+        args += [f"--model.config.embedding_size={shape['d_model']}", f"--model.config.generator_d_model={width}",
+                 f"--model.config.generator_n_head={max(1, width // 64)}"]
     return args + data + [f"--data.seq_len={shape['seq_len']}", f"--data.batch_size={shape['batch_size']}"]
 
 
@@ -167,7 +172,7 @@ def trained(folder: Path) -> dict:
     """What a pretraining run trained, from the config it saved: the task, the network's options, the schedule."""
     model = yaml.safe_load((folder / "version_0" / "config.yaml").read_text())["model"]
     config, optimizer = model["init_args"].get("config") or {}, model["init_args"]["optimizer"]
-    keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head")
+    keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head", "generator_d_model")
     return {"task": model["class_path"], **{k: config.get(k) for k in keys},
             **{k: optimizer[k] for k in ("lr", "schedule", "warmup_steps", "min_lr_ratio")}}
 

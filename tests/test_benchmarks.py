@@ -246,10 +246,10 @@ def test_scaling(smoke: Smoke) -> None:
 
 
 def test_electra(smoke: Smoke) -> None:
-    # the arms whose configs exist (ELECTRA's is wired once its task is merged), each on the same FLOPs
-    out, summary = smoke("electra.py", "--arms", "bert", "recipe")
+    # every arm, each on the same FLOPs
+    out, summary = smoke("electra.py", "--arms", "bert", "recipe", "electra")
     arms, budget = summary["arms"], summary["budget_flops"]
-    assert set(arms) == {"bert", "recipe"}
+    assert set(arms) == {"bert", "recipe", "electra"}
     for arm in arms.values():
         assert arm["steps"] % 4 == 0 and abs(arm["flops"] - budget) / budget < 0.3  # whole quarters, near the budget
     assert arms["bert"]["flops"] == budget  # the first arm sets it: its reference steps
@@ -259,6 +259,10 @@ def test_electra(smoke: Smoke) -> None:
     assert (recipe["pre_norm"], recipe["bias"], recipe["dropout"]) == (True, False, 0.0)
     assert recipe["schedule"] == "linear" and recipe["warmup_steps"] == round(0.75 * arms["recipe"]["steps"])
     assert recipe["lr"] == 1e-3 and recipe["min_lr_ratio"] == 0.0  # the one-cycle triangle
+    electra = arms["electra"]["trained"]
+    assert electra["task"] == "lmforge.tasks.ElectraTask" and electra["d_model"] == bert["d_model"]
+    assert electra["generator_d_model"] == bert["d_model"] // 4 and electra["lr"] == 5e-4  # ELECTRA-Small's quarter
+    assert arms["electra"]["flops_per_token"] > arms["bert"]["flops_per_token"]  # the generator's work counted
     for task in ("sst2", "jnlpba"):
         starts = summary["downstream"][task]["scores"]
         assert set(starts) == {"random init"} | {f"{a} {f}" for a in arms for f in ("0.25", "0.5", "1")}

@@ -19,7 +19,7 @@ from lmforge.start import import_class
 from lmforge.start.hf import ADAPTERS
 
 # the families without a Hugging Face adapter
-NO_HF = {"elmo": "transformers has no ELMo", "electra": "its adapter is still to come (issue 28)"}
+NO_HF = {"elmo": "transformers has no ELMo"}
 CONFIGURATIONS = {"roberta": Bert, "contrastive": Bert}  # configurations of a network, not families
 TEXT = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
 PATHS = sorted(set(re.findall(r"`((?:src|configs|tests)/[^`\s]*)`", TEXT)))
