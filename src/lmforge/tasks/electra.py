@@ -61,7 +61,7 @@ class ElectraTask(PretrainingTask):
         self,
         config: ElectraConfig = ElectraConfig(),
         optimizer: OptimizerConfig = OptimizerConfig(lr=5e-4, betas=(0.9, 0.999), weight_decay=0.01),
-        init_from: str | Start | None = None,
+        init_from: str | None = None,
         generator_from: str | None = None,
         rtd_weight: float = 50.0,
         mask_prob: float = 0.15,
@@ -91,7 +91,7 @@ class ElectraTask(PretrainingTask):
     def _build(self, config: ElectraConfig, init_from: str | Start | None, generator_from: str | None) -> None:
         """Build the networks from ``init_from``, its generator from ``generator_from`` when given,
         else (a Hugging Face discriminator) fresh in ``config``'s generator shape."""
-        start = open_start(init_from) if isinstance(init_from, str) else init_from
+        start = (open_start(init_from) if isinstance(init_from, str) else init_from) if init_from else None
         if start is None:
             if generator_from:
                 raise UserError(f"model.generator_from '{generator_from}' needs the discriminator it was trained with: "
