@@ -7,15 +7,14 @@ projection of the factorised embeddings (``embeddings_project``, only when ``emb
 not ``hidden_size``).
 
 :data:`lmforge.start.hf.ADAPTERS` registers the discriminator (``init_from``, ``export``);
-:data:`GENERATOR` writes the generator's folder (``export --generator``) and
-:func:`with_generator` reads one into a start (``ElectraTask(generator_from=...)``). Our two
-networks share one embedding layer: the discriminator's is kept.
+:data:`GENERATOR` writes the generator's folder (``export --generator``) and reads one
+(:func:`lmforge.start.starting_point.with_generator`, for ``ElectraTask(generator_from=...)``). Our
+two networks share one embedding layer: the discriminator's is kept (:func:`merge_generator`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -145,37 +144,23 @@ def generator_config(config: ElectraConfig, hf: dict[str, Any], source: str) -> 
                                                                              shape["generator_d_model"])})
 
 
-def with_generator(start: Any, source: str) -> Any:
-    """An ELECTRA :class:`~lmforge.start.Start` with the generator of the folder ``source`` (an
-    ``ElectraForMaskedLM``) added: its shape and weights; the embeddings stay the start's (one
-    log line says so when the generator's differ). A tokenizer other than the start's is refused.
+def merge_generator(state: dict[str, torch.Tensor], generator: dict[str, torch.Tensor],
+                    source: str) -> dict[str, torch.Tensor]:
+    """Our ELECTRA's weights: ``state`` (the discriminator's, perhaps a generator too) with the
+    generator's ``generator``, whose embeddings give way to the discriminator's (ours share one
+    layer; one log line says so when they differ).
 
     Args:
-        start: An opened start of ELECTRA weights (its discriminator).
-        source: The generator's folder, ``hf:<folder>`` or ``hf:<hub id>``.
+        state: Our network's weights from the ``init_from`` source.
+        generator: The generator's, under our names (``generator.*``), from ``source``.
+        source: The generator's folder, for the message.
     """
-    import json
+    def twin(key: str) -> str | None:  # the discriminator's name of a shared tensor
+        name = key[len("generator."):]
+        return "discriminator." + name if name.split(".")[0] in SHARED else None
 
-    from lmforge.start.hf import hf_to_ours, load_hf_tokenizer, read_state, resolve, tensor_names  # hf imports us
-
-    folder = resolve(source)
-    config = generator_config(start.config, json.loads((folder / "config.json").read_text()), source)
-    tokenizer = load_hf_tokenizer(folder, source)
-    if tokenizer is not None and start.tokenizer is not None and tokenizer.fingerprint != start.tokenizer.fingerprint:
-        raise UserError(f"model.generator_from '{source}' has another tokenizer than init_from '{start.source}': the "
-                        "two networks share their embeddings, so give the generator trained with that discriminator.")
-    table = GENERATOR.weight_table(config, tensor_names(folder))
-
-    def weights() -> dict[str, torch.Tensor]:
-        state = start.read_weights()
-        generator = hf_to_ours(read_state(Path(folder)), table, source)
-        shared = [f"{name}." for name in SHARED]
-        if any(not torch.equal(v, state["discriminator." + k[len("generator."):]]) for k, v in generator.items()
-               if k[len("generator."):].startswith(tuple(shared))):
-            rank_zero_info(f"model.generator_from '{source}': its embeddings differ from the discriminator's; ELECTRA "
-                           "shares one embedding layer, so the discriminator's are kept.")
-        generator = {k: state["discriminator." + k[len("generator."):]] if k[len("generator."):].startswith(
-            tuple(shared)) else v for k, v in generator.items()}
-        return {**state, **generator}
-
-    return dataclasses.replace(start, config=config, read_weights=weights)
+    shared = {k: twin(k) for k in generator if twin(k) is not None}
+    if any(not torch.equal(generator[k], state[d]) for k, d in shared.items()):
+        rank_zero_info(f"model.generator_from '{source}': its embeddings differ from the discriminator's; ELECTRA "
+                       "shares one embedding layer, so the discriminator's are kept.")
+    return {**state, **generator, **{k: state[d] for k, d in shared.items()}}

@@ -10,6 +10,7 @@ task asks for them (:meth:`Start.state_dict`). A command opens each of its run's
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +22,8 @@ from torch import nn
 
 from lmforge.errors import UserError
 from lmforge.renames import new_class_path, new_hparams, new_keys
-from lmforge.start.hf import hf_to_ours, load_hf_tokenizer, read_hf_folder, read_state, resolve
+from lmforge.start.hf import hf_to_ours, load_hf_tokenizer, read_hf_folder, read_state, resolve, tensor_names
+from lmforge.start.hf_electra import GENERATOR, generator_config, merge_generator
 from lmforge.tokenizer import Tokenizer
 
 
@@ -140,6 +142,27 @@ def _open_hf(source: str) -> Start:
                         f"{config.vocab_size} rows: the folder's tokenizer does not belong to its weights.")
     return Start(source, network, config, tokenizer, lambda: hf_to_ours(read_state(folder), table, source),
                  hf_model_type=kind)
+
+
+def with_generator(start: Start, source: str) -> Start:
+    """An ELECTRA start (its discriminator) with the generator of the Hugging Face folder
+    ``source`` (an ``ElectraForMaskedLM``) added: its shape and weights, the embeddings still the
+    start's. A generator whose embeddings' shape or tokenizer differ from the start's is refused.
+
+    Args:
+        start: An opened start of ELECTRA weights.
+        source: The generator's folder, ``hf:<folder>`` or ``hf:<hub id>``.
+    """
+    folder = resolve(source)
+    config = generator_config(start.config, json.loads((folder / "config.json").read_text()), source)
+    tokenizer = load_hf_tokenizer(folder, source)
+    if tokenizer is not None and start.tokenizer is not None and tokenizer.fingerprint != start.tokenizer.fingerprint:
+        raise UserError(f"model.generator_from '{source}' has another tokenizer than init_from '{start.source}': the "
+                        "two networks share their embeddings, so give the generator trained with that discriminator.")
+    table = GENERATOR.weight_table(config, tensor_names(folder))
+    read = start.read_weights
+    return replace(start, config=config,
+                   read_weights=lambda: merge_generator(read(), hf_to_ours(read_state(folder), table, source), source))
 
 
 def read_checkpoint(path: Path, resuming: bool = True) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from lmforge.models.electra import Electra, ElectraConfig
 from lmforge.objectives.masked_lm import IGNORE
 from lmforge.objectives.replaced_tokens import ReplacedTokens, replace_tokens, sample_tokens
 from lmforge.start import Start, open_start
-from lmforge.start.hf_electra import GENERATOR_SHAPE, with_generator
+from lmforge.start.hf_electra import GENERATOR_SHAPE
+from lmforge.start.starting_point import with_generator
 from lmforge.tasks.base import OptimizerConfig
 from lmforge.tasks.pretraining import PretrainingTask
 
