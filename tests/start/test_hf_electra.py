@@ -173,3 +173,11 @@ def test_mismatches_are_refused_in_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--generator writes an ELECTRA generator, but .* holds a bert network"):
         export(str(tmp_path / "bert.ckpt"), str(tmp_path / "x"), generator=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_resumed_run_keeps_the_checkpoints_generator() -> None:
+    from lmforge.commands.lightning import _given_model_keys
+
+    # a resume repeats the command that started it: generator_from, like init_from, stays the checkpoint's (None)
+    assert _given_model_keys(["--model.generator_from=gen/", "--model.init_from", "d/", "--model.rtd_weight=9"]) == \
+        ["rtd_weight"]

@@ -350,11 +350,12 @@ class _HandOver(_InstantiatorFn):
 def _given_model_keys(argv: list[str]) -> list[str]:
     """The model's arguments set on the command line (``--model.optimizer.lr=1e-3`` gives
     ``optimizer.lr``), which win over a resumed checkpoint's; not the network's shape
-    (``config``) nor ``init_from``, which stay the checkpoint's."""
+    (``config``) nor ``init_from`` (nor ELECTRA's ``generator_from``), which stay the checkpoint's."""
     keys: list[str] = []
     for arg in argv:
         key = arg.split("=", 1)[0].removeprefix("--model.").removeprefix("init_args.")
-        if arg.startswith("--model.") and key.split(".")[0] not in ("config", "init_from", "class_path") \
+        if arg.startswith("--model.") and key.split(".")[0] not in ("config", "init_from", "generator_from",
+                                                                    "class_path") \
                 and key not in keys:
             keys.append(key)
     return keys

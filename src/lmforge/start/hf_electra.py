@@ -55,7 +55,8 @@ class ElectraAdapter(Adapter):
                             "folder (ElectraForPreTraining) and give this one as model.generator_from.")
         if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type", "absolute") != "absolute":
             raise UserError(f"'{source}' uses {hf.get('position_embedding_type', 'absolute')} positions / "
-                            f"{hf.get('hidden_act')} activations; lmforge's ELECTRA has absolute positions and exact GELU.")
+                            f"{hf.get('hidden_act')} activations; lmforge's ELECTRA has absolute positions and "
+                            "exact GELU.")
         return ElectraConfig(vocab_size=hf["vocab_size"], max_seq_len=hf["max_position_embeddings"],
                              n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"],
                              d_model=hf["hidden_size"], d_ff=d_ff_of(hf["intermediate_size"], hf["hidden_size"]),
