@@ -181,3 +181,16 @@ def test_a_resumed_run_keeps_the_checkpoints_generator() -> None:
     # a resume repeats the command that started it: generator_from, like init_from, stays the checkpoint's (None)
     assert _given_model_keys(["--model.generator_from=gen/", "--model.init_from", "d/", "--model.rtd_weight=9"]) == \
         ["rtd_weight"]
+
+
+def test_a_bare_electra_model_folder_is_an_encoder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    disc, _, _, _ = hf_pair(tmp_path)
+    disc.electra.save_pretrained(tmp_path / "bare")  # ElectraModel: no prefix, no head
+    with caplog.at_level(logging.INFO):
+        ElectraTask(init_from=str(tmp_path / "bare"))
+    lines = [r.getMessage() for r in caplog.records if "init_from" in r.getMessage()]
+    assert len(lines) == 1 and "discriminator_head, generator not in the weights, initialised fresh" in lines[0]
+    x = ids()
+    with torch.no_grad():
+        states = FineTuneTask(init_from=str(tmp_path / "bare")).eval().net.token_states(x, torch.ones_like(x))
+        torch.testing.assert_close(states, disc.electra(input_ids=x).last_hidden_state, rtol=1e-5, atol=1e-5)
