@@ -107,3 +107,17 @@ def test_the_discriminator_is_the_encoder_downstream() -> None:
     net.eval(), encoder.eval()
     ones = torch.ones_like(ids)
     torch.testing.assert_close(encoder.token_states(ids, ones), net.token_states(ids, ones))
+
+
+def test_the_cramming_options_reach_both_networks_and_export_refuses_them() -> None:
+    from dataclasses import replace
+
+    from lmforge.models.layers import PreNormBlock
+    from lmforge.start.hf import ADAPTERS
+
+    net = Electra(replace(TINY, pre_norm=True, bias=False))
+    for part in (net.discriminator, net.generator):
+        assert all(isinstance(block, PreNormBlock) for block in part.blocks) and isinstance(part.ln_f, torch.nn.LayerNorm)
+        assert not [name for name, _ in part.blocks.named_parameters() if name.endswith("bias") and "ln" not in name]
+    assert ADAPTERS["electra"].refusal(replace(TINY, bias=False)) is not None
+    assert ADAPTERS["electra"].refusal(TINY) is None

@@ -45,6 +45,9 @@ class ElectraConfig:
         dropout: Dropout on embeddings, attention and residual branches.
         type_vocab_size: Number of segment ids.
         norm_eps: LayerNorm epsilon.
+        pre_norm: Pre-LayerNorm blocks and a final LayerNorm in both networks (see
+            :class:`~lmforge.models.bert.BertConfig`; cramming's choice); ``export`` refuses it.
+        bias: Whether both networks' attention and MLP linear layers have biases; ``export`` refuses ``false``.
     """
 
     vocab_size: int = 30522
@@ -61,6 +64,8 @@ class ElectraConfig:
     dropout: float = 0.1
     type_vocab_size: int = 2
     norm_eps: float = 1e-12
+    pre_norm: bool = False
+    bias: bool = True
 
     def __post_init__(self) -> None:
         if self.generator_d_model is not None and self.generator_d_model > self.d_model:
@@ -73,7 +78,8 @@ class ElectraConfig:
         return BertConfig(vocab_size=self.vocab_size, max_seq_len=self.max_seq_len, n_layer=self.n_layer,
                           n_head=self.n_head, d_model=self.d_model, d_ff=self.d_ff, dropout=self.dropout,
                           type_vocab_size=self.type_vocab_size, norm_eps=self.norm_eps, nsp_head=False,
-                          embedding_size=self.embedding_size or self.d_model, mlm_head=False)
+                          embedding_size=self.embedding_size or self.d_model, mlm_head=False,
+                          pre_norm=self.pre_norm, bias=self.bias)
 
     def generator(self) -> BertConfig:
         """The generator's shape: a narrower masked-LM encoder on the same embeddings."""
@@ -83,7 +89,7 @@ class ElectraConfig:
                           n_head=self.generator_n_head or max(1, width // 64), d_model=width,
                           d_ff=self.generator_d_ff or 4 * width, dropout=self.dropout,
                           type_vocab_size=self.type_vocab_size, norm_eps=self.norm_eps, nsp_head=False,
-                          embedding_size=self.embedding_size or self.d_model)
+                          embedding_size=self.embedding_size or self.d_model, pre_norm=self.pre_norm, bias=self.bias)
 
 
 class DiscriminatorHead(nn.Module):
