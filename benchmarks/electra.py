@@ -299,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     size = sum(Path(b).stat().st_size for b in chosen)
     print(f"books {len(chosen)} ({size / 1e6:.1f} MB); arms {', '.join(a.arms)}", flush=True)
     data_args = ["--data=lmforge.data.TextCorpus", f"--data.source.paths={json.dumps(chosen)}",
+                 # every arm reads the whole of the chosen books: no document limit carried over from an arm's config
+                 "--data.max_documents=null",
                  "--data.txt_split=blank_line", "--data.val_fraction=0.02", "--data.tokenizer.kind=wordpiece",
                  f"--data.tokenizer.vocab_size={shape['vocab']}", "--data.tokenizer.specials=bert",
                  "--data.tokenizer.lowercase=true"]
@@ -317,6 +319,12 @@ def main(argv: list[str] | None = None) -> None:
                                 "tokens_per_sec": round(tokens / seconds, 1), "trained": trained(run / arm)}
         print(f"{arm}: {steps[arm]} steps, {tokens} tokens, {fpt[arm] * tokens:.3e} FLOPs in {seconds / 60:.1f} min "
               f"({tokens / seconds:.0f} tokens/s with validation and checkpoints)", flush=True)
+    # each arm trained on the very same examples (the checkpoints' digest of the training blocks)
+    import torch
+
+    digests = {arm: torch.load(max(ckpts[arm].items())[1], map_location="cpu", weights_only=False)["TextCorpus"]
+               ["identity"]["examples"] for arm in a.arms}
+    assert len(set(digests.values())) == 1, f"the arms trained on different data: {digests}"
     if not a.only_pretrain:
         from lmforge.commands.lightning import fit_metrics
         from lmforge.evaluation import evaluate
