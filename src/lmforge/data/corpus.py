@@ -250,19 +250,11 @@ class CorpusDataModule(L.LightningDataModule):
         else:
             block = self.objective.block_length(self.seq_len)
             unit = f"blocks of {block} tokens"
+            self.train_set, self.val_set = self.train_blocks(block), self.val_blocks(block)
             if self.streaming:
-                rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-                self.train_set = StreamingBlocks(self._stream_documents, tok.encode_batch, tok.eos_id,
-                                                 token_dtype(tok.vocab_size), block, rank, world)
-                val_docs = [d for s, d in itertools.islice(
-                    ((s, d) for s, d in self.labelled_documents() if s == "val"), self.stream_val_documents)]
-                stream = concat_documents(tok.encode_batch(val_docs), tok.eos_id, token_dtype(tok.vocab_size))
-                self.val_set = PackedBlocks(stream, block)
-                counts = f"streaming; {len(val_docs)} val documents, "
+                counts = f"streaming; {self._val_documents} val documents, "
             else:
                 prepared = self.prepare()
-                self.train_set = ShardBlocks(prepared.shards["train"], block)
-                self.val_set = ShardBlocks(prepared.shards["val"], block)
                 n_docs = [sum(len(s.doc_ends) for s in prepared.shards[k]) for k in ("train", "val")]
                 counts = f"{n_docs[0]} train / {n_docs[1]} val documents, "
         for split, ds in (("train", self.train_set), ("validation", self.val_set)):
@@ -283,6 +275,35 @@ class CorpusDataModule(L.LightningDataModule):
         rank_zero_info(f"{self.name}: {counts}{sizes} {unit}.")
 
         save_run_tokenizer(self.trainer, tok, self.tokenizer_spec)
+
+    def train_blocks(self, block: int) -> Dataset:
+        """The training blocks of ``block`` tokens: from the prepared shards, or a stream split over
+        this run's ranks (a mixture reads each of its corpora through this too).
+
+        Args:
+            block: Tokens per block (the objective's block length).
+        """
+        tok = self.tokenizer
+        if not self.streaming:
+            return ShardBlocks(self.prepare().shards["train"], block)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return StreamingBlocks(self._stream_documents, tok.encode_batch, tok.eos_id, token_dtype(tok.vocab_size),
+                               block, rank, world)
+
+    def val_blocks(self, block: int) -> Dataset:
+        """The validation blocks of ``block`` tokens: from the prepared shards, or, when streaming, the
+        first ``stream_val_documents`` held-out documents packed in memory.
+
+        Args:
+            block: Tokens per block.
+        """
+        tok = self.tokenizer
+        if not self.streaming:
+            return ShardBlocks(self.prepare().shards["val"], block)
+        docs = [d for s, d in itertools.islice(((s, d) for s, d in self.labelled_documents() if s == "val"),
+                                               self.stream_val_documents)]
+        self._val_documents = len(docs)
+        return PackedBlocks(concat_documents(tok.encode_batch(docs), tok.eos_id, token_dtype(tok.vocab_size)), block)
 
     def _stream_documents(self, start: int) -> Iterator[str]:
         return self.train_documents(start) if not self.augment else itertools.islice(

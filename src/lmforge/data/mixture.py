@@ -23,11 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from lmforge.batching import Objective
 from lmforge.data.blend import Blend, MixtureBlocks, MixtureSampler, MixtureStream
 from lmforge.data.corpus import CorpusDataModule, save_run_tokenizer
-from lmforge.data.packing import PackedBlocks, concat_documents, token_dtype
 from lmforge.data.resume import DataPosition, identity
 from lmforge.data.sampler import Keyed, keyed_collate
-from lmforge.data.shards import ShardBlocks
-from lmforge.data.streaming import StreamingBlocks, collate_stream
+from lmforge.data.streaming import collate_stream
 from lmforge.data.tokenizer import TokenizerSpec
 from lmforge.errors import UserError, did_you_mean
 from lmforge.tokenizer import Tokenizer
@@ -210,11 +208,13 @@ class CorpusMixture(L.LightningDataModule):
         tok = self.tokenizer
         objective.bind(tok)
         block = objective.block_length(self.seq_len)
-        train = [self._train_blocks(corpus, block) for corpus in self.sources]
+        for corpus in self.corpora():  # (a stream splits over the run's ranks: its corpora must know them)
+            corpus.trainer = self.trainer
+        train = [corpus.train_blocks(block) for corpus in self.sources]
         weights = np.asarray(self.weights) / sum(self.weights)
-        self.val_sets = [(name, float(w), self._val_blocks(corpus, block))
+        self.val_sets = [(name, float(w), corpus.val_blocks(block))
                          for name, w, corpus in zip(self.names, weights, self.sources)]
-        self.val_sets += [(name, 0.0, self._val_blocks(corpus, block)) for name, corpus in self.validate_on.items()]
+        self.val_sets += [(name, 0.0, corpus.val_blocks(block)) for name, corpus in self.validate_on.items()]
         for name, _, blocks in self.val_sets:
             if len(blocks) == 0:
                 raise UserError(f"The validation split of source {name!r} is too short for one example of "
@@ -241,22 +241,6 @@ class CorpusMixture(L.LightningDataModule):
         val = ", ".join(f"{n}: {len(b):,}" for n, _, b in self.val_sets)
         rank_zero_info(f"{self.name}: {sizes}; validation blocks {val} ({block} tokens each).")
         save_run_tokenizer(self.trainer, tok, self.tokenizer_spec)
-
-    def _train_blocks(self, corpus: CorpusDataModule, block: int) -> Dataset:
-        if not self.streaming:
-            return ShardBlocks(corpus.prepare().shards["train"], block)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        tok = self.tokenizer
-        return StreamingBlocks(corpus._stream_documents, tok.encode_batch, tok.eos_id, token_dtype(tok.vocab_size),
-                               block, rank, world)
-
-    def _val_blocks(self, corpus: CorpusDataModule, block: int) -> Dataset:
-        if not self.streaming:
-            return ShardBlocks(corpus.prepare().shards["val"], block)
-        tok = self.tokenizer
-        docs = [d for s, d in itertools.islice(((s, d) for s, d in corpus.labelled_documents() if s == "val"),
-                                               corpus.stream_val_documents)]
-        return PackedBlocks(concat_documents(tok.encode_batch(docs), tok.eos_id, token_dtype(tok.vocab_size)), block)
 
     def train_dataloader(self) -> DataLoader:
         if isinstance(self.train_set, MixtureStream):
