@@ -231,3 +231,23 @@ def test_a_bad_mixture_is_refused_before_anything_is_written(override: str, says
         os.chdir(cwd)
     assert says in err
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_masked_lm_on_a_mixture_logs_each_source_and_the_weighted_loss(two_corpora: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    from lmforge.cli import main
+
+    config = _mixture_config(tmp_path, dict(zip(("general", "domain"), two_corpora)))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main(["fit", "-c", str(CONFIGS / "bert" / "tiny.yaml"), "-c", str(config), "--model.nsp=false",
+              "--data.seq_len=16", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+              "--sample.enabled=false", "--trainer.enable_progress_bar=false"])
+    finally:
+        os.chdir(cwd)
+    s = _scalars(next((tmp_path / "logs").glob("*/version_0")))
+    assert {"val/loss", "val/mlm_loss/general", "val/mlm_loss/domain"} <= set(s), sorted(s)
+    assert not [tag for tag in s if "dataloader_idx" in tag]
+    for (_, loss), (_, g), (_, d) in zip(s["val/loss"], s["val/mlm_loss/general"], s["val/mlm_loss/domain"]):
+        assert loss == pytest.approx(0.5 * g + 0.5 * d, rel=1e-5)

@@ -113,7 +113,8 @@ class MaskedLMTask(PretrainingTask):
             self.log("train/mlm_acc", correct.float() / max(n, 1), on_step=True, on_epoch=False)
         else:
             self.record_eval(mlm_loss, n, correct)  # val/mlm_loss, val/ppl, val/mlm_acc
-            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch["input_ids"].size(0), sync_dist=True)
+            if getattr(self, "_eval_set", None) is None:  # (a mixture's named sets: val/loss comes from record_eval)
+                self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=batch["input_ids"].size(0), sync_dist=True)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

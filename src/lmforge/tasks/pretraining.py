@@ -207,6 +207,9 @@ class PretrainingTask(Task):
                     base = key[: -len(name) - 1]
                     overall[base] = overall.get(base, 0.0) + w * value
         metrics.update(overall)
+        if f"{prefix}/loss" not in metrics and f"{prefix}/{self.eval_loss_name}" in overall:
+            # the weighted loss checkpoints monitor (a mixture trains no sentence objective: MLM's loss is all of it)
+            metrics[f"{prefix}/loss"] = overall[f"{prefix}/{self.eval_loss_name}"]
         for name in (self.eval_loss_name, *(f"loss_{part}" for part in self.eval_parts)) if self.log_perplexity else ():
             if f"{prefix}/{name}" in overall:
                 ppl = "ppl" if name == self.eval_loss_name else name.replace("loss_", "ppl_", 1)
