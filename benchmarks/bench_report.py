@@ -26,6 +26,19 @@ def threads_and_notice(a: argparse.Namespace) -> None:
               "the figures are not meaningful", flush=True)
 
 
+def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar a run's TensorBoard event files hold: tag -> ``[(step, value), ...]``.
+
+    Args:
+        run: The folder of the event files (a logger's ``version_N``).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def open_run(work: Path, folder: Path, command: str) -> float:
     """Make the run folder (its own lmforge cache inside), say where it is; the start time.
 

@@ -52,6 +52,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
+import bench_report  # noqa: E402
 import standins  # noqa: E402  (the stand-in data of --smoke)
 from bench_report import threads_and_notice  # noqa: E402
 
@@ -94,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="the pretraining arms, in order")
     p.add_argument("--electra-config", default=None, help="the ELECTRA arm config (default configs/electra/tiny.yaml)")
+    p.add_argument("--generator-width", type=float, default=0.25,
+                   help="the ELECTRA generator's width as a share of the discriminator's (ELECTRA-Small's quarter)")
+    p.add_argument("--generator-layers", type=int, default=None, help="the generator's blocks (default: as many as the "
+                   "discriminator, as in the paper)")
     p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
     p.add_argument("--corpus-mb", type=float, default=8.0, help="MB of books (8 MB: 1.8 M tokens, one pass of a run)")
     p.add_argument("--reference-steps", type=int, default=500,
@@ -103,7 +108,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sst2-train", type=int, default=1000, help="SST-2 training sentences per fine-tune")
     p.add_argument("--sst2-steps", type=int, default=300)
     p.add_argument("--ner-steps", type=int, default=300)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds of random init and each arm's last checkpoint")
+    p.add_argument("--curve-seeds", type=int, default=None,
+                   help="fine-tuning seeds of the quarter and half checkpoints (default --seeds; 0: none); run after the others")
+    p.add_argument("--no-random-init", action="store_true",
+                   help="no random-init baseline (another run of the same shape and tokenizer has its figures)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     p.add_argument("--smoke", action="store_true",
@@ -118,10 +127,12 @@ def arm_args(name: str, a: argparse.Namespace, shape: dict, data: list[str]) -> 
     args = [f for c in configs for f in ("-c", str(ROOT / c))] + arm.args
     if arm.shaped:
         args += [f"--model.config.{key}={shape[key]}" for key in ("n_layer", "n_head", "d_model")]
-    if arm.shaped and name == "electra":  # embeddings as wide as BERT's; the generator a quarter, a head per 64
-        width = shape["d_model"] // 4
+    if arm.shaped and name == "electra":  # embeddings as wide as BERT's; the generator narrower, a head per 64
+        width = max(1, round(shape["d_model"] * a.generator_width))
         args += [f"--model.config.embedding_size={shape['d_model']}", f"--model.config.generator_d_model={width}",
                  f"--model.config.generator_n_head={max(1, width // 64)}"]
+        if a.generator_layers:
+            args.append(f"--model.config.generator_n_layer={a.generator_layers}")
     return args + data + [f"--data.seq_len={shape['seq_len']}", f"--data.batch_size={shape['batch_size']}"]
 
 
@@ -172,7 +183,7 @@ def trained(folder: Path) -> dict:
     """What a pretraining run trained, from the config it saved: the task, the network's options, the schedule."""
     model = yaml.safe_load((folder / "version_0" / "config.yaml").read_text())["model"]
     config, optimizer = model["init_args"].get("config") or {}, model["init_args"]["optimizer"]
-    keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head", "generator_d_model")
+    keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head", "generator_d_model", "generator_n_layer")
     return {"task": model["class_path"], **{k: config.get(k) for k in keys},
             **{k: optimizer[k] for k in ("lr", "schedule", "warmup_steps", "min_lr_ratio")}}
 
@@ -219,20 +230,54 @@ def scores(out: Path, metric: str) -> dict[str, list[float]]:
     return found
 
 
+def learned(run: Path, arms: list[str], step_tokens: int) -> list[str]:
+    """What each arm's pretraining learned, at each validation (from its TensorBoard events): the
+    masked-LM loss on the masked tokens (ELECTRA's: its generator's) beside what the unigram
+    frequencies alone give, and ELECTRA's discriminator against always answering "original"."""
+    import math
+
+    import numpy as np
+
+    meta = next((run / "cache" / "shards").glob("*/meta.json"))
+    read = {split: np.concatenate([np.fromfile(f, dtype=json.loads(meta.read_text())["dtype"])
+                                   for f in sorted(meta.parent.glob(f"{split}-*.bin"))]) for split in ("train", "val")}
+    counts = np.bincount(read["train"], minlength=int(max(read["train"].max(), read["val"].max())) + 1) + 0.5
+    unigram = float(-np.log(counts[read["val"]] / counts.sum()).mean())  # nats per validation token
+    lines = [f"Unigram reference (the training split's token frequencies, no context): {unigram:.3f} nats per "
+             "validation token.", "",
+             "| arm | step | tokens | val MLM loss | val RTD loss | all \"original\" | val RTD AUC |",
+             "|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        found = bench_report.scalars(run / arm / "version_0")
+        mlm = dict(found.get("val/mlm_loss") or found.get("val/loss_mlm") or [])
+        rtd, auc = dict(found.get("val/loss_rtd", [])), dict(found.get("val/auc_rtd", []))
+        replaced = [v for _, v in found.get("train/replaced", [])]
+        for step in sorted(k for k in mlm if k > 0):
+            share = 0.15 * (sum(replaced) / len(replaced)) if replaced else math.nan  # replaced share of the tokens
+            floor = -(share * math.log(share) + (1 - share) * math.log(1 - share)) if replaced else math.nan
+            cells = [f"{rtd[step]:.3f}", f"{floor:.3f}", f"{auc[step]:.3f}"] if step in rtd else ["", "", ""]
+            lines.append(f"| {arm} | {step + 1} | {(step + 1) * step_tokens:,} | {mlm[step]:.3f} | " + " | ".join(cells)
+                         + " |")
+    return lines
+
+
 def report(results: dict, arms: list[str], budget: float, run: Path) -> list[str]:
-    """The markdown table (a row per start, a column per task) and the plot of score against FLOPs."""
+    """The markdown table (a row per start, a column per task, mean ± sd over seeds, then the mean over
+    the tasks and the seeds) and the plot of score against FLOPs."""
     from lmforge.evaluation.report import mean_std
 
     tasks = list(results["downstream"])
-    lines = ["| start | pretraining FLOPs | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    lines = ["| start | pretraining FLOPs | seeds | " + " | ".join(tasks) + " | mean |",
+             "|---|---|---|" + "---|" * (len(tasks) + 1)]
     starts = ["random init"] + [f"{arm} {f:g}" for arm in arms for f in FRACTIONS]
     for start in starts:
         flops = 0.0 if start == "random init" else float(start.split()[1]) * budget
-        cells = []
-        for task in tasks:
-            mean, sd = mean_std(results["downstream"][task]["scores"].get(start, []))
-            cells.append(f"{100 * mean:.1f} ± {100 * sd:.1f}")
-        lines.append(f"| {start} | {flops:.2e} | " + " | ".join(cells) + " |")
+        found = [results["downstream"][task]["scores"].get(start, []) for task in tasks]
+        if not any(found):
+            continue
+        cells = [f"{100 * m:.1f} ± {100 * sd:.1f}" for m, sd in map(mean_std, found)]
+        mean = sum(mean_std(f)[0] for f in found) / len(found)
+        lines.append(f"| {start} | {flops:.2e} | {len(found[0])} | " + " | ".join(cells) + f" | {100 * mean:.1f} |")
     try:
         import matplotlib
 
@@ -325,18 +370,28 @@ def main(argv: list[str] | None = None) -> None:
     digests = {arm: torch.load(max(ckpts[arm].items())[1], map_location="cpu", weights_only=False)["TextCorpus"]
                ["identity"]["examples"] for arm in a.arms}
     assert len(set(digests.values())) == 1, f"the arms trained on different data: {digests}"
+    print("\n" + "\n".join(learned(run, a.arms, step_tokens)) + "\n", flush=True)
     if not a.only_pretrain:
         from lmforge.commands.lightning import fit_metrics
         from lmforge.evaluation import evaluate
 
-        starts = [(f"{arm} {f:g}", str(path)) for arm in a.arms for f, path in ckpts[arm].items()]
-        for task, (recipe, metric) in finetune_recipes(run, data, shape, a).items():
-            out = run / f"eval-{task}"
-            evaluate([s for _, s in starts], recipe=[str(recipe)], metric=metric, seeds=a.seeds,
-                     labels=[label for label, _ in starts], out=str(out), fit=fit_metrics,
-                     train_sizes=[a.sst2_train] if task == "sst2" else None, curve_steps=a.sst2_steps)
-            results["downstream"][task] = {"metric": metric, "scores": scores(out, metric)}
-        print("\n" + "\n".join(report(results, a.arms, budget, run)) + "\n")
+        # the headline first (random init and each arm's whole budget, --seeds seeds), then the curve's
+        # earlier checkpoints (--curve-seeds): a run cut short still has the comparison at equal compute
+        curve_seeds = a.seeds if a.curve_seeds is None else a.curve_seeds
+        phases = [("", [f for f in FRACTIONS if f == 1.0], a.seeds, not a.no_random_init),
+                  ("-curve", [f for f in FRACTIONS if f != 1.0], curve_seeds, False)][: 2 if curve_seeds else 1]
+        recipes = finetune_recipes(run, data, shape, a)
+        for suffix, fractions, seeds, random_baseline in phases:
+            starts = [(f"{arm} {f:g}", str(ckpts[arm][f])) for arm in a.arms for f in fractions]
+            for task, (recipe, metric) in recipes.items():
+                out = run / f"eval-{task}{suffix}"
+                evaluate([s for _, s in starts], recipe=[str(recipe)], metric=metric, seeds=seeds,
+                         random_baseline=random_baseline, labels=[label for label, _ in starts], out=str(out),
+                         fit=fit_metrics, train_sizes=[a.sst2_train] if task == "sst2" else None,
+                         curve_steps=a.sst2_steps)
+                found = results["downstream"].setdefault(task, {"metric": metric, "scores": {}})["scores"]
+                found.update(scores(out, metric))
+            print("\n" + "\n".join(report(results, a.arms, budget, run)) + "\n", flush=True)
     results.update(minutes=round((time.perf_counter() - started) / 60, 1), run=str(run), settings=vars(a))
     print(json.dumps(results))
 

@@ -92,14 +92,6 @@ def fit(work: Path, name: str, model: dict, data: dict, steps: int, a: argparse.
     return work / "logs" / name / "version_0"
 
 
-def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     bench_report.threads_and_notice(a)
@@ -149,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             run = fit(run_dir, f"continue-replay{share:g}-seed{seed}", model, data, a.continue_steps, a, 1234 + seed)
             results.setdefault(f"{share:g}", []).append(trained_and_scored(run, share, a))
 
-    base = scalars(pretrained)
+    base = bench_report.scalars(pretrained)
     end = {tag: base[f"val/loss/{tag}"][-1][1] for tag in ("abstracts", "books")}
     seeds = f", mean ± sd over {a.seeds} seeds" if a.seeds > 1 else " (one seed)"
     report = [
@@ -175,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
 def trained_and_scored(run: Path, share: float, a: argparse.Namespace) -> dict:
     """What a continued run trained on (tokens per source, checked against its replay share) and its
     two validation curves."""
-    s = scalars(run)
+    s = bench_report.scalars(run)
     tokens = {name: s[f"data/tokens/{name}"][-1][1] for name in ("abstracts", "books") if f"data/tokens/{name}" in s}
     # each side is what it names: no books trained on without replay, and the books' share as asked
     assert ("books" in tokens) == (share > 0), tokens

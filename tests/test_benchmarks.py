@@ -266,4 +266,5 @@ def test_electra(smoke: Smoke) -> None:
     for task in ("sst2", "jnlpba"):
         starts = summary["downstream"][task]["scores"]
         assert set(starts) == {"random init"} | {f"{a} {f}" for a in arms for f in ("0.25", "0.5", "1")}
-    assert "| start | pretraining FLOPs | sst2 | jnlpba |" in out and "| recipe 1 |" in out
+    assert "Unigram reference" in out and "| all \"original\" | val RTD AUC |" in out  # what each arm learned
+    assert "| start | pretraining FLOPs | seeds | sst2 | jnlpba | mean |" in out and "| recipe 1 |" in out
