@@ -7,8 +7,8 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
 1. Each arm pretrains from scratch on the SAME number of training FLOPs: its steps are the budget
    divided by its task's ``flops_per_token()`` (the work its step does: sparse prediction's MLM
    head on the masked positions only; ELECTRA's generator and discriminator) times the tokens of
-   a step. The budget is what ``--reference-steps`` steps of the first arm cost (sized so that a
-   run takes about 20 minutes here), or ``--budget-flops``. A checkpoint is kept at a quarter, a
+   a step. The budget is what ``--reference-steps`` steps of the first arm cost (800 BERT steps:
+   7 to 13 minutes an arm on 2 CPU cores), or ``--budget-flops``. A checkpoint is kept at a quarter, a
    half and all of each arm's steps.
    - ``bert``: ``configs/bert/mini.yaml`` (post-norm, biases, dropout 0.1), masked LM without NSP,
      peak 5e-4, linear warmup over 10% of the steps then linear decay (OUR choice: the preset's
@@ -25,7 +25,7 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
 3. A table (mean ± sd over seeds) and a plot (``electra.png``) of each score against the
    pretraining FLOPs, and a final JSON line with every figure.
 
-    python benchmarks/electra.py                       # hours on 2 shared CPU cores
+    python benchmarks/electra.py --curve-seeds 1      # the RESULTS.md run: 1 h 37 min on 2 shared CPU cores
     python benchmarks/electra.py --arms bert electra   # some of the arms
     python benchmarks/electra.py --smoke               # plumbing only on stand-in data, about a minute
 
@@ -100,9 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generator-layers", type=int, default=None, help="the generator's blocks (default: as many as the "
                    "discriminator, as in the paper)")
     p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
-    p.add_argument("--corpus-mb", type=float, default=8.0, help="MB of books (8 MB: 1.8 M tokens, one pass of a run)")
-    p.add_argument("--reference-steps", type=int, default=500,
-                   help="the budget: this many steps of the first arm (500 x 4096 tokens: ~20 min at ~1,700 tokens/s)")
+    p.add_argument("--corpus-mb", type=float, default=16.0,
+                   help="MB of books (16 MB: 3.5 M tokens, a little more than one pass of the default budget)")
+    p.add_argument("--reference-steps", type=int, default=800,
+                   help="the budget: this many steps of the first arm (800 x 4096 tokens: BERT 9.5 min at 5,800 tokens/s)")
     p.add_argument("--budget-flops", type=float, default=None, help="the budget in FLOPs (not --reference-steps)")
     p.add_argument("--only-pretrain", action="store_true", help="stop after pretraining (sizing and tokens/s)")
     p.add_argument("--sst2-train", type=int, default=1000, help="SST-2 training sentences per fine-tune")
