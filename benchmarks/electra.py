@@ -54,7 +54,6 @@ DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported
 import bench_report  # noqa: E402
 import standins  # noqa: E402  (the stand-in data of --smoke)
-from bench_report import threads_and_notice  # noqa: E402
 
 SHAPE = {"n_layer": 4, "n_head": 4, "d_model": 256, "vocab": 16384, "seq_len": 128, "batch_size": 32}
 SMOKE_SHAPE = {"n_layer": 1, "n_head": 2, "d_model": 32, "vocab": 512, "seq_len": 32, "batch_size": 4}
@@ -240,8 +239,9 @@ def learned(run: Path, arms: list[str], step_tokens: int) -> list[str]:
     import numpy as np
 
     meta = next((run / "cache" / "shards").glob("*/meta.json"))
-    read = {split: np.concatenate([np.fromfile(f, dtype=json.loads(meta.read_text())["dtype"])
-                                   for f in sorted(meta.parent.glob(f"{split}-*.bin"))]) for split in ("train", "val")}
+    dtype = json.loads(meta.read_text())["dtype"]
+    read = {split: np.concatenate([np.fromfile(f, dtype=dtype) for f in sorted(meta.parent.glob(f"{split}-*.bin"))])
+            for split in ("train", "val")}
     counts = np.bincount(read["train"], minlength=int(max(read["train"].max(), read["val"].max())) + 1) + 0.5
     unigram = float(-np.log(counts[read["val"]] / counts.sum()).mean())  # nats per validation token
     lines = [f"Unigram reference (the training split's token frequencies, no context): {unigram:.3f} nats per "
@@ -253,9 +253,9 @@ def learned(run: Path, arms: list[str], step_tokens: int) -> list[str]:
         mlm = dict(found.get("val/mlm_loss") or found.get("val/loss_mlm") or [])
         rtd, auc = dict(found.get("val/loss_rtd", [])), dict(found.get("val/auc_rtd", []))
         replaced = [v for _, v in found.get("train/replaced", [])]
+        share = 0.15 * (sum(replaced) / len(replaced)) if replaced else math.nan  # replaced share of the tokens
+        floor = -(share * math.log(share) + (1 - share) * math.log(1 - share)) if replaced else math.nan
         for step in sorted(k for k in mlm if k > 0):
-            share = 0.15 * (sum(replaced) / len(replaced)) if replaced else math.nan  # replaced share of the tokens
-            floor = -(share * math.log(share) + (1 - share) * math.log(1 - share)) if replaced else math.nan
             cells = [f"{rtd[step]:.3f}", f"{floor:.3f}", f"{auc[step]:.3f}"] if step in rtd else ["", "", ""]
             lines.append(f"| {arm} | {step + 1} | {(step + 1) * step_tokens:,} | {mlm[step]:.3f} | " + " | ".join(cells)
                          + " |")
@@ -276,8 +276,9 @@ def report(results: dict, arms: list[str], budget: float, run: Path) -> list[str
         found = [results["downstream"][task]["scores"].get(start, []) for task in tasks]
         if not any(found):
             continue
-        cells = [f"{100 * m:.1f} ± {100 * sd:.1f}" for m, sd in map(mean_std, found)]
-        mean = sum(mean_std(f)[0] for f in found) / len(found)
+        stats = [mean_std(f) for f in found]
+        cells = [f"{100 * m:.1f} ± {100 * sd:.1f}" for m, sd in stats]
+        mean = sum(m for m, _ in stats) / len(stats)
         lines.append(f"| {start} | {flops:.2e} | {len(found[0])} | " + " | ".join(cells) + f" | {100 * mean:.1f} |")
     try:
         import matplotlib
@@ -306,7 +307,7 @@ def report(results: dict, arms: list[str], budget: float, run: Path) -> list[str
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     shape = SMOKE_SHAPE if a.smoke else SHAPE
-    threads_and_notice(a)
+    bench_report.threads_and_notice(a)
     for arm in a.arms:
         configs = [a.electra_config] if arm == "electra" and a.electra_config else ARMS[arm].configs
         missing = [c for c in configs if not (ROOT / c).is_file()]
