@@ -28,6 +28,13 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
     python benchmarks/electra.py --curve-seeds 1      # the RESULTS.md run: 1 h 37 min on 2 shared CPU cores
     python benchmarks/electra.py --arms bert electra   # some of the arms
     python benchmarks/electra.py --smoke               # plumbing only on stand-in data, about a minute
+    python benchmarks/electra.py --arms recipe --d-model 128 --budget-flops 7.97e13 --only-pretrain  # another width
+    python benchmarks/electra.py --arms recipe --reuse benchmarks/.runs/electra-<time> --tasks sst2 \
+        --curve-seeds 0 --finetune-lr 1e-3 --finetune-mode probe   # fine-tune a run's checkpoints again, otherwise
+
+``--reuse`` takes an earlier run's folder and fine-tunes its checkpoints (pass the same arms, shape
+and budget; nothing is pretrained again), writing ``eval-<task>-<mode>-lr<lr>`` folders beside the
+first ones, so the fine-tuning settings can be varied on the very same pretrained networks.
 
 Runs go to ``benchmarks/.runs/electra-<time>/`` (ignored by git). ``--smoke`` runs every step
 through the same code on stand-ins of the data folder (``standins.py``) unless ``--data`` names a
@@ -98,14 +105,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the ELECTRA generator's width as a share of the discriminator's (ELECTRA-Small's quarter)")
     p.add_argument("--generator-layers", type=int, default=None, help="the generator's blocks (default: as many as the "
                    "discriminator, as in the paper)")
+    p.add_argument("--d-model", type=int, default=SHAPE["d_model"],
+                   help="the encoders' width (every arm; a head per 64 channels)")
+    p.add_argument("--n-layer", type=int, default=SHAPE["n_layer"], help="the encoders' blocks (every arm)")
     p.add_argument("--data", default=None, help=f"the data folder (default {DATA}; smoke: stand-ins)")
     p.add_argument("--corpus-mb", type=float, default=16.0,
                    help="MB of books (16 MB: 3.5 M tokens, a little more than one pass of the default budget)")
     p.add_argument("--reference-steps", type=int, default=800,
                    help="the budget: this many steps of the first arm (800 x 4096 tokens: BERT 9.5 min at 5,800 tokens/s)")
     p.add_argument("--budget-flops", type=float, default=None, help="the budget in FLOPs (not --reference-steps)")
+    p.add_argument("--reuse", default=None, metavar="RUN",
+                   help="fine-tune the checkpoints of an earlier run's folder (the same arms and budget) instead of "
+                        "pretraining again: its evaluation folders are named after the fine-tuning settings")
     p.add_argument("--only-pretrain", action="store_true", help="stop after pretraining (sizing and tokens/s)")
     p.add_argument("--sst2-train", type=int, default=1000, help="SST-2 training sentences per fine-tune")
+    p.add_argument("--tasks", nargs="+", default=["sst2", "jnlpba"], choices=["sst2", "jnlpba"],
+                   help="the downstream tasks to fine-tune")
+    p.add_argument("--finetune-lr", type=float, default=5e-4, help="the fine-tuning peak learning rate (every start)")
+    p.add_argument("--finetune-mode", choices=["full", "probe"], default="full",
+                   help="fine-tune the whole network, or train a head on the frozen network (probe)")
     p.add_argument("--sst2-steps", type=int, default=300)
     p.add_argument("--ner-steps", type=int, default=300)
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds of random init and each arm's last checkpoint")
@@ -170,13 +188,19 @@ def pretrain(name: str, args: list[str], steps: int, warmup: float, run: Path, s
           f"--seed_everything={seed}", f"--trainer.logger={json.dumps(logger)}",
           "--checkpoint.monitor=null", "--checkpoint.save_top_k=-1", f"--checkpoint.every_n_train_steps={quarter}",
           "--checkpoint.filename=step-{step}"])
-    seconds = time.perf_counter() - started
+    return checkpoints(run, name, steps), time.perf_counter() - started
+
+
+def checkpoints(run: Path, name: str, steps: int) -> dict[float, Path]:
+    """Arm ``name``'s checkpoints in ``run`` by fraction of its ``steps``; a missing one ends the script."""
     folder = run / name / "version_0" / "checkpoints"
-    assert (run / name / "version_0" / "config.yaml").is_file()
     ckpts = {f: folder / f"step-{round(f * steps)}.ckpt" for f in FRACTIONS}
     missing = [str(p) for p in ckpts.values() if not p.is_file()]
-    assert not missing, f"{name}: no checkpoint {missing} in {sorted(p.name for p in folder.iterdir())}"
-    return ckpts, seconds
+    if missing or not (run / name / "version_0" / "config.yaml").is_file():
+        found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        sys.exit(f"{run} has no checkpoint {', '.join(missing) or 'config'} of arm {name} ({steps} steps; found "
+                 f"{found}): pass the arms, shape and budget of the run that wrote it.")
+    return ckpts
 
 
 def trained(folder: Path) -> dict:
@@ -188,14 +212,16 @@ def trained(folder: Path) -> dict:
             **{k: optimizer[k] for k in ("lr", "schedule", "warmup_steps", "min_lr_ratio")}}
 
 
-def finetune_recipes(run: Path, data: Path, shape: dict, a: argparse.Namespace) -> dict[str, tuple[Path, str]]:
-    """The fine-tuning config of each task (file, the metric the table reports), written into ``run``."""
+def finetune_recipes(run: Path, data: Path, shape: dict, a: argparse.Namespace,
+                     tag: str = "") -> dict[str, tuple[Path, str]]:
+    """The fine-tuning config of each of ``a.tasks`` (file, the metric the table reports), written
+    into ``run`` as ``<task><tag>.yaml``."""
     trainer = {"accelerator": "cpu", "precision": "32-true", "check_val_every_n_epoch": None,
                "log_every_n_steps": 10, "enable_model_summary": False, "enable_progress_bar": False}
-    optimizer = {"lr": 5.0e-4, "weight_decay": 0.01, "betas": [0.9, 0.999], "min_lr_ratio": 0.0}
+    optimizer = {"lr": a.finetune_lr, "weight_decay": 0.01, "betas": [0.9, 0.999], "min_lr_ratio": 0.0}
     seq_len = min(64, shape["seq_len"])
     sst2 = {"model": {"class_path": "lmforge.evaluation.FineTuneTask", "init_args": {
-                "mode": "full", "pooling": "mean", "dropout": 0.1, "optimizer": optimizer, "warmup_ratio": 0.1}},
+                "mode": a.finetune_mode, "pooling": "mean", "dropout": 0.1, "optimizer": optimizer, "warmup_ratio": 0.1}},
             "data": {"class_path": "lmforge.evaluation.LabeledText", "init_args": {
                 "source": {"paths": str(data / "labeled" / "sst2" / "train.tsv"), "text_field": "sentence"},
                 "validation": str(data / "labeled" / "sst2" / "dev.tsv"), "label_field": "label",
@@ -203,15 +229,15 @@ def finetune_recipes(run: Path, data: Path, shape: dict, a: argparse.Namespace) 
             "trainer": {**trainer, "max_steps": a.sst2_steps, "val_check_interval": a.sst2_steps}}
     jnlpba = data / "downstream" / "ner" / "jnlpba"
     ner = {"model": {"class_path": "lmforge.evaluation.TokenClassificationTask", "init_args": {
-               "dropout": 0.1, "optimizer": optimizer, "warmup_ratio": 0.1}},
+               "mode": a.finetune_mode, "dropout": 0.1, "optimizer": optimizer, "warmup_ratio": 0.1}},
            "data": {"class_path": "lmforge.evaluation.TaggedText", "init_args": {
                "source": {"paths": str(jnlpba / "dev.txt")}, "validation": str(jnlpba / "test.txt"), "scheme": "BIO",
                "seq_len": shape["seq_len"], "batch_size": 32}},
            "trainer": {**trainer, "max_steps": a.ner_steps, "val_check_interval": a.ner_steps},
            "checkpoint": {"monitor": "val/f1", "mode": "max"}}
     out = {}
-    for task, recipe, metric in (("sst2", sst2, "val/acc"), ("jnlpba", ner, "val/f1")):
-        path = run / f"{task}.yaml"
+    for task, recipe, metric in [t for t in (("sst2", sst2, "val/acc"), ("jnlpba", ner, "val/f1")) if t[0] in a.tasks]:
+        path = run / f"{task}{tag}.yaml"
         path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         out[task] = (path, metric)
     return out
@@ -306,7 +332,8 @@ def report(results: dict, arms: list[str], budget: float, run: Path) -> list[str
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
-    shape = SMOKE_SHAPE if a.smoke else SHAPE
+    shape = SMOKE_SHAPE if a.smoke else {**SHAPE, "d_model": a.d_model, "n_layer": a.n_layer,
+                                         "n_head": max(1, a.d_model // 64)}
     bench_report.threads_and_notice(a)
     for arm in a.arms:
         configs = [a.electra_config] if arm == "electra" and a.electra_config else ARMS[arm].configs
@@ -327,7 +354,11 @@ def main(argv: list[str] | None = None) -> None:
     if not books or not (data / "labeled" / "sst2" / "train.tsv").is_file() or not (
             data / "downstream" / "ner" / "jnlpba" / "dev.txt").is_file():
         sys.exit(f"The data is missing under {data}: see ../shared/data/README.md.")
-    if a.smoke:
+    if a.reuse:
+        run = Path(a.reuse).resolve()
+        if not (run / "cache" / "shards").is_dir():
+            sys.exit(f"--reuse {a.reuse}: not a folder of this script's runs (no cache/shards in it).")
+    elif a.smoke:
         run = base / "run"
         run.mkdir()
     else:
@@ -359,8 +390,13 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"budget_flops": budget, "arms": {}, "downstream": {}}
     ckpts = {}
     for arm in a.arms:
-        ckpts[arm], seconds = pretrain(arm, args[arm], steps[arm], ARMS[arm].warmup, run, a.seed)
         tokens = steps[arm] * step_tokens
+        if a.reuse:
+            ckpts[arm] = checkpoints(run, arm, steps[arm])
+            results["arms"][arm] = {"flops_per_token": fpt[arm], "steps": steps[arm], "tokens": tokens,
+                                    "flops": fpt[arm] * tokens, "minutes": None, "trained": trained(run / arm)}
+            continue
+        ckpts[arm], seconds = pretrain(arm, args[arm], steps[arm], ARMS[arm].warmup, run, a.seed)
         results["arms"][arm] = {"flops_per_token": fpt[arm], "steps": steps[arm], "tokens": tokens,
                                 "flops": fpt[arm] * tokens, "minutes": round(seconds / 60, 2),
                                 "tokens_per_sec": round(tokens / seconds, 1), "trained": trained(run / arm)}
@@ -382,11 +418,13 @@ def main(argv: list[str] | None = None) -> None:
         curve_seeds = a.seeds if a.curve_seeds is None else a.curve_seeds
         phases = [("", [f for f in FRACTIONS if f == 1.0], a.seeds, not a.no_random_init),
                   ("-curve", [f for f in FRACTIONS if f != 1.0], curve_seeds, False)][: 2 if curve_seeds else 1]
-        recipes = finetune_recipes(run, data, shape, a)
+        # the default settings' folders are eval-<task>[-curve]; others carry their settings
+        tag = "" if (a.finetune_mode, a.finetune_lr) == ("full", 5e-4) else f"-{a.finetune_mode}-lr{a.finetune_lr:g}"
+        recipes = finetune_recipes(run, data, shape, a, tag)
         for suffix, fractions, seeds, random_baseline in phases:
             starts = [(f"{arm} {f:g}", str(ckpts[arm][f])) for arm in a.arms for f in fractions]
             for task, (recipe, metric) in recipes.items():
-                out = run / f"eval-{task}{suffix}"
+                out = run / f"eval-{task}{suffix}{tag}"
                 evaluate([s for _, s in starts], recipe=[str(recipe)], metric=metric, seeds=seeds,
                          random_baseline=random_baseline, labels=[label for label, _ in starts], out=str(out),
                          fit=fit_metrics, train_sizes=[a.sst2_train] if task == "sst2" else None,

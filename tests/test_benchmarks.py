@@ -268,3 +268,35 @@ def test_electra(smoke: Smoke) -> None:
         assert set(starts) == {"random init"} | {f"{a} {f}" for a in arms for f in ("0.25", "0.5", "1")}
     assert "Unigram reference" in out and "| all \"original\" | val RTD AUC |" in out  # what each arm learned
     assert "| start | pretraining FLOPs | seeds | sst2 | jnlpba | mean |" in out and "| recipe 1 |" in out
+    # fine-tune the same checkpoints again with other settings, without pretraining again
+    run = summary["run"]
+    again_out, again = smoke("electra.py", "--arms", "bert", "--reuse", run, "--tasks", "sst2", "--curve-seeds", "0",
+                             "--finetune-mode", "probe", "--finetune-lr", "1e-3")
+    assert again["arms"]["bert"]["minutes"] is None and again["arms"]["bert"]["steps"] == arms["bert"]["steps"]
+    assert set(again["downstream"]) == {"sst2"}
+    assert set(again["downstream"]["sst2"]["scores"]) == {"random init", "bert 1"}
+    assert os.path.isdir(os.path.join(run, "eval-sst2-probe-lr0.001")) and "bert: " not in again_out  # no pretraining
+
+
+def test_electra_finetune_options(tmp_path) -> None:
+    # the fine-tuning settings the SST-2 probes of RESULTS.md vary: the learning rate, frozen or
+    # full, and which tasks; every start's recipe file carries them
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("lmforge_benchmark_electra_options", ROOT / "benchmarks" / "electra.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        a = module.parse_args(["--tasks", "sst2", "--finetune-lr", "1e-4", "--finetune-mode", "probe"])
+        recipes = module.finetune_recipes(tmp_path, tmp_path, module.SHAPE, a)
+        (tmp_path / "default").mkdir()
+        default = module.finetune_recipes(tmp_path / "default", tmp_path, module.SHAPE, module.parse_args([]))
+    finally:
+        del sys.modules[spec.name]
+    assert set(recipes) == {"sst2"} and set(default) == {"sst2", "jnlpba"}
+    model = yaml.safe_load(recipes["sst2"][0].read_text())["model"]["init_args"]
+    assert model["optimizer"]["lr"] == 1e-4 and model["mode"] == "probe"
+    for path, _ in default.values():
+        model = yaml.safe_load(path.read_text())["model"]["init_args"]
+        assert model["optimizer"]["lr"] == 5e-4 and model["mode"] == "full"
