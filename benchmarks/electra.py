@@ -272,8 +272,8 @@ def learned(run: Path, arms: list[str], step_tokens: int) -> list[str]:
     unigram = float(-np.log(counts[read["val"]] / counts.sum()).mean())  # nats per validation token
     lines = [f"Unigram reference (the training split's token frequencies, no context): {unigram:.3f} nats per "
              "validation token.", "",
-             "| arm | step | tokens | val MLM loss | val RTD loss | all \"original\" | val RTD AUC |",
-             "|---|---|---|---|---|---|---|"]
+             "| arm | step | tokens | val MLM loss | val RTD loss | all \"original\" | val RTD AUC | embedding cos |",
+             "|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         found = bench_report.scalars(run / arm / "version_0")
         mlm = dict(found.get("val/mlm_loss") or found.get("val/loss_mlm") or [])
@@ -283,9 +283,25 @@ def learned(run: Path, arms: list[str], step_tokens: int) -> list[str]:
         floor = -(share * math.log(share) + (1 - share) * math.log(1 - share)) if replaced else math.nan
         for step in sorted(k for k in mlm if k > 0):
             cells = [f"{rtd[step]:.3f}", f"{floor:.3f}", f"{auc[step]:.3f}"] if step in rtd else ["", "", ""]
+            ckpt = run / arm / "version_0" / "checkpoints" / f"step-{step + 1}.ckpt"
+            cells.append(f"{embedding_cosine(ckpt):.2f}" if ckpt.is_file() else "")
             lines.append(f"| {arm} | {step + 1} | {(step + 1) * step_tokens:,} | {mlm[step]:.3f} | " + " | ".join(cells)
                          + " |")
     return lines
+
+
+def embedding_cosine(ckpt: Path, pairs: int = 4000) -> float:
+    """The mean cosine similarity between the input embeddings of random pairs of distinct tokens
+    (the specials left out): about 0 for a random initialisation; near 1 when pretraining has
+    pushed every word vector one way (anisotropy), which a fine-tune must first undo."""
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    table = next(v for k, v in state.items() if k.endswith("wte.weight")).float()
+    rows = torch.nn.functional.normalize(table[5:], dim=-1)  # BERT's specials: the first 5 ids
+    picked = torch.randint(0, len(rows), (pairs, 2), generator=torch.Generator().manual_seed(0))
+    picked = picked[picked[:, 0] != picked[:, 1]]
+    return float((rows[picked[:, 0]] * rows[picked[:, 1]]).sum(-1).mean())
 
 
 def report(results: dict, arms: list[str], budget: float, run: Path) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -266,7 +267,10 @@ def test_electra(smoke: Smoke) -> None:
     for task in ("sst2", "jnlpba"):
         starts = summary["downstream"][task]["scores"]
         assert set(starts) == {"random init"} | {f"{a} {f}" for a in arms for f in ("0.25", "0.5", "1")}
-    assert "Unigram reference" in out and "| all \"original\" | val RTD AUC |" in out  # what each arm learned
+    assert "Unigram reference" in out and "| all \"original\" | val RTD AUC | embedding cos |" in out  # what each arm learned
+    for arm in arms:  # each arm's last row: the embeddings' mean cosine of its checkpoint, a number in [-1, 1]
+        last = re.findall(rf"^\| {arm} \| {arms[arm]['steps']} \|.* (-?\d\.\d\d) \|$", out, re.M)
+        assert len(last) == 1 and -1 <= float(last[0]) <= 1, (arm, last)
     assert "| start | pretraining FLOPs | seeds | sst2 | jnlpba | mean |" in out and "| recipe 1 |" in out
     # fine-tune the same checkpoints again with other settings, without pretraining again
     run = summary["run"]
