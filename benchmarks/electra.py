@@ -30,7 +30,7 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
     python benchmarks/electra.py --smoke               # plumbing only on stand-in data, about a minute
     python benchmarks/electra.py --arms recipe --d-model 128 --budget-flops 7.97e13 --only-pretrain  # another width
     python benchmarks/electra.py --arms recipe --reuse benchmarks/.runs/electra-<time> --tasks sst2 \
-        --curve-seeds 0 --finetune-lr 1e-3 --finetune-mode probe   # fine-tune a run's checkpoints again, otherwise
+        --curve-seeds 0 --finetune-lr 1e-3 --finetune-mode probe   # its checkpoints again, other settings
 
 ``--reuse`` takes an earlier run's folder and fine-tunes its checkpoints (pass the same arms, shape
 and budget; nothing is pretrained again), writing ``eval-<task>-<mode>-lr<lr>`` folders beside the
@@ -198,7 +198,7 @@ def checkpoints(run: Path, name: str, steps: int) -> dict[float, Path]:
     missing = [str(p) for p in ckpts.values() if not p.is_file()]
     if missing or not (run / name / "version_0" / "config.yaml").is_file():
         found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-        sys.exit(f"{run} has no checkpoint {', '.join(missing) or 'config'} of arm {name} ({steps} steps; found "
+        sys.exit(f"{run} has no {', '.join(missing) or 'config.yaml'} of arm {name} ({steps} steps; found "
                  f"{found}): pass the arms, shape and budget of the run that wrote it.")
     return ckpts
 
