@@ -264,10 +264,11 @@ def learned(run: Path, arms: list[str], step_tokens: int) -> list[str]:
 
     import numpy as np
 
-    meta = next((run / "cache" / "shards").glob("*/meta.json"))
-    dtype = json.loads(meta.read_text())["dtype"]
-    read = {split: np.concatenate([np.fromfile(f, dtype=dtype) for f in sorted(meta.parent.glob(f"{split}-*.bin"))])
-            for split in ("train", "val")}
+    from lmforge.data.shards import open_shard
+
+    folder = next((run / "cache" / "shards").glob("*/meta.json")).parent
+    read = {split: np.concatenate([open_shard(f).tokens for f in sorted(folder.glob(f"{split}-*.bin"))])
+            for split in ("train", "val")}  # the shards' tokens, without their headers
     counts = np.bincount(read["train"], minlength=int(max(read["train"].max(), read["val"].max())) + 1) + 0.5
     unigram = float(-np.log(counts[read["val"]] / counts.sum()).mean())  # nats per validation token
     lines = [f"Unigram reference (the training split's token frequencies, no context): {unigram:.3f} nats per "
@@ -408,14 +409,15 @@ def main(argv: list[str] | None = None) -> None:
     for arm in a.arms:
         tokens = steps[arm] * step_tokens
         if a.reuse:
-            ckpts[arm] = checkpoints(run, arm, steps[arm])
-            results["arms"][arm] = {"flops_per_token": fpt[arm], "steps": steps[arm], "tokens": tokens,
-                                    "flops": fpt[arm] * tokens, "minutes": None, "trained": trained(run / arm)}
-            continue
-        ckpts[arm], seconds = pretrain(arm, args[arm], steps[arm], ARMS[arm].warmup, run, a.seed)
+            ckpts[arm], seconds = checkpoints(run, arm, steps[arm]), None
+        else:
+            ckpts[arm], seconds = pretrain(arm, args[arm], steps[arm], ARMS[arm].warmup, run, a.seed)
         results["arms"][arm] = {"flops_per_token": fpt[arm], "steps": steps[arm], "tokens": tokens,
-                                "flops": fpt[arm] * tokens, "minutes": round(seconds / 60, 2),
-                                "tokens_per_sec": round(tokens / seconds, 1), "trained": trained(run / arm)}
+                                "flops": fpt[arm] * tokens, "minutes": None if seconds is None else round(seconds / 60, 2),
+                                "trained": trained(run / arm)}
+        if seconds is None:
+            continue
+        results["arms"][arm]["tokens_per_sec"] = round(tokens / seconds, 1)
         print(f"{arm}: {steps[arm]} steps, {tokens} tokens, {fpt[arm] * tokens:.3e} FLOPs in {seconds / 60:.1f} min "
               f"({tokens / seconds:.0f} tokens/s with validation and checkpoints)", flush=True)
     # each arm trained on the very same examples (the checkpoints' digest of the training blocks)
