@@ -1,5 +1,6 @@
-"""The small-budget options of the BERT encoder (cramming, Geiping & Goldstein 2022): pre-LayerNorm
-blocks with a final norm, linear layers without biases; export refuses them."""
+"""The small-budget options of the BERT encoder: pre-LayerNorm blocks with a final norm, linear layers
+without biases (cramming, Geiping & Goldstein 2022; export refuses them), an MLM output matrix of
+its own (``tie_embeddings=False``; exported as transformers' ``tie_word_embeddings: false``)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,39 @@ def test_no_bias_drops_the_linear_biases_of_attention_and_mlp_only() -> None:
     assert net.mlm_head.dense.bias is not None  # the head is not the blocks' business
 
 
-@pytest.mark.parametrize("options", [dict(pre_norm=True), dict(bias=False), dict(pre_norm=True, bias=False)])
+def test_untied_head_has_its_own_output_matrix_at_the_same_flops() -> None:
+    from lmforge.tasks.masked_lm import run_flops_per_token
+
+    tied, untied = tiny(), tiny(tie_embeddings=False)
+    assert not hasattr(tied.mlm_head, "decoder")
+    decoder = untied.mlm_head.decoder.weight
+    assert decoder.shape == untied.wte.weight.shape and decoder.data_ptr() != untied.wte.weight.data_ptr()
+    assert untied.num_params() - tied.num_params() == decoder.numel()
+    # the output matrix is a matmul, the token embedding a lookup: the same training FLOPs as tied
+    assert untied.flops_per_token(16) == tied.flops_per_token(16)
+    assert run_flops_per_token(untied, 16, 0.15) == run_flops_per_token(tied, 16, 0.15)
+    ids = torch.randint(0, 61, (2, 12))
+    before = untied(ids)
+    with torch.no_grad():
+        decoder[7] += 1.0  # the logits of token 7 read the decoder row, not the embedding
+    changed = (untied(ids) - before).abs().amax(dim=(0, 1)) > 0
+    assert changed[7] and changed.sum() == 1
+
+
+def test_untied_head_grows_with_the_vocabulary() -> None:
+    net = tiny(tie_embeddings=False)
+    old_decoder, old_bias = net.mlm_head.decoder.weight.detach().clone(), net.mlm_head.bias.detach().clone()
+    new_rows = torch.randn(3, 16)
+    net.grow_vocab(torch.cat([net.wte.weight.detach(), new_rows]))
+    assert net.config.vocab_size == 64 and net.mlm_head.decoder.weight.shape == (64, 16)
+    torch.testing.assert_close(net.mlm_head.decoder.weight[:61], old_decoder)
+    torch.testing.assert_close(net.mlm_head.decoder.weight[61:], new_rows)
+    torch.testing.assert_close(net.mlm_head.bias[61:], old_bias.mean().expand(3))
+    assert net(torch.randint(0, 64, (1, 8))).shape == (1, 8, 64)
+
+
+@pytest.mark.parametrize("options", [dict(pre_norm=True), dict(bias=False), dict(pre_norm=True, bias=False),
+                                     dict(tie_embeddings=False)])
 def test_the_options_train(options: dict) -> None:
     net = tiny(**options).train()
     ids = torch.randint(0, 61, (2, 12))
@@ -80,12 +113,13 @@ def test_export_refuses_shapes_transformers_lacks(options: dict, named: str, kin
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_sparse_prediction_equals_dense_with_the_options() -> None:
+@pytest.mark.parametrize("tie", [True, False])
+def test_sparse_prediction_equals_dense_with_the_options(tie: bool) -> None:
     """MaskedLMTask projects the masked positions only (cramming's sparse prediction): the same loss."""
     from lmforge.tasks import MaskedLMTask
 
     torch.manual_seed(0)
-    task = MaskedLMTask(config=BertConfig(**TINY, pre_norm=True, bias=False))
+    task = MaskedLMTask(config=BertConfig(**TINY, pre_norm=True, bias=False, tie_embeddings=tie))
     ids = torch.randint(0, 61, (3, 12))
     labels = torch.where(torch.rand(3, 12) < 0.3, ids, torch.full_like(ids, -100))
     sparse, _, n = task._mlm({"input_ids": ids, "labels": labels}, task.net.encode(ids))

@@ -1,5 +1,5 @@
 """Hugging Face interop: our networks read transformers folders and write folders transformers
-reads, with identical logits, for BERT, RoBERTa, GPT-2 and T5."""
+reads, with identical logits, for BERT, RoBERTa (also with an untied MLM output matrix), GPT-2 and T5."""
 
 from __future__ import annotations
 
@@ -29,14 +29,18 @@ def perturb_(model: torch.nn.Module, seed: int = 4321) -> None:
 
 
 def hf_model(arch: str) -> torch.nn.Module:
+    """A tiny random ``transformers`` model of ``arch``; ``-untied``: its MLM output matrix its own
+    (``tie_word_embeddings=False``, which ``save_pretrained`` writes as a tensor of its own)."""
     torch.manual_seed(0)
     common = dict(attn_implementation="eager")
-    if arch in ("bert", "bert-mlm"):
+    if arch.endswith("-untied"):
+        common["tie_word_embeddings"] = False
+    if arch in ("bert", "bert-mlm", "bert-untied"):
         cfg = transformers.BertConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
                                       intermediate_size=3 * C, max_position_embeddings=T, hidden_dropout_prob=0.0,
                                       attention_probs_dropout_prob=0.0, **common)
         model = (transformers.BertForPreTraining if arch == "bert" else transformers.BertForMaskedLM)(cfg)
-    elif arch == "roberta":
+    elif arch in ("roberta", "roberta-untied"):
         cfg = transformers.RobertaConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
                                          intermediate_size=3 * C, max_position_embeddings=T + 2, type_vocab_size=1,
                                          pad_token_id=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
@@ -83,25 +87,55 @@ def build(loaded) -> torch.nn.Module:
     return net.eval()
 
 
-@pytest.mark.parametrize("arch", ["bert", "bert-mlm", "roberta", "gpt2", "t5"])
+@pytest.mark.parametrize("arch", ["bert", "bert-mlm", "bert-untied", "roberta", "roberta-untied", "gpt2", "t5"])
 def test_hf_folder_loads_with_identical_logits(arch: str, tmp_path: Path) -> None:
     model = hf_model(arch)
     model.save_pretrained(tmp_path / "hf")
     loaded = open_start(str(tmp_path / "hf"))
-    assert loaded.family == {"bert-mlm": "bert", "roberta": "bert", "gpt2": "gpt"}.get(arch, arch)
-    if arch.startswith("bert") or arch == "roberta":
+    assert loaded.family == {"gpt2": "gpt"}.get(arch, "bert" if arch.startswith(("bert", "roberta")) else arch)
+    if arch.startswith(("bert", "roberta")):
         assert loaded.config.nsp_head == (arch == "bert")
+        assert loaded.config.tie_embeddings == (not arch.endswith("-untied"))
     net = build(loaded)
     ids = inputs()
     torch.testing.assert_close(our_logits(net, arch, ids), hf_logits(model, arch, ids), rtol=1e-4, atol=1e-4)
 
 
+def test_untied_bert_folder_as_transformers_4_saved_it_loads(tmp_path: Path) -> None:
+    """transformers 4.x tied the untied head's decoder.bias to cls.predictions.bias and saved only the
+    latter; 5.x saves both and reads decoder.bias. A 4.x folder loads with the same logits."""
+    from safetensors.torch import load_file, save_file
+
+    model = hf_model("bert-untied")
+    with torch.no_grad():
+        model.cls.predictions.decoder.bias.copy_(model.cls.predictions.bias)  # 4.x: one tensor
+    model.save_pretrained(tmp_path / "hf")
+    weights = tmp_path / "hf" / "model.safetensors"
+    state = load_file(weights)
+    del state["cls.predictions.decoder.bias"]
+    save_file(state, weights, metadata={"format": "pt"})
+    loaded = open_start(str(tmp_path / "hf"))
+    assert not loaded.config.tie_embeddings
+    net = build(loaded)
+    torch.testing.assert_close(net.mlm_head.bias, model.cls.predictions.bias.detach())
+    ids = inputs()
+    torch.testing.assert_close(our_logits(net, "bert-untied", ids), hf_logits(model, "bert-untied", ids),
+                               rtol=1e-4, atol=1e-4)
+
+
 EXPORTS = {
     "bert": (lambda: Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C, dropout=0.0)),
              "AutoModelForMaskedLM"),
+    "bert-untied": (lambda: Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C,
+                                            dropout=0.0, nsp_head=False, tie_embeddings=False)),
+                    "AutoModelForMaskedLM"),
     "roberta": (lambda: Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C, dropout=0.0,
                                         type_vocab_size=1, position_offset=2, norm_eps=1e-5, nsp_head=False)),
                 "AutoModelForMaskedLM"),
+    "roberta-untied": (lambda: Bert(BertConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C,
+                                               dropout=0.0, type_vocab_size=1, position_offset=2, norm_eps=1e-5,
+                                               nsp_head=False, tie_embeddings=False)),
+                       "AutoModelForMaskedLM"),
     "gpt2": (lambda: GPT(GPTConfig(vocab_size=V, max_seq_len=T, n_layer=L, n_head=H, d_model=C)), "AutoModelForCausalLM"),
     "t5": (lambda: T5(T5Config(vocab_size=V, d_model=C, d_kv=8, d_ff=3 * C, n_layer=L, n_head=H, dropout=0.0)),
            "AutoModelForSeq2SeqLM"),
@@ -116,9 +150,12 @@ def test_export_loads_in_transformers_with_identical_logits_and_round_trips(arch
     perturb_(net)
     net.eval()
     out = export_hf(type(net), net.config, net.state_dict(), None, tmp_path / "export")
-    hf = getattr(transformers, auto).from_pretrained(out, attn_implementation="eager").eval()
+    hf, info = getattr(transformers, auto).from_pretrained(out, attn_implementation="eager",
+                                                           output_loading_info=True)
+    hf.eval()
+    assert not info["missing_keys"]  # every tensor HF reads is written, under its names
     ids = inputs(2)
-    if arch == "roberta":
+    if arch.startswith("roberta"):
         ids[:, 0] = 0  # any id but the padding one (1): HF derives positions from it
     hf_out = hf_logits(hf, "t5" if arch == "t5" else "mlm", ids)
     torch.testing.assert_close(our_logits(net, arch, ids), hf_out, rtol=1e-4, atol=1e-4)

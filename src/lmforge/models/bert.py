@@ -3,8 +3,9 @@
 RoBERTa's network (Liu et al. 2019).
 
 Post-LayerNorm blocks (``pre_norm``: pre-LayerNorm ones and a final norm), learned position and
-segment embeddings, attention through SDPA with a padding mask, an MLM head tied to the token
-embedding that can run on the masked positions only, a pooler and a next-sentence-prediction head.
+segment embeddings, attention through SDPA with a padding mask, an MLM head whose output matrix is
+the token embedding (or its own, ``tie_embeddings=False``) and that can run on the masked positions
+only, a pooler and a next-sentence-prediction head.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ class BertConfig:
             ``d_model``, and the MLM head maps back to this width for the tied output matrix.
             ``None``: ``d_model`` (BERT, RoBERTa).
         mlm_head: Whether the network has the MLM head (ELECTRA's discriminator has none).
+        tie_embeddings: Whether the MLM head's output matrix is the token embedding (BERT's, RoBERTa's,
+            ELECTRA's generator's). ``false`` gives the head a matrix of its own, so the masked-LM
+            loss no longer pushes every input embedding toward the frequent tokens' output
+            direction (the anisotropy that Gao et al. 2019, "Representation Degeneration Problem in
+            Training Natural Language Generation Models", trace to the tied softmax); with sparse
+            prediction it costs no extra FLOPs, only ``vocab_size * embedding_width`` parameters.
+            ``transformers`` reads it as ``tie_word_embeddings: false``.
     """
 
     vocab_size: int = 30522
@@ -64,6 +72,7 @@ class BertConfig:
     nsp_head: bool = True
     embedding_size: int | None = None
     mlm_head: bool = True
+    tie_embeddings: bool = True
 
     @property
     def embedding_width(self) -> int:
@@ -77,19 +86,26 @@ class BertConfig:
 
 
 class MLMHead(nn.Module):
-    """``Linear -> GELU -> LayerNorm``, then the vocabulary projection (tied to the token
-    embedding, which the caller passes) plus a bias. With factorised embeddings the linear layer
-    maps ``d_model`` down to their width."""
+    """``Linear -> GELU -> LayerNorm``, then the vocabulary projection plus a bias: the token
+    embedding, which the caller passes, or (``tie_embeddings=False``) the head's own ``decoder``.
+    With factorised embeddings the linear layer maps ``d_model`` down to their width.
+
+    Args:
+        config: The network's shape.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.d_model, config.embedding_width)
         self.ln = nn.LayerNorm(config.embedding_width, eps=config.norm_eps)
+        if not config.tie_embeddings:
+            self.decoder = nn.Linear(config.embedding_width, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.ln(F.gelu(self.dense(hidden)))
-        return F.linear(h, embedding, self.bias)  # (..., V)
+        out = self.decoder.weight if hasattr(self, "decoder") else embedding
+        return F.linear(h, out, self.bias)  # (..., V)
 
 
 class Bert(nn.Module):
@@ -180,14 +196,20 @@ class Bert(nn.Module):
         return self.encode(input_ids, attention_mask, types)
 
     def grow_vocab(self, embeddings: torch.Tensor) -> None:
-        """Replace the token embedding (also the MLM output matrix) by ``embeddings``, which has
-        more rows: new tokens. Their output biases start at the mean of the old ones."""
+        """Replace the token embedding (also the MLM output matrix when tied) by ``embeddings``,
+        which has more rows: new tokens. Their output biases start at the mean of the old ones; an
+        untied output matrix grows too, its new rows the new embeddings."""
         old = self.wte.weight.shape[0]
         self.wte = nn.Embedding.from_pretrained(embeddings.detach().clone(), freeze=False)
         if self.config.mlm_head:
             bias = self.mlm_head.bias.detach()
             grown = torch.cat([bias, bias.mean().expand(embeddings.shape[0] - old)])
             self.mlm_head.bias = nn.Parameter(grown)
+            if not self.config.tie_embeddings:
+                rows = torch.cat([self.mlm_head.decoder.weight.detach(), embeddings[old:].detach()])
+                self.mlm_head.decoder = nn.Linear(rows.shape[1], rows.shape[0], bias=False)
+                with torch.no_grad():
+                    self.mlm_head.decoder.weight.copy_(rows)
         self.config.vocab_size = embeddings.shape[0]
 
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -214,10 +236,12 @@ class Bert(nn.Module):
         return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids, position_ids))
 
     def num_params(self) -> int:
-        """Number of parameters, the tied embedding counted once."""
+        """Number of parameters, a tied embedding counted once."""
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token, counted as for GPT (6N + attention), position embeddings excluded."""
+        """Training FLOPs per token, counted as for GPT (6N + attention), position embeddings
+        excluded, and the token embedding too when it is not also the output matrix (a lookup)."""
         c = self.config
-        return 6 * (self.num_params() - self.wpe.weight.numel()) + 12 * c.n_layer * c.d_model * seq_len
+        lookups = self.wpe.weight.numel() + (0 if c.tie_embeddings else self.wte.weight.numel())
+        return 6 * (self.num_params() - lookups) + 12 * c.n_layer * c.d_model * seq_len

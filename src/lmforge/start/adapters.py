@@ -6,8 +6,9 @@ registers them, and :mod:`lmforge.start.hf` runs import and export through them 
 A weight table lists each of our parameters with the HF tensor(s) it corresponds to and how:
 ``copy``; ``t`` (GPT-2's ``Conv1D`` stores ``(in, out)``); ``qkv`` (our fused query/key/value
 projection is HF's three stacked along the output dimension); ``tied`` (our name for a tensor
-tied to another: read, not written). The same table reads and writes, so import and export
-cannot drift apart.
+tied to another: read, not written); ``also`` (a second HF name our tensor is written under, as
+``transformers`` keeps it twice: written, not read). The same table reads and writes, so import
+and export cannot drift apart.
 """
 
 from __future__ import annotations

@@ -118,6 +118,8 @@ def hf_to_ours(state: dict[str, torch.Tensor], table: Table, source: str) -> dic
     """Our state dict from an HF one, by ``table``; a missing tensor is named in the error."""
     out = {}
     for ours, hf, how in table:
+        if how == "also":  # a second name of a tensor read under its first
+            continue
         names = hf if isinstance(hf, tuple) else (hf,)
         missing = [n for n in names if n not in state]
         if missing:
@@ -129,12 +131,15 @@ def hf_to_ours(state: dict[str, torch.Tensor], table: Table, source: str) -> dic
 
 
 def ours_to_hf(state: dict[str, torch.Tensor], table: Table) -> dict[str, torch.Tensor]:
-    """The HF state dict of ours, by ``table`` (tied tensors are written once, as HF names them)."""
+    """The HF state dict of ours, by ``table`` (tied tensors are written once, as HF names them;
+    ``also`` entries write a tensor under a second name)."""
     out = {}
     for ours, hf, how in table:
         value = state[ours]
         if how == "qkv":
             out.update(zip(hf, (part.contiguous() for part in value.chunk(3, 0))))
+        elif how == "also":  # a copy of its own: safetensors refuses two names on one storage
+            out[hf] = value.clone()
         elif how != "tied":  # a tied tensor is its twin, written once
             out[hf] = value.t().contiguous() if how == "t" else value.contiguous()
     return out

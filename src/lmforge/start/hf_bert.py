@@ -26,6 +26,7 @@ class BertAdapter(Adapter):
     has_nsp = True  # whether the architecture carries BERT's next-sentence head
     # HF's names of our MLM head's dense layer, its LayerNorm and its output bias
     mlm_head = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias")
+    decoder = "cls.predictions.decoder.weight"  # the MLM output matrix, saved when not tied to the embeddings
 
     def config_from_hf(self, hf: dict[str, Any], source: str) -> BertConfig:
         if hf.get("position_embedding_type", "absolute") != "absolute" or hf.get("hidden_act", "gelu") != "gelu":
@@ -36,7 +37,8 @@ class BertAdapter(Adapter):
             n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"], d_model=hf["hidden_size"],
             d_ff=d_ff_of(hf["intermediate_size"], hf["hidden_size"]), dropout=hf.get("hidden_dropout_prob", 0.1),
             type_vocab_size=hf.get("type_vocab_size", 2), position_offset=self.position_offset,
-            norm_eps=hf.get("layer_norm_eps", 1e-12), nsp_head=self.has_nsp)
+            norm_eps=hf.get("layer_norm_eps", 1e-12), nsp_head=self.has_nsp,
+            tie_embeddings=hf.get("tie_word_embeddings", True))
 
     def config_to_hf(self, config: BertConfig, ids: dict[str, int]) -> dict[str, Any]:
         c = config
@@ -44,7 +46,8 @@ class BertAdapter(Adapter):
                 "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head, "hidden_size": c.d_model,
                 "intermediate_size": c.mlp_width, "hidden_act": "gelu", "hidden_dropout_prob": c.dropout,
                 "attention_probs_dropout_prob": c.dropout, "type_vocab_size": c.type_vocab_size,
-                "layer_norm_eps": c.norm_eps, "position_embedding_type": "absolute"}
+                "layer_norm_eps": c.norm_eps, "position_embedding_type": "absolute",
+                "tie_word_embeddings": c.tie_embeddings}
 
     def architecture(self, config: BertConfig) -> str:
         return "BertForPreTraining" if config.nsp_head else "BertForMaskedLM"
@@ -65,7 +68,8 @@ class BertAdapter(Adapter):
     def fit_folder(self, config: BertConfig, hf_keys: set[str]) -> BertConfig:
         # a masked-LM checkpoint (most BERTs on the hub) or a bare encoder has no NSP head
         nsp = self.has_nsp and "cls.seq_relationship.weight" in hf_keys and self._has_heads(hf_keys)
-        return dataclasses.replace(config, nsp_head=nsp)
+        tied = config.tie_embeddings or self.decoder not in hf_keys  # a tied output matrix is saved once, as the embedding
+        return dataclasses.replace(config, nsp_head=nsp, tie_embeddings=tied)
 
     def _has_heads(self, hf_keys: set[str]) -> bool:
         return self.mlm_head[2] in hf_keys
@@ -91,7 +95,13 @@ class BertAdapter(Adapter):
         dense, ln, bias = self.mlm_head
         table += [(f"mlm_head.{ours}.{p}", f"{hf}.{p}", "copy") for ours, hf in (("dense", dense), ("ln", ln))
                   for p in ("weight", "bias")]
-        table.append(("mlm_head.bias", bias, "copy"))
+        if config.tie_embeddings:
+            table.append(("mlm_head.bias", bias, "copy"))
+        else:  # transformers 5 reads the untied head's bias as decoder.bias; 4.x tied it to (and saved) `bias`
+            decoder_bias = self.decoder.replace(".weight", ".bias")
+            live = decoder_bias if hf_keys is None or decoder_bias in hf_keys else bias
+            table += [("mlm_head.decoder.weight", self.decoder, "copy"), ("mlm_head.bias", live, "copy"),
+                      ("mlm_head.bias", bias, "also")]
         if config.nsp_head and self.has_nsp:
             table += [(f"pooler.{p}", f"{prefix}pooler.dense.{p}", "copy") for p in ("weight", "bias")]
             table += [(f"nsp.{p}", f"cls.seq_relationship.{p}", "copy") for p in ("weight", "bias")]
@@ -105,6 +115,7 @@ class RobertaAdapter(BertAdapter):
     position_offset = 2  # RoBERTa's table reserves the padding index and one more
     has_nsp = False  # an NSP head is not exported
     mlm_head = ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias")
+    decoder = "lm_head.decoder.weight"
 
     def architecture(self, config: BertConfig) -> str:
         return "RobertaForMaskedLM"

@@ -169,7 +169,9 @@ def run_flops_per_token(net: Bert, seq_len: int, fraction: float) -> float:
         seq_len: Tokens per sequence.
         fraction: The fraction of positions predicted.
     """
-    head = sum(p.numel() for p in net.mlm_head.parameters()) + net.wte.weight.numel()
+    head = sum(p.numel() for p in net.mlm_head.parameters())  # an untied output matrix is among them
+    if net.config.tie_embeddings:
+        head += net.wte.weight.numel()
     flops = net.flops_per_token(seq_len) - 6 * (1 - fraction) * head
     if net.config.nsp_head:
         flops -= 6 * sum(p.numel() for m in (net.pooler, net.nsp) for p in m.parameters())
