@@ -14,7 +14,9 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
      peak 5e-4, linear warmup over 10% of the steps then linear decay (OUR choice: the preset's
      1e-4 with 10k warmup steps is for a million steps);
    - ``recipe``: ``configs/recipes/encoder-small-budget.yaml`` (cramming's pre-norm, no biases, 1e-3
-     one-cycle triangle with the peak at 3/4 of the steps, no dropout, clipping 0.5), same shape;
+     one-cycle triangle with the peak at 3/4 of the steps, no dropout, clipping 0.5; an untied MLM
+     output matrix), same shape; ``recipe-tied`` (not a default arm): the same with the output matrix
+     tied to the input embeddings, as cramming's;
    - ``electra``: ``lmforge.tasks.ElectraTask`` from ``--electra-config``, the discriminator at the
      same shape (embeddings unfactorised, as BERT's), its generator a quarter of its width (ELECTRA-Small's), peak
      5e-4, warmup 10%.
@@ -29,6 +31,7 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
     python benchmarks/electra.py --arms bert electra   # some of the arms
     python benchmarks/electra.py --smoke               # plumbing only on stand-in data, about a minute
     python benchmarks/electra.py --arms recipe --d-model 128 --budget-flops 7.97e13 --only-pretrain  # another width
+    python benchmarks/electra.py --arms recipe recipe-tied --corpus-mb 30 --tasks sst2 --curve-seeds 0  # the untied head's gain
     python benchmarks/electra.py --arms recipe --reuse benchmarks/.runs/electra-<time> --tasks sst2 \
         --curve-seeds 0 --finetune-lr 1e-3 --finetune-mode probe   # its checkpoints again, other settings
 
@@ -89,6 +92,10 @@ ARMS = {
                 ["--model.nsp=false", "--model.config.nsp_head=false", "--model.optimizer.lr=5e-4",
                  "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
     "recipe": Arm(["configs/recipes/encoder-small-budget.yaml"], warmup=0.75),  # the triangle's peak at 3/4
+    # the recipe with its MLM output matrix tied to the input embeddings, as cramming's and BERT's (the ablation of
+    # the recipe's untied head: the tied softmax turns the embeddings one way, Gao et al. 2019)
+    "recipe-tied": Arm(["configs/recipes/encoder-small-budget.yaml"], ["--model.config.tie_embeddings=true"],
+                       warmup=0.75),
     # the shape keys are the discriminator's, as BERT's here (unfactorised embeddings, as BERT's);
     # the generator a quarter of its width (ELECTRA-Small's), set in arm_args
     "electra": Arm(["configs/electra/tiny.yaml"],
@@ -99,7 +106,8 @@ ARMS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="the pretraining arms, in order")
+    p.add_argument("--arms", nargs="+", default=["bert", "recipe", "electra"], choices=list(ARMS),
+                   help="the pretraining arms, in order")
     p.add_argument("--electra-config", default=None, help="the ELECTRA arm config (default configs/electra/tiny.yaml)")
     p.add_argument("--generator-width", type=float, default=0.25,
                    help="the ELECTRA generator's width as a share of the discriminator's (ELECTRA-Small's quarter)")
@@ -207,7 +215,8 @@ def trained(folder: Path) -> dict:
     """What a pretraining run trained, from the config it saved: the task, the network's options, the schedule."""
     model = yaml.safe_load((folder / "version_0" / "config.yaml").read_text())["model"]
     config, optimizer = model["init_args"].get("config") or {}, model["init_args"]["optimizer"]
-    keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head", "generator_d_model", "generator_n_layer")
+    keys = ("n_layer", "d_model", "pre_norm", "bias", "dropout", "nsp_head", "tie_embeddings", "generator_d_model",
+            "generator_n_layer")
     return {"task": model["class_path"], **{k: config.get(k) for k in keys},
             **{k: optimizer[k] for k in ("lr", "schedule", "warmup_steps", "min_lr_ratio")}}
 

@@ -258,6 +258,8 @@ def test_electra(smoke: Smoke) -> None:
     assert bert["task"] == recipe["task"] == "lmforge.tasks.MaskedLMTask"
     assert (bert["pre_norm"], bert["bias"], bert["nsp_head"]) == (False, True, False)
     assert (recipe["pre_norm"], recipe["bias"], recipe["dropout"]) == (True, False, 0.0)
+    assert recipe["tie_embeddings"] is False  # the recipe's own MLM output matrix
+    assert bert["tie_embeddings"] is True
     assert recipe["schedule"] == "linear" and recipe["warmup_steps"] == round(0.75 * arms["recipe"]["steps"])
     assert recipe["lr"] == 1e-3 and recipe["min_lr_ratio"] == 0.0  # the one-cycle triangle
     electra = arms["electra"]["trained"]
@@ -296,8 +298,11 @@ def test_electra_finetune_options(tmp_path) -> None:
         recipes = module.finetune_recipes(tmp_path, tmp_path, module.SHAPE, a)
         (tmp_path / "default").mkdir()
         default = module.finetune_recipes(tmp_path / "default", tmp_path, module.SHAPE, module.parse_args([]))
+        tied = module.arm_args("recipe-tied", a, module.SHAPE, [])  # the ablation of the recipe's untied head
+        arms = module.parse_args([]).arms
     finally:
         del sys.modules[spec.name]
+    assert "--model.config.tie_embeddings=true" in tied and arms == ["bert", "recipe", "electra"]
     assert set(recipes) == {"sst2"} and set(default) == {"sst2", "jnlpba"}
     model = yaml.safe_load(recipes["sst2"][0].read_text())["model"]["init_args"]
     assert model["optimizer"]["lr"] == 1e-4 and model["mode"] == "probe"

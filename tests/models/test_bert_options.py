@@ -139,6 +139,7 @@ def test_the_small_budget_recipe_is_a_one_cycle_triangle_on_the_options() -> Non
     recipe = yaml.safe_load((ROOT / "configs" / "recipes" / "encoder-small-budget.yaml").read_text())
     model, steps = recipe["model"]["init_args"], recipe["trainer"]["max_steps"]
     assert model["config"]["pre_norm"] is True and model["config"]["bias"] is False and model["nsp"] is False
+    assert model["config"]["tie_embeddings"] is False  # its own MLM output matrix
     factor = OptimizerConfig(**model["optimizer"]).stage_factor("cosine", end=steps)
     curve = [factor(step) for step in range(steps + 1)]
     peak = max(range(steps + 1), key=curve.__getitem__)
