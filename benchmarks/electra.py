@@ -31,7 +31,8 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
     python benchmarks/electra.py --arms bert electra   # some of the arms
     python benchmarks/electra.py --smoke               # plumbing only on stand-in data, about a minute
     python benchmarks/electra.py --arms recipe --d-model 128 --budget-flops 7.97e13 --only-pretrain  # another width
-    python benchmarks/electra.py --arms recipe recipe-tied --corpus-mb 30 --tasks sst2 --curve-seeds 0  # the untied head's gain
+    python benchmarks/electra.py --arms recipe recipe-tied --corpus-mb 30 --tasks sst2 \
+        --curve-seeds 0                                # the recipe's untied MLM matrix against a tied one
     python benchmarks/electra.py --arms recipe --reuse benchmarks/.runs/electra-<time> --tasks sst2 \
         --curve-seeds 0 --finetune-lr 1e-3 --finetune-mode probe   # its checkpoints again, other settings
 

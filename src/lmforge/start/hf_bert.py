@@ -68,7 +68,8 @@ class BertAdapter(Adapter):
     def fit_folder(self, config: BertConfig, hf_keys: set[str]) -> BertConfig:
         # a masked-LM checkpoint (most BERTs on the hub) or a bare encoder has no NSP head
         nsp = self.has_nsp and "cls.seq_relationship.weight" in hf_keys and self._has_heads(hf_keys)
-        tied = config.tie_embeddings or self.decoder not in hf_keys  # a tied output matrix is saved once, as the embedding
+        # a tied output matrix is saved once, as the embedding
+        tied = config.tie_embeddings or self.decoder not in hf_keys
         return dataclasses.replace(config, nsp_head=nsp, tie_embeddings=tied)
 
     def _has_heads(self, hf_keys: set[str]) -> bool:
