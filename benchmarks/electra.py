@@ -423,11 +423,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             ckpts[arm], seconds = pretrain(arm, args[arm], steps[arm], ARMS[arm].warmup, run, a.seed)
         results["arms"][arm] = {"flops_per_token": fpt[arm], "steps": steps[arm], "tokens": tokens,
-                                "flops": fpt[arm] * tokens, "minutes": None if seconds is None else round(seconds / 60, 2),
-                                "trained": trained(run / arm)}
-        if seconds is None:
+                                "flops": fpt[arm] * tokens, "minutes": None, "trained": trained(run / arm)}
+        if seconds is None:  # reused: nothing was pretrained
             continue
-        results["arms"][arm]["tokens_per_sec"] = round(tokens / seconds, 1)
+        results["arms"][arm].update(minutes=round(seconds / 60, 2), tokens_per_sec=round(tokens / seconds, 1))
         print(f"{arm}: {steps[arm]} steps, {tokens} tokens, {fpt[arm] * tokens:.3e} FLOPs in {seconds / 60:.1f} min "
               f"({tokens / seconds:.0f} tokens/s with validation and checkpoints)", flush=True)
     # each arm trained on the very same examples (the checkpoints' digest of the training blocks)

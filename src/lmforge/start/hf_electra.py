@@ -71,7 +71,7 @@ class ElectraAdapter(Adapter):
         c = self.shape(config)
         hf = _Encoder("electra").config_to_hf(c, ids)
         hf.pop("position_embedding_type")
-        return {**hf, "embedding_size": c.embedding_width, "tie_word_embeddings": True}
+        return {**hf, "embedding_size": c.embedding_width}  # tie_word_embeddings from the BERT table: true
 
     def architecture(self, config: ElectraConfig) -> str:
         return self.architecture_name
