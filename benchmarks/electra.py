@@ -36,9 +36,15 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
     python benchmarks/electra.py --arms recipe --reuse benchmarks/.runs/electra-<time> --tasks sst2 \
         --curve-seeds 0 --finetune-lr 1e-3 --finetune-mode probe   # its checkpoints again, other settings
 
-``--reuse`` takes an earlier run's folder and fine-tunes its checkpoints (pass the same arms, shape
-and budget; nothing is pretrained again), writing ``eval-<task>-<mode>-lr<lr>`` folders beside the
-first ones, so the fine-tuning settings can be varied on the very same pretrained networks.
+``--reuse`` takes an earlier run's folder and fine-tunes its checkpoints (pass the same shape and
+budget; the arms it has are not pretrained again), writing ``eval-<task>-<mode>-lr<lr>`` folders
+beside the first ones, so the fine-tuning settings can be varied on the very same pretrained
+networks. An arm the folder does not have yet is pretrained into it, on its tokenizer and shards,
+so a comparison too long for one sitting can be built an arm at a time (``--only-pretrain``):
+
+    python benchmarks/electra.py --arms recipe --reference-steps 6000 --corpus-mb 30 --only-pretrain
+    python benchmarks/electra.py --arms recipe bert --reference-steps 6000 --corpus-mb 30 \
+        --reuse benchmarks/.runs/electra-<time> --only-pretrain    # adds BERT on the recipe's budget
 
 Runs go to ``benchmarks/.runs/electra-<time>/`` (ignored by git). ``--smoke`` runs every step
 through the same code on stand-ins of the data folder (``standins.py``) unless ``--data`` names a
@@ -124,8 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the budget: this many steps of the first arm (800 x 4096 tokens: BERT 9.5 min at 5,800 tokens/s)")
     p.add_argument("--budget-flops", type=float, default=None, help="the budget in FLOPs (not --reference-steps)")
     p.add_argument("--reuse", default=None, metavar="RUN",
-                   help="fine-tune the checkpoints of an earlier run's folder (the same arms and budget) instead of "
-                        "pretraining again: its evaluation folders are named after the fine-tuning settings")
+                   help="fine-tune the checkpoints of an earlier run's folder (the same shape and budget) instead of "
+                        "pretraining again, and pretrain into it the arms it lacks (on its tokenizer and shards): its "
+                        "evaluation folders are named after the fine-tuning settings")
     p.add_argument("--only-pretrain", action="store_true", help="stop after pretraining (sizing and tokens/s)")
     p.add_argument("--sst2-train", type=int, default=1000, help="SST-2 training sentences per fine-tune")
     p.add_argument("--tasks", nargs="+", default=["sst2", "jnlpba"], choices=["sst2", "jnlpba"],
@@ -208,7 +215,8 @@ def checkpoints(run: Path, name: str, steps: int) -> dict[float, Path]:
     if missing or not (run / name / "version_0" / "config.yaml").is_file():
         found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         sys.exit(f"{run} has no {', '.join(missing) or 'config.yaml'} of arm {name} ({steps} steps; found "
-                 f"{found}): pass the arms, shape and budget of the run that wrote it.")
+                 f"{found}): pass the shape and budget of the run that wrote it, or move {run / name} away to "
+                 "pretrain the arm again.")
     return ckpts
 
 
@@ -418,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     ckpts = {}
     for arm in a.arms:
         tokens = steps[arm] * step_tokens
-        if a.reuse:
+        if a.reuse and (run / arm).exists():
             ckpts[arm], seconds = checkpoints(run, arm, steps[arm]), None
         else:
             ckpts[arm], seconds = pretrain(arm, args[arm], steps[arm], ARMS[arm].warmup, run, a.seed)

@@ -274,14 +274,20 @@ def test_electra(smoke: Smoke) -> None:
         last = re.findall(rf"^\| {arm} \| {arms[arm]['steps']} \|.* (-?\d\.\d\d) \|$", out, re.M)
         assert len(last) == 1 and -1 <= float(last[0]) <= 1, (arm, last)
     assert "| start | pretraining FLOPs | seeds | sst2 | jnlpba | mean |" in out and "| recipe 1 |" in out
-    # fine-tune the same checkpoints again with other settings, without pretraining again
+    # fine-tune the same checkpoints again with other settings, without pretraining again; an arm the
+    # run lacks is pretrained into it on the same budget (the script asserts it read the same examples)
     run = summary["run"]
-    again_out, again = smoke("electra.py", "--arms", "bert", "--reuse", run, "--tasks", "sst2", "--curve-seeds", "0",
-                             "--finetune-mode", "probe", "--finetune-lr", "1e-3")
+    again_out, again = smoke("electra.py", "--arms", "bert", "recipe-tied", "--reuse", run, "--tasks", "sst2",
+                             "--curve-seeds", "0", "--finetune-mode", "probe", "--finetune-lr", "1e-3",
+                             "--data", os.path.join(os.path.dirname(run), "data"))  # the first run's books
     assert again["arms"]["bert"]["minutes"] is None and again["arms"]["bert"]["steps"] == arms["bert"]["steps"]
+    assert again["budget_flops"] == budget and again["arms"]["recipe-tied"]["minutes"] is not None
+    assert again["arms"]["recipe-tied"]["steps"] == arms["recipe"]["steps"]  # the recipe's shape, the same FLOPs
+    assert again["arms"]["recipe-tied"]["trained"]["tie_embeddings"] is True
     assert set(again["downstream"]) == {"sst2"}
-    assert set(again["downstream"]["sst2"]["scores"]) == {"random init", "bert 1"}
-    assert os.path.isdir(os.path.join(run, "eval-sst2-probe-lr0.001")) and "bert: " not in again_out  # no pretraining
+    assert set(again["downstream"]["sst2"]["scores"]) == {"random init", "bert 1", "recipe-tied 1"}
+    assert os.path.isdir(os.path.join(run, "eval-sst2-probe-lr0.001")) and os.path.isdir(os.path.join(run, "recipe-tied"))
+    assert "bert: " not in again_out and "recipe-tied: " in again_out  # only the new arm pretrained
 
 
 def test_electra_finetune_options(tmp_path) -> None:
