@@ -38,8 +38,8 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
 
 ``--reuse`` takes an earlier run's folder and fine-tunes its checkpoints (pass the same shape and
 budget; the arms it has are not pretrained again), writing ``eval-<task>-<mode>-lr<lr>`` folders
-beside the first ones, so the fine-tuning settings can be varied on the very same pretrained
-networks. An arm the folder does not have yet is pretrained into it, on its tokenizer and shards,
+beside the first ones (``-2``, ``-3``, ... after a name already there), so the fine-tuning settings
+can be varied on the very same pretrained networks. An arm the folder does not have yet is pretrained into it, on its tokenizer and shards,
 so a comparison too long for one sitting can be built an arm at a time (``--only-pretrain``):
 
     python benchmarks/electra.py --arms recipe --reference-steps 6000 --corpus-mb 30 --only-pretrain
@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import os
 import sys
@@ -261,6 +262,19 @@ def finetune_recipes(run: Path, data: Path, shape: dict, a: argparse.Namespace,
     return out
 
 
+def eval_tag(run: Path, a: argparse.Namespace) -> str:
+    """What names this run's fine-tuning files in ``run``: the default settings' folders are
+    ``eval-<task>[-curve]``, others carry their settings (``-probe-lr0.001``); a name ``run`` already
+    holds (a ``--reuse`` with arms added) takes the first free ``-2``, ``-3``, ... after it."""
+    tag = "" if (a.finetune_mode, a.finetune_lr) == ("full", 5e-4) else f"-{a.finetune_mode}-lr{a.finetune_lr:g}"
+    taken = {p.name for p in run.iterdir()} if run.is_dir() else set()
+    for n in itertools.count(1):
+        found = tag + (f"-{n}" if n > 1 else "")
+        names = [f"eval-{task}{suffix}{found}" for task in a.tasks for suffix in ("", "-curve")]
+        if taken.isdisjoint(names + [f"{task}{found}.yaml" for task in a.tasks]):  # the folders, the recipe files
+            return found
+
+
 def scores(out: Path, metric: str) -> dict[str, list[float]]:
     """Each start's ``metric`` over its seeds, from ``lmforge evaluate``'s ``runs.csv``."""
     import csv
@@ -403,7 +417,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["LMFORGE_CACHE_DIR"] = str(run / "cache")  # the shards and tokenizer, shared by the arms
     started = time.perf_counter()
 
-    import itertools
     import random
 
     random.Random(a.seed).shuffle(books)
@@ -453,8 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         curve_seeds = a.seeds if a.curve_seeds is None else a.curve_seeds
         phases = [("", [f for f in FRACTIONS if f == 1.0], a.seeds, not a.no_random_init),
                   ("-curve", [f for f in FRACTIONS if f != 1.0], curve_seeds, False)][: 2 if curve_seeds else 1]
-        # the default settings' folders are eval-<task>[-curve]; others carry their settings
-        tag = "" if (a.finetune_mode, a.finetune_lr) == ("full", 5e-4) else f"-{a.finetune_mode}-lr{a.finetune_lr:g}"
+        tag = eval_tag(run, a)
         recipes = finetune_recipes(run, data, shape, a, tag)
         for suffix, fractions, seeds, random_baseline in phases:
             starts = [(f"{arm} {f:g}", str(ckpts[arm][f])) for arm in a.arms for f in fractions]

@@ -306,9 +306,15 @@ def test_electra_finetune_options(tmp_path) -> None:
         default = module.finetune_recipes(tmp_path / "default", tmp_path, module.SHAPE, module.parse_args([]))
         tied = module.arm_args("recipe-tied", a, module.SHAPE, [])  # the ablation of the recipe's untied head
         arms = module.parse_args([]).arms
+        # a run that holds results of the same settings (a --reuse that added arms) gets fresh names
+        tags = [module.eval_tag(tmp_path / "default", module.parse_args([]))]
+        (tmp_path / "default" / "eval-jnlpba-curve-2").mkdir()
+        tags.append(module.eval_tag(tmp_path / "default", module.parse_args([])))
+        tags.append(module.eval_tag(tmp_path / "default", module.parse_args(["--tasks", "sst2"])))
     finally:
         del sys.modules[spec.name]
     assert "--model.config.tie_embeddings=true" in tied and arms == ["bert", "recipe", "electra"]
+    assert tags == ["-2", "-3", "-2"]  # sst2.yaml and jnlpba.yaml were written; then eval-jnlpba-curve-2 was taken
     assert set(recipes) == {"sst2"} and set(default) == {"sst2", "jnlpba"}
     model = yaml.safe_load(recipes["sst2"][0].read_text())["model"]["init_args"]
     assert model["optimizer"]["lr"] == 1e-4 and model["mode"] == "probe"
