@@ -39,8 +39,9 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
 ``--reuse`` takes an earlier run's folder and fine-tunes its checkpoints (pass the same shape and
 budget; the arms it has are not pretrained again), writing ``eval-<task>-<mode>-lr<lr>`` folders
 beside the first ones (``-2``, ``-3``, ... after a name already there), so the fine-tuning settings
-can be varied on the very same pretrained networks. An arm the folder does not have yet is pretrained into it, on its tokenizer and shards,
-so a comparison too long for one sitting can be built an arm at a time (``--only-pretrain``):
+can be varied on the very same pretrained networks. An arm the folder does not have yet is
+pretrained into it, on its tokenizer and shards, so a comparison too long for one sitting can be
+built an arm at a time (``--only-pretrain``):
 
     python benchmarks/electra.py --arms recipe --reference-steps 6000 --corpus-mb 30 --only-pretrain
     python benchmarks/electra.py --arms recipe bert --reference-steps 6000 --corpus-mb 30 \

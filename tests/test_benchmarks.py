@@ -286,7 +286,8 @@ def test_electra(smoke: Smoke) -> None:
     assert again["arms"]["recipe-tied"]["trained"]["tie_embeddings"] is True
     assert set(again["downstream"]) == {"sst2"}
     assert set(again["downstream"]["sst2"]["scores"]) == {"random init", "bert 1", "recipe-tied 1"}
-    assert os.path.isdir(os.path.join(run, "eval-sst2-probe-lr0.001")) and os.path.isdir(os.path.join(run, "recipe-tied"))
+    assert os.path.isdir(os.path.join(run, "eval-sst2-probe-lr0.001"))
+    assert os.path.isdir(os.path.join(run, "recipe-tied"))
     assert "bert: " not in again_out and "recipe-tied: " in again_out  # only the new arm pretrained
 
 
