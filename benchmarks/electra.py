@@ -63,7 +63,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -96,15 +96,15 @@ class Arm:
     shaped: bool = True
 
 
+RECIPE = Arm(["configs/recipes/encoder-small-budget.yaml"], warmup=0.75)  # the triangle's peak at 3/4
 ARMS = {
     "bert": Arm(["configs/bert/mini.yaml"],
                 ["--model.nsp=false", "--model.config.nsp_head=false", "--model.optimizer.lr=5e-4",
                  "--model.optimizer.schedule=linear", "--model.optimizer.min_lr_ratio=0.0"]),
-    "recipe": Arm(["configs/recipes/encoder-small-budget.yaml"], warmup=0.75),  # the triangle's peak at 3/4
+    "recipe": RECIPE,
     # the recipe with its MLM output matrix tied to the input embeddings, as cramming's and BERT's (the ablation of
     # the recipe's untied head: the tied softmax turns the embeddings one way, Gao et al. 2019)
-    "recipe-tied": Arm(["configs/recipes/encoder-small-budget.yaml"], ["--model.config.tie_embeddings=true"],
-                       warmup=0.75),
+    "recipe-tied": replace(RECIPE, args=["--model.config.tie_embeddings=true"]),
     # the shape keys are the discriminator's, as BERT's here (unfactorised embeddings, as BERT's);
     # the generator a quarter of its width (ELECTRA-Small's), set in arm_args
     "electra": Arm(["configs/electra/tiny.yaml"],
