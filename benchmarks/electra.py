@@ -40,8 +40,8 @@ vocabulary trained on them and shared by every arm, blocks of 128 tokens):
 budget; the arms it has are not pretrained again), writing ``eval-<task>-<mode>-lr<lr>`` folders
 beside the first ones (``-2``, ``-3``, ... after a name already there), so the fine-tuning settings
 can be varied on the very same pretrained networks. An arm the folder does not have yet is
-pretrained into it, on its tokenizer and shards, so a comparison too long for one sitting can be
-built an arm at a time (``--only-pretrain``):
+pretrained into it, with the tokenizer its arms saved and on the same examples (asserted), so a
+comparison too long for one sitting can be built an arm at a time (``--only-pretrain``):
 
     python benchmarks/electra.py --arms recipe --reference-steps 6000 --corpus-mb 30 --only-pretrain
     python benchmarks/electra.py --arms recipe bert --reference-steps 6000 --corpus-mb 30 \
@@ -207,6 +207,17 @@ def pretrain(name: str, args: list[str], steps: int, warmup: float, run: Path, s
           "--checkpoint.monitor=null", "--checkpoint.save_top_k=-1", f"--checkpoint.every_n_train_steps={quarter}",
           "--checkpoint.filename=step-{step}"])
     return checkpoints(run, name, steps), time.perf_counter() - started
+
+
+def run_tokenizer(run: Path) -> Path:
+    """The tokenizer the arms of ``run`` were trained with (the first arm's copy in its run folder), for the arms
+    ``--reuse`` adds. Not the cache's: its key holds the books' modification times, which a fresh copy of the
+    data folder changes, and WordPiece training is not deterministic (the same vocabulary, other ids)."""
+    found = sorted(run.glob("*/version_0/tokenizer.json"))
+    if not found:
+        sys.exit(f"--reuse {run}: no arm of it has a tokenizer.json (<arm>/version_0/tokenizer.json); pretrain an arm "
+                 "into a new run instead.")
+    return found[0]
 
 
 def checkpoints(run: Path, name: str, steps: int) -> dict[float, Path]:
@@ -431,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
                  "--data.txt_split=blank_line", "--data.val_fraction=0.02", "--data.tokenizer.kind=wordpiece",
                  f"--data.tokenizer.vocab_size={shape['vocab']}", "--data.tokenizer.specials=bert",
                  "--data.tokenizer.lowercase=true"]
+    if a.reuse:
+        data_args.append(f"--data.tokenizer.path={run_tokenizer(run)}")
     args = {arm: arm_args(arm, a, shape, data_args) for arm in a.arms}
     fpt = {arm: flops_per_token(args[arm], shape) for arm in a.arms}
     step_tokens = shape["seq_len"] * shape["batch_size"]

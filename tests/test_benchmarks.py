@@ -12,6 +12,7 @@ run finishes, prints its report, and keeps the invariants a real run shows whate
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
@@ -277,9 +278,13 @@ def test_electra(smoke: Smoke) -> None:
     # fine-tune the same checkpoints again with other settings, without pretraining again; an arm the
     # run lacks is pretrained into it on the same budget (the script asserts it read the same examples)
     run = summary["run"]
+    books = os.path.join(os.path.dirname(run), "data")  # the first run's, touched as a later sitting's fresh copy:
+    for path in glob.glob(os.path.join(books, "general", "gutenberg", "*")):  # the corpus fingerprint changes
+        os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
     again_out, again = smoke("electra.py", "--arms", "bert", "recipe-tied", "--reuse", run, "--tasks", "sst2",
-                             "--curve-seeds", "0", "--finetune-mode", "probe", "--finetune-lr", "1e-3",
-                             "--data", os.path.join(os.path.dirname(run), "data"))  # the first run's books
+                             "--curve-seeds", "0", "--finetune-mode", "probe", "--finetune-lr", "1e-3", "--data", books)
+    # the added arm read the run's tokenizer, not one trained again (same vocabulary, other ids)
+    assert len(glob.glob(os.path.join(run, "cache", "tokenizers", "*.json"))) == 1
     assert again["arms"]["bert"]["minutes"] is None and again["arms"]["bert"]["steps"] == arms["bert"]["steps"]
     assert again["budget_flops"] == budget and again["arms"]["recipe-tied"]["minutes"] is not None
     assert again["arms"]["recipe-tied"]["steps"] == arms["recipe"]["steps"]  # the recipe's shape, the same FLOPs
