@@ -213,11 +213,17 @@ def run_tokenizer(run: Path) -> Path:
     """The tokenizer the arms of ``run`` were trained with (the first arm's copy in its run folder), for the arms
     ``--reuse`` adds. Not the cache's: its key holds the books' modification times, which a fresh copy of the
     data folder changes, and WordPiece training is not deterministic (the same vocabulary, other ids)."""
-    found = sorted(run.glob("*/version_0/tokenizer.json"))
+    from lmforge.tokenizer import Tokenizer
+
+    found = {path: Tokenizer.from_file(str(path)).fingerprint for path in sorted(run.glob("*/version_0/tokenizer.json"))}
     if not found:
         sys.exit(f"--reuse {run}: no arm of it has a tokenizer.json (<arm>/version_0/tokenizer.json); pretrain an arm "
                  "into a new run instead.")
-    return found[0]
+    if len(set(found.values())) > 1:
+        sys.exit(f"--reuse {run}: its arms were trained with different tokenizers "
+                 f"({', '.join(f'{p.parent.parent.name} {f}' for p, f in found.items())}); move away the arms that "
+                 "do not share the first arm's, then run again to pretrain them on it.")
+    return next(iter(found))
 
 
 def checkpoints(run: Path, name: str, steps: int) -> dict[float, Path]:

@@ -299,6 +299,7 @@ def test_electra(smoke: Smoke) -> None:
 def test_electra_finetune_options(tmp_path) -> None:
     # the fine-tuning settings the SST-2 probes of RESULTS.md vary: the learning rate, frozen or
     # full, and which tasks; every start's recipe file carries them
+    import tokenizers
     import yaml
 
     spec = importlib.util.spec_from_file_location("lmforge_benchmark_electra_options", ROOT / "benchmarks" / "electra.py")
@@ -317,8 +318,22 @@ def test_electra_finetune_options(tmp_path) -> None:
         (tmp_path / "default" / "eval-jnlpba-curve-2").mkdir()
         tags.append(module.eval_tag(tmp_path / "default", module.parse_args([])))
         tags.append(module.eval_tag(tmp_path / "default", module.parse_args(["--tasks", "sst2"])))
+        # --reuse reads the tokenizer its arms saved, and refuses arms saved with different ones
+        run = tmp_path / "run"
+        for arm, vocab in [("bert", {"[UNK]": 0, "a": 1, "b": 2}), ("recipe", {"[UNK]": 0, "a": 1, "b": 2})]:
+            (run / arm / "version_0").mkdir(parents=True)
+            tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]")).save(
+                str(run / arm / "version_0" / "tokenizer.json"))
+        pinned = module.run_tokenizer(run)
+        (run / "recipe" / "version_0" / "tokenizer.json").write_text(  # the same tokens, two ids swapped
+            tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0, "a": 2, "b": 1}, unk_token="[UNK]")).to_str())
+        with pytest.raises(SystemExit) as refused:
+            module.run_tokenizer(run)
     finally:
         del sys.modules[spec.name]
+    assert pinned == run / "bert" / "version_0" / "tokenizer.json"
+    message = str(refused.value)
+    assert "different tokenizers" in message and "bert " in message and "recipe " in message
     assert "--model.config.tie_embeddings=true" in tied and arms == ["bert", "recipe", "electra"]
     assert tags == ["-2", "-3", "-2"]  # sst2.yaml and jnlpba.yaml were written; then eval-jnlpba-curve-2 was taken
     assert set(recipes) == {"sst2"} and set(default) == {"sst2", "jnlpba"}
