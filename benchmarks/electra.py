@@ -210,8 +210,8 @@ def pretrain(name: str, args: list[str], steps: int, warmup: float, run: Path, s
 
 
 def run_tokenizer(run: Path) -> Path:
-    """The tokenizer the arms of ``run`` were trained with (the first arm's copy in its run folder), for the arms
-    ``--reuse`` adds. Not the cache's: its key holds the books' modification times, which a fresh copy of the
+    """The tokenizer the arms of ``run`` were trained with (their copies in their run folders, which must agree),
+    for the arms ``--reuse`` adds. Not the cache's: its key holds the books' modification times, which a fresh copy of the
     data folder changes, and WordPiece training is not deterministic (the same vocabulary, other ids)."""
     from lmforge.tokenizer import Tokenizer
 
@@ -221,8 +221,8 @@ def run_tokenizer(run: Path) -> Path:
                  "into a new run instead.")
     if len(set(found.values())) > 1:
         sys.exit(f"--reuse {run}: its arms were trained with different tokenizers "
-                 f"({', '.join(f'{p.parent.parent.name} {f}' for p, f in found.items())}); move away the arms that "
-                 "do not share the first arm's, then run again to pretrain them on it.")
+                 f"({', '.join(f'{p.parent.parent.name} {f}' for p, f in found.items())}); keep the arms of one "
+                 "tokenizer and move the others away; a run with --reuse pretrains them again on the one kept.")
     return next(iter(found))
 
 
