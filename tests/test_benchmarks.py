@@ -320,13 +320,16 @@ def test_electra_finetune_options(tmp_path) -> None:
         tags.append(module.eval_tag(tmp_path / "default", module.parse_args(["--tasks", "sst2"])))
         # --reuse reads the tokenizer its arms saved, and refuses arms saved with different ones
         run = tmp_path / "run"
-        for arm, vocab in [("bert", {"[UNK]": 0, "a": 1, "b": 2}), ("recipe", {"[UNK]": 0, "a": 1, "b": 2})]:
-            (run / arm / "version_0").mkdir(parents=True)
-            tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]")).save(
-                str(run / arm / "version_0" / "tokenizer.json"))
+
+        def save(arm: str, vocab: dict[str, int]) -> None:
+            (run / arm / "version_0").mkdir(parents=True, exist_ok=True)
+            (run / arm / "version_0" / "tokenizer.json").write_text(
+                tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]")).to_str())
+
+        for arm in ("bert", "recipe"):
+            save(arm, {"[UNK]": 0, "a": 1, "b": 2})
         pinned = module.run_tokenizer(run)
-        (run / "recipe" / "version_0" / "tokenizer.json").write_text(  # the same tokens, two ids swapped
-            tokenizers.Tokenizer(tokenizers.models.WordLevel({"[UNK]": 0, "a": 2, "b": 1}, unk_token="[UNK]")).to_str())
+        save("recipe", {"[UNK]": 0, "a": 2, "b": 1})  # the same tokens, two ids swapped
         with pytest.raises(SystemExit) as refused:
             module.run_tokenizer(run)
     finally:
